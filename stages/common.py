@@ -1,0 +1,168 @@
+"""Plumbing shared by every stage: parameters, errors, progress lines and atomic writes.
+
+Every stage module has a ``main()`` wrapped by :func:`run_stage`, which turns a
+:class:`PipelineError` into one readable message on stderr and exit status 2
+instead of a traceback.  Outputs are written through :func:`atomic_dir` or
+:func:`write_atomic`, so a stage that fails leaves no half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class PipelineError(Exception):
+    """A problem with the input or the parameters that the user can fix.
+
+    The message must say which file or parameter is wrong, the offending value,
+    and what to do about it.
+    """
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
+    """Read ``params.yaml`` (or ``path``) and return it as a dict."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path} not found; run the stage from the repository root.")
+    with open(path) as f:
+        params = yaml.safe_load(f) or {}
+    if not isinstance(params, dict):
+        raise PipelineError(f"{path} must hold a mapping at top level, found {type(params).__name__}.")
+    return params
+
+
+def require(params: dict[str, Any], dotted_key: str) -> Any:
+    """Return ``params[a][b]`` for ``dotted_key='a.b'``, or fail naming the missing key."""
+    node: Any = params
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise PipelineError(
+                f"params.yaml has no '{dotted_key}'; add it (see README, section Parameters)."
+            )
+        node = node[part]
+    return node
+
+
+def check_choice(name: str, value: Any, allowed: list[str] | tuple[str, ...] | dict) -> None:
+    """Fail unless ``value`` is one of ``allowed``, listing the allowed values."""
+    if value not in allowed:
+        raise PipelineError(
+            f"{name} = {value!r} is not known; use one of: {', '.join(map(str, allowed))} "
+            f"(edit params.yaml or pass -S {name.split(' ')[0]}=...)."
+        )
+
+
+def check_range(name: str, value: Any, low: float, high: float, integer: bool = False) -> None:
+    """Fail unless ``low <= value <= high`` (and an integer when asked)."""
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not (low <= value <= high):
+        what = "an integer" if integer else "a number"
+        raise PipelineError(
+            f"{name} = {value!r} is out of range; it must be {what} in [{low}, {high}] "
+            f"(edit params.yaml or pass -S {name}=...)."
+        )
+
+
+def log(stage: str, message: str) -> None:
+    """Print one progress line, prefixed by the stage, flushed at once."""
+    print(f"[{stage}] {message}", flush=True)
+
+
+class Stopwatch:
+    """Seconds since creation, for progress lines."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __str__(self) -> str:
+        return f"{time.perf_counter() - self.start:.1f} s"
+
+
+def _fresh_sibling(path: Path, tag: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{tag}-", dir=path.parent))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``path`` only if the block succeeds.
+
+    On any exception the temporary directory is removed and ``path`` is left as
+    it was, so a failed stage never leaves a half-filled output directory.
+    """
+    path = Path(path)
+    tmp = _fresh_sibling(path, "tmp")
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if path.exists():
+        old = _fresh_sibling(path, "old")
+        os.replace(path, old / path.name)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_atomic(path: Path | str, writer: Callable[[Path], None]) -> None:
+    """Call ``writer(tmp_path)`` and move the result onto ``path`` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path | str, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def read_json(path: Path | str) -> Any:
+    """Read a JSON file, failing with the file's name if it is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path} not found; run the stage that makes it first (dvc repro).")
+    return json.loads(path.read_text())
+
+
+def run_stage(main: Callable[[list[str]], None]) -> None:
+    """Run a stage's ``main(argv)``; on :class:`PipelineError` print it and exit 2.
+
+    SIGTERM (a killed ``dvc repro``) becomes ``SystemExit``, so that
+    :func:`atomic_dir` and :func:`write_atomic` still remove their temporaries.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        main(sys.argv[1:])
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def parse_args(argv: list[str], names: list[str], usage: str) -> list[str]:
+    """Check that ``argv`` holds exactly the positional arguments ``names``."""
+    if len(argv) != len(names):
+        raise PipelineError(f"usage: {usage} (got {len(argv)} arguments: {argv}).")
+    return list(argv)

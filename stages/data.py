@@ -1,0 +1,79 @@
+"""Where each stage writes, and reading what the data stages wrote."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages.common import PipelineError, read_json
+
+RAW_DIR = Path("data/raw")
+PREPARED_DIR = Path("data/prepared")
+FOLDS_DIR = Path("data/folds")
+MODELS_DIR = Path("models")
+FEATURES_DIR = Path("data/features")
+METRICS_DIR = Path("metrics/cv")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A normalized dataset: the image stack and its manifest, row for row."""
+
+    images: np.ndarray      # uint8 (N, S, S)
+    manifest: pd.DataFrame
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.manifest["label"].to_numpy()
+
+    @property
+    def groups(self) -> np.ndarray:
+        return self.manifest["group"].to_numpy()
+
+    @property
+    def class_names(self) -> list[str]:
+        pairs = self.manifest[["label", "class_name"]].drop_duplicates().sort_values("label")
+        return list(pairs["class_name"])
+
+
+def load_manifest(dataset: str) -> pd.DataFrame:
+    """The manifest of a normalized dataset."""
+    path = PREPARED_DIR / dataset / "manifest.csv"
+    if not path.exists():
+        raise PipelineError(f"{path} not found; run 'dvc repro normalize@{dataset}' first.")
+    return pd.read_csv(path, dtype={"group": str, "case": str}, keep_default_na=False)
+
+
+def load_prepared(dataset: str) -> Prepared:
+    """Images and manifest of a normalized dataset, checked against each other."""
+    manifest = load_manifest(dataset)
+    images = np.load(PREPARED_DIR / dataset / "images.npy")
+    if len(images) != len(manifest):
+        raise PipelineError(
+            f"{PREPARED_DIR / dataset}: images.npy has {len(images)} images but manifest.csv "
+            f"{len(manifest)} rows; rerun 'dvc repro -f normalize@{dataset}'."
+        )
+    return Prepared(images, manifest)
+
+
+def load_test_folds(dataset: str, n_images: int) -> list[np.ndarray]:
+    """Test indices of each fold, checked to partition ``0..n_images-1``."""
+    record = read_json(FOLDS_DIR / f"{dataset}.json")
+    folds = [np.asarray(f["test_indices"], dtype=int) for f in record["folds"]]
+    covered = np.sort(np.concatenate(folds))
+    if record["n_images"] != n_images or not np.array_equal(covered, np.arange(n_images)):
+        raise PipelineError(
+            f"{FOLDS_DIR / dataset}.json does not match data/prepared/{dataset} "
+            f"({record['n_images']} vs {n_images} images); rerun 'dvc repro folds@{dataset}'."
+        )
+    return folds
+
+
+def train_indices(test: np.ndarray, n_images: int) -> np.ndarray:
+    """All indices not in ``test``, in increasing order."""
+    mask = np.ones(n_images, dtype=bool)
+    mask[test] = False
+    return np.flatnonzero(mask)

@@ -1,0 +1,121 @@
+"""Stage ``finetune``: train one network on every fold of one dataset.
+
+Usage: ``python -m stages.finetune DATASET MODEL``.  Reads params
+``ft_fraction``, ``weights``, ``seed`` and section ``finetune``.
+
+For each fold k the network starts from the same initial state (see
+:class:`stages.training.FoldReset`), trains on the fold's training part with an
+inner, grouped validation split for early stopping, and predicts the test
+fold.  Outputs in ``models/<dataset>/<model>/``:
+
+* ``weights/fold<k>.weights.h5``: the fine-tuned network of fold k (not
+  DVC-cached: large, and remade by rerunning the stage);
+* ``training/history.csv``: per fold and epoch, loss and accuracy (train and
+  validation);
+* ``training/dense_predictions.csv``: the dense softmax head's class
+  probabilities for each test-fold image;
+* ``training/freezing.json``: per fold, weight-carrying layers in total and
+  trained, trainable parameters, first trained layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from stages.common import (
+    Stopwatch, atomic_dir, check_range, load_params, log, parse_args, require, run_stage, write_json,
+)
+from stages.data import MODELS_DIR, load_prepared, load_test_folds, train_indices
+from stages.networks import build_classifier, check_image_size, check_model_name, to_network_input
+from stages.training import (
+    EpochLog, FoldReset, class_weights, compile_classifier, fit_fold, inner_validation_split, seed_everything,
+)
+
+
+def check_finetune_params(params: dict) -> dict:
+    """Validate ``ft_fraction`` and section ``finetune``; return the section."""
+    check_range("ft_fraction", require(params, "ft_fraction"), 0.0, 1.0)
+    cfg = require(params, "finetune")
+    check_range("finetune.epochs", cfg["epochs"], 1, 10_000, integer=True)
+    check_range("finetune.batch_size", cfg["batch_size"], 1, 4096, integer=True)
+    check_range("finetune.learning_rate", cfg["learning_rate"], 1e-9, 10.0)
+    check_range("finetune.head_units", cfg["head_units"], 1, 65536, integer=True)
+    check_range("finetune.dropout", cfg["dropout"], 0.0, 0.95)
+    check_range("finetune.validation_fraction", cfg["validation_fraction"], 0.0, 0.5)
+    check_range("finetune.patience", cfg["patience"], 1, 10_000, integer=True)
+    return cfg
+
+
+def predictions_table(ids: pd.Series, fold: int, labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+    """One row per test image: id, fold, true label and one probability per class."""
+    table = pd.DataFrame({"id": ids.to_numpy(), "fold": fold, "true": labels})
+    for c, name in enumerate(class_names):
+        table[f"prob_{name}"] = probs[:, c]
+    return table
+
+
+def history_table(history: dict[str, list[float]], fold: int) -> pd.DataFrame:
+    """Keras history of one fold as rows (fold, epoch, metrics...)."""
+    table = pd.DataFrame(history)
+    table.insert(0, "epoch", np.arange(1, len(table) + 1))
+    table.insert(0, "fold", fold)
+    return table
+
+
+def main(argv: list[str]) -> None:
+    dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.finetune DATASET MODEL")
+    params = load_params()
+    check_model_name(model_name)
+    cfg = check_finetune_params(params)
+    ft_fraction, seed = params["ft_fraction"], require(params, "seed")
+    data = load_prepared(dataset)
+    folds = load_test_folds(dataset, len(data.manifest))
+    image_size = data.images.shape[1]
+    check_image_size(model_name, image_size)
+    tag = f"{dataset}/{model_name}"
+    clock = Stopwatch()
+
+    seed_everything(seed, cfg.get("deterministic_ops", True))
+    model, freeze = build_classifier(
+        model_name, image_size, len(data.class_names), require(params, "weights"),
+        cfg["head_units"], cfg["dropout"], ft_fraction,
+    )
+    compile_classifier(model, cfg["optimizer"], cfg["learning_rate"])
+    reset = FoldReset(model)
+    log("finetune", f"{tag}: ft_fraction={ft_fraction} trains {freeze.trained_layers}/{freeze.total_layers} "
+        f"weight layers from '{freeze.first_trained_layer or '(head only)'}', "
+        f"{freeze.trainable_params:,} backbone params ({clock})")
+    x, y = to_network_input(data.images, model_name), data.labels
+
+    out = MODELS_DIR / dataset / model_name
+    histories, predictions, freezing = [], [], []
+    with atomic_dir(out / "weights") as weights_dir, atomic_dir(out / "training") as training_dir:
+        for k, test in enumerate(folds, start=1):
+            reset.restore()
+            seed_everything(seed + k, cfg.get("deterministic_ops", True))
+            train = train_indices(test, len(y))
+            fit, val = inner_validation_split(y[train], data.groups[train], cfg["validation_fraction"], seed + k)
+            fit, val = train[fit], train[val]
+            prefix = f"{tag} fold {k}/{len(folds)}"
+            log("finetune", f"{prefix}: training on {len(fit)} images, validating on {len(val)}, testing on {len(test)}")
+            history = fit_fold(
+                model, x[fit], y[fit], (x[val], y[val]) if len(val) else None,
+                cfg["epochs"], cfg["batch_size"], cfg["patience"], class_weights(y[fit], cfg["class_weight"]),
+                EpochLog("finetune", prefix, cfg["epochs"]),
+            )
+            model.save_weights(weights_dir / f"fold{k}.weights.h5")
+            probs = model.predict(x[test], batch_size=cfg["batch_size"], verbose=0)
+            predictions.append(predictions_table(data.manifest["id"].iloc[test], k, y[test], probs, data.class_names))
+            histories.append(history_table(history, k))
+            freezing.append({"fold": k, **freeze.as_dict()})
+            accuracy = float(np.mean(probs.argmax(axis=1) == y[test]))
+            log("finetune", f"{prefix}: dense-head test accuracy {accuracy:.3f} ({clock})")
+        pd.concat(histories).to_csv(training_dir / "history.csv", index=False)
+        pd.concat(predictions).to_csv(training_dir / "dense_predictions.csv", index=False)
+        write_json(training_dir / "freezing.json", {"model": model_name, "ft_fraction": ft_fraction, "folds": freezing})
+    log("finetune", f"{tag}: done in {clock}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,93 @@
+"""Stage ``folds``: seeded stratified, grouped K-fold split of one dataset.
+
+Usage: ``python -m stages.folds DATASET``.  Reads params ``seed`` and ``cv``.
+
+Images of one group (one patient or case, or identical pixels; see
+``normalize``) always land in the same fold, so no patient is seen in training
+and in test.  Output ``data/folds/<dataset>.json`` records each fold's test
+indices (rows of ``data/prepared/<dataset>/manifest.csv``) and class counts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from stages.common import PipelineError, check_range, load_params, log, parse_args, require, run_stage, write_json
+from stages.data import FOLDS_DIR, load_manifest
+from stages.grouping import fewest_groups_per_class
+
+
+def check_enough_groups(labels: np.ndarray, groups: np.ndarray, class_names: dict[int, str], n_splits: int, where: str) -> None:
+    """Fail unless every class has at least ``n_splits`` groups.
+
+    With fewer, some test fold would hold no image of that class and its
+    recall would be undefined.
+    """
+    label, n_groups = fewest_groups_per_class(labels, groups)
+    if n_groups < n_splits:
+        raise PipelineError(
+            f"{where}: class '{class_names[label]}' has {n_groups} groups (patients/cases) "
+            f"but {n_splits} folds were asked for; lower cv.n_splits to at most {n_groups} "
+            "or add data for that class."
+        )
+
+
+def stratified_group_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> list[np.ndarray]:
+    """Test indices of each fold of a seeded ``StratifiedGroupKFold``."""
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    dummy = np.zeros(len(labels))
+    return [np.sort(test) for _, test in splitter.split(dummy, labels, groups)]
+
+
+def check_every_class_tested(folds: list[np.ndarray], labels: np.ndarray, class_names: dict[int, str], seed: int) -> None:
+    """Fail if a test fold lacks a class (its recall and AUC would be undefined)."""
+    for k, test in enumerate(folds, start=1):
+        missing = set(class_names) - set(labels[test].tolist())
+        if missing:
+            raise PipelineError(
+                f"with seed = {seed}, test fold {k} holds no image of class "
+                f"{', '.join(class_names[m] for m in sorted(missing))}; lower cv.n_splits or change seed."
+            )
+
+
+def fold_record(test: np.ndarray, labels: np.ndarray, class_names: dict[int, str]) -> dict:
+    """JSON record of one fold: test indices and class counts of both parts."""
+    in_test = np.zeros(len(labels), dtype=bool)
+    in_test[test] = True
+
+    def counts(mask: np.ndarray) -> dict[str, int]:
+        c = Counter(labels[mask].tolist())
+        return {class_names[k]: int(c.get(k, 0)) for k in sorted(class_names)}
+
+    return {"test_indices": test.tolist(), "test_counts": counts(in_test), "train_counts": counts(~in_test)}
+
+
+def main(argv: list[str]) -> None:
+    (dataset,) = parse_args(argv, ["dataset"], "python -m stages.folds DATASET")
+    params = load_params()
+    seed, n_splits = require(params, "seed"), require(params, "cv.n_splits")
+    check_range("cv.n_splits", n_splits, 2, 100, integer=True)
+    manifest = load_manifest(dataset)
+    labels, groups = manifest["label"].to_numpy(), manifest["group"].to_numpy()
+    class_names = dict(zip(manifest["label"], manifest["class_name"]))
+    check_enough_groups(labels, groups, class_names, n_splits, f"data/prepared/{dataset}/manifest.csv")
+    folds = stratified_group_folds(labels, groups, n_splits, seed)
+    check_every_class_tested(folds, labels, class_names, seed)
+    record = {
+        "dataset": dataset,
+        "n_splits": n_splits,
+        "seed": seed,
+        "n_images": int(len(manifest)),
+        "n_groups": int(len(np.unique(groups))),
+        "folds": [fold_record(test, labels, class_names) for test in folds],
+    }
+    write_json(FOLDS_DIR / f"{dataset}.json", record)
+    for k, fold in enumerate(record["folds"], start=1):
+        log("folds", f"{dataset}: fold {k}/{n_splits} test {fold['test_counts']}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

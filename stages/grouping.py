@@ -1,0 +1,62 @@
+"""Groups of images that must stay on one side of every cross-validation split."""
+
+from __future__ import annotations
+
+from typing import Hashable, Iterable, Sequence
+
+import numpy as np
+
+
+class UnionFind:
+    """Disjoint sets over ``0..n-1`` with path halving."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        a, b = self.find(i), self.find(j)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+
+def join_on_keys(uf: UnionFind, keys: Iterable[Hashable]) -> None:
+    """Put every two items with equal (non-empty) key into one set."""
+    first: dict[Hashable, int] = {}
+    for i, key in enumerate(keys):
+        if key is None or key == "":
+            continue
+        if key in first:
+            uf.union(first[key], i)
+        else:
+            first[key] = i
+
+
+def merge_groups(cases: Sequence[str], pixel_hashes: Sequence[str]) -> list[str]:
+    """Final group of each image: same case, or identical pixels, means same group.
+
+    The two relations are joined transitively, so if image A shares its case with
+    B and its pixels with C, then A, B and C form one group.  A group is named
+    after the first case (in input order) that belongs to it, which keeps names
+    readable and stable.
+    """
+    uf = UnionFind(len(cases))
+    join_on_keys(uf, cases)
+    join_on_keys(uf, pixel_hashes)
+    return [cases[uf.find(i)] for i in range(len(cases))]
+
+
+def fewest_groups_per_class(labels: np.ndarray, groups: np.ndarray) -> tuple[int, int]:
+    """The class with the fewest distinct groups, and that number of groups.
+
+    A K-fold split grouped by patient can put every class in every fold only if
+    this number is at least K.
+    """
+    counts = {int(c): len(np.unique(groups[labels == c])) for c in np.unique(labels)}
+    label = min(counts, key=counts.get)
+    return label, counts[label]

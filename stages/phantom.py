@@ -1,0 +1,233 @@
+"""A deterministic generator of B-mode-like breast ultrasound images.
+
+The built-in dataset ``phantom`` lets the whole pipeline run offline.  Each
+simulated patient has one lesion, seen in several images (different probe
+position, gain and speckle), so that cross-validation has real groups to keep
+together.  The image model follows the textbook picture of breast sonography
+(BI-RADS lexicon):
+
+* tissue: skin line, subcutaneous fat, fibroglandular layer and chest-wall
+  muscle, as horizontal bands of different echogenicity with gentle undulation;
+* speckle: fully developed speckle, i.e. complex Gaussian scatterers weighted
+  by the echogenicity, blurred by an anisotropic point-spread function, taken
+  as envelope and log-compressed to 8 bits;
+* benign lesion: oval, wider than tall, circumscribed smooth margin,
+  homogeneous, posterior acoustic enhancement;
+* malignant lesion: irregular or spiculated margin, taller than wide,
+  heterogeneous interior, posterior acoustic shadowing, microcalcifications.
+
+``difficulty`` in [0, 1] controls how much the two classes overlap.  Every
+lesion feature is drawn at a "malignancy level" t in [0, 1] and rendered by
+interpolating between the benign and the malignant look.  For a benign
+patient t ~ U(0, difficulty), for a malignant one t ~ U(1 - difficulty, 1),
+independently per feature.  At 0 the classes are cleanly separated, at 1 they
+are indistinguishable; the default (0.6) leaves a good model well above chance
+but short of 100 %.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CLASS_NAMES = ("benign", "malignant")
+
+# Look of each feature at t = 0 (benign) and t = 1 (malignant).
+ASPECT_RANGE = (1.7, 0.75)          # width / height of the lesion
+IRREGULARITY_RANGE = (0.0, 0.22)    # amplitude of low-order margin harmonics
+SPICULE_RANGE = (0.0, 0.45)         # length of spicules, relative to the radius
+HETEROGENEITY_RANGE = (0.04, 0.55)  # std of the interior echogenicity texture
+POSTERIOR_RANGE = (0.7, -0.7)       # +enhancement ... -shadowing below the lesion
+MARGIN_SOFTNESS_RANGE = (0.8, 3.0)  # blur of the lesion edge, in pixels
+CALCIFICATION_MAX = 9               # microcalcifications at t = 1 (none below t = 0.5)
+
+
+@dataclass(frozen=True)
+class PhantomSpec:
+    """Parameters of the phantom dataset (section ``phantom`` of params.yaml)."""
+
+    count: int = 160
+    malignant_fraction: float = 0.5
+    images_per_patient: int = 4
+    difficulty: float = 0.6
+    native_size: int = 128
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """The lesion of one patient, shared by all of that patient's images."""
+
+    radius: float            # mean radius relative to image width
+    aspect: float
+    irregularity: float
+    harmonic_phases: tuple[float, ...]
+    spicule_length: float
+    spicule_angles: tuple[float, ...]
+    heterogeneity: float
+    posterior: float
+    margin_softness: float
+    calcifications: tuple[tuple[float, float], ...]  # (radius fraction, angle)
+
+
+@dataclass(frozen=True)
+class PhantomImage:
+    """One generated image and its bookkeeping."""
+
+    pixels: np.ndarray  # uint8, (height, width)
+    label: str
+    patient: str
+    index: int          # image number within the patient, from 1
+
+
+def _lerp(bounds: tuple[float, float], t: float) -> float:
+    return bounds[0] + (bounds[1] - bounds[0]) * t
+
+
+def draw_malignancy_levels(rng: np.random.Generator, malignant: bool, difficulty: float, n: int) -> np.ndarray:
+    """Draw ``n`` independent per-feature malignancy levels t in [0, 1]."""
+    u = rng.uniform(0.0, difficulty, size=n)
+    return 1.0 - u if malignant else u
+
+
+def draw_lesion(rng: np.random.Generator, malignant: bool, difficulty: float) -> Lesion:
+    """Draw the lesion of one patient."""
+    t = draw_malignancy_levels(rng, malignant, difficulty, 7)
+    n_spicules = int(rng.integers(5, 11))
+    n_calc = int(round(max(0.0, 2 * t[6] - 1) * CALCIFICATION_MAX))
+    return Lesion(
+        radius=float(rng.uniform(0.13, 0.20)),
+        aspect=_lerp(ASPECT_RANGE, t[0]),
+        irregularity=_lerp(IRREGULARITY_RANGE, t[1]),
+        harmonic_phases=tuple(rng.uniform(0, 2 * np.pi, size=6)),
+        spicule_length=_lerp(SPICULE_RANGE, t[2]),
+        spicule_angles=tuple(rng.uniform(0, 2 * np.pi, size=n_spicules)),
+        heterogeneity=_lerp(HETEROGENEITY_RANGE, t[3]),
+        posterior=_lerp(POSTERIOR_RANGE, t[4]),
+        margin_softness=_lerp(MARGIN_SOFTNESS_RANGE, t[5]),
+        calcifications=tuple(
+            (float(rng.uniform(0.1, 0.8)), float(rng.uniform(0, 2 * np.pi))) for _ in range(n_calc)
+        ),
+    )
+
+
+def lesion_radius(lesion: Lesion, theta: np.ndarray, scale: float) -> np.ndarray:
+    """Radius of the lesion boundary (pixels) at polar angles ``theta``."""
+    a = scale * np.sqrt(lesion.aspect)   # horizontal semi-axis
+    b = scale / np.sqrt(lesion.aspect)   # vertical semi-axis
+    r = a * b / np.sqrt((b * np.cos(theta)) ** 2 + (a * np.sin(theta)) ** 2)
+    wobble = sum(
+        np.cos(k * theta + phase) / k for k, phase in zip(range(2, 8), lesion.harmonic_phases)
+    )
+    r = r * (1 + lesion.irregularity * wobble)
+    for angle in lesion.spicule_angles:
+        d = np.angle(np.exp(1j * (theta - angle)))  # wrapped angular distance
+        r = r * (1 + lesion.spicule_length * np.exp(-(d / 0.06) ** 2))
+    return r
+
+
+def tissue_echogenicity(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Echogenicity of the layered background tissue, in [0, 1]."""
+    y = np.arange(height)[:, None] / height
+    x = np.arange(width)[None, :] / width
+    phase = rng.uniform(0, 2 * np.pi)
+    undulation = 0.02 * np.sin(2 * np.pi * (1.3 * x) + phase)
+    skin = 0.05 + rng.uniform(-0.01, 0.01)
+    fat = 0.30 + rng.uniform(-0.04, 0.04) + undulation
+    muscle = 0.85 + rng.uniform(-0.04, 0.02) + undulation
+    e = np.where(y < skin, 0.95, 0.0)
+    e = e + np.where((y >= skin) & (y < fat), 0.35, 0.0)
+    e = e + np.where((y >= fat) & (y < muscle), 0.62, 0.0)
+    striation = 0.15 * np.sin(2 * np.pi * 40 * y + 3 * x)
+    e = e + np.where(y >= muscle, 0.55 + striation, 0.0)
+    # Fibroglandular tissue is patchy, not flat.
+    patches = cv2.GaussianBlur(rng.normal(0, 1, (height, width)), (0, 0), width / 25)
+    patches /= patches.std() + 1e-9
+    e = e + np.where((y >= fat) & (y < muscle), 0.08 * patches, 0.0)
+    return np.clip(e, 0.02, 1.0)
+
+
+def render_lesion(
+    rng: np.random.Generator, echo: np.ndarray, lesion: Lesion, center: tuple[float, float], scale: float, rotation: float
+) -> np.ndarray:
+    """Draw the lesion, its posterior effect and calcifications into ``echo``."""
+    height, width = echo.shape
+    cy, cx = center
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    dy, dx = yy - cy, xx - cx
+    theta = np.arctan2(dy, dx) - rotation
+    dist = np.hypot(dx, dy)
+    boundary = lesion_radius(lesion, theta, scale)
+    inside = 1.0 / (1.0 + np.exp((dist - boundary) / lesion.margin_softness))
+
+    texture = cv2.GaussianBlur(rng.normal(0, 1, (height, width)), (0, 0), 2.0)
+    texture /= texture.std() + 1e-9
+    interior = np.clip(0.10 + lesion.heterogeneity * 0.35 * texture, 0.02, 0.6)
+    echo = echo * (1 - inside) + interior * inside
+
+    # Posterior effect: a band below the lesion, as wide as the lesion, fading with depth.
+    columns = inside.max(axis=0)
+    bottom = np.argmax(np.cumsum(inside, axis=0) >= inside.sum(axis=0) - 0.5, axis=0)
+    below = (yy > bottom[None, :]).astype(float)
+    fade = np.exp(-(yy - bottom[None, :]).clip(0) / (0.6 * height))
+    effect = cv2.GaussianBlur(columns[None, :] * below * fade, (0, 0), 1.5)
+    echo = echo * (1 + lesion.posterior * effect)
+
+    for frac, angle in lesion.calcifications:
+        r = frac * float(lesion_radius(lesion, np.array([angle]), scale)[0])
+        py, px = int(round(cy + r * np.sin(angle + rotation))), int(round(cx + r * np.cos(angle + rotation)))
+        if 0 <= py < height and 0 <= px < width:
+            cv2.circle(echo, (px, py), 1, 1.6, -1)
+    return echo
+
+
+def speckle_image(rng: np.random.Generator, echo: np.ndarray, gain_db: float, dynamic_range_db: float = 40.0) -> np.ndarray:
+    """Turn an echogenicity map into a log-compressed 8-bit B-mode image with speckle."""
+    height, width = echo.shape
+    scatter = (rng.normal(size=(height, width)) + 1j * rng.normal(size=(height, width))) * echo
+    # Lateral resolution is coarser than axial: a wider blur along x.
+    real = cv2.GaussianBlur(scatter.real, (0, 0), sigmaX=1.8, sigmaY=0.9)
+    imag = cv2.GaussianBlur(scatter.imag, (0, 0), sigmaX=1.8, sigmaY=0.9)
+    envelope = np.hypot(real, imag)
+    db = 20 * np.log10(envelope / (np.median(envelope) + 1e-12) + 1e-6) + gain_db
+    pixels = (db + dynamic_range_db * 0.45) / dynamic_range_db * 255
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def render_image(rng: np.random.Generator, lesion: Lesion, height: int, width: int) -> np.ndarray:
+    """One view of ``lesion``: new probe position, size, tilt, gain and speckle."""
+    echo = tissue_echogenicity(rng, height, width)
+    center = (rng.uniform(0.40, 0.58) * height, rng.uniform(0.35, 0.65) * width)
+    scale = lesion.radius * width * rng.uniform(0.9, 1.1)
+    rotation = rng.uniform(-0.15, 0.15)
+    echo = render_lesion(rng, echo, lesion, center, scale, rotation)
+    return speckle_image(rng, echo, gain_db=rng.uniform(-3, 3))
+
+
+def patient_labels(n_patients: int, malignant_fraction: float, seed: int) -> list[str]:
+    """Class of each patient: exactly ``round(n * fraction)`` malignant, in seeded order."""
+    n_malignant = int(round(n_patients * malignant_fraction))
+    labels = [CLASS_NAMES[1]] * n_malignant + [CLASS_NAMES[0]] * (n_patients - n_malignant)
+    np.random.default_rng([seed, 0]).shuffle(labels)
+    return labels
+
+
+def generate(spec: PhantomSpec) -> list[PhantomImage]:
+    """Generate the whole phantom dataset described by ``spec``.
+
+    Image ``j`` belongs to patient ``j // images_per_patient``.  Every patient
+    and image draws from its own seeded stream, so the output depends only on
+    ``spec``.
+    """
+    height, width = int(round(spec.native_size * 0.75)), spec.native_size
+    n_patients = -(-spec.count // spec.images_per_patient)
+    labels = patient_labels(n_patients, spec.malignant_fraction, spec.seed)
+    images = []
+    for j in range(spec.count):
+        p, k = divmod(j, spec.images_per_patient)
+        lesion = draw_lesion(np.random.default_rng([spec.seed, 1, p]), labels[p] == CLASS_NAMES[1], spec.difficulty)
+        pixels = render_image(np.random.default_rng([spec.seed, 2, p, k]), lesion, height, width)
+        images.append(PhantomImage(pixels, labels[p], f"P{p + 1:04d}", k + 1))
+    return images

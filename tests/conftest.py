@@ -1,0 +1,45 @@
+"""Shared test fixtures: a scratch project folder to run stages in."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+class Project:
+    """A scratch working directory; ``project / "data"`` is a path inside it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __truediv__(self, relative: str) -> Path:
+        return self.root / relative
+
+    def write_params(self, params: dict) -> Path:
+        path = self.root / "params.yaml"
+        path.write_text(yaml.safe_dump(params))
+        return path
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """An empty folder made the working directory, as DVC runs the stages.
+
+    Stages read ``params.yaml`` and write under ``data/``, ``models/`` and
+    ``metrics/`` relative to the working directory.
+    """
+    monkeypatch.chdir(tmp_path)
+    return Project(tmp_path)
+
+
+def default_params() -> dict:
+    """The repository's params.yaml, as a dict to modify."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())

@@ -1,0 +1,114 @@
+"""End to end: the real DVC pipeline in a scratch copy of the repository.
+
+The one slow test of the suite (about two minutes on two CPU cores): tiny
+params, two models, then an experiment with another ft_fraction.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+TINY = {
+    "datasets": ["phantom"],
+    "models": ["VGG16", "ResNet50"],
+    "image_size": 32,
+    "download": {"phantom": {"count": 24, "images_per_patient": 2, "native_size": 48}},
+    "cv": {"n_splits": 3},
+    "finetune": {"epochs": 1, "batch_size": 8, "validation_fraction": 0.0},
+    "svm": {"C_grid": [0.1, 1.0], "inner_folds": 2},
+}
+
+
+def merge(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        if isinstance(value, dict):
+            merge(base.setdefault(key, {}), value)
+        else:
+            base[key] = value
+    return base
+
+
+def run(args, cwd, check=True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def copy_repository(target: Path) -> None:
+    """Copy what git tracks or would track, as a fresh clone plus uncommitted work would have."""
+    listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], REPO).stdout
+    for relative in filter(None, listed.split("\0")):
+        source = REPO / relative
+        if source.is_file() and not relative.startswith(("metrics/", "dvc.lock")):
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / relative)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    copy_repository(repo)
+    params = merge(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc = [sys.executable, "-m", "dvc"]
+    run(["git", "init", "-q"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "empty"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "tiny params"], repo)
+    repro = run(dvc + ["repro"], repo)
+    return repo, dvc, repro
+
+
+def test_repro_runs_every_stage_and_writes_metrics(pipeline):
+    repo, dvc, repro = pipeline
+    for stage in ["download@phantom", "normalize@phantom", "folds@phantom", "finetune@phantom-VGG16",
+                  "features@phantom-ResNet50", "evaluate@phantom-ResNet50", "report"]:
+        assert f"Running stage '{stage}'" in repro.stdout
+    assert "fold 3/3" in repro.stdout
+    for model in TINY["models"]:
+        metrics = json.loads((repo / f"metrics/cv/phantom/{model}.json").read_text())
+        for classifier in ("dense", "svm"):
+            assert 0.0 <= metrics[classifier]["accuracy"] <= 1.0
+            assert {"precision", "recall", "f1", "roc_auc", "sensitivity", "specificity"} <= set(metrics[classifier])
+        assert len(list((repo / f"models/phantom/{model}/weights").glob("fold*.weights.h5"))) == 3
+        assert len(list((repo / f"data/features/phantom/{model}").glob("fold*.npz"))) == 3
+    summary = (repo / "metrics/summary.md").read_text()
+    assert "phantom SVM" in summary and "ResNet50" in summary
+    assert "up to date" in run(dvc + ["repro"], repo).stdout
+
+
+def test_experiment_with_other_ft_fraction_and_metrics_diff(pipeline):
+    repo, dvc, _ = pipeline
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline"], repo)
+    before = json.loads((repo / "metrics/cv/phantom/ResNet50.json").read_text())
+    exp = run(dvc + ["exp", "run", "-S", "ft_fraction=0.5"], repo)
+    assert "Running stage 'finetune@phantom-ResNet50'" in exp.stdout
+    assert "Running stage 'download@phantom'" not in exp.stdout      # data stages are reused
+    after = json.loads((repo / "metrics/cv/phantom/ResNet50.json").read_text())
+    assert before["layers_trained"] == 16 and after["layers_trained"] == 53
+    diff = run(dvc + ["metrics", "diff", "--json"], repo).stdout
+    changes = json.loads(diff)["metrics/cv/phantom/ResNet50.json"]
+    assert changes["layers_trained"] == {"old": 16, "new": 53, "diff": 37}
+    table = run(dvc + ["metrics", "diff"], repo).stdout
+    assert "metrics/cv/phantom/ResNet50.json" in table and "layers_trained" in table
+    shown = json.loads(run(dvc + ["exp", "show", "--json"], repo).stdout)
+    assert shown  # experiments are listed
+
+
+def test_bad_param_fails_with_message_and_no_partial_outputs(pipeline):
+    repo, dvc, _ = pipeline
+    result = run(dvc + ["exp", "run", "-S", "image_size=16"], repo, check=False)
+    assert result.returncode != 0
+    assert "image_size = 16 is out of range" in result.stdout + result.stderr
+    assert not list((repo / "data/prepared").glob(".*tmp*"))
