@@ -2,9 +2,15 @@
 
 Usage: ``python -m stages.download DATASET``.  Reads params section ``download``.
 
-Only the built-in ``phantom`` dataset exists so far; it is generated, not
-downloaded.  Its raw layout is the generic one every importer understands:
-image files plus ``labels.csv`` with columns ``path,label,case``.
+* ``phantom`` is generated (see :mod:`stages.phantom`), written as images plus
+  ``labels.csv`` (``path,label,case``).
+* A real dataset is used as found, without network access, when
+  ``data/raw/<dataset>/`` already holds it in its official layout (extracted
+  by hand), or when its archive lies in ``data/raw/_downloads/`` (checksum
+  verified where known).  Otherwise its archive is downloaded from
+  ``download.<dataset>.url`` (resumed, retried, verified) and extracted.
+  Datasets without a public archive (DDTI, salivary glands) are placed by
+  hand; the error message says what to put where.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ from pathlib import Path
 
 import cv2
 
-from stages import phantom
-from stages.data import RAW_DIR
+from stages import datasets, fetch, phantom
 from stages.common import (
     PipelineError, Stopwatch, atomic_dir, check_choice, check_range, load_params, log, parse_args, require, run_stage,
 )
+from stages.data import RAW_DIR
 
-KNOWN_DATASETS = ("phantom",)
+DOWNLOADS_DIR = RAW_DIR / "_downloads"
+FETCH_RETRIES = 5        # with back-off 2, 4, 8, 16, 32 s: rides out a minute of a flaky host
+FETCH_BACKOFF_S = 2.0
 
 
 def phantom_spec(section: dict) -> phantom.PhantomSpec:
@@ -56,16 +64,76 @@ def write_phantom(spec: phantom.PhantomSpec, out_dir: Path) -> int:
     return len(rows)
 
 
+def already_in_place(dataset: str, raw_dir: Path) -> bool:
+    """True if ``raw_dir`` holds the dataset in its official layout (checked by scanning it)."""
+    if not raw_dir.is_dir() or not any(raw_dir.iterdir()):
+        return False
+    try:
+        datasets.scan(dataset, raw_dir, {})
+    except PipelineError as problem:
+        raise PipelineError(
+            f"{raw_dir} exists but does not hold {dataset} in its official layout: {problem} "
+            f"Fix it, or delete {raw_dir} to download the dataset afresh."
+        ) from problem
+    return True
+
+
+def obtain_archive(dataset: str, section: dict) -> Path:
+    """The dataset's archive in ``data/raw/_downloads/``: found there and verified, or downloaded."""
+    source = datasets.SOURCES[dataset]
+    url, sha256 = section.get("url"), section.get("sha256")
+    archive = DOWNLOADS_DIR / source.archive
+    if archive.exists():
+        log("download", f"{dataset}: using {archive}")
+        fetch.verify_checksum(archive, sha256)
+        if not sha256:
+            log("download", f"{dataset}: no checksum to verify against; SHA-256 is {fetch.sha256_of(archive)} "
+                f"(set download.{dataset}.sha256 to pin it)")
+        return archive
+    if not url:
+        raise PipelineError(
+            f"{dataset} has no download address. Get {source.how_to_get}, then either unpack it into "
+            f"{RAW_DIR / dataset}/ or put the zip archive at {archive}."
+        )
+    log("download", f"{dataset}: downloading {url}")
+    return fetch.download(url, archive, sha256, retries=FETCH_RETRIES, backoff=FETCH_BACKOFF_S)
+
+
+def obtain_real_dataset(dataset: str, section: dict) -> None:
+    """Make sure ``data/raw/<dataset>`` holds the dataset, downloading only if needed."""
+    raw_dir = RAW_DIR / dataset
+    if already_in_place(dataset, raw_dir):
+        log("download", f"{dataset}: using the files already in {raw_dir}")
+        return
+    source = datasets.SOURCES[dataset]
+    if source.archive is None:
+        raise PipelineError(
+            f"{dataset} cannot be downloaded automatically (no archive, no licence to redistribute). "
+            f"Assemble {source.how_to_get}."
+        )
+    archive = obtain_archive(dataset, section)
+    log("download", f"{dataset}: extracting {archive} into {raw_dir}")
+    fetch.extract_zip(archive, raw_dir)
+    try:
+        datasets.scan(dataset, raw_dir, {})
+    except PipelineError as problem:
+        raise PipelineError(f"{archive} unpacked, but not in the expected layout: {problem}") from problem
+
+
 def main(argv: list[str]) -> None:
     (dataset,) = parse_args(argv, ["dataset"], "python -m stages.download DATASET")
-    check_choice("datasets", dataset, KNOWN_DATASETS)
-    section = require(load_params(), f"download.{dataset}")
-    spec = phantom_spec(section)
+    check_choice("datasets", dataset, datasets.KNOWN_DATASETS)
+    section = require(load_params(), f"download.{dataset}") or {}
     clock = Stopwatch()
-    log("download", f"{dataset}: generating {spec.count} images (difficulty {spec.difficulty}, seed {spec.seed})")
-    with atomic_dir(RAW_DIR / dataset) as tmp:
-        n = write_phantom(spec, tmp)
-    log("download", f"{dataset}: wrote {n} images to {RAW_DIR / dataset} in {clock}")
+    if dataset == "phantom":
+        spec = phantom_spec(section)
+        log("download", f"{dataset}: generating {spec.count} images (difficulty {spec.difficulty}, seed {spec.seed})")
+        with atomic_dir(RAW_DIR / dataset) as tmp:
+            n = write_phantom(spec, tmp)
+        log("download", f"{dataset}: wrote {n} images to {RAW_DIR / dataset} in {clock}")
+    else:
+        obtain_real_dataset(dataset, section)
+        log("download", f"{dataset}: ready in {RAW_DIR / dataset} ({clock})")
 
 
 if __name__ == "__main__":

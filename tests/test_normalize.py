@@ -1,3 +1,5 @@
+import json
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -5,16 +7,24 @@ import pytest
 
 from stages import normalize
 from stages.common import PipelineError
+from tests import miniatures
+
+PARAMS = {"image_size": 40, "normalize": {"busi_classes": ["benign", "malignant"], "on_undecodable": "error"}}
 
 
-def make_raw(project, files):
+def make_raw(project, files, dataset="toy"):
     """files: list of (relative path, label, case, pixels)."""
-    raw = project / "data/raw/toy"
+    raw = project / f"data/raw/{dataset}"
     for relative, _, _, pixels in files:
-        (raw / relative).parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(raw / relative), pixels)
+        miniatures.write(raw / relative, pixels)
     pd.DataFrame([f[:3] for f in files], columns=["path", "label", "case"]).to_csv(raw / "labels.csv", index=False)
     return raw
+
+
+def prepared(project, dataset="toy"):
+    out = project / f"data/prepared/{dataset}"
+    return (np.load(out / "images.npy"), pd.read_csv(out / "manifest.csv", dtype={"group": str, "case": str}, keep_default_na=False),
+            json.loads((out / "report.json").read_text()))
 
 
 def test_manifest_array_and_groups(project):
@@ -27,11 +37,9 @@ def test_manifest_array_and_groups(project):
         ("malignant/b.png", "malignant", "p3", b),
         ("malignant/c.jpg", "malignant", "p3", cv2.merge([b, b, b])),
     ])
-    project.write_params({"image_size": 40})
+    project.write_params(PARAMS)
     normalize.main(["toy"])
-    out = project / "data/prepared/toy"
-    images = np.load(out / "images.npy")
-    manifest = pd.read_csv(out / "manifest.csv", dtype={"group": str})
+    images, manifest, report = prepared(project)
     assert images.shape == (4, 40, 40) and images.dtype == np.uint8
     assert {"id", "source", "label", "class_name", "group", "sha256"} <= set(manifest.columns)
     assert manifest["label"].tolist() == [0, 0, 1, 1]
@@ -39,19 +47,68 @@ def test_manifest_array_and_groups(project):
     assert manifest["sha256"][0] == manifest["sha256"][1]
     assert (manifest["height"][2], manifest["width"][2]) == (50, 20)
     assert np.array_equal(images[0], normalize.letterbox(a, 40))
+    assert report["classes"] == {"benign": 2, "malignant": 2} and report["exact_duplicate_sets"] == 1
+
+
+def test_identical_pixels_under_two_labels_are_excluded_and_listed(project, capsys):
+    frames = miniatures.phantom_pixels(4)
+    make_raw(project, [
+        ("benign/x.png", "benign", "p1", frames[0]),
+        ("malignant/x_again.png", "malignant", "p2", frames[0]),
+        ("benign/y.png", "benign", "p3", frames[1]),
+        ("malignant/z.png", "malignant", "p4", frames[2]),
+    ])
+    project.write_params(PARAMS)
+    normalize.main(["toy"])
+    images, manifest, report = prepared(project)
+    assert manifest["source"].tolist() == ["benign/y.png", "malignant/z.png"] and len(images) == 2
+    assert report["conflicting_duplicates"][0]["files"] == ["benign/x.png", "malignant/x_again.png"]
+    assert report["excluded_images"] == {"identical pixels under another label": 2}
+    assert "excluded: identical pixels under another label" in capsys.readouterr().out
+
+
+def test_undecodable_image_is_an_error_or_skipped_when_asked(project):
+    frames = miniatures.phantom_pixels(3)
+    raw = make_raw(project, [("benign/a.png", "benign", "p1", frames[0]), ("malignant/b.png", "malignant", "p2", frames[1]),
+                             ("malignant/c.png", "malignant", "p3", frames[2])])
+    (raw / "malignant/c.png").write_bytes(b"garbage")
+    project.write_params(PARAMS)
+    with pytest.raises(PipelineError, match=r"c.png.*on_undecodable: skip"):
+        normalize.main(["toy"])
+    assert not (project / "data/prepared/toy").exists()
+    assert not list((project / "data/prepared").glob(".*"))
+    project.write_params({**PARAMS, "normalize": {**PARAMS["normalize"], "on_undecodable": "skip"}})
+    normalize.main(["toy"])
+    _, manifest, report = prepared(project)
+    assert len(manifest) == 2 and report["excluded"] == [{"path": "malignant/c.png", "reason": "undecodable image"}]
 
 
 def test_missing_raw_folder_says_which_stage_to_run(project):
-    project.write_params({"image_size": 40})
+    project.write_params(PARAMS)
     with pytest.raises(PipelineError, match=r"data/raw/toy is missing.*download@toy"):
         normalize.main(["toy"])
 
 
-def test_undecodable_image_leaves_no_output(project):
-    raw = make_raw(project, [("benign/a.png", "benign", "p1", np.zeros((8, 8), np.uint8))])
-    (raw / "benign/a.png").write_bytes(b"garbage")
-    project.write_params({"image_size": 40})
-    with pytest.raises(PipelineError, match="a.png"):
-        normalize.main(["toy"])
-    assert not (project / "data/prepared/toy").exists()
-    assert not list((project / "data/prepared").glob(".*"))
+def test_busi_miniature_end_to_end(project):
+    miniatures.make_busi(project / "data/raw/busi")
+    project.write_params(PARAMS)
+    normalize.main(["busi"])
+    images, manifest, report = prepared(project, "busi")
+    # 6 benign + 6 malignant, minus the cross-class copy (benign (1) = malignant (1)).
+    assert report["classes"] == {"benign": 5, "malignant": 5}
+    assert report["ignored_files"] == {"segmentation mask": 16, "class 'normal' not in normalize.busi_classes": 14,
+                                       "not an image": 1}
+    assert not manifest["source"].str.contains("mask").any()
+    assert manifest["group"].nunique() == len(manifest)        # BUSI has no patient ids
+
+
+def test_salivary_formats_and_groups(project):
+    miniatures.make_salivary(project / "data/raw/salivary", cases_per_class=2)
+    project.write_params(PARAMS)
+    normalize.main(["salivary"])
+    images, manifest, report = prepared(project, "salivary")
+    assert len(manifest) == 16 and report["groups"] == 4
+    # The 16-bit (b.png) and RGBA (c.png) copies of one frame decode to the same pixels.
+    for _, rows in manifest.groupby("case"):
+        hashes = dict(zip(rows["source"].str.split("/").str[-1], rows["sha256"]))
+        assert hashes["b.png"] == hashes["c.png"] != hashes["a.png"]

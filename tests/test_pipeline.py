@@ -112,3 +112,53 @@ def test_bad_param_fails_with_message_and_no_partial_outputs(pipeline):
     assert result.returncode != 0
     assert "image_size = 16 is out of range" in result.stdout + result.stderr
     assert not list((repo / "data/prepared").glob(".*tmp*"))
+
+
+def test_real_dataset_layouts_download_normalize_and_fold(tmp_path):
+    """dvc repro normalize folds on miniatures of the four real datasets: BUSI from a loopback
+    server, Rodrigues from an archive placed by hand, DDTI and salivary glands unpacked by hand."""
+    import hashlib
+
+    from tests import miniatures
+    from tests.http_server import LoopbackServer
+
+    repo = tmp_path / "repo"
+    copy_repository(repo)
+    miniatures.make_busi(tmp_path / "busi")
+    busi_zip = miniatures.zip_folder(tmp_path / "busi")
+    miniatures.make_rodrigues(tmp_path / "rodrigues")
+    (repo / "data/raw/_downloads").mkdir(parents=True)
+    (repo / "data/raw/_downloads/rodrigues.zip").write_bytes(miniatures.zip_folder(tmp_path / "rodrigues"))
+    miniatures.make_ddti(repo / "data/raw/ddti")
+    miniatures.make_salivary(repo / "data/raw/salivary")
+    with LoopbackServer() as server:
+        server.files.content["/Dataset_BUSI.zip"] = busi_zip
+        params = merge(yaml.safe_load((repo / "params.yaml").read_text()), {
+            "datasets": ["busi", "rodrigues", "ddti", "salivary"],
+            "cv": {"n_splits": 3},
+            "download": {"busi": {"url": server.url("/Dataset_BUSI.zip"), "sha256": hashlib.sha256(busi_zip).hexdigest()},
+                         "rodrigues": {"url": None}},
+        })
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        run(["git", "init", "-q"], repo)
+        run(["git", "add", "-A"], repo)
+        run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "miniatures"], repo)
+        result = run([sys.executable, "-m", "dvc", "repro", "normalize", "folds"], repo)
+    assert "Running stage 'finetune" not in result.stdout
+    reports = {d: json.loads((repo / f"data/prepared/{d}/report.json").read_text())
+               for d in ("busi", "rodrigues", "ddti", "salivary")}
+    assert reports["busi"]["classes"] == {"benign": 5, "malignant": 5}
+    assert reports["rodrigues"]["classes"] == {"benign": 5, "malignant": 7}
+    assert reports["ddti"]["ignored_files"]["case has no TI-RADS"] == 2
+    assert reports["salivary"]["groups"] == 8
+    import pandas as pd
+
+    for dataset in reports:
+        manifest = pd.read_csv(repo / f"data/prepared/{dataset}/manifest.csv", dtype=str, keep_default_na=False)
+        folds = json.loads((repo / f"data/folds/{dataset}.json").read_text())["folds"]
+        fold_of = {}
+        for k, fold in enumerate(folds):
+            for i in fold["test_indices"]:
+                fold_of[i] = k
+        for group, rows in manifest.groupby("group"):
+            assert len({fold_of[i] for i in rows.index}) == 1, (dataset, group)

@@ -1,0 +1,67 @@
+"""A loopback HTTP server for download tests: Range requests, cut-off transfers."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Files:
+    """What the server serves, and how it misbehaves."""
+
+    def __init__(self) -> None:
+        self.content: dict[str, bytes] = {}
+        self.cut_after: dict[str, int] = {}   # path -> bytes sent before the first transfer breaks
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+
+
+def make_handler(files: Files):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+        def do_GET(self):
+            files.requests.append((self.path, self.headers.get("Range")))
+            body = files.content.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            start = 0
+            if self.headers.get("Range"):
+                start = int(self.headers["Range"].split("=")[1].split("-")[0])
+                if start >= len(body):
+                    self.send_error(416)
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            cut = files.cut_after.pop(self.path, None)
+            if cut is not None:
+                self.wfile.write(body[start:cut])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(body[start:])
+
+    return Handler
+
+
+class LoopbackServer:
+    """``with LoopbackServer() as server: server.url('/a.zip')``."""
+
+    def __enter__(self):
+        self.files = Files()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.files))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
