@@ -30,10 +30,6 @@ class Prepared:
         return self.manifest["label"].to_numpy()
 
     @property
-    def groups(self) -> np.ndarray:
-        return self.manifest["group"].to_numpy()
-
-    @property
     def class_names(self) -> list[str]:
         pairs = self.manifest[["label", "class_name"]].drop_duplicates().sort_values("label")
         return list(pairs["class_name"])
@@ -44,7 +40,7 @@ def load_manifest(dataset: str) -> pd.DataFrame:
     path = PREPARED_DIR / dataset / "manifest.csv"
     if not path.exists():
         raise PipelineError(f"{path} not found; run 'dvc repro normalize@{dataset}' first.")
-    return pd.read_csv(path, dtype={"group": str, "case": str}, keep_default_na=False)
+    return pd.read_csv(path, dtype={"group": str, "group_exact": str, "case": str}, keep_default_na=False)
 
 
 def load_prepared(dataset: str) -> Prepared:
@@ -70,6 +66,15 @@ def load_test_folds(dataset: str, n_images: int) -> list[np.ndarray]:
             f"({record['n_images']} vs {n_images} images); rerun 'dvc repro folds@{dataset}'."
         )
     return folds
+
+
+def load_fold_groups(dataset: str) -> np.ndarray:
+    """The group of every image as the folds stage used it (see ``cv.grouping``).
+
+    Inner splits (early stopping, SVM tuning) use the same groups, so they
+    guard against the same leaks as the outer folds.
+    """
+    return np.asarray(read_json(FOLDS_DIR / f"{dataset}.json")["groups"], dtype=str)
 
 
 def train_indices(test: np.ndarray, n_images: int) -> np.ndarray:

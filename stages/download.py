@@ -45,6 +45,7 @@ def phantom_spec(section: dict) -> phantom.PhantomSpec:
     check_range("download.phantom.images_per_patient", spec.images_per_patient, 1, 1000, integer=True)
     check_range("download.phantom.difficulty", spec.difficulty, 0.0, 1.0)
     check_range("download.phantom.native_size", spec.native_size, 32, 4096, integer=True)
+    check_range("download.phantom.near_copies", spec.near_copies, 0, 1_000_000, integer=True)
     check_range("download.phantom.seed", spec.seed, 0, 2**32 - 1, integer=True)
     return spec
 

@@ -30,7 +30,9 @@ from stages.common import (
     PipelineError, Stopwatch, check_range, load_params, log, parse_args, read_json, require, run_stage, write_atomic,
     write_json,
 )
-from stages.data import FEATURES_DIR, METRICS_DIR, MODELS_DIR, load_manifest, load_test_folds, train_indices
+from stages.data import (
+    FEATURES_DIR, METRICS_DIR, MODELS_DIR, load_fold_groups, load_manifest, load_test_folds, train_indices,
+)
 from stages.grouping import fewest_groups_per_class
 from stages.scoring import classification_metrics, summarize_folds
 
@@ -87,7 +89,7 @@ def main(argv: list[str]) -> None:
     seed, svm_cfg = require(params, "seed"), require(params, "svm")
     check_range("svm.C", svm_cfg["C"], 1e-9, 1e9)
     manifest = load_manifest(dataset)
-    labels, groups, ids = manifest["label"].to_numpy(), manifest["group"].to_numpy(), manifest["id"].to_numpy()
+    labels, ids, groups = manifest["label"].to_numpy(), manifest["id"].to_numpy(), load_fold_groups(dataset)
     n_classes = int(manifest["label"].nunique())
     folds = load_test_folds(dataset, len(manifest))
     dense = pd.read_csv(MODELS_DIR / dataset / model_name / "training" / "dense_predictions.csv")

@@ -27,7 +27,7 @@ import pandas as pd
 from stages.common import (
     Stopwatch, atomic_dir, check_range, load_params, log, parse_args, require, run_stage, write_json,
 )
-from stages.data import MODELS_DIR, load_prepared, load_test_folds, train_indices
+from stages.data import MODELS_DIR, load_fold_groups, load_prepared, load_test_folds, train_indices
 from stages.networks import build_classifier, check_image_size, check_model_name, to_network_input
 from stages.training import (
     EpochLog, FoldReset, class_weights, compile_classifier, fit_fold, inner_validation_split, seed_everything,
@@ -72,6 +72,7 @@ def main(argv: list[str]) -> None:
     ft_fraction, seed = params["ft_fraction"], require(params, "seed")
     data = load_prepared(dataset)
     folds = load_test_folds(dataset, len(data.manifest))
+    groups = load_fold_groups(dataset)
     image_size = data.images.shape[1]
     check_image_size(model_name, image_size)
     tag = f"{dataset}/{model_name}"
@@ -99,7 +100,7 @@ def main(argv: list[str]) -> None:
             reset.restore()
             seed_everything(seed + k, cfg.get("deterministic_ops", True))
             train = train_indices(test, len(y))
-            fit, val = inner_validation_split(y[train], data.groups[train], cfg["validation_fraction"], seed + k)
+            fit, val = inner_validation_split(y[train], groups[train], cfg["validation_fraction"], seed + k)
             fit, val = train[fit], train[val]
             prefix = f"{tag} fold {k}/{len(folds)}"
             log("finetune", f"{prefix}: training on {len(fit)} images, validating on {len(val)}, testing on {len(test)}")

@@ -2,10 +2,18 @@
 
 Usage: ``python -m stages.folds DATASET``.  Reads params ``seed`` and ``cv``.
 
-Images of one group (one patient or case, or identical pixels; see
-``normalize``) always land in the same fold, so no patient is seen in training
-and in test.  Output ``data/folds/<dataset>.json`` records each fold's test
-indices (rows of ``data/prepared/<dataset>/manifest.csv``) and class counts.
+``cv.grouping`` says what must stay on one side of every split:
+
+* ``near`` (default): patient or case, identical pixels, and near-duplicates
+  (see ``normalize``);
+* ``exact``: patient or case, and identical pixels;
+* ``none``: nothing; plain stratified K-fold, the leaky protocol of most
+  published work, for measuring how much it inflates the scores.
+
+Output ``data/folds/<dataset>.json`` records the grouping, the group of every
+image (used again by the inner splits of ``finetune`` and ``evaluate``), and
+each fold's test indices (rows of ``data/prepared/<dataset>/manifest.csv``)
+and class counts.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ from collections import Counter
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from stages.common import PipelineError, check_range, load_params, log, parse_args, require, run_stage, write_json
+from stages.common import (
+    PipelineError, check_choice, check_range, load_params, log, parse_args, require, run_stage, write_json,
+)
 from stages.data import FOLDS_DIR, load_manifest
 from stages.grouping import fewest_groups_per_class
 
@@ -33,6 +43,21 @@ def check_enough_groups(labels: np.ndarray, groups: np.ndarray, class_names: dic
             f"but {n_splits} folds were asked for; lower cv.n_splits to at most {n_groups} "
             "or add data for that class."
         )
+
+
+GROUP_COLUMNS = {"near": "group", "exact": "group_exact", "none": None}
+
+
+def groups_for(manifest, grouping: str) -> np.ndarray:
+    """The group of each image under ``cv.grouping``; with ``none`` every image is its own."""
+    check_choice("cv.grouping", grouping, GROUP_COLUMNS)
+    column = GROUP_COLUMNS[grouping]
+    if column is None:
+        return np.array([f"image{i}" for i in range(len(manifest))])
+    if column not in manifest.columns:
+        raise PipelineError(f"the manifest has no '{column}' column for cv.grouping = {grouping}; "
+                            "rerun 'dvc repro normalize'.")
+    return manifest[column].astype(str).to_numpy()
 
 
 def stratified_group_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> list[np.ndarray]:
@@ -68,10 +93,10 @@ def fold_record(test: np.ndarray, labels: np.ndarray, class_names: dict[int, str
 def main(argv: list[str]) -> None:
     (dataset,) = parse_args(argv, ["dataset"], "python -m stages.folds DATASET")
     params = load_params()
-    seed, n_splits = require(params, "seed"), require(params, "cv.n_splits")
+    seed, n_splits, grouping = require(params, "seed"), require(params, "cv.n_splits"), require(params, "cv.grouping")
     check_range("cv.n_splits", n_splits, 2, 100, integer=True)
     manifest = load_manifest(dataset)
-    labels, groups = manifest["label"].to_numpy(), manifest["group"].to_numpy()
+    labels, groups = manifest["label"].to_numpy(), groups_for(manifest, grouping)
     class_names = dict(zip(manifest["label"], manifest["class_name"]))
     check_enough_groups(labels, groups, class_names, n_splits, f"data/prepared/{dataset}/manifest.csv")
     folds = stratified_group_folds(labels, groups, n_splits, seed)
@@ -81,8 +106,10 @@ def main(argv: list[str]) -> None:
         "n_splits": n_splits,
         "seed": seed,
         "n_images": int(len(manifest)),
+        "grouping": grouping,
         "n_groups": int(len(np.unique(groups))),
         "folds": [fold_record(test, labels, class_names) for test in folds],
+        "groups": groups.tolist(),
     }
     write_json(FOLDS_DIR / f"{dataset}.json", record)
     for k, fold in enumerate(record["folds"], start=1):

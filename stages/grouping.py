@@ -37,17 +37,19 @@ def join_on_keys(uf: UnionFind, keys: Iterable[Hashable]) -> None:
             first[key] = i
 
 
-def merge_groups(cases: Sequence[str], pixel_hashes: Sequence[str]) -> list[str]:
-    """Final group of each image: same case, or identical pixels, means same group.
+def merge_groups(cases: Sequence[str], pixel_hashes: Sequence[str], pairs: Iterable[tuple[int, int]] = ()) -> list[str]:
+    """Final group of each image: same case, identical pixels, or a linked pair means same group.
 
-    The two relations are joined transitively, so if image A shares its case with
-    B and its pixels with C, then A, B and C form one group.  A group is named
-    after the first case (in input order) that belongs to it, which keeps names
-    readable and stable.
+    The relations are joined transitively (union-find), so if image A shares its
+    case with B and its pixels with C, and C is a near-copy of D, then A, B, C
+    and D form one group.  A group is named after the first case (in input
+    order) that belongs to it, which keeps names readable and stable.
     """
     uf = UnionFind(len(cases))
     join_on_keys(uf, cases)
     join_on_keys(uf, pixel_hashes)
+    for i, j in pairs:
+        uf.union(int(i), int(j))
     return [cases[uf.find(i)] for i in range(len(cases))]
 
 

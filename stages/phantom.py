@@ -16,6 +16,11 @@ together.  The image model follows the textbook picture of breast sonography
 * malignant lesion: irregular or spiculated margin, taller than wide,
   heterogeneous interior, posterior acoustic shadowing, microcalcifications.
 
+``near_copies`` extra images are annotated copies (calipers, text, a slight
+uneven crop, another gain) of randomly chosen images, filed under new patient
+ids, as public datasets hold them: only near-duplicate grouping keeps such a
+copy in the fold of its original.
+
 ``difficulty`` in [0, 1] controls how much the two classes overlap.  Every
 lesion feature is drawn at a "malignancy level" t in [0, 1] and rendered by
 interpolating between the benign and the malignant look.  For a benign
@@ -53,6 +58,7 @@ class PhantomSpec:
     images_per_patient: int = 4
     difficulty: float = 0.6
     native_size: int = 128
+    near_copies: int = 0
     seed: int = 7
 
 
@@ -214,12 +220,26 @@ def patient_labels(n_patients: int, malignant_fraction: float, seed: int) -> lis
     return labels
 
 
+def annotated_copy(rng: np.random.Generator, pixels: np.ndarray) -> np.ndarray:
+    """A copy as a scanner might save it again: calipers, a text line, a slight crop, other gain."""
+    h, w = pixels.shape
+    out = pixels.copy()
+    y, x = int(rng.integers(h // 3, 2 * h // 3)), int(rng.integers(w // 3, 2 * w // 3))
+    cv2.line(out, (x - 3, y), (x + 3, y), 255, 1)
+    cv2.line(out, (x, y - 3), (x, y + 3), 255, 1)
+    cv2.putText(out, "L 12MHz", (2, 8), cv2.FONT_HERSHEY_SIMPLEX, 0.25, 255, 1)
+    top, left, bottom = (int(round(f * n)) for f, n in zip(rng.uniform(0.0, 0.02, 3), (h, w, h)))
+    out = out[top : h - bottom, left:]
+    return np.clip(out.astype(np.float64) * rng.uniform(0.95, 1.05), 0, 255).astype(np.uint8)
+
+
 def generate(spec: PhantomSpec) -> list[PhantomImage]:
     """Generate the whole phantom dataset described by ``spec``.
 
-    Image ``j`` belongs to patient ``j // images_per_patient``.  Every patient
-    and image draws from its own seeded stream, so the output depends only on
-    ``spec``.
+    Image ``j < count`` belongs to patient ``j // images_per_patient``; then
+    come ``near_copies`` annotated copies, each under a patient id of its own
+    (``D0001``...).  Every patient and image draws from its own seeded stream,
+    so the output depends only on ``spec``.
     """
     height, width = int(round(spec.native_size * 0.75)), spec.native_size
     n_patients = -(-spec.count // spec.images_per_patient)
@@ -230,4 +250,8 @@ def generate(spec: PhantomSpec) -> list[PhantomImage]:
         lesion = draw_lesion(np.random.default_rng([spec.seed, 1, p]), labels[p] == CLASS_NAMES[1], spec.difficulty)
         pixels = render_image(np.random.default_rng([spec.seed, 2, p, k]), lesion, height, width)
         images.append(PhantomImage(pixels, labels[p], f"P{p + 1:04d}", k + 1))
+    copy_rng = np.random.default_rng([spec.seed, 3])
+    sources = np.sort(copy_rng.choice(spec.count, size=min(spec.near_copies, spec.count), replace=False))
+    for c, j in enumerate(sources):
+        images.append(PhantomImage(annotated_copy(copy_rng, images[j].pixels), images[j].label, f"D{c + 1:04d}", 1))
     return images

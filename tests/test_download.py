@@ -13,7 +13,7 @@ from tests.http_server import LoopbackServer
 
 def test_phantom_raw_layout(project):
     params = default_params()
-    params["download"]["phantom"].update(count=10, images_per_patient=2, native_size=40)
+    params["download"]["phantom"].update(count=10, images_per_patient=2, native_size=40, near_copies=0)
     project.write_params(params)
     download.main(["phantom"])
     labels = pd.read_csv(project / "data/raw/phantom/labels.csv")

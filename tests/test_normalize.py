@@ -9,7 +9,8 @@ from stages import normalize
 from stages.common import PipelineError
 from tests import miniatures
 
-PARAMS = {"image_size": 40, "normalize": {"busi_classes": ["benign", "malignant"], "on_undecodable": "error"}}
+PARAMS = {"image_size": 40, "normalize": {"busi_classes": ["benign", "malignant"], "on_undecodable": "error",
+                                          "near_duplicate_bits": 18, "near_duplicate_cross_label": "exclude"}}
 
 
 def make_raw(project, files, dataset="toy"):
@@ -112,3 +113,62 @@ def test_salivary_formats_and_groups(project):
     for _, rows in manifest.groupby("case"):
         hashes = dict(zip(rows["source"].str.split("/").str[-1], rows["sha256"]))
         assert hashes["b.png"] == hashes["c.png"] != hashes["a.png"]
+
+
+def near_copy_dataset(project):
+    """Six patients; p2 holds a JPEG copy with text of p1's frame (same label), and p6
+    (malignant) a cropped copy of p3's benign frame."""
+    from tests.test_near_duplicates import crop_5_percent, jpeg, with_text
+
+    frames = miniatures.phantom_pixels(8, seed=31)
+    make_raw(project, [
+        ("benign/p1.png", "benign", "p1", frames[0]),
+        ("benign/p2.jpg", "benign", "p2", jpeg(with_text(frames[0]))),
+        ("benign/p3.png", "benign", "p3", frames[1]),
+        ("benign/p4.png", "benign", "p4", frames[2]),
+        ("malignant/p5.png", "malignant", "p5", frames[5]),
+        ("malignant/p6.png", "malignant", "p6", crop_5_percent(frames[1])),
+        ("malignant/p7.png", "malignant", "p7", frames[6]),
+        ("malignant/p8.png", "malignant", "p8", frames[7]),
+    ])
+
+
+def test_near_duplicates_join_groups_and_cross_label_pairs_are_excluded(project):
+    near_copy_dataset(project)
+    project.write_params(PARAMS)
+    normalize.main(["toy"])
+    _, manifest, report = prepared(project)
+    group = dict(zip(manifest["source"], manifest["group"]))
+    exact = dict(zip(manifest["source"], manifest["group_exact"]))
+    assert group["benign/p1.png"] == group["benign/p2.jpg"] and exact["benign/p1.png"] != exact["benign/p2.jpg"]
+    assert "benign/p3.png" not in group and "malignant/p6.png" not in group
+    pair = report["cross_label_near_duplicates"][0]
+    assert pair["files"] == ["benign/p3.png", "malignant/p6.png"] and pair["labels"] == ["benign", "malignant"]
+    assert report["excluded_images"] == {"near-duplicate under another label": 2}
+    assert report["near_duplicate_groups"] == 1 and report["near_duplicate_group_sizes"] == [2]
+    sheet = cv2.imread(str(project / "data/prepared/toy/near_duplicates.png"), cv2.IMREAD_GRAYSCALE)
+    assert sheet is not None and sheet.shape[0] >= 96
+
+
+def test_cross_label_near_duplicates_can_be_kept(project):
+    near_copy_dataset(project)
+    project.write_params({**PARAMS, "normalize": {**PARAMS["normalize"], "near_duplicate_cross_label": "keep"}})
+    normalize.main(["toy"])
+    _, manifest, report = prepared(project)
+    assert len(manifest) == 8 and len(report["cross_label_near_duplicates"]) == 1
+    group = dict(zip(manifest["source"], manifest["group"]))
+    assert group["benign/p3.png"] == group["malignant/p6.png"]
+
+
+def test_folds_never_split_near_duplicate_groups(project):
+    from stages import folds
+
+    near_copy_dataset(project)
+    project.write_params({**PARAMS, "seed": 0, "cv": {"n_splits": 2, "grouping": "near"}})
+    normalize.main(["toy"])
+    for seed in range(10):
+        project.write_params({**PARAMS, "seed": seed, "cv": {"n_splits": 2, "grouping": "near"}})
+        folds.main(["toy"])
+        record = json.loads((project / "data/folds/toy.json").read_text())
+        test_of = {i: k for k, f in enumerate(record["folds"]) for i in f["test_indices"]}
+        assert test_of[0] == test_of[1]      # p1 and its near-copy p2

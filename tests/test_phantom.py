@@ -58,3 +58,18 @@ def test_difficulty_moves_separability_from_perfect_to_chance():
     assert 0.7 <= default <= 0.97
     assert impossible <= 0.7
     assert easy > default > impossible
+
+
+def test_near_copies_are_new_patients_and_near_duplicates_of_their_source():
+    from stages.near_duplicates import fingerprints, near_pairs
+
+    images = generate(PhantomSpec(count=20, images_per_patient=2, native_size=128, near_copies=3))
+    assert len(images) == 23
+    copies = images[20:]
+    assert [c.patient for c in copies] == ["D0001", "D0002", "D0003"]
+    prints = np.stack([fingerprints(im.pixels) for im in images])
+    pairs, _ = near_pairs(prints, 18)
+    linked = {int(j) for i, j in pairs if j >= 20}
+    assert linked == {20, 21, 22}
+    for i, j in pairs:
+        assert images[i].label == images[j].label
