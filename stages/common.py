@@ -91,6 +91,17 @@ class Stopwatch:
         return f"{time.perf_counter() - self.start:.1f} s"
 
 
+def _usual_mode(path: Path, directory: bool) -> None:
+    """Give ``path`` the permissions a plain ``open``/``mkdir`` would have.
+
+    ``tempfile`` creates private (0600/0700) entries, which would otherwise
+    end up as the pipeline's outputs.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+
+
 def _fresh_sibling(path: Path, tag: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.{tag}-", dir=path.parent))
@@ -110,6 +121,7 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _usual_mode(tmp, directory=True)
     old = None
     if path.exists():
         old = _fresh_sibling(path, "old")
@@ -127,6 +139,7 @@ def write_atomic(path: Path | str, writer: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         writer(Path(tmp))
+        _usual_mode(Path(tmp), directory=False)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

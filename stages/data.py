@@ -16,6 +16,7 @@ FOLDS_DIR = Path("data/folds")
 MODELS_DIR = Path("models")
 FEATURES_DIR = Path("data/features")
 METRICS_DIR = Path("metrics/cv")
+PLOTS_DIR = Path("metrics/plots")
 
 
 @dataclass(frozen=True)

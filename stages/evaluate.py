@@ -14,13 +14,20 @@ Outputs in ``metrics/cv/<dataset>/``:
 * ``<model>.json`` (DVC metrics): mean and std over folds per classifier,
   keys ``dense.accuracy``, ``svm.accuracy_std``, ...; and the freezing facts;
 * ``<model>.folds.csv``: every metric per fold and classifier, and the C used;
-* ``<model>.predictions.csv``: per test image, both classifiers' predictions.
+* ``<model>.predictions.csv``: per test image: id, fold, true class, and per
+  classifier the predicted class and its scores.
+
+and, for ``dvc plots``, ``metrics/plots/confusion/<dataset>/<model>.<classifier>.csv``
+(actual, predicted) and ``metrics/plots/roc/<dataset>/<model>.csv`` (the ROC
+curve of each classifier over the pooled test folds; micro-averaged one-vs-rest
+for more than two classes).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_curve
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -31,7 +38,7 @@ from stages.common import (
     write_json,
 )
 from stages.data import (
-    FEATURES_DIR, METRICS_DIR, MODELS_DIR, load_fold_groups, load_manifest, load_test_folds, train_indices,
+    FEATURES_DIR, METRICS_DIR, MODELS_DIR, PLOTS_DIR, load_fold_groups, load_manifest, load_test_folds, train_indices,
 )
 from stages.grouping import fewest_groups_per_class
 from stages.scoring import classification_metrics, summarize_folds
@@ -83,6 +90,37 @@ def load_fold_features(dataset: str, model: str, k: int, ids: np.ndarray) -> np.
         return stored["features"]
 
 
+SCORE_PREFIX = {"dense": "dense_prob_", "svm": "svm_score_"}
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray, classifier: str) -> pd.DataFrame:
+    """ROC curve (fpr, tpr) of pooled test-fold scores (N, n_classes).
+
+    Two classes: class 1 (malignant) is positive.  More: micro-average, every
+    (image, class) pair scored one-vs-rest.
+    """
+    n_classes = scores.shape[1]
+    if n_classes == 2:
+        fpr, tpr, _ = roc_curve(labels, scores[:, 1])
+    else:
+        onehot = np.eye(n_classes)[labels]
+        fpr, tpr, _ = roc_curve(onehot.ravel(), scores.ravel())
+    return pd.DataFrame({"series": classifier, "fpr": fpr, "tpr": tpr})
+
+
+def write_plot_data(dataset: str, model: str, predictions: pd.DataFrame, class_names: list[str]) -> None:
+    """Confusion and ROC data of both classifiers, in the forms ``dvc plots`` draws."""
+    curves = []
+    for classifier in ("dense", "svm"):
+        confusion = pd.DataFrame({"actual": predictions["true_class"], "predicted": predictions[f"{classifier}_class"]})
+        write_atomic(PLOTS_DIR / "confusion" / dataset / f"{model}.{classifier}.csv",
+                     lambda tmp, table=confusion: table.to_csv(tmp, index=False))
+        score_columns = [f"{SCORE_PREFIX[classifier]}{name}" for name in class_names]
+        curves.append(roc_points(predictions["true"].to_numpy(), predictions[score_columns].to_numpy(), classifier))
+    roc = pd.concat(curves, ignore_index=True)
+    write_atomic(PLOTS_DIR / "roc" / dataset / f"{model}.csv", lambda tmp: roc.to_csv(tmp, index=False))
+
+
 def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.evaluate DATASET MODEL")
     params = load_params()
@@ -93,7 +131,8 @@ def main(argv: list[str]) -> None:
     n_classes = int(manifest["label"].nunique())
     folds = load_test_folds(dataset, len(manifest))
     dense = pd.read_csv(MODELS_DIR / dataset / model_name / "training" / "dense_predictions.csv")
-    prob_columns = [c for c in dense.columns if c.startswith("prob_")]
+    class_names = list(manifest[["label", "class_name"]].drop_duplicates().sort_values("label")["class_name"])
+    prob_columns = [f"prob_{name}" for name in class_names]
     freezing = read_json(MODELS_DIR / dataset / model_name / "training" / "freezing.json")["folds"][0]
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
@@ -113,11 +152,13 @@ def main(argv: list[str]) -> None:
             fold_rows.append({"classifier": name, "fold": k,
                               **classification_metrics(labels[test], pred, scores, n_classes),
                               "svm_C": C if name == "svm" else np.nan})
-        table = pd.DataFrame({"id": ids[test], "fold": k, "true": labels[test], "dense_pred": dense_pred,
-                              "svm_pred": svm_pred})
-        for c, column in enumerate(prob_columns):
-            table[f"dense_{column}"] = dense_probs[:, c]
-            table[f"svm_score_{column[len('prob_'):]}"] = svm_scores[:, c]
+        table = pd.DataFrame({"id": ids[test], "fold": k, "true": labels[test],
+                              "true_class": [class_names[c] for c in labels[test]],
+                              "dense_pred": dense_pred, "dense_class": [class_names[c] for c in dense_pred],
+                              "svm_pred": svm_pred, "svm_class": [class_names[c] for c in svm_pred]})
+        for c, name in enumerate(class_names):
+            table[f"{SCORE_PREFIX['dense']}{name}"] = dense_probs[:, c]
+            table[f"{SCORE_PREFIX['svm']}{name}"] = svm_scores[:, c]
         prediction_tables.append(table)
         accuracies = {r["classifier"]: r["accuracy"] for r in fold_rows[-2:]}
         log("evaluate", f"{tag} fold {k}/{len(folds)}: accuracy dense {accuracies['dense']:.3f}, "
@@ -134,8 +175,9 @@ def main(argv: list[str]) -> None:
     metrics["trainable_params"] = freezing["trainable_params"]
     out = METRICS_DIR / dataset
     write_atomic(out / f"{model_name}.folds.csv", lambda tmp: per_fold.to_csv(tmp, index=False))
-    write_atomic(out / f"{model_name}.predictions.csv",
-                 lambda tmp: pd.concat(prediction_tables).to_csv(tmp, index=False))
+    predictions = pd.concat(prediction_tables, ignore_index=True)
+    write_atomic(out / f"{model_name}.predictions.csv", lambda tmp: predictions.to_csv(tmp, index=False))
+    write_plot_data(dataset, model_name, predictions, class_names)
     write_json(out / f"{model_name}.json", metrics)
     log("evaluate", f"{tag}: accuracy dense {metrics['dense']['accuracy']:.3f} ± {metrics['dense']['accuracy_std']:.3f}, "
         f"svm {metrics['svm']['accuracy']:.3f} ± {metrics['svm']['accuracy_std']:.3f}")

@@ -15,7 +15,10 @@ fold.  Outputs in ``models/<dataset>/<model>/``:
 * ``training/dense_predictions.csv``: the dense softmax head's class
   probabilities for each test-fold image;
 * ``training/freezing.json``: per fold, weight-carrying layers in total and
-  trained, trainable parameters, first trained layer.
+  trained, trainable parameters, first trained layer;
+* ``metrics/plots/training_{loss,accuracy}/<dataset>/<model>.csv``: the same
+  history in the long form ``dvc plots`` draws (epoch, value, series = fold
+  and part).
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from stages.common import (
-    Stopwatch, atomic_dir, check_range, load_params, log, parse_args, require, run_stage, write_json,
+    Stopwatch, atomic_dir, check_range, load_params, log, parse_args, require, run_stage, write_atomic, write_json,
 )
-from stages.data import MODELS_DIR, load_fold_groups, load_prepared, load_test_folds, train_indices
+from stages.data import MODELS_DIR, PLOTS_DIR, load_fold_groups, load_prepared, load_test_folds, train_indices
 from stages.networks import build_classifier, check_image_size, check_model_name, to_network_input
 from stages.training import (
     EpochLog, FoldReset, class_weights, compile_classifier, fit_fold, inner_validation_split, seed_everything,
@@ -62,6 +65,20 @@ def history_table(history: dict[str, list[float]], fold: int) -> pd.DataFrame:
     table.insert(0, "epoch", np.arange(1, len(table) + 1))
     table.insert(0, "fold", fold)
     return table
+
+
+def training_curves(history: pd.DataFrame) -> pd.DataFrame:
+    """History as rows (epoch, loss, accuracy, series), one series per fold and part."""
+    parts = [("train", ""), ("validation", "val_")]
+    tables = []
+    for part, prefix in parts:
+        if f"{prefix}loss" not in history:
+            continue
+        table = history[["fold", "epoch", f"{prefix}loss", f"{prefix}accuracy"]].copy()
+        table.columns = ["fold", "epoch", "loss", "accuracy"]
+        table["series"] = [f"fold {k} {part}" for k in table["fold"]]
+        tables.append(table.drop(columns="fold"))
+    return pd.concat(tables, ignore_index=True)
 
 
 def main(argv: list[str]) -> None:
@@ -116,9 +133,14 @@ def main(argv: list[str]) -> None:
             freezing.append({"fold": k, **freeze.as_dict()})
             accuracy = float(np.mean(probs.argmax(axis=1) == y[test]))
             log("finetune", f"{prefix}: dense-head test accuracy {accuracy:.3f} ({clock})")
-        pd.concat(histories).to_csv(training_dir / "history.csv", index=False)
+        history = pd.concat(histories)
+        history.to_csv(training_dir / "history.csv", index=False)
         pd.concat(predictions).to_csv(training_dir / "dense_predictions.csv", index=False)
         write_json(training_dir / "freezing.json", {"model": model_name, "ft_fraction": ft_fraction, "folds": freezing})
+    curves = training_curves(history)
+    for metric in ("loss", "accuracy"):
+        write_atomic(PLOTS_DIR / f"training_{metric}" / dataset / f"{model_name}.csv",
+                     lambda tmp, m=metric: curves[["epoch", m, "series"]].to_csv(tmp, index=False))
     log("finetune", f"{tag}: done in {clock}")
 
 

@@ -87,6 +87,18 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline):
     assert "up to date" in run(dvc + ["repro"], repo).stdout
 
 
+def test_plots_render_offline_and_name_every_plot(pipeline):
+    repo, dvc, _ = pipeline
+    run(dvc + ["plots", "show", "-o", "plots_out"], repo)
+    html = (repo / "plots_out" / "index.html").read_text()
+    for name in ["metrics/plots/confusion/phantom/VGG16.svm.csv", "metrics/plots/roc/phantom/ResNet50.csv",
+                 "metrics/plots/training_loss/phantom/VGG16.csv",
+                 "metrics/plots/training_accuracy/phantom/ResNet50.csv"]:
+        assert name in html, name
+    assert "<script src=" not in html            # nothing fetched from a CDN
+    assert "vegaEmbed" in html and "function" in html[:200_000]   # the libraries are inlined
+
+
 def test_experiment_with_other_ft_fraction_and_metrics_diff(pipeline):
     repo, dvc, _ = pipeline
     run(["git", "add", "-A"], repo)
@@ -104,6 +116,10 @@ def test_experiment_with_other_ft_fraction_and_metrics_diff(pipeline):
     assert "metrics/cv/phantom/ResNet50.json" in table and "layers_trained" in table
     shown = json.loads(run(dvc + ["exp", "show", "--json"], repo).stdout)
     assert shown  # experiments are listed
+    compared = run([sys.executable, "-m", "stages.compare"], repo).stdout
+    rows = [line.split("|")[1].strip() for line in compared.splitlines() if line.startswith("|")]
+    assert "Best ft_fraction per model" in compared and {"0.15", "0.5"} <= set(rows)
+    assert (repo / "metrics/compare/accuracy_vs_ft_fraction.html").is_file()
 
 
 def test_bad_param_fails_with_message_and_no_partial_outputs(pipeline):

@@ -1,0 +1,197 @@
+"""Which fine-tuning strategy is best? Compare the experiments of an ``ft_fraction`` sweep.
+
+Usage::
+
+    dvc exp run --queue -S ft_fraction=0,0.15,0.5,1 && dvc queue start
+    python -m stages.compare                      # SVM accuracy (default)
+    python -m stages.compare --classifier dense --metric f1
+
+Reads ``dvc exp show --json``, keeps the experiments that differ from each other
+only in ``ft_fraction`` (the largest such set), and for every dataset prints
+and writes a strategy x model table (``mean ± std`` over folds), the best
+``ft_fraction`` per model with its margin over the runner-up and a 95 %
+interval for that margin (fold-paired, corrected resampled t-test; per-fold
+scores are read from each experiment's commit), and a plot of the metric
+against ``ft_fraction`` per model.  Outputs go to ``metrics/compare/``
+(``<dataset>.md`` and ``<metric>_vs_ft_fraction.html``, which renders offline).
+Not a pipeline stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from stages.common import PipelineError, run_stage
+from stages.data import FOLDS_DIR, METRICS_DIR
+from stages.statistics import compare_paired
+
+OUT_DIR = Path("metrics/compare")
+OFFLINE_TEMPLATE = Path(".dvc/plots/offline.html")
+
+
+def experiment_records(show: list[dict]) -> list[dict]:
+    """Flatten ``dvc exp show --json`` into {name, rev, params, metrics}, one per commit."""
+    records, seen = [], set()
+
+    def add(entry: dict, name: str | None) -> None:
+        data = entry.get("data") or {}
+        rev = data.get("rev") or entry.get("rev")
+        params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
+        metrics = {path: m.get("data") for path, m in (data.get("metrics") or {}).items() if m.get("data")}
+        if rev in seen or rev == "workspace" or not params or not metrics:
+            return
+        seen.add(rev)
+        records.append({"name": name or rev[:7], "rev": rev, "params": params, "metrics": metrics})
+
+    for baseline in show:
+        add(baseline, baseline.get("name"))
+        for experiment in baseline.get("experiments") or []:
+            for revision in experiment.get("revs") or []:
+                add(revision, revision.get("name"))
+    return records
+
+
+def sweep(records: list[dict]) -> list[dict]:
+    """The largest set of experiments that differ only in ``ft_fraction``, one per value."""
+    def rest(record: dict) -> str:
+        return json.dumps({k: v for k, v in record["params"].items() if k != "ft_fraction"}, sort_keys=True)
+
+    if not records:
+        raise PipelineError("dvc exp show lists no experiment with metrics; run the sweep first (README, Experiments).")
+    groups: dict[str, dict[float, dict]] = {}
+    for record in records:                         # newest first in dvc's listing: keep the first per value
+        groups.setdefault(rest(record), {}).setdefault(float(record["params"]["ft_fraction"]), record)
+    chosen = max(groups.values(), key=len)
+    if len(chosen) < 2:
+        raise PipelineError("fewer than two ft_fraction values among experiments with equal other params; "
+                            "run e.g. dvc exp run --queue -S ft_fraction=0,0.15,0.5,1 && dvc queue start.")
+    return [chosen[f] for f in sorted(chosen)]
+
+
+def git_reader(repo: Path = Path(".")) -> Callable[[str, str], str]:
+    """A function reading a file as committed in a revision (experiments are commits)."""
+    def read(rev: str, path: str) -> str:
+        result = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise PipelineError(f"cannot read {path} at {rev[:7]}: {result.stderr.strip()}")
+        return result.stdout
+    return read
+
+
+def strategy_table(runs: list[dict], dataset: str, models: list[str], classifier: str, metric: str) -> pd.DataFrame:
+    """Rows ft_fraction, columns model, cells 'mean ± std'."""
+    rows = []
+    for run in runs:
+        row = {"ft_fraction": run["params"]["ft_fraction"]}
+        for model in models:
+            m = run["metrics"].get(f"{METRICS_DIR}/{dataset}/{model}.json", {}).get(classifier, {})
+            row[model] = f"{m[metric]:.3f} ± {m[metric + '_std']:.3f}" if metric in m else "—"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_strategies(runs: list[dict], dataset: str, models: list[str], classifier: str, metric: str,
+                    read: Callable[[str, str], str]) -> pd.DataFrame:
+    """Per model: best ft_fraction, runner-up, margin, its 95 % interval and p-value."""
+    rows = []
+    for model in models:
+        path = f"{METRICS_DIR}/{dataset}/{model}.json"
+        scored = sorted(((r["metrics"][path][classifier][metric], r) for r in runs if path in r["metrics"]),
+                        key=lambda pair: -pair[0])
+        if len(scored) < 2:
+            continue
+        (best_score, best), (second_score, second) = scored[:2]
+
+        def fold_scores(run: dict) -> np.ndarray:
+            table = pd.read_csv(io.StringIO(read(run["rev"], f"{METRICS_DIR}/{dataset}/{model}.folds.csv")))
+            return table[table["classifier"] == classifier].sort_values("fold")[metric].to_numpy()
+
+        folds = json.loads(read(best["rev"], f"{FOLDS_DIR}/{dataset}.json"))
+        n_test = float(np.mean([len(f["test_indices"]) for f in folds["folds"]]))
+        paired = compare_paired(fold_scores(best), fold_scores(second), folds["n_images"] - n_test, n_test)
+        rows.append({"model": model, "best ft_fraction": best["params"]["ft_fraction"], metric: round(best_score, 3),
+                     "runner-up": second["params"]["ft_fraction"], "margin": round(best_score - second_score, 3),
+                     "95 % CI": f"[{paired['ci_low']:+.3f}, {paired['ci_high']:+.3f}]",
+                     "p (t)": round(paired["p_value_t"], 3)})
+    return pd.DataFrame(rows)
+
+
+def plot_html(points: pd.DataFrame, metric: str) -> str:
+    """Offline HTML page: ``metric`` against ft_fraction, one line per model, one panel per dataset."""
+    spec = {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "data": {"values": points.to_dict("records")},
+        "facet": {"column": {"field": "dataset"}},
+        "spec": {
+            "width": 320, "height": 240,
+            "layer": [
+                {"mark": {"type": "line", "point": True},
+                 "encoding": {"x": {"field": "ft_fraction", "type": "quantitative"},
+                              "y": {"field": metric, "type": "quantitative", "scale": {"zero": False}},
+                              "color": {"field": "model", "type": "nominal"}}},
+                {"mark": "errorbar",
+                 "encoding": {"x": {"field": "ft_fraction", "type": "quantitative"},
+                              "y": {"field": "low", "type": "quantitative", "title": metric},
+                              "y2": {"field": "high"}, "color": {"field": "model", "type": "nominal"}}},
+            ],
+        },
+    }
+    div = f'<div id="compare"></div><script>vegaEmbed("#compare", {json.dumps(spec)});</script>'
+    page = OFFLINE_TEMPLATE.read_text() if OFFLINE_TEMPLATE.exists() else "<html><body>{plot_divs}</body></html>"
+    return page.replace("{refresh_tag}", "").replace("{plot_divs}", div)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.compare", description="Compare ft_fraction strategies.")
+    parser.add_argument("--classifier", choices=["svm", "dense"], default="svm")
+    parser.add_argument("--metric", default="accuracy", choices=["accuracy", "precision", "recall", "f1", "roc_auc"])
+    parser.add_argument("--exp-json", help="read this saved 'dvc exp show --json' instead of running it")
+    args = parser.parse_args(argv)
+    if args.exp_json:
+        show = json.loads(Path(args.exp_json).read_text())
+    else:
+        result = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise PipelineError(f"dvc exp show failed: {result.stderr.strip()}")
+        show = json.loads(result.stdout)
+    runs = sweep(experiment_records(show))
+    params = runs[0]["params"]
+    read = git_reader()
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    points = []
+    for dataset in params["datasets"]:
+        table = strategy_table(runs, dataset, params["models"], args.classifier, args.metric)
+        best = best_strategies(runs, dataset, params["models"], args.classifier, args.metric, read)
+        listing = ", ".join(f"{r['name']} ({r['params']['ft_fraction']})" for r in runs)
+        text = (f"# {dataset}: {args.classifier} {args.metric} by ft_fraction\n\n"
+                f"Experiments: {listing}\n\n"
+                + tabulate(table, headers="keys", tablefmt="github", showindex=False)
+                + "\n\n## Best ft_fraction per model\n\nMargin over the runner-up; 95 % interval and p from the "
+                "fold-paired corrected resampled t-test.\n\n"
+                + tabulate(best, headers="keys", tablefmt="github", showindex=False) + "\n")
+        print(text, flush=True)
+        (OUT_DIR / f"{dataset}.md").write_text(text)
+        for run in runs:
+            for model in params["models"]:
+                m = run["metrics"].get(f"{METRICS_DIR}/{dataset}/{model}.json", {}).get(args.classifier, {})
+                if args.metric in m:
+                    mean, std = m[args.metric], m[args.metric + "_std"]
+                    points.append({"dataset": dataset, "model": model, "ft_fraction": run["params"]["ft_fraction"],
+                                   args.metric: mean, "low": mean - std, "high": mean + std})
+    plot = OUT_DIR / f"{args.metric}_vs_ft_fraction.html"
+    plot.write_text(plot_html(pd.DataFrame(points), args.metric))
+    print(f"[compare] wrote {OUT_DIR}/<dataset>.md and {plot}", flush=True)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,49 @@
+import os
+import stat
+
+import pytest
+
+from stages.common import PipelineError, atomic_dir, check_range, write_atomic
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_atomic_outputs_get_ordinary_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "a.txt").write_text("a")
+        write_atomic(tmp_path / "b.txt", lambda p: p.write_text("b"))
+    finally:
+        os.umask(umask)
+    assert mode(tmp_path / "out") == 0o755 and mode(tmp_path / "b.txt") == 0o644
+
+
+def test_failed_block_leaves_previous_output_and_no_temporaries(tmp_path):
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "good.txt").write_text("good")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "half.txt").write_text("half")
+            raise RuntimeError("stage failed")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_failed_writer_leaves_nothing(tmp_path):
+    def broken(path):
+        path.write_text("partial")
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        write_atomic(tmp_path / "x.json", broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_range_names_value_range_and_fix():
+    with pytest.raises(PipelineError, match=r"cv.n_splits = 1 is out of range; it must be an integer in \[2, 100\].*-S cv.n_splits="):
+        check_range("cv.n_splits", 1, 2, 100, integer=True)
+    with pytest.raises(PipelineError):
+        check_range("x", True, 0, 1)          # booleans are not numbers here
