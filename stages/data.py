@@ -32,8 +32,13 @@ class Prepared:
 
     @property
     def class_names(self) -> list[str]:
-        pairs = self.manifest[["label", "class_name"]].drop_duplicates().sort_values("label")
-        return list(pairs["class_name"])
+        return class_names_of(self.manifest)
+
+
+def class_names_of(manifest: pd.DataFrame) -> list[str]:
+    """Class names in label order (label k is ``class_names[k]``)."""
+    pairs = manifest[["label", "class_name"]].drop_duplicates().sort_values("label")
+    return list(pairs["class_name"])
 
 
 def load_manifest(dataset: str) -> pd.DataFrame:

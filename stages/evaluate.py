@@ -38,7 +38,8 @@ from stages.common import (
     write_json,
 )
 from stages.data import (
-    FEATURES_DIR, METRICS_DIR, MODELS_DIR, PLOTS_DIR, load_fold_groups, load_manifest, load_test_folds, train_indices,
+    FEATURES_DIR, METRICS_DIR, MODELS_DIR, PLOTS_DIR, class_names_of, load_fold_groups, load_manifest, load_test_folds,
+    train_indices,
 )
 from stages.grouping import fewest_groups_per_class
 from stages.scoring import classification_metrics, summarize_folds
@@ -131,7 +132,7 @@ def main(argv: list[str]) -> None:
     n_classes = int(manifest["label"].nunique())
     folds = load_test_folds(dataset, len(manifest))
     dense = pd.read_csv(MODELS_DIR / dataset / model_name / "training" / "dense_predictions.csv")
-    class_names = list(manifest[["label", "class_name"]].drop_duplicates().sort_values("label")["class_name"])
+    class_names = class_names_of(manifest)
     prob_columns = [f"prob_{name}" for name in class_names]
     freezing = read_json(MODELS_DIR / dataset / model_name / "training" / "freezing.json")["folds"][0]
     tag = f"{dataset}/{model_name}"
