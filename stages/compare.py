@@ -33,7 +33,7 @@ from tabulate import tabulate
 
 from stages.common import PipelineError, run_stage
 from stages.data import FOLDS_DIR, METRICS_DIR
-from stages.statistics import compare_paired
+from stages.statistics import compare_paired, mean_fold_sizes
 
 OUT_DIR = Path("metrics/compare")
 OFFLINE_TEMPLATE = Path(".dvc/plots/offline.html")
@@ -116,9 +116,8 @@ def best_strategies(runs: list[dict], dataset: str, models: list[str], classifie
             table = pd.read_csv(io.StringIO(read(run["rev"], f"{METRICS_DIR}/{dataset}/{model}.folds.csv")))
             return table[table["classifier"] == classifier].sort_values("fold")[metric].to_numpy()
 
-        folds = json.loads(read(best["rev"], f"{FOLDS_DIR}/{dataset}.json"))
-        n_test = float(np.mean([len(f["test_indices"]) for f in folds["folds"]]))
-        paired = compare_paired(fold_scores(best), fold_scores(second), folds["n_images"] - n_test, n_test)
+        n_train, n_test = mean_fold_sizes(json.loads(read(best["rev"], f"{FOLDS_DIR}/{dataset}.json")))
+        paired = compare_paired(fold_scores(best), fold_scores(second), n_train, n_test)
         rows.append({"model": model, "best ft_fraction": best["params"]["ft_fraction"], metric: round(best_score, 3),
                      "runner-up": second["params"]["ft_fraction"], "margin": round(best_score - second_score, 3),
                      "95 % CI": f"[{paired['ci_low']:+.3f}, {paired['ci_high']:+.3f}]",

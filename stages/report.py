@@ -19,24 +19,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
 from stages.common import PipelineError, load_params, log, read_json, require, run_stage, write_atomic, write_json
 from stages.data import FOLDS_DIR, METRICS_DIR
-from stages.statistics import compare_paired
+from stages.statistics import compare_paired, mean_fold_sizes
 
 SUMMARY_DIR = Path("metrics")
 CLASSIFIERS = {"dense": "dense head", "svm": "SVM"}
 TABLE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
-
-
-def fold_sizes(dataset: str) -> tuple[float, float]:
-    """Mean training and test sizes over the folds of ``dataset``."""
-    record = read_json(FOLDS_DIR / f"{dataset}.json")
-    n_test = float(np.mean([len(f["test_indices"]) for f in record["folds"]]))
-    return record["n_images"] - n_test, n_test
 
 
 def classifier_comparison(per_fold: pd.DataFrame, n_train: float, n_test: float) -> dict:
@@ -50,7 +42,7 @@ def collect(datasets: list[str], models: list[str]) -> dict:
     """Nested dict dataset -> model -> classifier -> metrics, from ``metrics/cv``."""
     summary: dict = {}
     for dataset in datasets:
-        n_train, n_test = fold_sizes(dataset)
+        n_train, n_test = mean_fold_sizes(read_json(FOLDS_DIR / f"{dataset}.json"))
         for model in models:
             metrics = read_json(METRICS_DIR / dataset / f"{model}.json")
             per_fold = pd.read_csv(METRICS_DIR / dataset / f"{model}.folds.csv")

@@ -45,6 +45,13 @@ def wilcoxon_p(differences: np.ndarray) -> float:
     return float(stats.wilcoxon(d).pvalue)
 
 
+def mean_fold_sizes(folds_record: dict) -> tuple[float, float]:
+    """Mean training and test sizes over the folds of a ``data/folds/<dataset>.json`` record,
+    the ``n_train`` and ``n_test`` of the corrected t-test."""
+    n_test = float(np.mean([len(f["test_indices"]) for f in folds_record["folds"]]))
+    return folds_record["n_images"] - n_test, n_test
+
+
 def compare_paired(a: np.ndarray, b: np.ndarray, n_train: float, n_test: float) -> dict:
     """``a - b`` per fold: mean, 95 % corrected-t interval, t and Wilcoxon p-values."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)

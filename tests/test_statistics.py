@@ -39,3 +39,10 @@ def test_constant_differences_and_paired_helper():
     result = compare_paired([0.9, 0.8, 0.85], [0.7, 0.8, 0.75], 80, 20)
     assert result["mean_diff"] == pytest.approx(0.1)
     assert set(result) == {"mean_diff", "ci_low", "ci_high", "p_value_t", "p_value_wilcoxon"}
+
+
+def test_mean_fold_sizes():
+    from stages.statistics import mean_fold_sizes
+
+    record = {"n_images": 10, "folds": [{"test_indices": [0, 1, 2]}, {"test_indices": [3, 4]}]}
+    assert mean_fold_sizes(record) == (7.5, 2.5)
