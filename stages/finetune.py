@@ -6,7 +6,12 @@ Usage: ``python -m stages.finetune DATASET MODEL``.  Reads params
 For each fold k the network starts from the same initial state (see
 :class:`stages.training.FoldReset`), trains on the fold's training part with an
 inner, grouped validation split for early stopping, and predicts the test
-fold.  Outputs in ``models/<dataset>/<model>/``:
+fold.  When part of the network is frozen and augmentation is off, the frozen
+part runs once over all images and only the trained tail runs per epoch
+(:mod:`stages.frozen_prefix`); the result is the same, faster.  Finished folds
+are kept in ``models/<dataset>/<model>/.unfinished/`` until the last one is
+done, so an interrupted run resumes at the first unfinished fold
+(:mod:`stages.checkpoints`).  Outputs in ``models/<dataset>/<model>/``:
 
 * ``weights/fold<k>.weights.h5``: the fine-tuned network of fold k (not
   DVC-cached: large, and remade by rerunning the stage);
@@ -15,7 +20,9 @@ fold.  Outputs in ``models/<dataset>/<model>/``:
 * ``training/dense_predictions.csv``: the dense softmax head's class
   probabilities for each test-fold image;
 * ``training/freezing.json``: per fold, weight-carrying layers in total and
-  trained, trainable parameters, first trained layer;
+  trained, trainable parameters, first trained layer; and under ``training``
+  the path taken (frozen-prefix cache or full network) and where the cut
+  landed;
 * ``metrics/plots/training_{loss,accuracy}/<dataset>/<model>.csv``: the same
   history in the long form ``dvc plots`` draws (epoch, value, series = fold
   and part).
@@ -23,18 +30,32 @@ fold.  Outputs in ``models/<dataset>/<model>/``:
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import keras
 import numpy as np
 import pandas as pd
 
+from stages.augmentation import augmentation_from_params
+from stages.checkpoints import FoldCheckpoints, run_fingerprint
 from stages.common import (
-    Stopwatch, atomic_dir, check_range, load_params, log, parse_args, require, run_stage, write_atomic, write_json,
+    Stopwatch, atomic_dir, check_choice, check_range, load_params, log, parse_args, require, run_stage,
+    write_atomic, write_json,
 )
-from stages.data import MODELS_DIR, PLOTS_DIR, load_fold_groups, load_prepared, load_test_folds, train_indices
-from stages.networks import build_classifier, check_image_size, check_model_name, to_network_input
+from stages.data import (
+    FOLDS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR, load_fold_groups, load_prepared, load_test_folds, train_indices,
+)
+from stages.frozen_prefix import CACHE_DTYPES
+from stages.networks import build_classifier, check_image_size, check_model_name
 from stages.training import (
-    EpochLog, FoldReset, class_weights, compile_classifier, fit_fold, inner_validation_split, seed_everything,
+    JIT_CHOICES, EpochLog, FoldReset, choose_training_path, class_weights, compile_classifier, data_parallel_scope,
+    fit_fold, inner_validation_split, seed_everything, set_precision,
 )
+
+# Code whose change makes saved folds of an interrupted run stale.
+CODE_FILES = [Path(__file__).with_name(f"{name}.py") for name in (
+    "finetune", "networks", "training", "frozen_prefix", "augmentation", "checkpoints", "data", "grouping")]
 
 
 def check_finetune_params(params: dict) -> dict:
@@ -48,6 +69,12 @@ def check_finetune_params(params: dict) -> dict:
     check_range("finetune.dropout", cfg["dropout"], 0.0, 0.95)
     check_range("finetune.validation_fraction", cfg["validation_fraction"], 0.0, 0.5)
     check_range("finetune.patience", cfg["patience"], 1, 10_000, integer=True)
+    check_choice("finetune.precision", cfg["precision"], ("float32", "mixed_float16", "mixed_bfloat16"))
+    check_choice("finetune.jit_compile", cfg["jit_compile"], JIT_CHOICES)
+    check_choice("finetune.cache_dtype", cfg["cache_dtype"], CACHE_DTYPES)
+    check_range("finetune.cache_memory_mb", cfg["cache_memory_mb"], 0, 1 << 30)
+    for switch in ("frozen_prefix_cache", "data_parallel", "deterministic_ops"):
+        check_choice(f"finetune.{switch}", cfg[switch], (True, False))
     return cfg
 
 
@@ -81,11 +108,39 @@ def training_curves(history: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
+def checkpoint_fingerprint(params: dict, dataset: str, model_name: str) -> str:
+    """What an interrupted run's saved folds must match to be reused."""
+    settings = {key: params.get(key) for key in ("ft_fraction", "weights", "seed", "finetune")}
+    settings.update(dataset=dataset, model=model_name, backend=keras.backend.backend())
+    files = [PREPARED_DIR / dataset / "images.npy", PREPARED_DIR / dataset / "manifest.csv",
+             FOLDS_DIR / f"{dataset}.json", *CODE_FILES]
+    return run_fingerprint(settings, files)
+
+
+def write_outputs(dataset: str, model_name: str, checkpoints: FoldCheckpoints, n_folds: int, freezing: dict) -> None:
+    """Move the finished folds into the stage's outputs, all or nothing."""
+    out = MODELS_DIR / dataset / model_name
+    folds = range(1, n_folds + 1)
+    with atomic_dir(out / "weights") as weights_dir, atomic_dir(out / "training") as training_dir:
+        for k in folds:
+            shutil.copyfile(checkpoints.weights(k), weights_dir / f"fold{k}.weights.h5")
+        history = pd.concat([checkpoints.table(k, "history") for k in folds])
+        history.to_csv(training_dir / "history.csv", index=False)
+        predictions = pd.concat([checkpoints.table(k, "predictions") for k in folds])
+        predictions.to_csv(training_dir / "dense_predictions.csv", index=False)
+        write_json(training_dir / "freezing.json", freezing)
+    curves = training_curves(history)
+    for metric in ("loss", "accuracy"):
+        write_atomic(PLOTS_DIR / f"training_{metric}" / dataset / f"{model_name}.csv",
+                     lambda tmp, m=metric: curves[["epoch", m, "series"]].to_csv(tmp, index=False))
+
+
 def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.finetune DATASET MODEL")
     params = load_params()
     check_model_name(model_name)
     cfg = check_finetune_params(params)
+    augmentation = augmentation_from_params(params)
     ft_fraction, seed = params["ft_fraction"], require(params, "seed")
     data = load_prepared(dataset)
     folds = load_test_folds(dataset, len(data.manifest))
@@ -94,53 +149,64 @@ def main(argv: list[str]) -> None:
     check_image_size(model_name, image_size)
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
-
-    seed_everything(seed, cfg.get("deterministic_ops", True))
-    model, freeze = build_classifier(
-        model_name, image_size, len(data.class_names), require(params, "weights"),
-        cfg["head_units"], cfg["dropout"], ft_fraction,
-    )
-    compile_classifier(model, cfg["optimizer"], cfg["learning_rate"])
-    reset = FoldReset(model)
-    # Saved through an uncompiled twin that shares the layers, so the weight
-    # files hold the network only, not the optimizer's slots (40 % smaller).
-    weights_only = keras.Model(model.inputs, model.outputs)
-    log("finetune", f"{tag}: ft_fraction={ft_fraction} trains {freeze.trained_layers}/{freeze.total_layers} "
-        f"weight layers from '{freeze.first_trained_layer or '(head only)'}', "
-        f"{freeze.trainable_params:,} backbone params ({clock})")
-    x, y = to_network_input(data.images, model_name), data.labels
-
     out = MODELS_DIR / dataset / model_name
-    histories, predictions, freezing = [], [], []
-    with atomic_dir(out / "weights") as weights_dir, atomic_dir(out / "training") as training_dir:
-        for k, test in enumerate(folds, start=1):
-            reset.restore()
-            seed_everything(seed + k, cfg.get("deterministic_ops", True))
-            train = train_indices(test, len(y))
-            fit, val = inner_validation_split(y[train], groups[train], cfg["validation_fraction"], seed + k)
-            fit, val = train[fit], train[val]
-            prefix = f"{tag} fold {k}/{len(folds)}"
-            log("finetune", f"{prefix}: training on {len(fit)} images, validating on {len(val)}, testing on {len(test)}")
-            history = fit_fold(
-                model, x[fit], y[fit], (x[val], y[val]) if len(val) else None,
-                cfg["epochs"], cfg["batch_size"], cfg["patience"], class_weights(y[fit], cfg["class_weight"]),
-                EpochLog("finetune", prefix, cfg["epochs"]),
-            )
-            weights_only.save_weights(weights_dir / f"fold{k}.weights.h5")
-            probs = model.predict(x[test], batch_size=cfg["batch_size"], verbose=0)
-            predictions.append(predictions_table(data.manifest["id"].iloc[test], k, y[test], probs, data.class_names))
-            histories.append(history_table(history, k))
-            freezing.append({"fold": k, **freeze.as_dict()})
-            accuracy = float(np.mean(probs.argmax(axis=1) == y[test]))
-            log("finetune", f"{prefix}: dense-head test accuracy {accuracy:.3f} ({clock})")
-        history = pd.concat(histories)
-        history.to_csv(training_dir / "history.csv", index=False)
-        pd.concat(predictions).to_csv(training_dir / "dense_predictions.csv", index=False)
-        write_json(training_dir / "freezing.json", {"model": model_name, "ft_fraction": ft_fraction, "folds": freezing})
-    curves = training_curves(history)
-    for metric in ("loss", "accuracy"):
-        write_atomic(PLOTS_DIR / f"training_{metric}" / dataset / f"{model_name}.csv",
-                     lambda tmp, m=metric: curves[["epoch", m, "series"]].to_csv(tmp, index=False))
+    checkpoints = FoldCheckpoints(out / ".unfinished", checkpoint_fingerprint(params, dataset, model_name))
+    if checkpoints.finished():
+        log("finetune", f"{tag}: resuming an interrupted run; folds {checkpoints.finished()} are done")
+
+    set_precision(cfg["precision"])
+    seed_everything(seed, cfg["deterministic_ops"])
+    with data_parallel_scope(cfg["data_parallel"]):
+        model, freeze = build_classifier(
+            model_name, image_size, len(data.class_names), require(params, "weights"),
+            cfg["head_units"], cfg["dropout"], ft_fraction,
+        )
+        # Saved through an uncompiled twin that shares the layers, so the weight
+        # files hold the network only, not the optimizer's slots (40 % smaller).
+        weights_only = keras.Model(model.inputs, model.outputs)
+        log("finetune", f"{tag}: ft_fraction={ft_fraction} trains {freeze.trained_layers}/{freeze.total_layers} "
+            f"weight layers from '{freeze.first_trained_layer or '(head only)'}', "
+            f"{freeze.trainable_params:,} backbone params ({clock})")
+        x, y = data.images, data.labels
+        with choose_training_path(
+            model, x, model_name, cfg["batch_size"], cfg["frozen_prefix_cache"], augmentation,
+            cfg["cache_dtype"], cfg["cache_memory_mb"], scratch_dir=out,
+        ) as path:
+            shown = ", ".join(f"{key}={value}" for key, value in path.description.items())
+            log("finetune", f"{tag}: {shown} ({clock})")
+            compile_classifier(path.model, cfg["optimizer"], cfg["learning_rate"], cfg["jit_compile"])
+            reset = FoldReset(path.model)
+            for k, test in enumerate(folds, start=1):
+                prefix = f"{tag} fold {k}/{len(folds)}"
+                if checkpoints.is_finished(k):
+                    continue
+                reset.restore()
+                seed_everything(seed + k, cfg["deterministic_ops"])
+                train = train_indices(test, len(y))
+                fit, val = inner_validation_split(y[train], groups[train], cfg["validation_fraction"], seed + k)
+                fit, val = train[fit], train[val]
+                log("finetune", f"{prefix}: training on {len(fit)} images, validating on {len(val)}, "
+                    f"testing on {len(test)}")
+                history = fit_fold(
+                    path.model, path.batches(fit, y, seed=seed + k), path.batches(val, y) if len(val) else None,
+                    cfg["epochs"], cfg["patience"], class_weights(y[fit], cfg["class_weight"]),
+                    EpochLog("finetune", prefix, cfg["epochs"]),
+                )
+                probs = path.model.predict(path.batches(test), verbose=0)
+                checkpoints.save(k, weights_only, {
+                    "predictions": predictions_table(data.manifest["id"].iloc[test], k, y[test], probs,
+                                                     data.class_names),
+                    "history": history_table(history, k),
+                })
+                accuracy = float(np.mean(probs.argmax(axis=1) == y[test]))
+                log("finetune", f"{prefix}: dense-head test accuracy {accuracy:.3f} ({clock})")
+
+    freezing = {
+        "model": model_name, "ft_fraction": ft_fraction, "training": path.description,
+        "folds": [{"fold": k, **freeze.as_dict()} for k in range(1, len(folds) + 1)],
+    }
+    write_outputs(dataset, model_name, checkpoints, len(folds), freezing)
+    checkpoints.remove()
     log("finetune", f"{tag}: done in {clock}")
 
 

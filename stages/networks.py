@@ -156,7 +156,8 @@ def attach_head(backbone: keras.Model, n_classes: int, head_units: int, dropout:
     x = keras.layers.GlobalAveragePooling2D(name=POOLED_LAYER)(backbone.output)
     x = keras.layers.Dense(head_units, activation="relu", name=HIDDEN_LAYER)(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="predictions")(x)
+    # float32 even under mixed precision: a float16 softmax loses small probabilities.
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="predictions", dtype="float32")(x)
     return keras.Model(backbone.input, outputs, name=backbone.name)
 
 
