@@ -44,13 +44,14 @@ from stages.common import (
     write_atomic, write_json,
 )
 from stages.data import (
-    FOLDS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR, load_fold_groups, load_prepared, load_test_folds, train_indices,
+    FOLDS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR, Prepared, load_fold_groups, load_prepared, load_test_folds,
+    train_indices,
 )
 from stages.frozen_prefix import CACHE_DTYPES
 from stages.networks import build_classifier, check_image_size, check_model_name
 from stages.training import (
-    JIT_CHOICES, EpochLog, FoldReset, choose_training_path, class_weights, compile_classifier, data_parallel_scope,
-    fit_fold, inner_validation_split, seed_everything, set_precision,
+    JIT_CHOICES, PRECISIONS, EpochLog, FoldReset, TrainingPath, choose_training_path, class_weights,
+    compile_classifier, data_parallel_scope, fit_fold, inner_validation_split, seed_everything, set_precision,
 )
 
 # Code whose change makes saved folds of an interrupted run stale.
@@ -69,7 +70,7 @@ def check_finetune_params(params: dict) -> dict:
     check_range("finetune.dropout", cfg["dropout"], 0.0, 0.95)
     check_range("finetune.validation_fraction", cfg["validation_fraction"], 0.0, 0.5)
     check_range("finetune.patience", cfg["patience"], 1, 10_000, integer=True)
-    check_choice("finetune.precision", cfg["precision"], ("float32", "mixed_float16", "mixed_bfloat16"))
+    check_choice("finetune.precision", cfg["precision"], PRECISIONS)
     check_choice("finetune.jit_compile", cfg["jit_compile"], JIT_CHOICES)
     check_choice("finetune.cache_dtype", cfg["cache_dtype"], CACHE_DTYPES)
     check_range("finetune.cache_memory_mb", cfg["cache_memory_mb"], 0, 1 << 30)
@@ -135,6 +136,42 @@ def write_outputs(dataset: str, model_name: str, checkpoints: FoldCheckpoints, n
                      lambda tmp, m=metric: curves[["epoch", m, "series"]].to_csv(tmp, index=False))
 
 
+def train_folds(
+    path: TrainingPath, data: Prepared, folds: list[np.ndarray], groups: np.ndarray, cfg: dict, seed: int,
+    checkpoints: FoldCheckpoints, weights_only: keras.Model, tag: str, clock: Stopwatch,
+) -> None:
+    """Train and test every fold not finished yet, saving each to ``checkpoints``.
+
+    Each fold restores the initial weights and optimizer state and reseeds
+    with ``seed + k``, so it gives the same result whether or not the folds
+    before it ran in this process.
+    """
+    reset = FoldReset(path.model)
+    y = data.labels
+    for k, test in enumerate(folds, start=1):
+        if checkpoints.is_finished(k):
+            continue
+        prefix = f"{tag} fold {k}/{len(folds)}"
+        reset.restore()
+        seed_everything(seed + k, cfg["deterministic_ops"])
+        train = train_indices(test, len(y))
+        fit, val = inner_validation_split(y[train], groups[train], cfg["validation_fraction"], seed + k)
+        fit, val = train[fit], train[val]
+        log("finetune", f"{prefix}: training on {len(fit)} images, validating on {len(val)}, testing on {len(test)}")
+        history = fit_fold(
+            path.model, path.batches(fit, y, seed=seed + k), path.batches(val, y) if len(val) else None,
+            cfg["epochs"], cfg["patience"], class_weights(y[fit], cfg["class_weight"]),
+            EpochLog("finetune", prefix, cfg["epochs"]),
+        )
+        probs = path.model.predict(path.batches(test), verbose=0)
+        checkpoints.save(k, weights_only, {
+            "predictions": predictions_table(data.manifest["id"].iloc[test], k, y[test], probs, data.class_names),
+            "history": history_table(history, k),
+        })
+        accuracy = float(np.mean(probs.argmax(axis=1) == y[test]))
+        log("finetune", f"{prefix}: dense-head test accuracy {accuracy:.3f} ({clock})")
+
+
 def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.finetune DATASET MODEL")
     params = load_params()
@@ -167,39 +204,14 @@ def main(argv: list[str]) -> None:
         log("finetune", f"{tag}: ft_fraction={ft_fraction} trains {freeze.trained_layers}/{freeze.total_layers} "
             f"weight layers from '{freeze.first_trained_layer or '(head only)'}', "
             f"{freeze.trainable_params:,} backbone params ({clock})")
-        x, y = data.images, data.labels
         with choose_training_path(
-            model, x, model_name, cfg["batch_size"], cfg["frozen_prefix_cache"], augmentation,
+            model, data.images, model_name, cfg["batch_size"], cfg["frozen_prefix_cache"], augmentation,
             cfg["cache_dtype"], cfg["cache_memory_mb"], scratch_dir=out,
         ) as path:
             shown = ", ".join(f"{key}={value}" for key, value in path.description.items())
             log("finetune", f"{tag}: {shown} ({clock})")
             compile_classifier(path.model, cfg["optimizer"], cfg["learning_rate"], cfg["jit_compile"])
-            reset = FoldReset(path.model)
-            for k, test in enumerate(folds, start=1):
-                prefix = f"{tag} fold {k}/{len(folds)}"
-                if checkpoints.is_finished(k):
-                    continue
-                reset.restore()
-                seed_everything(seed + k, cfg["deterministic_ops"])
-                train = train_indices(test, len(y))
-                fit, val = inner_validation_split(y[train], groups[train], cfg["validation_fraction"], seed + k)
-                fit, val = train[fit], train[val]
-                log("finetune", f"{prefix}: training on {len(fit)} images, validating on {len(val)}, "
-                    f"testing on {len(test)}")
-                history = fit_fold(
-                    path.model, path.batches(fit, y, seed=seed + k), path.batches(val, y) if len(val) else None,
-                    cfg["epochs"], cfg["patience"], class_weights(y[fit], cfg["class_weight"]),
-                    EpochLog("finetune", prefix, cfg["epochs"]),
-                )
-                probs = path.model.predict(path.batches(test), verbose=0)
-                checkpoints.save(k, weights_only, {
-                    "predictions": predictions_table(data.manifest["id"].iloc[test], k, y[test], probs,
-                                                     data.class_names),
-                    "history": history_table(history, k),
-                })
-                accuracy = float(np.mean(probs.argmax(axis=1) == y[test]))
-                log("finetune", f"{prefix}: dense-head test accuracy {accuracy:.3f} ({clock})")
+            train_folds(path, data, folds, groups, cfg, seed, checkpoints, weights_only, tag, clock)
 
     freezing = {
         "model": model_name, "ft_fraction": ft_fraction, "training": path.description,

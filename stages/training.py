@@ -61,6 +61,14 @@ def set_precision(policy: str) -> None:
     keras.config.set_dtype_policy(policy)
 
 
+def gpu_devices() -> list[str]:
+    """The GPUs the Keras backend sees (JAX raises where it has none)."""
+    try:
+        return keras.distribution.list_devices("gpu")
+    except RuntimeError:
+        return []
+
+
 @contextlib.contextmanager
 def data_parallel_scope(enabled: bool, stage: str = "finetune") -> Iterator[None]:
     """Build, compile and train inside this block to split each batch over all GPUs.
@@ -80,7 +88,7 @@ def data_parallel_scope(enabled: bool, stage: str = "finetune") -> Iterator[None
             f"finetune.data_parallel = true is not supported on the {backend} backend of Keras; "
             "use KERAS_BACKEND=tensorflow or jax, or set finetune.data_parallel to false."
         )
-    gpus = keras.distribution.list_devices("gpu")
+    gpus = gpu_devices()
     if len(gpus) < 2:
         log(stage, f"data_parallel: {len(gpus)} GPU(s) found, nothing to split; training on one device")
         yield
