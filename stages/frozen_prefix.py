@@ -18,11 +18,12 @@ several inputs.  Nothing is moved to a block boundary, so the cached part is
 exactly the frozen part.  :attr:`FrozenSplit.cut` records the layers whose
 outputs are cached.
 
-The result equals training the full network: frozen batch-normalization layers
-run in inference mode in both (Keras does this for any layer with
-``trainable = False``), and layers that act differently in training (dropout,
-noise) are always kept in the tail.  ``tests/test_frozen_prefix.py`` checks
-predictions of both paths against each other.
+Training the tail computes what training the full network computes: frozen
+batch-normalization layers run in inference mode in both (Keras does this for
+any layer with ``trainable = False``), and layers that act differently in
+training (dropout, noise) are always kept in the tail.  Results agree up to
+float rounding, which training can amplify (README, section Speed);
+``tests/test_frozen_prefix.py`` checks both paths against each other.
 """
 
 from __future__ import annotations

@@ -276,7 +276,7 @@ def choose_training_path(
     cache_memory_mb: float = 2048,
     scratch_dir: Path | str | None = None,
 ) -> Iterator[TrainingPath]:
-    """The fastest exact way to train ``model`` on gray ``images``.
+    """The faster of two equivalent ways to train ``model`` on gray ``images``.
 
     With a frozen part, no augmentation and ``frozen_prefix_cache`` on, the
     frozen prefix runs once over all images and the tail trains on its cached
