@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -63,9 +62,7 @@ class FoldCheckpoints:
 
     def save(self, fold: int, model: keras.Model, tables: dict[str, pd.DataFrame]) -> None:
         """Save a finished fold; the ``.done`` marker, written last, makes it count."""
-        partial = self.directory / f".fold{fold}.partial.weights.h5"   # Keras wants '.weights.h5' names
-        model.save_weights(partial)
-        os.replace(partial, self.weights(fold))
+        write_atomic(self.weights(fold), model.save_weights)
         for name, table in tables.items():
             write_atomic(self.directory / f"fold{fold}.{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))
         (self.directory / f"fold{fold}.done").touch()

@@ -132,10 +132,14 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
 
 
 def write_atomic(path: Path | str, writer: Callable[[Path], None]) -> None:
-    """Call ``writer(tmp_path)`` and move the result onto ``path`` in one step."""
+    """Call ``writer(tmp_path)`` and move the result onto ``path`` in one step.
+
+    ``tmp_path`` ends in all of ``path``'s suffixes (``.weights.h5``, not just
+    ``.h5``), for writers that check the name, as Keras' ``save_weights`` does.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix="".join(path.suffixes), dir=path.parent)
     os.close(fd)
     try:
         writer(Path(tmp))

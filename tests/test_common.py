@@ -47,3 +47,10 @@ def test_check_range_names_value_range_and_fix():
         check_range("cv.n_splits", 1, 2, 100, integer=True)
     with pytest.raises(PipelineError):
         check_range("x", True, 0, 1)          # booleans are not numbers here
+
+
+def test_writer_gets_a_temporary_name_with_every_suffix(tmp_path):
+    seen = []
+    write_atomic(tmp_path / "fold1.weights.h5", lambda tmp: (seen.append(tmp.name), tmp.write_bytes(b"w")))
+    assert seen[0].endswith(".weights.h5") and seen[0] != "fold1.weights.h5"
+    assert [p.name for p in tmp_path.iterdir()] == ["fold1.weights.h5"]
