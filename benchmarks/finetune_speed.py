@@ -37,8 +37,8 @@ MODELS = ["VGG16", "VGG19", "ResNet50", "ResNet101", "InceptionV3"]
 
 def phantom_images(image_size: int, count: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """``count`` letterboxed phantom images (4 per patient) and their labels."""
-    from stages.imaging import letterbox
-    from stages.phantom import CLASS_NAMES, PhantomSpec, generate
+    from ultrasound_transfer.data.imaging import letterbox
+    from ultrasound_transfer.data.phantom import CLASS_NAMES, PhantomSpec, generate
 
     images = generate(PhantomSpec(count=count, seed=7))
     pixels = np.stack([letterbox(image.pixels, image_size) for image in images])
@@ -50,8 +50,8 @@ def train_once(model_name: str, ft_fraction: float, fast: bool, image_size: int,
     """One training run in this process: seconds, test probabilities, peak memory."""
     import keras
 
-    from stages.networks import build_classifier
-    from stages.training import choose_training_path, compile_classifier, fit_fold, seed_everything
+    from ultrasound_transfer.networks.backbones import build_classifier
+    from ultrasound_transfer.networks.training import choose_training_path, compile_classifier, fit_fold, seed_everything
 
     images, labels = phantom_images(image_size)
     train, test = np.arange(96), np.arange(96, len(images))

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.grouping import merge_groups
-from stages.near_duplicates import N_VARIANTS, fingerprints, near_pairs
-from stages.phantom import PhantomSpec, generate
-from tests.test_near_duplicates import COPIES
+from ultrasound_transfer.data.grouping import merge_groups
+from ultrasound_transfer.data.near_duplicates import N_VARIANTS, fingerprints, near_pairs
+from ultrasound_transfer.data.phantom import PhantomSpec, generate
+from tests.data.test_near_duplicates import COPIES
 
 THRESHOLD = 18
 RESULTS = Path("benchmarks/results/near_duplicates.json")

@@ -1,7 +1,9 @@
-"""The pipeline's stages, one module per DVC stage, and the helpers they share.
+"""The pipeline's entry points: one module per DVC stage, and the commands beside them.
 
 Run a stage as ``python -m stages.<name> ARGS`` from the repository root; DVC does
-this for you (see dvc.yaml).
+this for you (see dvc.yaml).  Each module is a thin ``main()`` that reads its
+params, calls :mod:`ultrasound_transfer` and writes its outputs; ``compare`` and
+``protocol`` are commands, not stages.
 """
 
 import os

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from stages.common import PipelineError, run_stage
-from stages.data import FOLDS_DIR, METRICS_DIR
-from stages.statistics import compare_paired, mean_fold_sizes
+from ultrasound_transfer.common import PipelineError, run_stage
+from ultrasound_transfer.paths import FOLDS_DIR, METRICS_DIR
+from ultrasound_transfer.evaluation.statistics import compare_paired, mean_fold_sizes
 
 OUT_DIR = Path("metrics/compare")
 OFFLINE_TEMPLATE = Path(".dvc/plots/offline.html")

@@ -2,7 +2,7 @@
 
 Usage: ``python -m stages.download DATASET``.  Reads params section ``download``.
 
-* ``phantom`` is generated (see :mod:`stages.phantom`), written as images plus
+* ``phantom`` is generated (see :mod:`ultrasound_transfer.data.phantom`), written as images plus
   ``labels.csv`` (``path,label,case``).
 * A real dataset is used as found, without network access, when
   ``data/raw/<dataset>/`` already holds it in its official layout (extracted
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import cv2
 
-from stages import datasets, fetch, phantom
-from stages.common import (
+from ultrasound_transfer.data import datasets, fetch, phantom
+from ultrasound_transfer.common import (
     PipelineError, Stopwatch, atomic_dir, check_choice, check_range, load_params, log, parse_args, require, run_stage,
 )
-from stages.data import RAW_DIR
+from ultrasound_transfer.paths import RAW_DIR
 
 DOWNLOADS_DIR = RAW_DIR / "_downloads"
 FETCH_RETRIES = 5        # with back-off 2, 4, 8, 16, 32 s: rides out a minute of a flaky host

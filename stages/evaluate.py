@@ -27,57 +27,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_curve
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
 
-from stages.common import (
+from ultrasound_transfer.common import (
     PipelineError, Stopwatch, check_range, load_params, log, parse_args, read_json, require, run_stage, write_atomic,
     write_json,
 )
-from stages.data import (
-    FEATURES_DIR, METRICS_DIR, MODELS_DIR, PLOTS_DIR, class_names_of, load_fold_groups, load_manifest, load_test_folds,
-    train_indices,
-)
-from stages.grouping import fewest_groups_per_class
-from stages.scoring import classification_metrics, summarize_folds
-
-
-def linear_svm(C: float, seed: int) -> Pipeline:
-    """Standardize features, then a linear SVM (squared hinge, liblinear)."""
-    return make_pipeline(StandardScaler(), LinearSVC(C=C, max_iter=20_000, random_state=seed))
-
-
-def fit_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, svm_cfg: dict, seed: int) -> Pipeline:
-    """Fit the SVM on one training part, tuning C by inner grouped CV if asked."""
-    grid = list(svm_cfg.get("C_grid") or [])
-    if not grid:
-        return linear_svm(svm_cfg["C"], seed).fit(features, labels)
-    inner = svm_cfg["inner_folds"]
-    _, fewest = fewest_groups_per_class(labels, groups)
-    if fewest < inner:
-        raise PipelineError(
-            f"svm.inner_folds = {inner} but a class has only {fewest} groups in a training part; "
-            "lower svm.inner_folds, or set svm.C_grid to [] to use the fixed svm.C."
-        )
-    search = GridSearchCV(
-        linear_svm(svm_cfg["C"], seed),
-        {"linearsvc__C": grid},
-        cv=StratifiedGroupKFold(n_splits=inner, shuffle=True, random_state=seed),
-        scoring="accuracy",
-    )
-    search.fit(features, labels, groups=groups)
-    return search.best_estimator_
-
-
-def per_class_scores(svm: Pipeline, features: np.ndarray, n_classes: int) -> np.ndarray:
-    """SVM decision values as (N, n_classes); for two classes column 1 is the margin."""
-    decision = svm.decision_function(features)
-    if n_classes == 2:
-        return np.stack([-decision, decision], axis=1)
-    return decision
+from ultrasound_transfer.data.prepared import class_names_of, load_fold_groups, load_manifest, load_test_folds, train_indices
+from ultrasound_transfer.evaluation.scoring import classification_metrics, roc_points, summarize_folds
+from ultrasound_transfer.evaluation.svm import fit_svm, per_class_scores
+from ultrasound_transfer.paths import FEATURES_DIR, METRICS_DIR, MODELS_DIR, PLOTS_DIR
 
 
 def load_fold_features(dataset: str, model: str, k: int, ids: np.ndarray) -> np.ndarray:
@@ -92,21 +50,6 @@ def load_fold_features(dataset: str, model: str, k: int, ids: np.ndarray) -> np.
 
 
 SCORE_PREFIX = {"dense": "dense_prob_", "svm": "svm_score_"}
-
-
-def roc_points(labels: np.ndarray, scores: np.ndarray, classifier: str) -> pd.DataFrame:
-    """ROC curve (fpr, tpr) of pooled test-fold scores (N, n_classes).
-
-    Two classes: class 1 (malignant) is positive.  More: micro-average, every
-    (image, class) pair scored one-vs-rest.
-    """
-    n_classes = scores.shape[1]
-    if n_classes == 2:
-        fpr, tpr, _ = roc_curve(labels, scores[:, 1])
-    else:
-        onehot = np.eye(n_classes)[labels]
-        fpr, tpr, _ = roc_curve(onehot.ravel(), scores.ravel())
-    return pd.DataFrame({"series": classifier, "fpr": fpr, "tpr": tpr})
 
 
 def write_plot_data(dataset: str, model: str, predictions: pd.DataFrame, class_names: list[str]) -> None:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.common import PipelineError, Stopwatch, atomic_dir, load_params, log, parse_args, require, run_stage
-from stages.data import FEATURES_DIR, MODELS_DIR, load_prepared, load_test_folds
-from stages.networks import build_classifier, feature_extractor, to_network_input
+from ultrasound_transfer.common import PipelineError, Stopwatch, atomic_dir, load_params, log, parse_args, require, run_stage
+from ultrasound_transfer.data.prepared import load_prepared, load_test_folds
+from ultrasound_transfer.paths import FEATURES_DIR, MODELS_DIR
+from ultrasound_transfer.networks.backbones import build_classifier, feature_extractor, to_network_input
 
 
 def main(argv: list[str]) -> None:

@@ -4,14 +4,14 @@ Usage: ``python -m stages.finetune DATASET MODEL``.  Reads params
 ``ft_fraction``, ``weights``, ``seed`` and section ``finetune``.
 
 For each fold k the network starts from the same initial state (see
-:class:`stages.training.FoldReset`), trains on the fold's training part with an
+:class:`ultrasound_transfer.networks.training.FoldReset`), trains on the fold's training part with an
 inner, grouped validation split for early stopping, and predicts the test
 fold.  When part of the network is frozen and augmentation is off, the frozen
 part runs once over all images and only the trained tail runs per epoch
-(:mod:`stages.frozen_prefix`); the result is the same, faster.  Finished folds
+(:mod:`ultrasound_transfer.networks.frozen_prefix`); the result is the same, faster.  Finished folds
 are kept in ``models/<dataset>/<model>/.unfinished/`` until the last one is
 done, so an interrupted run resumes at the first unfinished fold
-(:mod:`stages.checkpoints`).  Outputs in ``models/<dataset>/<model>/``:
+(:mod:`ultrasound_transfer.networks.checkpoints`).  Outputs in ``models/<dataset>/<model>/``:
 
 * ``weights/fold<k>.weights.h5``: the fine-tuned network of fold k (not
   DVC-cached: large, and remade by rerunning the stage);
@@ -31,32 +31,29 @@ done, so an interrupted run resumes at the first unfinished fold
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 
-from stages.augmentation import augmentation_from_params
-from stages.checkpoints import FoldCheckpoints, run_fingerprint
-from stages.common import (
+from ultrasound_transfer.common import (
     Stopwatch, atomic_dir, check_choice, check_range, load_params, log, parse_args, require, run_stage,
     write_atomic, write_json,
 )
-from stages.data import (
-    FOLDS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR, Prepared, load_fold_groups, load_prepared, load_test_folds,
-    train_indices,
-)
-from stages.frozen_prefix import CACHE_DTYPES
-from stages.networks import build_classifier, check_image_size, check_model_name
-from stages.training import (
+from ultrasound_transfer.data.prepared import Prepared, load_fold_groups, load_prepared, load_test_folds, train_indices
+from ultrasound_transfer.networks.augmentation import augmentation_from_params
+from ultrasound_transfer.networks.backbones import build_classifier, check_image_size, check_model_name
+from ultrasound_transfer.networks.checkpoints import FoldCheckpoints, run_fingerprint
+from ultrasound_transfer.networks.frozen_prefix import CACHE_DTYPES
+from ultrasound_transfer.networks.training import (
     JIT_CHOICES, PRECISIONS, EpochLog, FoldReset, TrainingPath, choose_training_path, class_weights,
     compile_classifier, data_parallel_scope, fit_fold, inner_validation_split, seed_everything, set_precision,
 )
+from ultrasound_transfer.paths import FOLDS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR
+from ultrasound_transfer.source_files import REPO_ROOT, imported_source_files
 
-# Code whose change makes saved folds of an interrupted run stale.
-CODE_FILES = [Path(__file__).with_name(f"{name}.py") for name in (
-    "finetune", "networks", "training", "frozen_prefix", "augmentation", "checkpoints", "data", "grouping")]
+# Code whose change makes saved folds of an interrupted run stale: all that this stage runs.
+CODE_FILES = [REPO_ROOT / path for path in imported_source_files("stages.finetune")]
 
 
 def check_finetune_params(params: dict) -> dict:

@@ -23,11 +23,12 @@ from collections import Counter
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from stages.common import (
+from ultrasound_transfer.common import (
     PipelineError, check_choice, check_range, load_params, log, parse_args, require, run_stage, write_json,
 )
-from stages.data import FOLDS_DIR, load_manifest
-from stages.grouping import fewest_groups_per_class
+from ultrasound_transfer.data.prepared import load_manifest
+from ultrasound_transfer.paths import FOLDS_DIR
+from ultrasound_transfer.data.grouping import fewest_groups_per_class
 
 
 def check_enough_groups(labels: np.ndarray, groups: np.ndarray, class_names: dict[int, str], n_splits: int, where: str) -> None:

@@ -4,7 +4,7 @@ Usage: ``python -m stages.normalize DATASET``.  Reads params ``image_size`` and
 section ``normalize``.
 
 Input: ``data/raw/<dataset>/`` in the dataset's official layout (see
-:mod:`stages.datasets`).  Output in ``data/prepared/<dataset>/``:
+:mod:`ultrasound_transfer.data.datasets`).  Output in ``data/prepared/<dataset>/``:
 
 * ``images.npy``: uint8 array (N, image_size, image_size);
 * ``manifest.csv``: one row per image, in the array's order, with ``id, source,
@@ -15,7 +15,7 @@ Input: ``data/raw/<dataset>/`` in the dataset's official layout (see
   linked or not, to check the near-duplicate threshold by eye.
 
 Images with identical pixels, or near-duplicates (see
-:mod:`stages.near_duplicates`), share a group: ``group_exact`` joins cases and
+:mod:`ultrasound_transfer.data.near_duplicates`), share a group: ``group_exact`` joins cases and
 identical pixels, ``group`` also near-duplicates.  Identical pixels under
 different labels cannot both be right: all copies are left out and listed;
 near-duplicates under different labels are listed and, by default
@@ -27,99 +27,26 @@ is 1, the positive class of sensitivity and specificity.
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from stages import datasets
-from stages.common import (
+from ultrasound_transfer.common import (
     PipelineError, Stopwatch, atomic_dir, check_choice, check_range, load_params, log, parse_args, require, run_stage,
     write_json,
 )
-from stages.data import PREPARED_DIR, RAW_DIR
-from stages.grouping import merge_groups
-from stages.imaging import letterbox, pixel_sha256, read_gray
-from stages.near_duplicates import N_VARIANTS, contact_sheet, fingerprints, near_pairs
+from ultrasound_transfer.data import datasets
+from ultrasound_transfer.data.manifest import (
+    build_manifest, conflicting_duplicates, cross_label_near_duplicates, decode_all, reindex_pairs,
+)
+from ultrasound_transfer.data.near_duplicates import contact_sheet, near_pairs
+from ultrasound_transfer.paths import PREPARED_DIR, RAW_DIR
 
 MIN_IMAGE_SIZE = 32
 SHEET_PAIRS = 12          # pairs shown on the contact sheet
 SHEET_MARGIN_BITS = 8     # the sheet also shows pairs up to this far beyond the threshold
-
-
-def decode_all(
-    raw_dir: Path, rows: list[dict], size: int, on_undecodable: str
-) -> tuple[np.ndarray, np.ndarray, list[dict], list[dict]]:
-    """Decode and letterbox every listed image, and fingerprint it.
-
-    Returns the stack, the fingerprints (N, variants, 2), the rows kept (with
-    sha256 and native size added) and the files left out.  An undecodable file
-    is an error, or with ``on_undecodable='skip'`` left out and reported.
-    """
-    stack, prints, kept, excluded = [], [], [], []
-    for row in rows:
-        path = raw_dir / row["path"]
-        if not path.exists():
-            raise PipelineError(f"{raw_dir}: the listed image {row['path']} does not exist at {path}.")
-        try:
-            image = read_gray(path)
-        except PipelineError as problem:
-            if on_undecodable != "skip":
-                raise PipelineError(f"{problem} (or set normalize.on_undecodable: skip to leave such files out)") from None
-            excluded.append({"path": row["path"], "reason": "undecodable image"})
-            continue
-        stack.append(letterbox(image, size))
-        prints.append(fingerprints(image))
-        kept.append({**row, "sha256": pixel_sha256(image), "height": image.shape[0], "width": image.shape[1]})
-    if not stack:
-        return np.zeros((0, size, size), np.uint8), np.zeros((0, N_VARIANTS, 2), np.uint64), kept, excluded
-    return np.stack(stack), np.stack(prints), kept, excluded
-
-
-def conflicting_duplicates(rows: list[dict]) -> list[dict]:
-    """Sets of identical pixels filed under more than one label."""
-    by_hash: dict[str, list[dict]] = {}
-    for row in rows:
-        by_hash.setdefault(row["sha256"], []).append(row)
-    return [
-        {"sha256": h, "files": [r["path"] for r in group], "labels": sorted({r["label"] for r in group})}
-        for h, group in by_hash.items()
-        if len({r["label"] for r in group}) > 1
-    ]
-
-
-def cross_label_near_duplicates(rows: list[dict], pairs: np.ndarray, distances: np.ndarray) -> list[dict]:
-    """Near-duplicate pairs filed under different labels, closest first."""
-    found = [
-        {"files": [rows[i]["path"], rows[j]["path"]], "labels": [rows[i]["label"], rows[j]["label"]], "distance": int(d)}
-        for (i, j), d in zip(pairs, distances)
-        if rows[i]["label"] != rows[j]["label"]
-    ]
-    return sorted(found, key=lambda pair: pair["distance"])
-
-
-def build_manifest(dataset: str, rows: list[dict], near: np.ndarray) -> pd.DataFrame:
-    """The manifest of the kept images, with groups joined over cases, identical pixels
-    and (column ``group``) the near-duplicate pairs ``near``."""
-    table = pd.DataFrame(rows)
-    classes = sorted(table["label"].unique())
-    cases = [case or f"image:{path}" for case, path in zip(table["case"], table["path"])]
-    return pd.DataFrame(
-        {
-            "id": [f"{dataset}/{p}" for p in table["path"]],
-            "source": table["path"],
-            "label": [classes.index(c) for c in table["label"]],
-            "class_name": table["label"],
-            "group": merge_groups(cases, list(table["sha256"]), near),
-            "group_exact": merge_groups(cases, list(table["sha256"])),
-            "case": table["case"],
-            "sha256": table["sha256"],
-            "height": table["height"],
-            "width": table["width"],
-        }
-    )
 
 
 def near_duplicate_groups(manifest: pd.DataFrame) -> list[int]:
@@ -182,15 +109,6 @@ def closest_pairs_sheet(stack: np.ndarray, manifest: pd.DataFrame, pairs: np.nda
         verdict = "near-duplicate" if d <= threshold else "kept apart"
         captions.append(f"{d} bits: {verdict}\n{manifest['source'][i]}\n{manifest['source'][j]}")
     return contact_sheet(images, captions)
-
-
-def reindex_pairs(pairs: np.ndarray, distances: np.ndarray, keep: list[int], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs among the kept rows (of ``n``), renumbered to their new positions."""
-    position = np.full(n, -1)
-    position[keep] = np.arange(len(keep))
-    mapped = position[pairs.reshape(-1, 2)]
-    both = (mapped >= 0).all(axis=1)
-    return mapped[both], distances[both]
 
 
 def main(argv: list[str]) -> None:

@@ -9,7 +9,7 @@ Outputs:
   mean and std, and ``svm_minus_dense`` -> metric -> the fold-paired
   difference with its 95 % interval from the corrected resampled t-test
   (``ci_low``, ``ci_high``, ``p_value_t``) and the Wilcoxon signed-rank
-  p-value (``p_value_wilcoxon``); see :mod:`stages.statistics`;
+  p-value (``p_value_wilcoxon``); see :mod:`ultrasound_transfer.evaluation.statistics`;
 * ``metrics/summary.md``: one table per metric in the paper's layout (models as
   rows, dataset x classifier as columns, ``mean ± std`` over folds, the best
   of each dataset in bold), then the SVM-minus-dense table.
@@ -17,16 +17,14 @@ Outputs:
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 from tabulate import tabulate
 
-from stages.common import PipelineError, load_params, log, read_json, require, run_stage, write_atomic, write_json
-from stages.data import FOLDS_DIR, METRICS_DIR
-from stages.statistics import compare_paired, mean_fold_sizes
+from ultrasound_transfer.common import PipelineError, load_params, log, read_json, require, run_stage, write_atomic, write_json
+from ultrasound_transfer.paths import FOLDS_DIR, METRICS_DIR, SUMMARY_DIR
+from ultrasound_transfer.evaluation.statistics import compare_paired, mean_fold_sizes
 
-SUMMARY_DIR = Path("metrics")
 CLASSIFIERS = {"dense": "dense head", "svm": "SVM"}
 TABLE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 

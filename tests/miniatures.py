@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.phantom import PhantomSpec, generate
+from ultrasound_transfer.data.phantom import PhantomSpec, generate
 
 
 def phantom_pixels(n: int, seed: int = 3) -> list[np.ndarray]:

@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from stages.common import PipelineError, atomic_dir, check_range, write_atomic
+from ultrasound_transfer.common import PipelineError, atomic_dir, check_range, write_atomic
 
 
 def mode(path):

@@ -1,0 +1,99 @@
+import hashlib
+import io
+import zipfile
+
+import pytest
+
+from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.data.fetch import download, extract_zip
+from tests.http_server import LoopbackServer
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def server():
+    with LoopbackServer() as s:
+        yield s
+
+
+def payload(n=300_000):
+    return bytes(range(256)) * (n // 256)
+
+
+def test_whole_download_verified(server, tmp_path):
+    data = payload()
+    server.files.content["/a.bin"] = data
+    target = download(server.url("/a.bin"), tmp_path / "a.bin", hashlib.sha256(data).hexdigest(), backoff=0)
+    assert target.read_bytes() == data
+    assert not (tmp_path / "a.bin.part").exists()
+
+
+def test_cut_off_transfer_resumes_with_range(server, tmp_path):
+    data = payload()
+    server.files.content["/a.bin"] = data
+    server.files.cut_after["/a.bin"] = 100_000
+    target = download(server.url("/a.bin"), tmp_path / "a.bin", hashlib.sha256(data).hexdigest(), backoff=0)
+    assert target.read_bytes() == data
+    ranges = [r for path, r in server.files.requests]
+    assert ranges == [None, "bytes=100000-"]
+
+
+def test_wrong_checksum_is_an_error_and_leaves_nothing(server, tmp_path):
+    server.files.content["/a.bin"] = payload()
+    with pytest.raises(PipelineError, match=r"SHA-256 .* expected 0{64}"):
+        download(server.url("/a.bin"), tmp_path / "a.bin", "0" * 64, backoff=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_url_names_url_target_and_checksum(tmp_path):
+    with pytest.raises(PipelineError) as error:
+        download("http://127.0.0.1:9/missing.zip", tmp_path / "x.zip", "ab" * 32, retries=1, backoff=0, timeout=2)
+    message = str(error.value)
+    assert "http://127.0.0.1:9/missing.zip" in message and str(tmp_path / "x.zip") in message and "ab" * 32 in message
+
+
+def test_missing_file_is_not_retried(server, tmp_path):
+    with pytest.raises(PipelineError, match="404"):
+        download(server.url("/nothing.zip"), tmp_path / "n.zip", None, retries=3, backoff=0)
+    assert len(server.files.requests) == 1
+
+
+def test_extract_zip_unpacks_atomically(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(zip_bytes({"top/x.txt": b"x", "top/sub/y.txt": b"y"}))
+    extract_zip(archive, tmp_path / "out")
+    assert (tmp_path / "out/top/sub/y.txt").read_bytes() == b"y"
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "/abs/evil.txt", "top/../../evil.txt"])
+def test_extract_zip_refuses_escaping_entries(tmp_path, name):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(zip_bytes({"ok.txt": b"fine", name: b"evil"}))
+    with pytest.raises(PipelineError, match="outside the extraction folder"):
+        extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "evil.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip"]
+
+
+def test_extract_zip_refuses_bombs_and_oversize(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    archive.write_bytes(zip_bytes({"zeros.bin": bytes(50_000_000)}))
+    with pytest.raises(PipelineError, match="decompression bomb"):
+        extract_zip(archive, tmp_path / "out")
+    with pytest.raises(PipelineError, match="cap"):
+        extract_zip(archive, tmp_path / "out", max_bytes=1000)
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_zip_is_an_error(tmp_path):
+    archive = tmp_path / "bad.zip"
+    archive.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(PipelineError, match="not a valid zip"):
+        extract_zip(archive, tmp_path / "out")

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
+
+from ultrasound_transfer.evaluation.scoring import classification_metrics, summarize_folds
+
+
+def test_binary_metrics_equal_scikit_learn_and_confusion_matrix():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    scores = rng.random(60) + 0.4 * y
+    pred = (scores > 0.7).astype(int)
+    m = classification_metrics(y, pred, np.stack([1 - scores, scores], axis=1), 2)
+    tn, fp, fn, tp = confusion_matrix(y, pred).ravel()
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["precision"] == pytest.approx(precision_score(y, pred, average="macro"))
+    assert m["recall"] == pytest.approx(recall_score(y, pred, average="macro"))
+    assert m["f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, scores))
+    assert m["sensitivity"] == pytest.approx(tp / (tp + fn))
+    assert m["specificity"] == pytest.approx(tn / (tn + fp))
+
+
+def test_multiclass_auc_is_macro_one_vs_rest_and_no_sensitivity():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 90)
+    probs = rng.dirichlet(np.ones(3), 90)
+    probs[np.arange(90), y] += 0.3
+    probs /= probs.sum(axis=1, keepdims=True)
+    m = classification_metrics(y, probs.argmax(1), probs, 3)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    assert "sensitivity" not in m and "specificity" not in m
+
+
+def test_class_never_predicted_counts_precision_zero():
+    m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0]), np.array([[1, 0]] * 4), 2)
+    assert m["precision"] == pytest.approx(0.25)  # (0.5 + 0) / 2
+    assert m["sensitivity"] == 0.0 and m["specificity"] == 1.0
+
+
+def test_summary_has_mean_and_sample_std():
+    s = summarize_folds([{"accuracy": 0.5}, {"accuracy": 0.7}, {"accuracy": 0.9}])
+    assert s["accuracy"] == pytest.approx(0.7)
+    assert s["accuracy_std"] == pytest.approx(np.std([0.5, 0.7, 0.9], ddof=1))

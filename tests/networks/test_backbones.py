@@ -1,0 +1,84 @@
+import keras
+import numpy as np
+import pytest
+
+from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.networks.backbones import (
+    BACKBONES, build_backbone, build_classifier, check_image_size, feature_extractor, freeze_all_but_last,
+    layers_to_train, to_network_input,
+)
+from ultrasound_transfer.networks.training import compile_classifier
+
+# Weight-carrying layers of each backbone: convolutions (+ batch norms where the
+# architecture has them), straight from the published architectures.
+ARCHITECTURE_LAYERS = {"VGG16": 13, "VGG19": 16, "ResNet50": 53 * 2, "ResNet101": 104 * 2, "InceptionV3": 94 * 2}
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_layer_counts_at_default_ft_fraction(name):
+    backbone = build_backbone(name, 96, "none")
+    report = freeze_all_but_last(backbone, 0.15)
+    total = ARCHITECTURE_LAYERS[name]
+    assert report.total_layers == total
+    assert report.trained_layers == int(np.floor(0.15 * total + 0.5))
+    trained = [layer for layer in backbone.layers if layer.weights and layer.trainable]
+    assert len(trained) == report.trained_layers
+    assert trained[0].name == report.first_trained_layer
+    assert report.trainable_params == sum(int(np.prod(v.shape)) for v in backbone.trainable_weights)
+
+
+def test_rounding_edges():
+    assert layers_to_train(13, 0.0) == 0
+    assert layers_to_train(13, 1.0) == 13
+    assert layers_to_train(10, 0.15) == 2      # 1.5 rounds up, not to even
+    assert layers_to_train(13, 0.15) == 2
+
+
+def test_frozen_weights_stay_bit_identical_and_trained_ones_change():
+    keras.utils.set_random_seed(0)
+    model, report = build_classifier("ResNet50", 32, 2, "none", 8, 0.0, 0.15)
+    compile_classifier(model, "adam", 1e-2)
+    frozen = [v for layer in model.layers if not layer.trainable for v in layer.weights]
+    trained = model.trainable_weights
+    before_frozen = [v.numpy().copy() for v in frozen]
+    before_trained = [v.numpy().copy() for v in trained]
+    x = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype("float32")
+    model.fit(x, np.array([0, 1] * 4), epochs=2, batch_size=4, verbose=0)
+    # Frozen layers, batch-norm moving statistics included, are untouched ...
+    frozen_layers = [layer for layer in model.layers if layer.weights and not layer.trainable]
+    assert len(frozen_layers) == report.total_layers - report.trained_layers == 90
+    assert all(np.array_equal(b, v.numpy()) for b, v in zip(before_frozen, frozen))
+    # ... and every trained weight moved.
+    assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before_trained, trained))
+    assert model.get_layer(report.first_trained_layer).trainable
+
+
+def test_image_size_too_small_names_model_and_minimum():
+    with pytest.raises(PipelineError, match=r"image_size = 64 is too small for InceptionV3.*at least 75"):
+        check_image_size("InceptionV3", 64)
+    check_image_size("VGG16", 32)
+
+
+def test_unknown_model_lists_known_ones():
+    with pytest.raises(PipelineError, match=r"'ResNet18'.*VGG16, VGG19, ResNet50, ResNet101, InceptionV3"):
+        build_backbone("ResNet18", 96, "none")
+
+
+def test_weights_file_loads_and_missing_file_is_an_error(tmp_path):
+    keras.utils.set_random_seed(1)
+    source = build_backbone("VGG16", 64, "none")
+    path = tmp_path / "vgg16_notop.weights.h5"
+    source.save_weights(path)
+    keras.utils.set_random_seed(2)
+    loaded = build_backbone("VGG16", 32, str(path))   # other input size: conv weights still fit
+    assert all(np.array_equal(a, b) for a, b in zip(source.get_weights(), loaded.get_weights()))
+    with pytest.raises(PipelineError, match="no such file"):
+        build_backbone("VGG16", 32, str(tmp_path / "missing.weights.h5"))
+
+
+def test_feature_extractor_shares_weights_and_outputs_pooled_features():
+    model, _ = build_classifier("VGG16", 32, 2, "none", 8, 0.5, 0.0)
+    x = to_network_input(np.zeros((2, 32, 32), np.uint8), "VGG16")
+    assert x.shape == (2, 32, 32, 3) and x.dtype == np.float32
+    assert feature_extractor(model, "pooled").predict(x, verbose=0).shape == (2, 512)
+    assert feature_extractor(model, "head").predict(x, verbose=0).shape == (2, 8)

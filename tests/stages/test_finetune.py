@@ -1,0 +1,89 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from stages import download, finetune, folds, normalize
+from ultrasound_transfer.common import PipelineError
+from tests.conftest import REPO, default_params
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "half"])
+def test_ft_fraction_outside_unit_interval_is_rejected(project, value):
+    params = default_params()
+    params["ft_fraction"] = value
+    project.write_params(params)
+    with pytest.raises(PipelineError, match=r"ft_fraction = .* must be a number in \[0.0, 1.0\]"):
+        finetune.main(["phantom", "VGG16"])
+    assert not (project / "models").exists()
+
+
+def test_unknown_model_is_rejected_before_any_work(project):
+    project.write_params(default_params())
+    with pytest.raises(PipelineError, match="'VGG11' is not known"):
+        finetune.main(["phantom", "VGG11"])
+
+
+def prepared_phantom(project) -> dict:
+    """A tiny phantom dataset, normalized and folded, in the project folder; returns the params."""
+    params = default_params()
+    params.update(image_size=32, models=["VGG16"])
+    params["download"]["phantom"].update(count=24, images_per_patient=2, native_size=48)
+    params["cv"]["n_splits"] = 3
+    params["finetune"].update(epochs=2, batch_size=8, validation_fraction=0.0)
+    project.write_params(params)
+    download.main(["phantom"])
+    normalize.main(["phantom"])
+    folds.main(["phantom"])
+    return params
+
+
+def finetune_process(project) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "stages.finetune", "phantom", "VGG16"], cwd=project.root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_interrupted_run_resumes_at_first_unfinished_fold_with_the_same_results(project):
+    prepared_phantom(project)
+    out = project / "models/phantom/VGG16"
+    interrupted = finetune_process(project)
+    while not (out / ".unfinished/fold1.done").exists():
+        assert interrupted.poll() is None, interrupted.stdout.read()
+        time.sleep(0.01)
+    interrupted.send_signal(signal.SIGTERM)
+    assert interrupted.wait(60) != 0
+    assert not (out / "weights").exists() and not (out / "training").exists()   # nothing half-written
+    done_before = sorted(p.name for p in (out / ".unfinished").glob("fold*.done"))
+    assert "fold1.done" in done_before and "fold3.done" not in done_before
+
+    resumed = finetune_process(project)
+    log = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, log
+    assert "resuming an interrupted run; folds [1" in log
+    assert "fold 1/3: training" not in log and "fold 3/3: training" in log
+    assert not (out / ".unfinished").exists()
+    after_resume = (out / "training/dense_predictions.csv").read_text()
+
+    uninterrupted = finetune_process(project)
+    assert uninterrupted.wait(300) == 0
+    assert (out / "training/dense_predictions.csv").read_text() == after_resume
+    assert sorted(p.name for p in (out / "weights").iterdir()) == [f"fold{k}.weights.h5" for k in (1, 2, 3)]
+
+
+def test_augmentation_takes_the_plain_path_and_records_why(project):
+    params = prepared_phantom(project)
+    params["finetune"]["augmentation"]["enabled"] = True
+    project.write_params(params)
+    finetune.main(["phantom", "VGG16"])
+    training = json.loads((project / "models/phantom/VGG16/training/freezing.json").read_text())["training"]
+    assert training == {"path": "full network", "reason": "augmentation changes the frozen part's input every epoch"}
+    params["finetune"]["augmentation"]["enabled"] = False
+    project.write_params(params)
+    finetune.main(["phantom", "VGG16"])
+    training = json.loads((project / "models/phantom/VGG16/training/freezing.json").read_text())["training"]
+    assert training["path"] == "frozen-prefix cache" and training["cached_layers"] == ["block5_conv1"]

@@ -1,0 +1,108 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages import folds
+from ultrasound_transfer.common import PipelineError
+
+
+def toy_labels_groups(n_groups=30, per_group=3, seed=0):
+    rng = np.random.default_rng(seed)
+    group_labels = rng.integers(0, 2, n_groups)
+    groups = np.repeat([f"g{i}" for i in range(n_groups)], per_group)
+    labels = np.repeat(group_labels, per_group)
+    return labels, groups
+
+
+def test_folds_partition_keep_groups_whole_and_stratify():
+    labels, groups = toy_labels_groups()
+    test_folds = folds.stratified_group_folds(labels, groups, 5, seed=1)
+    everything = np.sort(np.concatenate(test_folds))
+    assert np.array_equal(everything, np.arange(len(labels)))
+    for test in test_folds:
+        train = np.setdiff1d(np.arange(len(labels)), test)
+        assert not set(groups[test]) & set(groups[train])
+        assert abs(labels[test].mean() - labels.mean()) < 0.2
+
+
+def test_folds_are_deterministic_and_seeded():
+    labels, groups = toy_labels_groups()
+    a = folds.stratified_group_folds(labels, groups, 5, seed=1)
+    b = folds.stratified_group_folds(labels, groups, 5, seed=1)
+    c = folds.stratified_group_folds(labels, groups, 5, seed=2)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_too_few_groups_of_a_class_is_an_error_naming_class_and_fix():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    groups = np.array(["a", "b", "c", "d", "d", "e"])
+    with pytest.raises(PipelineError, match=r"class 'malignant' has 2 groups.*lower cv.n_splits to at most 2"):
+        folds.check_enough_groups(labels, groups, {0: "benign", 1: "malignant"}, 3, "manifest.csv")
+
+
+def write_manifest(project, dataset, labels, groups, exact_groups=None):
+    path = project / "data" / "prepared" / dataset
+    path.mkdir(parents=True)
+    pd.DataFrame({"id": [f"{dataset}/{i}" for i in range(len(labels))], "label": labels,
+                  "class_name": np.where(labels == 1, "malignant", "benign"), "group": groups,
+                  "group_exact": groups if exact_groups is None else exact_groups}).to_csv(
+        path / "manifest.csv", index=False)
+
+
+def test_stage_writes_counts_and_fails_cleanly(project):
+    labels, groups = toy_labels_groups()
+    write_manifest(project, "toy", labels, groups)
+    project.write_params({"seed": 3, "cv": {"n_splits": 4, "grouping": "near"}})
+    folds.main(["toy"])
+    record = json.loads((project / "data/folds/toy.json").read_text())
+    assert record["n_splits"] == 4 and len(record["folds"]) == 4
+    for fold in record["folds"]:
+        test = np.array(fold["test_indices"])
+        assert fold["test_counts"] == {"benign": int((labels[test] == 0).sum()), "malignant": int((labels[test] == 1).sum())}
+        assert sum(fold["test_counts"].values()) + sum(fold["train_counts"].values()) == len(labels)
+
+    assert record["grouping"] == "near" and record["groups"] == list(groups)
+    project.write_params({"seed": 3, "cv": {"n_splits": 40, "grouping": "near"}})
+    (project / "data/folds/toy.json").unlink()
+    with pytest.raises(PipelineError, match="n_splits"):
+        folds.main(["toy"])
+    assert not list((project / "data/folds").iterdir())
+
+
+def fold_of_each_image(record):
+    fold_of = {}
+    for k, fold in enumerate(record["folds"]):
+        for i in fold["test_indices"]:
+            fold_of[i] = k
+    return np.array([fold_of[i] for i in range(record["n_images"])])
+
+
+def test_grouping_modes_choose_what_may_not_straddle_folds(project):
+    labels, near = toy_labels_groups(n_groups=20, per_group=4)
+    exact = np.array([f"{g}-{i % 2}" for i, g in enumerate(near)])   # each near group = two exact groups
+    write_manifest(project, "toy", labels, near, exact)
+    seen = {}
+    for grouping in ("near", "exact", "none"):
+        project.write_params({"seed": 0, "cv": {"n_splits": 4, "grouping": grouping}})
+        folds.main(["toy"])
+        record = json.loads((project / "data/folds/toy.json").read_text())
+        fold = fold_of_each_image(record)
+        seen[grouping] = record
+        groups = {"near": near, "exact": exact}.get(grouping)
+        if groups is not None:
+            assert all(len(set(fold[groups == g])) == 1 for g in np.unique(groups))
+    assert seen["near"]["n_groups"] == 20 and seen["exact"]["n_groups"] == 40 and seen["none"]["n_groups"] == 80
+    # Plain folds do split near groups: the leak that grouping prevents.
+    fold = fold_of_each_image(seen["none"])
+    assert any(len(set(fold[near == g])) > 1 for g in np.unique(near))
+
+
+def test_unknown_grouping_is_rejected(project):
+    labels, groups = toy_labels_groups()
+    write_manifest(project, "toy", labels, groups)
+    project.write_params({"seed": 0, "cv": {"n_splits": 4, "grouping": "patients"}})
+    with pytest.raises(PipelineError, match="cv.grouping = 'patients' is not known; use one of: near, exact, none"):
+        folds.main(["toy"])

@@ -1,0 +1,175 @@
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages import normalize
+from ultrasound_transfer.data.imaging import letterbox
+from ultrasound_transfer.common import PipelineError
+from tests import miniatures
+
+PARAMS = {"image_size": 40, "normalize": {"busi_classes": ["benign", "malignant"], "on_undecodable": "error",
+                                          "near_duplicate_bits": 18, "near_duplicate_cross_label": "exclude"}}
+
+
+def make_raw(project, files, dataset="toy"):
+    """files: list of (relative path, label, case, pixels)."""
+    raw = project / f"data/raw/{dataset}"
+    for relative, _, _, pixels in files:
+        miniatures.write(raw / relative, pixels)
+    pd.DataFrame([f[:3] for f in files], columns=["path", "label", "case"]).to_csv(raw / "labels.csv", index=False)
+    return raw
+
+
+def prepared(project, dataset="toy"):
+    out = project / f"data/prepared/{dataset}"
+    return (np.load(out / "images.npy"), pd.read_csv(out / "manifest.csv", dtype={"group": str, "case": str}, keep_default_na=False),
+            json.loads((out / "report.json").read_text()))
+
+
+def test_manifest_array_and_groups(project):
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (30, 60), dtype=np.uint8)
+    b = rng.integers(0, 255, (50, 20), dtype=np.uint8)
+    make_raw(project, [
+        ("benign/a.png", "benign", "p1", a),
+        ("benign/a_copy.bmp", "benign", "p2", a),      # same pixels, other case -> same group
+        ("malignant/b.png", "malignant", "p3", b),
+        ("malignant/c.jpg", "malignant", "p3", cv2.merge([b, b, b])),
+    ])
+    project.write_params(PARAMS)
+    normalize.main(["toy"])
+    images, manifest, report = prepared(project)
+    assert images.shape == (4, 40, 40) and images.dtype == np.uint8
+    assert {"id", "source", "label", "class_name", "group", "sha256"} <= set(manifest.columns)
+    assert manifest["label"].tolist() == [0, 0, 1, 1]
+    assert manifest["group"].tolist() == ["p1", "p1", "p3", "p3"]
+    assert manifest["sha256"][0] == manifest["sha256"][1]
+    assert (manifest["height"][2], manifest["width"][2]) == (50, 20)
+    assert np.array_equal(images[0], letterbox(a, 40))
+    assert report["classes"] == {"benign": 2, "malignant": 2} and report["exact_duplicate_sets"] == 1
+
+
+def test_identical_pixels_under_two_labels_are_excluded_and_listed(project, capsys):
+    frames = miniatures.phantom_pixels(4)
+    make_raw(project, [
+        ("benign/x.png", "benign", "p1", frames[0]),
+        ("malignant/x_again.png", "malignant", "p2", frames[0]),
+        ("benign/y.png", "benign", "p3", frames[1]),
+        ("malignant/z.png", "malignant", "p4", frames[2]),
+    ])
+    project.write_params(PARAMS)
+    normalize.main(["toy"])
+    images, manifest, report = prepared(project)
+    assert manifest["source"].tolist() == ["benign/y.png", "malignant/z.png"] and len(images) == 2
+    assert report["conflicting_duplicates"][0]["files"] == ["benign/x.png", "malignant/x_again.png"]
+    assert report["excluded_images"] == {"identical pixels under another label": 2}
+    assert "excluded: identical pixels under another label" in capsys.readouterr().out
+
+
+def test_undecodable_image_is_an_error_or_skipped_when_asked(project):
+    frames = miniatures.phantom_pixels(3)
+    raw = make_raw(project, [("benign/a.png", "benign", "p1", frames[0]), ("malignant/b.png", "malignant", "p2", frames[1]),
+                             ("malignant/c.png", "malignant", "p3", frames[2])])
+    (raw / "malignant/c.png").write_bytes(b"garbage")
+    project.write_params(PARAMS)
+    with pytest.raises(PipelineError, match=r"c.png.*on_undecodable: skip"):
+        normalize.main(["toy"])
+    assert not (project / "data/prepared/toy").exists()
+    assert not list((project / "data/prepared").glob(".*"))
+    project.write_params({**PARAMS, "normalize": {**PARAMS["normalize"], "on_undecodable": "skip"}})
+    normalize.main(["toy"])
+    _, manifest, report = prepared(project)
+    assert len(manifest) == 2 and report["excluded"] == [{"path": "malignant/c.png", "reason": "undecodable image"}]
+
+
+def test_missing_raw_folder_says_which_stage_to_run(project):
+    project.write_params(PARAMS)
+    with pytest.raises(PipelineError, match=r"data/raw/toy is missing.*download@toy"):
+        normalize.main(["toy"])
+
+
+def test_busi_miniature_end_to_end(project):
+    miniatures.make_busi(project / "data/raw/busi")
+    project.write_params(PARAMS)
+    normalize.main(["busi"])
+    images, manifest, report = prepared(project, "busi")
+    # 6 benign + 6 malignant, minus the cross-class copy (benign (1) = malignant (1)).
+    assert report["classes"] == {"benign": 5, "malignant": 5}
+    assert report["ignored_files"] == {"segmentation mask": 16, "class 'normal' not in normalize.busi_classes": 14,
+                                       "not an image": 1}
+    assert not manifest["source"].str.contains("mask").any()
+    assert manifest["group"].nunique() == len(manifest)        # BUSI has no patient ids
+
+
+def test_salivary_formats_and_groups(project):
+    miniatures.make_salivary(project / "data/raw/salivary", cases_per_class=2)
+    project.write_params(PARAMS)
+    normalize.main(["salivary"])
+    images, manifest, report = prepared(project, "salivary")
+    assert len(manifest) == 16 and report["groups"] == 4
+    # The 16-bit (b.png) and RGBA (c.png) copies of one frame decode to the same pixels.
+    for _, rows in manifest.groupby("case"):
+        hashes = dict(zip(rows["source"].str.split("/").str[-1], rows["sha256"]))
+        assert hashes["b.png"] == hashes["c.png"] != hashes["a.png"]
+
+
+def near_copy_dataset(project):
+    """Six patients; p2 holds a JPEG copy with text of p1's frame (same label), and p6
+    (malignant) a cropped copy of p3's benign frame."""
+    from tests.data.test_near_duplicates import crop_5_percent, jpeg, with_text
+
+    frames = miniatures.phantom_pixels(8, seed=31)
+    make_raw(project, [
+        ("benign/p1.png", "benign", "p1", frames[0]),
+        ("benign/p2.jpg", "benign", "p2", jpeg(with_text(frames[0]))),
+        ("benign/p3.png", "benign", "p3", frames[1]),
+        ("benign/p4.png", "benign", "p4", frames[2]),
+        ("malignant/p5.png", "malignant", "p5", frames[5]),
+        ("malignant/p6.png", "malignant", "p6", crop_5_percent(frames[1])),
+        ("malignant/p7.png", "malignant", "p7", frames[6]),
+        ("malignant/p8.png", "malignant", "p8", frames[7]),
+    ])
+
+
+def test_near_duplicates_join_groups_and_cross_label_pairs_are_excluded(project):
+    near_copy_dataset(project)
+    project.write_params(PARAMS)
+    normalize.main(["toy"])
+    _, manifest, report = prepared(project)
+    group = dict(zip(manifest["source"], manifest["group"]))
+    exact = dict(zip(manifest["source"], manifest["group_exact"]))
+    assert group["benign/p1.png"] == group["benign/p2.jpg"] and exact["benign/p1.png"] != exact["benign/p2.jpg"]
+    assert "benign/p3.png" not in group and "malignant/p6.png" not in group
+    pair = report["cross_label_near_duplicates"][0]
+    assert pair["files"] == ["benign/p3.png", "malignant/p6.png"] and pair["labels"] == ["benign", "malignant"]
+    assert report["excluded_images"] == {"near-duplicate under another label": 2}
+    assert report["near_duplicate_groups"] == 1 and report["near_duplicate_group_sizes"] == [2]
+    sheet = cv2.imread(str(project / "data/prepared/toy/near_duplicates.png"), cv2.IMREAD_GRAYSCALE)
+    assert sheet is not None and sheet.shape[0] >= 96
+
+
+def test_cross_label_near_duplicates_can_be_kept(project):
+    near_copy_dataset(project)
+    project.write_params({**PARAMS, "normalize": {**PARAMS["normalize"], "near_duplicate_cross_label": "keep"}})
+    normalize.main(["toy"])
+    _, manifest, report = prepared(project)
+    assert len(manifest) == 8 and len(report["cross_label_near_duplicates"]) == 1
+    group = dict(zip(manifest["source"], manifest["group"]))
+    assert group["benign/p3.png"] == group["malignant/p6.png"]
+
+
+def test_folds_never_split_near_duplicate_groups(project):
+    from stages import folds
+
+    near_copy_dataset(project)
+    project.write_params({**PARAMS, "seed": 0, "cv": {"n_splits": 2, "grouping": "near"}})
+    normalize.main(["toy"])
+    for seed in range(10):
+        project.write_params({**PARAMS, "seed": seed, "cv": {"n_splits": 2, "grouping": "near"}})
+        folds.main(["toy"])
+        record = json.loads((project / "data/folds/toy.json").read_text())
+        test_of = {i: k for k, f in enumerate(record["folds"]) for i in f["test_indices"]}
+        assert test_of[0] == test_of[1]      # p1 and its near-copy p2

@@ -1,0 +1,73 @@
+"""Decoding ultrasound image files into one common form: square, gray, uint8."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ultrasound_transfer.common import PipelineError
+
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg")
+
+
+def read_gray(path: Path | str) -> np.ndarray:
+    """Decode a PNG, BMP or JPEG file into a 2-D uint8 gray image.
+
+    8- and 16-bit files, gray, RGB and RGBA are accepted.  16-bit values are
+    mapped linearly onto 0..255 (65535 -> 255); alpha is dropped, since
+    ultrasound frames carry no meaningful transparency; colour is converted
+    with the ITU-R BT.601 weights (OpenCV's ``COLOR_BGR2GRAY``).
+    """
+    path = Path(path)
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise PipelineError(
+            f"cannot decode image file {path}; it is empty, truncated or not PNG/BMP/JPEG. "
+            "Replace or remove the file."
+        )
+    if image.dtype == np.uint16:
+        image = np.round(image / 257.0).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise PipelineError(f"{path} has pixel type {image.dtype}; only 8- and 16-bit images are supported.")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+    elif image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim != 2:
+        raise PipelineError(f"{path} has an unsupported shape {image.shape}.")
+    return np.ascontiguousarray(image)
+
+
+def letterbox(image: np.ndarray, size: int) -> np.ndarray:
+    """Scale ``image`` so its longer side is ``size`` and pad it to a centred square.
+
+    The aspect ratio is kept: lesion shape (taller-than-wide, for instance) is a
+    diagnostic feature that stretching would falsify.  Padding is black, like
+    the background outside an ultrasound sector.
+    """
+    height, width = image.shape
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    out = np.zeros((size, size), dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = resized
+    return out
+
+
+def pixel_sha256(image: np.ndarray) -> str:
+    """SHA-256 of the decoded pixels and their shape (not of the file bytes).
+
+    Two files that decode to the same picture (a PNG and a BMP of one frame,
+    say) get the same hash.
+    """
+    digest = hashlib.sha256(f"{image.shape}|{image.dtype}|".encode())
+    digest.update(np.ascontiguousarray(image).tobytes())
+    return digest.hexdigest()

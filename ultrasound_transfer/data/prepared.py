@@ -1,0 +1,82 @@
+"""Reading what the data stages wrote: the prepared images, their manifest and the folds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ultrasound_transfer.common import PipelineError, read_json
+from ultrasound_transfer.paths import FOLDS_DIR, PREPARED_DIR
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A normalized dataset: the image stack and its manifest, row for row."""
+
+    images: np.ndarray      # uint8 (N, S, S)
+    manifest: pd.DataFrame
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.manifest["label"].to_numpy()
+
+    @property
+    def class_names(self) -> list[str]:
+        return class_names_of(self.manifest)
+
+
+def class_names_of(manifest: pd.DataFrame) -> list[str]:
+    """Class names in label order (label k is ``class_names[k]``)."""
+    pairs = manifest[["label", "class_name"]].drop_duplicates().sort_values("label")
+    return list(pairs["class_name"])
+
+
+def load_manifest(dataset: str) -> pd.DataFrame:
+    """The manifest of a normalized dataset."""
+    path = PREPARED_DIR / dataset / "manifest.csv"
+    if not path.exists():
+        raise PipelineError(f"{path} not found; run 'dvc repro normalize@{dataset}' first.")
+    return pd.read_csv(path, dtype={"group": str, "group_exact": str, "case": str}, keep_default_na=False)
+
+
+def load_prepared(dataset: str) -> Prepared:
+    """Images and manifest of a normalized dataset, checked against each other."""
+    manifest = load_manifest(dataset)
+    images = np.load(PREPARED_DIR / dataset / "images.npy")
+    if len(images) != len(manifest):
+        raise PipelineError(
+            f"{PREPARED_DIR / dataset}: images.npy has {len(images)} images but manifest.csv "
+            f"{len(manifest)} rows; rerun 'dvc repro -f normalize@{dataset}'."
+        )
+    return Prepared(images, manifest)
+
+
+def load_test_folds(dataset: str, n_images: int) -> list[np.ndarray]:
+    """Test indices of each fold, checked to partition ``0..n_images-1``."""
+    record = read_json(FOLDS_DIR / f"{dataset}.json")
+    folds = [np.asarray(f["test_indices"], dtype=int) for f in record["folds"]]
+    covered = np.sort(np.concatenate(folds))
+    if record["n_images"] != n_images or not np.array_equal(covered, np.arange(n_images)):
+        raise PipelineError(
+            f"{FOLDS_DIR / dataset}.json does not match data/prepared/{dataset} "
+            f"({record['n_images']} vs {n_images} images); rerun 'dvc repro folds@{dataset}'."
+        )
+    return folds
+
+
+def load_fold_groups(dataset: str) -> np.ndarray:
+    """The group of every image as the folds stage used it (see ``cv.grouping``).
+
+    Inner splits (early stopping, SVM tuning) use the same groups, so they
+    guard against the same leaks as the outer folds.
+    """
+    return np.asarray(read_json(FOLDS_DIR / f"{dataset}.json")["groups"], dtype=str)
+
+
+def train_indices(test: np.ndarray, n_images: int) -> np.ndarray:
+    """All indices not in ``test``, in increasing order."""
+    mask = np.ones(n_images, dtype=bool)
+    mask[test] = False
+    return np.flatnonzero(mask)

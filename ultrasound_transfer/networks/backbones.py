@@ -1,0 +1,182 @@
+"""The five ImageNet backbones, the classification head and layer freezing.
+
+Everything here uses Keras 3 APIs only, so it runs on any Keras backend
+(TensorFlow by default; JAX or PyTorch through ``KERAS_BACKEND``).
+
+How ``ft_fraction`` is counted
+------------------------------
+Only *weight-carrying* layers of the backbone count (convolutions, batch
+normalization, dense); pooling, activation, padding and merge layers carry no
+weights and are not counted.  Layers are ordered as Keras lists them, which is
+a topological order from input to output.  The last
+``round(ft_fraction * total)`` weight-carrying layers, counted from the output
+end (halves round up), are trained together with the head; every layer before
+the first of them is frozen.  ``ft_fraction = 0`` trains the head alone,
+``ft_fraction = 1`` trains everything.  Frozen batch-normalization layers run
+in inference mode (Keras 3 does this for any BatchNormalization layer whose
+``trainable`` is False), so their moving statistics stay as loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+
+from ultrasound_transfer.common import PipelineError, check_choice
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """How to build one ``keras.applications`` network and feed it."""
+
+    build: Callable[..., keras.Model]
+    preprocess: Callable[[np.ndarray], np.ndarray]
+    min_size: int
+
+
+BACKBONES: dict[str, Backbone] = {
+    "VGG16": Backbone(keras.applications.VGG16, keras.applications.vgg16.preprocess_input, 32),
+    "VGG19": Backbone(keras.applications.VGG19, keras.applications.vgg19.preprocess_input, 32),
+    "ResNet50": Backbone(keras.applications.ResNet50, keras.applications.resnet.preprocess_input, 32),
+    "ResNet101": Backbone(keras.applications.ResNet101, keras.applications.resnet.preprocess_input, 32),
+    "InceptionV3": Backbone(keras.applications.InceptionV3, keras.applications.inception_v3.preprocess_input, 75),
+}
+
+POOLED_LAYER = "pooled"
+HIDDEN_LAYER = "head_dense"
+FEATURE_LAYERS = {"pooled": POOLED_LAYER, "head": HIDDEN_LAYER}
+
+
+@dataclass(frozen=True)
+class FreezeReport:
+    """What :func:`freeze_all_but_last` did to a backbone."""
+
+    total_layers: int          # weight-carrying layers in the backbone
+    trained_layers: int        # of which trained
+    first_trained_layer: str   # name, or "" when only the head trains
+    trainable_params: int      # backbone parameters that train
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_model_name(name: str) -> Backbone:
+    """The :class:`Backbone` called ``name``, or a clear error."""
+    check_choice("models", name, BACKBONES)
+    return BACKBONES[name]
+
+
+def check_image_size(name: str, image_size: int) -> None:
+    """Fail if ``image_size`` is below what the network's strides allow."""
+    minimum = check_model_name(name).min_size
+    if image_size < minimum:
+        raise PipelineError(
+            f"image_size = {image_size} is too small for {name}, which needs at least {minimum} px; "
+            f"set image_size to {minimum} or more (dvc exp run -S image_size={minimum}) or drop {name} from models."
+        )
+
+
+def resolve_weights(weights: str | None) -> str | None:
+    """Translate the ``weights`` param into what ``keras.applications`` expects.
+
+    ``none`` -> random initialization, ``imagenet`` -> the ImageNet weights Keras
+    downloads and caches in ``~/.keras/models``, anything else -> a path to a
+    weights file of the backbone without its top (``include_top=False``).
+    """
+    if weights is None or str(weights).lower() == "none":
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    path = Path(str(weights))
+    if not path.is_file():
+        raise PipelineError(
+            f"weights = {weights!r}: no such file. Use 'imagenet', 'none', or the path of a "
+            "backbone weights file (.h5 / .weights.h5, saved without the top)."
+        )
+    return str(path)
+
+
+def build_backbone(name: str, image_size: int, weights: str | None) -> keras.Model:
+    """The backbone without its ImageNet top, with the requested weights.
+
+    Never falls back to random weights: if ImageNet weights cannot be had, it
+    fails and says how to provide them.
+    """
+    backbone = check_model_name(name)
+    check_image_size(name, image_size)
+    resolved = resolve_weights(weights)
+    try:
+        return backbone.build(include_top=False, weights=resolved, input_shape=(image_size, image_size, 3))
+    except Exception as error:  # noqa: BLE001 - re-raised with the fix attached
+        if resolved is None:
+            raise
+        where = "downloaded" if resolved == "imagenet" else f"loaded from {resolved}"
+        raise PipelineError(
+            f"{name}: weights could not be {where} ({type(error).__name__}: {error}). "
+            "Offline, copy Keras' '*_notop.h5' file for this network into ~/.keras/models/, or set "
+            "weights to the path of a weights file; use weights=none only if random "
+            "initialization is what you mean."
+        ) from error
+
+
+def weighted_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Layers of ``model`` that carry weights, input to output."""
+    return [layer for layer in model.layers if layer.weights]
+
+
+def layers_to_train(total: int, fraction: float) -> int:
+    """``round(fraction * total)`` with halves rounded up (not to even)."""
+    return min(total, int(math.floor(fraction * total + 0.5)))
+
+
+def freeze_all_but_last(backbone: keras.Model, fraction: float) -> FreezeReport:
+    """Freeze the backbone except its last ``fraction`` of weight-carrying layers."""
+    layers = weighted_layers(backbone)
+    n_train = layers_to_train(len(layers), fraction)
+    first = len(layers) - n_train
+    trained = {id(layer) for layer in layers[first:]}
+    for layer in backbone.layers:
+        layer.trainable = id(layer) in trained
+    trainable_params = sum(int(np.prod(v.shape)) for v in backbone.trainable_weights)
+    return FreezeReport(
+        total_layers=len(layers),
+        trained_layers=n_train,
+        first_trained_layer=layers[first].name if n_train else "",
+        trainable_params=trainable_params,
+    )
+
+
+def attach_head(backbone: keras.Model, n_classes: int, head_units: int, dropout: float) -> keras.Model:
+    """Backbone -> global average pooling -> Dense(relu) -> Dropout -> Dense(softmax)."""
+    x = keras.layers.GlobalAveragePooling2D(name=POOLED_LAYER)(backbone.output)
+    x = keras.layers.Dense(head_units, activation="relu", name=HIDDEN_LAYER)(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    # float32 even under mixed precision: a float16 softmax loses small probabilities.
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="predictions", dtype="float32")(x)
+    return keras.Model(backbone.input, outputs, name=backbone.name)
+
+
+def build_classifier(
+    name: str, image_size: int, n_classes: int, weights: str | None, head_units: int, dropout: float, ft_fraction: float
+) -> tuple[keras.Model, FreezeReport]:
+    """Backbone with head, frozen all but the last ``ft_fraction``."""
+    backbone = build_backbone(name, image_size, weights)
+    report = freeze_all_but_last(backbone, ft_fraction)
+    return attach_head(backbone, n_classes, head_units, dropout), report
+
+
+def feature_extractor(model: keras.Model, layer: str) -> keras.Model:
+    """A model sharing ``model``'s weights that outputs the chosen feature layer."""
+    check_choice("features.layer", layer, FEATURE_LAYERS)
+    return keras.Model(model.input, model.get_layer(FEATURE_LAYERS[layer]).output)
+
+
+def to_network_input(images: np.ndarray, name: str) -> np.ndarray:
+    """Gray uint8 images (N, S, S) -> the network's own preprocessed RGB float32 input."""
+    rgb = np.repeat(images[..., None].astype(np.float32), 3, axis=-1)
+    return np.asarray(check_model_name(name).preprocess(rgb), dtype=np.float32)

@@ -1,0 +1,15 @@
+"""The pipeline's folders, relative to the repository root (DVC runs every stage there).
+
+Each stage writes below one of these; ``dvc.yaml`` names the same paths.
+"""
+
+from pathlib import Path
+
+RAW_DIR = Path("data/raw")                # download: images + labels.csv per dataset
+PREPARED_DIR = Path("data/prepared")      # normalize: images.npy, manifest.csv, report.json
+FOLDS_DIR = Path("data/folds")            # folds: <dataset>.json
+FEATURES_DIR = Path("data/features")      # features: <dataset>/<model>/fold<k>.npz
+MODELS_DIR = Path("models")               # finetune: <dataset>/<model>/{weights,training}
+METRICS_DIR = Path("metrics/cv")          # evaluate: <dataset>/<model>.json, .folds.csv, .predictions.csv
+PLOTS_DIR = Path("metrics/plots")         # finetune, evaluate: data for dvc plots
+SUMMARY_DIR = Path("metrics")             # report: summary.json, summary.md
