@@ -2,13 +2,14 @@
 
 Usage::
 
-    dvc exp run --queue -S ft_fraction=0,0.15,0.5,1 && dvc queue start
-    python -m stages.compare                      # SVM accuracy (default)
+    python -m stages.protocol paper --strategies 0,0.15,0.5,1    # or: dvc exp run --queue -S ft_fraction=...
+    python -m stages.compare                      # accuracy; best strategy by the SVM (default)
     python -m stages.compare --classifier dense --metric f1
 
 Reads ``dvc exp show --json``, keeps the experiments that differ from each other
 only in ``ft_fraction`` (the largest such set), and for every dataset prints
-and writes a strategy x model table (``mean ± std`` over folds), the best
+and writes the paper's table, network x strategy x classifier (``mean ± std``
+over folds), the best
 ``ft_fraction`` per model with its margin over the runner-up and a 95 %
 interval for that margin (fold-paired, corrected resampled t-test; per-fold
 scores are read from each experiment's commit), and a plot of the metric
@@ -88,15 +89,17 @@ def git_reader(repo: Path = Path(".")) -> Callable[[str, str], str]:
     return read
 
 
-def strategy_table(runs: list[dict], dataset: str, models: list[str], classifier: str, metric: str) -> pd.DataFrame:
-    """Rows ft_fraction, columns model, cells 'mean ± std'."""
+def paper_table(runs: list[dict], dataset: str, models: list[str], metric: str) -> pd.DataFrame:
+    """The paper's table: rows network x ft_fraction, one column per classifier, cells 'mean ± std'."""
     rows = []
-    for run in runs:
-        row = {"ft_fraction": run["params"]["ft_fraction"]}
-        for model in models:
-            m = run["metrics"].get(f"{METRICS_DIR}/{dataset}/{model}.json", {}).get(classifier, {})
-            row[model] = f"{m[metric]:.3f} ± {m[metric + '_std']:.3f}" if metric in m else "—"
-        rows.append(row)
+    for model in models:
+        for run in runs:
+            scores = run["metrics"].get(f"{METRICS_DIR}/{dataset}/{model}.json", {})
+            row = {"network": model, "ft_fraction": run["params"]["ft_fraction"]}
+            for classifier, label in (("dense", "dense head"), ("svm", "SVM")):
+                m = scores.get(classifier, {})
+                row[label] = f"{m[metric]:.3f} ± {m[metric + '_std']:.3f}" if metric in m else "—"
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -169,13 +172,13 @@ def main(argv: list[str]) -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     points = []
     for dataset in params["datasets"]:
-        table = strategy_table(runs, dataset, params["models"], args.classifier, args.metric)
+        table = paper_table(runs, dataset, params["models"], args.metric)
         best = best_strategies(runs, dataset, params["models"], args.classifier, args.metric, read)
         listing = ", ".join(f"{r['name']} ({r['params']['ft_fraction']})" for r in runs)
-        text = (f"# {dataset}: {args.classifier} {args.metric} by ft_fraction\n\n"
+        text = (f"# {dataset}: {args.metric} by network, ft_fraction and classifier\n\n"
                 f"Experiments: {listing}\n\n"
                 + tabulate(table, headers="keys", tablefmt="github", showindex=False)
-                + "\n\n## Best ft_fraction per model\n\nMargin over the runner-up; 95 % interval and p from the "
+                + f"\n\n## Best ft_fraction per model ({args.classifier})\n\nMargin over the runner-up; 95 % interval and p from the "
                 "fold-paired corrected resampled t-test.\n\n"
                 + tabulate(best, headers="keys", tablefmt="github", showindex=False) + "\n")
         print(text, flush=True)

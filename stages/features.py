@@ -1,46 +1,59 @@
-"""Stage ``features``: penultimate features of every image under each fold's network.
+"""Stage ``features``: the SVM's input, a feature layer of every image under each fold's network.
 
-Usage: ``python -m stages.features DATASET MODEL``.  Reads param ``features.layer``
-(``pooled``: the global-average-pooled backbone output; ``head``: the head's
-hidden dense layer) and ``finetune`` (for the head's shape).
+Usage: ``python -m stages.features DATASET MODEL``.  Reads params ``features.layer``
+(``pooled``: the global-average-pooled backbone output that feeds the head;
+``head``: the head's hidden Dense layer), ``ft_fraction``, ``weights``, ``seed``
+and from ``finetune`` what shapes or computes the network (``head_units``,
+``batch_size``, ``cache_dtype``, ``cache_memory_mb``).
+
+The network is rebuilt from the same starting weights as in ``finetune``, and
+each fold's trained layers are loaded over it after checking that the frozen
+part is the one they were trained on
+(:mod:`ultrasound_transfer.networks.fold_weights`).  The frozen prefix runs
+once over all images; each fold runs only its trained tail
+(:mod:`ultrasound_transfer.networks.feature_extraction`).
 
 Output ``data/features/<dataset>/<model>/fold<k>.npz`` with ``features``
-(N, D) float32 for *every* image, in manifest order, computed once here and
-reused by ``evaluate``.  The SVM of fold k is fitted on the training rows and
-scored on the test rows of this array.
+(N, D) float32 for *every* image, in manifest order, and their ``ids``.  The
+SVM of fold k is fitted on that fold's training rows and scored on its test rows.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ultrasound_transfer.common import PipelineError, Stopwatch, atomic_dir, load_params, log, parse_args, require, run_stage
+from ultrasound_transfer.common import Stopwatch, atomic_dir, load_params, log, parse_args, require, run_stage
 from ultrasound_transfer.data.prepared import load_prepared, load_test_folds
+from ultrasound_transfer.networks.backbones import build_classifier, check_weights_param
+from ultrasound_transfer.networks.feature_extraction import feature_pass
+from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, load_fold_weights
+from ultrasound_transfer.networks.training import seed_everything
 from ultrasound_transfer.paths import FEATURES_DIR, MODELS_DIR
-from ultrasound_transfer.networks.backbones import build_classifier, feature_extractor, to_network_input
 
 
 def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.features DATASET MODEL")
     params = load_params()
-    layer, cfg = require(params, "features.layer"), require(params, "finetune")
+    layer, cfg, seed = require(params, "features.layer"), require(params, "finetune"), require(params, "seed")
+    check_weights_param(require(params, "weights"))
     data = load_prepared(dataset)
     folds = load_test_folds(dataset, len(data.manifest))
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
-    # The fold weights replace every weight, so the starting weights do not matter.
-    model, _ = build_classifier(model_name, data.images.shape[1], len(data.class_names), "none",
-                                cfg["head_units"], cfg["dropout"], 1.0)
-    extractor = feature_extractor(model, layer)
-    x = to_network_input(data.images, model_name)
+    # Built as finetune builds it, so that the frozen part (random or loaded) is the same.
+    seed_everything(seed, cfg["deterministic_ops"])
+    model, _ = build_classifier(model_name, data.images.shape[1], len(data.class_names), require(params, "weights"),
+                                cfg["head_units"], cfg["dropout"], require(params, "ft_fraction"))
+    frozen = frozen_fingerprint(model)
     weights_dir = MODELS_DIR / dataset / model_name / "weights"
-    with atomic_dir(FEATURES_DIR / dataset / model_name) as out:
+    with feature_pass(model, layer, data.images, model_name, cfg["batch_size"], cfg["cache_dtype"],
+                      cfg["cache_memory_mb"], scratch_dir=MODELS_DIR / dataset / model_name) as features_now, \
+            atomic_dir(FEATURES_DIR / dataset / model_name) as out:
+        log("features", f"{tag}: frozen prefix done ({clock})")
         for k in range(1, len(folds) + 1):
-            weights = weights_dir / f"fold{k}.weights.h5"
-            if not weights.exists():
-                raise PipelineError(f"{weights} is missing; run 'dvc repro finetune@{dataset}-{model_name}'.")
-            model.load_weights(weights)
-            features = extractor.predict(x, batch_size=cfg["batch_size"], verbose=0).astype(np.float32)
+            load_fold_weights(model, weights_dir / f"fold{k}.weights.npz", frozen,
+                              rerun=f"dvc repro finetune@{dataset}-{model_name}")
+            features = features_now()
             np.savez(out / f"fold{k}.npz", features=features, ids=data.manifest["id"].to_numpy())
             log("features", f"{tag} fold {k}/{len(folds)}: {features.shape[1]} '{layer}' features "
                 f"for {len(features)} images ({clock})")

@@ -13,8 +13,10 @@ are kept in ``models/<dataset>/<model>/.unfinished/`` until the last one is
 done, so an interrupted run resumes at the first unfinished fold
 (:mod:`ultrasound_transfer.networks.checkpoints`).  Outputs in ``models/<dataset>/<model>/``:
 
-* ``weights/fold<k>.weights.h5``: the fine-tuned network of fold k (not
-  DVC-cached: large, and remade by rerunning the stage);
+* ``weights/fold<k>.weights.npz``: what fold k trained (the trained layers
+  and the head) and a fingerprint of the frozen part it was trained on
+  (:mod:`ultrasound_transfer.networks.fold_weights`); DVC-cached, so queued
+  experiments and the run-cache restore finished folds instead of retraining;
 * ``training/history.csv``: per fold and epoch, loss and accuracy (train and
   validation);
 * ``training/dense_predictions.csv``: the dense softmax head's class
@@ -31,6 +33,8 @@ done, so an interrupted run resumes at the first unfinished fold
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
+from typing import Callable
 
 import keras
 import numpy as np
@@ -42,8 +46,11 @@ from ultrasound_transfer.common import (
 )
 from ultrasound_transfer.data.prepared import Prepared, load_fold_groups, load_prepared, load_test_folds, train_indices
 from ultrasound_transfer.networks.augmentation import augmentation_from_params
-from ultrasound_transfer.networks.backbones import build_classifier, check_image_size, check_model_name
+from ultrasound_transfer.networks.backbones import (
+    build_classifier, check_image_size, check_model_name, check_weights_param,
+)
 from ultrasound_transfer.networks.checkpoints import FoldCheckpoints, run_fingerprint
+from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, save_fold_weights
 from ultrasound_transfer.networks.frozen_prefix import CACHE_DTYPES
 from ultrasound_transfer.networks.training import (
     JIT_CHOICES, PRECISIONS, EpochLog, FoldReset, TrainingPath, choose_training_path, class_weights,
@@ -121,7 +128,7 @@ def write_outputs(dataset: str, model_name: str, checkpoints: FoldCheckpoints, n
     folds = range(1, n_folds + 1)
     with atomic_dir(out / "weights") as weights_dir, atomic_dir(out / "training") as training_dir:
         for k in folds:
-            shutil.copyfile(checkpoints.weights(k), weights_dir / f"fold{k}.weights.h5")
+            shutil.copyfile(checkpoints.weights(k), weights_dir / checkpoints.weights(k).name)
         history = pd.concat([checkpoints.table(k, "history") for k in folds])
         history.to_csv(training_dir / "history.csv", index=False)
         predictions = pd.concat([checkpoints.table(k, "predictions") for k in folds])
@@ -135,7 +142,7 @@ def write_outputs(dataset: str, model_name: str, checkpoints: FoldCheckpoints, n
 
 def train_folds(
     path: TrainingPath, data: Prepared, folds: list[np.ndarray], groups: np.ndarray, cfg: dict, seed: int,
-    checkpoints: FoldCheckpoints, weights_only: keras.Model, tag: str, clock: Stopwatch,
+    checkpoints: FoldCheckpoints, save_weights: Callable[[Path], None], tag: str, clock: Stopwatch,
 ) -> None:
     """Train and test every fold not finished yet, saving each to ``checkpoints``.
 
@@ -161,7 +168,7 @@ def train_folds(
             EpochLog("finetune", prefix, cfg["epochs"]),
         )
         probs = path.model.predict(path.batches(test), verbose=0)
-        checkpoints.save(k, weights_only, {
+        checkpoints.save(k, save_weights, {
             "predictions": predictions_table(data.manifest["id"].iloc[test], k, y[test], probs, data.class_names),
             "history": history_table(history, k),
         })
@@ -173,6 +180,7 @@ def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.finetune DATASET MODEL")
     params = load_params()
     check_model_name(model_name)
+    check_weights_param(require(params, "weights"))
     cfg = check_finetune_params(params)
     augmentation = augmentation_from_params(params)
     ft_fraction, seed = params["ft_fraction"], require(params, "seed")
@@ -195,9 +203,7 @@ def main(argv: list[str]) -> None:
             model_name, image_size, len(data.class_names), require(params, "weights"),
             cfg["head_units"], cfg["dropout"], ft_fraction,
         )
-        # Saved through an uncompiled twin that shares the layers, so the weight
-        # files hold the network only, not the optimizer's slots (40 % smaller).
-        weights_only = keras.Model(model.inputs, model.outputs)
+        frozen = frozen_fingerprint(model)
         log("finetune", f"{tag}: ft_fraction={ft_fraction} trains {freeze.trained_layers}/{freeze.total_layers} "
             f"weight layers from '{freeze.first_trained_layer or '(head only)'}', "
             f"{freeze.trainable_params:,} backbone params ({clock})")
@@ -208,7 +214,8 @@ def main(argv: list[str]) -> None:
             shown = ", ".join(f"{key}={value}" for key, value in path.description.items())
             log("finetune", f"{tag}: {shown} ({clock})")
             compile_classifier(path.model, cfg["optimizer"], cfg["learning_rate"], cfg["jit_compile"])
-            train_folds(path, data, folds, groups, cfg, seed, checkpoints, weights_only, tag, clock)
+            train_folds(path, data, folds, groups, cfg, seed, checkpoints,
+                        lambda tmp: save_fold_weights(model, tmp, frozen), tag, clock)
 
     freezing = {
         "model": model_name, "ft_fraction": ft_fraction, "training": path.description,

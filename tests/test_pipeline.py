@@ -6,9 +6,11 @@ params, two models, then an experiment with another ft_fraction.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,7 +82,7 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline):
         for classifier in ("dense", "svm"):
             assert 0.0 <= metrics[classifier]["accuracy"] <= 1.0
             assert {"precision", "recall", "f1", "roc_auc", "sensitivity", "specificity"} <= set(metrics[classifier])
-        assert len(list((repo / f"models/phantom/{model}/weights").glob("fold*.weights.h5"))) == 3
+        assert len(list((repo / f"models/phantom/{model}/weights").glob("fold*.weights.npz"))) == 3
         assert len(list((repo / f"data/features/phantom/{model}").glob("fold*.npz"))) == 3
     summary = (repo / "metrics/summary.md").read_text()
     assert "phantom SVM" in summary and "ResNet50" in summary
@@ -120,6 +122,58 @@ def test_experiment_with_other_ft_fraction_and_metrics_diff(pipeline):
     rows = [line.split("|")[1].strip() for line in compared.splitlines() if line.startswith("|")]
     assert "Best ft_fraction per model" in compared and {"0.15", "0.5"} <= set(rows)
     assert (repo / "metrics/compare/accuracy_vs_ft_fraction.html").is_file()
+
+
+def run_queue(repo: Path, dvc: list[str], experiments: dict[str, list[str]]) -> dict[str, str]:
+    """Queue named experiments (``dvc exp run --queue``), run the queue, return each one's log."""
+    for name, overrides in experiments.items():
+        run(dvc + ["exp", "run", "--queue", "--name", name, *overrides], repo)
+    run(dvc + ["queue", "start"], repo)
+    deadline = time.monotonic() + 900
+    while True:
+        status = run(dvc + ["queue", "status"], repo).stdout
+        if not re.search(r"\b(Queued|Running)\b", status) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    run(dvc + ["queue", "stop"], repo, check=False)
+    for name in experiments:
+        assert re.search(rf"{name}.*Success", status), status
+    return {name: run(dvc + ["queue", "logs", name], repo).stdout for name in experiments}
+
+
+def test_queued_experiments_rerun_only_what_their_params_touch(pipeline):
+    """Queued experiments run in a temporary copy; finished stages come back from DVC's cache."""
+    repo, dvc, _ = pipeline
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "baseline"], repo)
+    svm = ["-S", "svm.C_grid=[0.01,1.0]"]
+    logs = run_queue(repo, dvc, {"svm-only": svm, "head-only": ["-S", "ft_fraction=0"]})
+    ran = {name: re.findall(r"Running stage '([^'@]+)", log) for name, log in logs.items()}
+    assert set(ran["svm-only"]) == {"evaluate", "report"}, logs["svm-only"]
+    assert set(ran["head-only"]) == {"finetune", "features", "evaluate", "report"}, logs["head-only"]
+    # A later experiment on that strategy, changing only the SVM, finds its folds in DVC's run-cache.
+    again = run_queue(repo, dvc, {"head-only-svm": ["-S", "ft_fraction=0", *svm]})["head-only-svm"]
+    assert set(re.findall(r"Running stage '([^'@]+)", again)) == {"evaluate", "report"}, again
+    for model in TINY["models"]:
+        assert f"Stage 'finetune@phantom-{model}' is cached - skipping run" in again, again
+
+
+def test_protocol_grid_is_rerunnable_and_leaves_params_yaml_alone(pipeline):
+    repo, dvc, _ = pipeline
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "baseline"], repo)
+    params_before = (repo / "params.yaml").read_bytes()
+    # The demo protocol, at the tiny settings of this repository.
+    command = [sys.executable, "-m", "stages.protocol", "demo", "--strategies", "0.15,0",
+               "-S", "image_size=32", "-S", "finetune.epochs=1", "-S", "finetune.batch_size=8"]
+    first = run(command, repo)
+    assert first.stdout.count("dvc exp run --name demo-ft") == 2
+    assert "Running stage 'download" not in first.stdout and "Running stage 'normalize" not in first.stdout
+    names = run(dvc + ["exp", "list", "--name-only"], repo).stdout.split()
+    assert {"demo-ft0.15", "demo-ft0"} <= set(names)
+    second = run(command, repo)                     # a second call: nothing left to do, no name clash
+    assert second.stdout.count("exists, skipped") == 2 and "dvc exp run --name" not in second.stdout
+    assert (repo / "params.yaml").read_bytes() == params_before
 
 
 def test_bad_param_fails_with_message_and_no_partial_outputs(pipeline):

@@ -10,6 +10,7 @@ PREPARED_DIR = Path("data/prepared")      # normalize: images.npy, manifest.csv,
 FOLDS_DIR = Path("data/folds")            # folds: <dataset>.json
 FEATURES_DIR = Path("data/features")      # features: <dataset>/<model>/fold<k>.npz
 MODELS_DIR = Path("models")               # finetune: <dataset>/<model>/{weights,training}
+BACKBONES_DIR = Path("models/backbones")   # backbone weight files the user provides (a dep of finetune)
 METRICS_DIR = Path("metrics/cv")          # evaluate: <dataset>/<model>.json, .folds.csv, .predictions.csv
 PLOTS_DIR = Path("metrics/plots")         # finetune, evaluate: data for dvc plots
 SUMMARY_DIR = Path("metrics")             # report: summary.json, summary.md

@@ -40,8 +40,11 @@ def test_sweep_keeps_experiments_that_differ_only_in_ft_fraction():
 
 def test_tables_name_the_best_strategy_with_margin_and_interval():
     runs = compare.sweep(compare.experiment_records(SHOW))
-    table = compare.strategy_table(runs, "toy", ["A", "B"], "svm", "accuracy")
-    assert table["A"].tolist() == ["0.650 ± 0.010", "0.700 ± 0.010", "0.800 ± 0.010"]
+    table = compare.paper_table(runs, "toy", ["A", "B"], "accuracy")
+    rows_a = table[table["network"] == "A"]
+    assert rows_a["ft_fraction"].tolist() == [0.0, 0.15, 0.5]
+    assert rows_a["SVM"].tolist() == ["0.650 ± 0.010", "0.700 ± 0.010", "0.800 ± 0.010"]
+    assert rows_a["dense head"].tolist() == ["—"] * 3          # not in these records: said, not invented
     best = compare.best_strategies(runs, "toy", ["A"], "svm", "accuracy", reader).iloc[0]
     assert (best["best ft_fraction"], best["runner-up"], best["margin"]) == (0.5, 0.15, 0.1)
     expected = compare_paired(FOLD_SCORES["e2"], FOLD_SCORES["base"], 80, 20)

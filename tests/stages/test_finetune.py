@@ -72,7 +72,7 @@ def test_interrupted_run_resumes_at_first_unfinished_fold_with_the_same_results(
     uninterrupted = finetune_process(project)
     assert uninterrupted.wait(300) == 0
     assert (out / "training/dense_predictions.csv").read_text() == after_resume
-    assert sorted(p.name for p in (out / "weights").iterdir()) == [f"fold{k}.weights.h5" for k in (1, 2, 3)]
+    assert sorted(p.name for p in (out / "weights").iterdir()) == [f"fold{k}.weights.npz" for k in (1, 2, 3)]
 
 
 def test_augmentation_takes_the_plain_path_and_records_why(project):

@@ -1,16 +1,33 @@
-from stages.protocol import PROTOCOLS, dvc_command, main
+import pytest
+
+from stages.protocol import PROTOCOLS, dvc_command, experiment_name, main, overrides_for, parse_strategies
+from ultrasound_transfer.common import PipelineError
 
 
-def test_paper_protocol_command():
-    command = dvc_command("paper", None, queue=False, name=None)
-    assert command[:5] == ["dvc", "exp", "run", "--name", "paper"]
-    assert "weights=imagenet" in command and "image_size=224" in command
+def test_one_named_temp_experiment_per_strategy():
+    overrides = overrides_for("paper", None, [])
+    command = dvc_command(experiment_name("paper", 0.15), overrides, 0.15, queue=False)
+    assert command[:6] == ["dvc", "exp", "run", "--name", "paper-ft0.15", "--temp"]
+    assert "weights=imagenet" in command and "image_size=224" in command and "ft_fraction=0.15" in command
     assert "datasets=[busi,rodrigues,ddti,salivary]" in command
+    assert experiment_name("paper", 1.0) == "paper-ft1" and experiment_name("paper", 0.0) == "paper-ft0"
 
 
-def test_datasets_override_and_queue():
-    command = dvc_command("paper", ["phantom"], queue=True, name="p1")
-    assert "--queue" in command and "datasets=[phantom]" in command and "p1" in command
+def test_datasets_extra_overrides_and_queue():
+    overrides = overrides_for("paper", ["phantom"], ["models=[ResNet50]", "image_size=96"])
+    command = dvc_command("p1", overrides, 0.5, queue=True)
+    assert "--queue" in command and "--temp" not in command
+    assert "datasets=[phantom]" in command and "models=[ResNet50]" in command and "image_size=96" in command
+    assert "image_size=224" not in command
+    with pytest.raises(PipelineError, match="key=value"):
+        overrides_for("paper", None, ["models"])
+
+
+def test_strategies_are_checked():
+    assert parse_strategies("0,0.15,0.5,1") == [0.0, 0.15, 0.5, 1.0]
+    for bad in ("", "0,1.5", "a"):
+        with pytest.raises(PipelineError, match="--strategies"):
+            parse_strategies(bad)
 
 
 def test_demo_protocol_matches_params_yaml():
@@ -24,6 +41,20 @@ def test_demo_protocol_matches_params_yaml():
         assert node == value, key
 
 
-def test_dry_run_prints_and_runs_nothing(capsys):
-    assert main(["paper", "--dry-run"]) == 0
-    assert capsys.readouterr().out.startswith("dvc exp run --name paper")
+def test_dry_run_prints_commands_and_the_work_and_runs_nothing(capsys, project):
+    from tests.conftest import default_params
+
+    project.write_params(default_params())
+    main(["paper", "--strategies", "0,0.15", "-S", "models=[VGG16]", "--images", "ddti=400", "--tflops", "10",
+          "--overhead-min", "0", "--dry-run"])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("dvc exp run --name paper-ft0 --temp")
+    assert lines[1].startswith("dvc exp run --name paper-ft0.15 --temp")
+    rows = {(cells[1], cells[4]): cells for line in lines if line.startswith("| ")
+            for cells in [[c.strip() for c in line.split("|")]]}
+    assert rows[("busi", "0")][2] == "647" and rows[("ddti", "0.15")][2] == "400"    # published size; size given
+    assert rows[("salivary", "0.15")][2] == "?" and rows[("salivary", "0.15")][7] == "?"   # unknown: said so
+    # VGG16 at 224 px: 15.4 GMAC per image in all; at ft_fraction 0 only the head trains.
+    assert rows[("busi", "0")][5] == "15.3" and float(rows[("busi", "0")][6]) < 0.001
+    assert "h at 10 TFLOP/s" in out and not (project / "dvc.lock").exists()

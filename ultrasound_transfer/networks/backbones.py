@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 from ultrasound_transfer.common import PipelineError, check_choice
+from ultrasound_transfer.paths import BACKBONES_DIR
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,25 @@ def resolve_weights(weights: str | None) -> str | None:
             "backbone weights file (.h5 / .weights.h5, saved without the top)."
         )
     return str(path)
+
+
+def check_weights_param(weights: str | None) -> None:
+    """Fail unless ``weights`` is ``none``, ``imagenet`` or an existing file under ``models/backbones/``.
+
+    DVC tracks ``models/backbones/`` as a dependency of ``finetune`` and
+    ``features``, so a weights file there is part of the experiment: replacing
+    it reruns them.  A file elsewhere would not be tracked, and is refused.
+    """
+    if weights is None or str(weights).lower() == "none" or weights == "imagenet":
+        return
+    path = Path(str(weights))
+    if path.is_absolute() or BACKBONES_DIR not in path.parents:
+        raise PipelineError(
+            f"weights = {weights!r}: a backbone weights file must lie in {BACKBONES_DIR}/, which DVC tracks as "
+            f"a dependency; copy it there and set weights to {BACKBONES_DIR / path.name} "
+            f"(dvc exp run -S weights={BACKBONES_DIR / path.name})."
+        )
+    resolve_weights(weights)
 
 
 def build_backbone(name: str, image_size: int, weights: str | None) -> keras.Model:

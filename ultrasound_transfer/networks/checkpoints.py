@@ -19,9 +19,8 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import keras
 import pandas as pd
 
 from ultrasound_transfer.common import write_atomic
@@ -58,11 +57,14 @@ class FoldCheckpoints:
         return (self.directory / f"fold{fold}.done").exists()
 
     def weights(self, fold: int) -> Path:
-        return self.directory / f"fold{fold}.weights.h5"
+        return self.directory / f"fold{fold}.weights.npz"
 
-    def save(self, fold: int, model: keras.Model, tables: dict[str, pd.DataFrame]) -> None:
-        """Save a finished fold; the ``.done`` marker, written last, makes it count."""
-        write_atomic(self.weights(fold), model.save_weights)
+    def save(self, fold: int, write_weights: Callable[[Path], None], tables: dict[str, pd.DataFrame]) -> None:
+        """Save a finished fold; the ``.done`` marker, written last, makes it count.
+
+        ``write_weights(path)`` writes the fold's network to ``path``.
+        """
+        write_atomic(self.weights(fold), write_weights)
         for name, table in tables.items():
             write_atomic(self.directory / f"fold{fold}.{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))
         (self.directory / f"fold{fold}.done").touch()

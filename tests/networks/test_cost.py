@@ -1,0 +1,31 @@
+import keras
+import pytest
+
+from ultrasound_transfer.networks.backbones import build_classifier
+from ultrasound_transfer.networks.cost import SplitMacs, layer_macs, split_macs, unit_work
+
+
+def test_layer_macs_count_convolutions_and_dense_layers():
+    inputs = keras.Input((10, 10, 3))
+    conv = keras.layers.Conv2D(4, 3, padding="same")
+    dense = keras.layers.Dense(5)
+    keras.Model(inputs, dense(keras.layers.Flatten()(conv(inputs))))
+    assert layer_macs(conv) == 10 * 10 * 4 * 3 * 3 * 3
+    assert layer_macs(dense) == 10 * 10 * 4 * 5
+
+
+def test_vgg16_at_224_px_costs_its_published_15_gmacs_split_by_strategy():
+    head_only, _ = build_classifier("VGG16", 224, 2, "none", 256, 0.5, 0.0)
+    whole, _ = build_classifier("VGG16", 224, 2, "none", 256, 0.5, 1.0)
+    assert split_macs(whole).prefix == 0
+    assert 15.3e9 < split_macs(whole).tail < 15.5e9
+    assert split_macs(head_only).tail == 512 * 256 + 256 * 2
+    assert split_macs(head_only).prefix + split_macs(head_only).tail == split_macs(whole).tail
+
+
+def test_cached_work_saves_exactly_the_prefix_passes():
+    macs = SplitMacs(prefix=9.0, tail=1.0)
+    assert macs.ideal_epoch_speedup == 4.0
+    cached, plain = unit_work(macs, 100, 5, 10, 0.2), unit_work(macs, 100, 5, 10, 0.2, cached=False)
+    assert cached.training * macs.ideal_epoch_speedup == pytest.approx(plain.training)
+    assert cached.prefix_pass == 2 * 100 * 9.0 and plain.prefix_pass == 0
