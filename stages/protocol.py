@@ -22,7 +22,6 @@ import argparse
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
