@@ -77,11 +77,9 @@ def storage_row(model_name: str, ft_fraction: float) -> dict:
 
 def storage_rows() -> list[dict]:
     rows = [in_fresh_process(storage_row, m, f) for m in MODELS for f in STRATEGIES]
-    per_grid = PAPER_GRID["datasets"] * PAPER_GRID["folds"]
-    for column in ("whole_mb", "trained_mb"):
-        gigabytes = sum(r[column] for r in rows) * per_grid / 1024
-        rows.append({"kind": "storage", "model": "paper grid", "ft_fraction": "all", column: gigabytes})
-    return rows
+    per_grid = PAPER_GRID["datasets"] * PAPER_GRID["folds"] / 1024      # MB per fold -> GB over the grid
+    grid = {column: sum(r[column] for r in rows) * per_grid for column in ("whole_mb", "trained_mb")}
+    return rows + [{"kind": "storage", "model": "paper grid (GB)", "ft_fraction": "all", **grid}]
 
 
 # --- epochs -----------------------------------------------------------------------------------------
