@@ -34,7 +34,8 @@ from tabulate import tabulate
 
 from ultrasound_transfer.common import PipelineError, run_stage
 from ultrasound_transfer.paths import FOLDS_DIR, METRICS_DIR
-from ultrasound_transfer.evaluation.statistics import compare_paired, mean_fold_sizes
+from ultrasound_transfer.evaluation.scoring import BINARY_METRICS, MULTICLASS_METRICS
+from ultrasound_transfer.evaluation.statistics import best_against_rest, format_p, mean_fold_sizes
 
 OUT_DIR = Path("metrics/compare")
 OFFLINE_TEMPLATE = Path(".dvc/plots/offline.html")
@@ -105,26 +106,36 @@ def paper_table(runs: list[dict], dataset: str, models: list[str], metric: str) 
 
 def best_strategies(runs: list[dict], dataset: str, models: list[str], classifier: str, metric: str,
                     read: Callable[[str, str], str]) -> pd.DataFrame:
-    """Per model: best ft_fraction, runner-up, margin, its 95 % interval and p-value."""
+    """Per model: the best ft_fraction, tested as a selection among all strategies.
+
+    Friedman test across the strategies (folds as blocks), then the best
+    against every other strategy (corrected resampled t-test, Holm-adjusted);
+    the row names the runner-up with its margin and interval, the largest
+    Holm-adjusted p over all comparisons, and whether the data support the
+    choice (see :func:`ultrasound_transfer.evaluation.statistics.best_against_rest`).
+    """
     rows = []
     for model in models:
         path = f"{METRICS_DIR}/{dataset}/{model}.json"
-        scored = sorted(((r["metrics"][path][classifier][metric], r) for r in runs if path in r["metrics"]),
-                        key=lambda pair: -pair[0])
+        scored = [r for r in runs if classifier in r["metrics"].get(path, {})]
         if len(scored) < 2:
             continue
-        (best_score, best), (second_score, second) = scored[:2]
 
         def fold_scores(run: dict) -> np.ndarray:
             table = pd.read_csv(io.StringIO(read(run["rev"], f"{METRICS_DIR}/{dataset}/{model}.folds.csv")))
             return table[table["classifier"] == classifier].sort_values("fold")[metric].to_numpy()
 
-        n_train, n_test = mean_fold_sizes(json.loads(read(best["rev"], f"{FOLDS_DIR}/{dataset}.json")))
-        paired = compare_paired(fold_scores(best), fold_scores(second), n_train, n_test)
-        rows.append({"model": model, "best ft_fraction": best["params"]["ft_fraction"], metric: round(best_score, 3),
-                     "runner-up": second["params"]["ft_fraction"], "margin": round(best_score - second_score, 3),
-                     "95 % CI": f"[{paired['ci_low']:+.3f}, {paired['ci_high']:+.3f}]",
-                     "p (t)": round(paired["p_value_t"], 3)})
+        n_train, n_test = mean_fold_sizes(json.loads(read(scored[0]["rev"], f"{FOLDS_DIR}/{dataset}.json")))
+        scores = np.stack([fold_scores(r) for r in scored], axis=1)
+        result = best_against_rest(scores, [r["params"]["ft_fraction"] for r in scored], n_train, n_test)
+        runner_up = result["comparisons"][0]
+        rows.append({"model": model, "best ft_fraction": result["best"],
+                     metric: round(float(scores.mean(axis=0).max()), 3),
+                     "runner-up": runner_up["against"], "margin": round(runner_up["mean_diff"], 3),
+                     "95 % CI": f"[{runner_up['ci_low']:+.3f}, {runner_up['ci_high']:+.3f}]",
+                     "Friedman p": format_p(result["friedman_p"]),
+                     "max Holm p": format_p(float(np.max([c["p_value_holm"] for c in result["comparisons"]]))),
+                     "supported": "yes" if result["supported"] else "no"})
     return pd.DataFrame(rows)
 
 
@@ -156,7 +167,7 @@ def plot_html(points: pd.DataFrame, metric: str) -> str:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.compare", description="Compare ft_fraction strategies.")
     parser.add_argument("--classifier", choices=["svm", "dense"], default="svm")
-    parser.add_argument("--metric", default="accuracy", choices=["accuracy", "precision", "recall", "f1", "roc_auc"])
+    parser.add_argument("--metric", default="accuracy", choices=sorted({*BINARY_METRICS, *MULTICLASS_METRICS}))
     parser.add_argument("--exp-json", help="read this saved 'dvc exp show --json' instead of running it")
     args = parser.parse_args(argv)
     if args.exp_json:
@@ -178,8 +189,10 @@ def main(argv: list[str]) -> None:
         text = (f"# {dataset}: {args.metric} by network, ft_fraction and classifier\n\n"
                 f"Experiments: {listing}\n\n"
                 + tabulate(table, headers="keys", tablefmt="github", showindex=False)
-                + f"\n\n## Best ft_fraction per model ({args.classifier})\n\nMargin over the runner-up; 95 % interval and p from the "
-                "fold-paired corrected resampled t-test.\n\n"
+                + f"\n\n## Best ft_fraction per model ({args.classifier})\n\nMargin over the runner-up with its 95 % "
+                "interval (fold-paired corrected resampled t-test). The choice accounts for having picked the best: "
+                "a Friedman test across all strategies, and the best against every other one with Holm's "
+                "adjustment; 'supported' when all are below 0.05.\n\n"
                 + tabulate(best, headers="keys", tablefmt="github", showindex=False) + "\n")
         print(text, flush=True)
         (OUT_DIR / f"{dataset}.md").write_text(text)

@@ -22,8 +22,9 @@ import cv2
 
 from ultrasound_transfer.data import datasets, fetch, phantom
 from ultrasound_transfer.common import (
-    PipelineError, Stopwatch, atomic_dir, check_choice, check_range, load_params, log, parse_args, require, run_stage,
+    PipelineError, Stopwatch, atomic_dir, check_choice, log, parse_args, require, run_stage,
 )
+from ultrasound_transfer.parameters import load_checked_params
 from ultrasound_transfer.paths import RAW_DIR
 
 DOWNLOADS_DIR = RAW_DIR / "_downloads"
@@ -32,22 +33,8 @@ FETCH_BACKOFF_S = 2.0
 
 
 def phantom_spec(section: dict) -> phantom.PhantomSpec:
-    """Validate params section ``download.phantom`` and turn it into a spec."""
-    allowed = set(phantom.PhantomSpec.__dataclass_fields__)
-    unknown = set(section) - allowed
-    if unknown:
-        raise PipelineError(
-            f"download.phantom has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}."
-        )
-    spec = phantom.PhantomSpec(**section)
-    check_range("download.phantom.count", spec.count, 4, 1_000_000, integer=True)
-    check_range("download.phantom.malignant_fraction", spec.malignant_fraction, 0.0, 1.0)
-    check_range("download.phantom.images_per_patient", spec.images_per_patient, 1, 1000, integer=True)
-    check_range("download.phantom.difficulty", spec.difficulty, 0.0, 1.0)
-    check_range("download.phantom.native_size", spec.native_size, 32, 4096, integer=True)
-    check_range("download.phantom.near_copies", spec.near_copies, 0, 1_000_000, integer=True)
-    check_range("download.phantom.seed", spec.seed, 0, 2**32 - 1, integer=True)
-    return spec
+    """Params section ``download.phantom`` (checked by :mod:`ultrasound_transfer.parameters`) as a spec."""
+    return phantom.PhantomSpec(**section)
 
 
 def write_phantom(spec: phantom.PhantomSpec, out_dir: Path) -> int:
@@ -124,7 +111,7 @@ def obtain_real_dataset(dataset: str, section: dict) -> None:
 def main(argv: list[str]) -> None:
     (dataset,) = parse_args(argv, ["dataset"], "python -m stages.download DATASET")
     check_choice("datasets", dataset, datasets.KNOWN_DATASETS)
-    section = require(load_params(), f"download.{dataset}") or {}
+    section = require(load_checked_params(), f"download.{dataset}") or {}
     clock = Stopwatch()
     if dataset == "phantom":
         spec = phantom_spec(section)

@@ -4,16 +4,20 @@ Usage: ``python -m stages.evaluate DATASET MODEL``.  Reads params ``seed`` and
 section ``svm``.
 
 For each fold: StandardScaler + linear SVM (scikit-learn ``LinearSVC``) fitted
-on the fold's training features and scored on its test fold.  When
-``svm.C_grid`` is non-empty, C is chosen by a grouped, stratified inner
-cross-validation on the training part only; otherwise ``svm.C`` is used.  The
-dense head's scores come from ``finetune``'s test-fold predictions.
+on the features of the images the dense head was fitted on (``svm.train_on:
+fit``, from ``finetune``'s ``fold_parts.csv``), so both classifiers learn from
+the same labelled images; ``svm.train_on: training`` adds the dense head's
+early-stopping images.  When ``svm.C_grid`` is non-empty, C is chosen by a
+grouped, stratified inner cross-validation on those images only; otherwise
+``svm.C`` is used.  The dense head's scores come from ``finetune``'s
+test-fold predictions.  Metric names: :mod:`ultrasound_transfer.evaluation.scoring`.
 
 Outputs in ``metrics/cv/<dataset>/``:
 
 * ``<model>.json`` (DVC metrics): mean and std over folds per classifier,
-  keys ``dense.accuracy``, ``svm.accuracy_std``, ...; and the freezing facts;
-* ``<model>.folds.csv``: every metric per fold and classifier, and the C used;
+  keys ``dense.accuracy``, ``svm.sensitivity_std``, ...; ``svm_train_on``; and the freezing facts;
+* ``<model>.folds.csv``: every metric per fold and classifier, the images each
+  classifier was trained on (``n_train``) and tested on, and the C used;
 * ``<model>.predictions.csv``: per test image: id, fold, true class, and per
   classifier the predicted class and its scores.
 
@@ -29,13 +33,23 @@ import numpy as np
 import pandas as pd
 
 from ultrasound_transfer.common import (
-    PipelineError, Stopwatch, check_range, load_params, log, parse_args, read_json, require, run_stage, write_atomic,
-    write_json,
+    PipelineError, Stopwatch, log, parse_args, read_json, require, run_stage, write_atomic, write_json,
 )
-from ultrasound_transfer.data.prepared import class_names_of, load_fold_groups, load_manifest, load_test_folds, train_indices
+from ultrasound_transfer.data.prepared import class_names_of, load_fold_groups, load_manifest, load_test_folds
 from ultrasound_transfer.evaluation.scoring import classification_metrics, roc_points, summarize_folds
 from ultrasound_transfer.evaluation.svm import fit_svm, per_class_scores
+from ultrasound_transfer.parameters import load_checked_params
 from ultrasound_transfer.paths import FEATURES_DIR, METRICS_DIR, MODELS_DIR, PLOTS_DIR
+
+
+def check_class_names(class_names: list[str]) -> list[str]:
+    """Two classes must be benign and malignant: malignant (label 1) is the positive class of every metric."""
+    if len(class_names) == 2 and class_names != ["benign", "malignant"]:
+        raise PipelineError(
+            f"two classes {class_names}: the metrics take 'malignant' as the positive class, so the labels "
+            "must be 'benign' and 'malignant' (rename them in the dataset's labels)."
+        )
+    return class_names
 
 
 def load_fold_features(dataset: str, model: str, k: int, ids: np.ndarray) -> np.ndarray:
@@ -65,25 +79,42 @@ def write_plot_data(dataset: str, model: str, predictions: pd.DataFrame, class_n
     write_atomic(PLOTS_DIR / "roc" / dataset / f"{model}.csv", lambda tmp: roc.to_csv(tmp, index=False))
 
 
+def svm_training_rows(parts: pd.DataFrame, fold: int, ids: np.ndarray, train_on: str) -> np.ndarray:
+    """Positions (in manifest order) of the images the SVM of ``fold`` learns from.
+
+    ``fit``: exactly the images the dense head was fitted on, so both
+    classifiers learn from the same labelled images; ``training``: the whole
+    training part, the dense head's early-stopping images included.
+    """
+    wanted = ("fit",) if train_on == "fit" else ("fit", "validation")
+    chosen = set(parts.loc[(parts["fold"] == fold) & parts["part"].isin(wanted), "id"])
+    return np.flatnonzero(np.isin(ids, list(chosen)))
+
+
 def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.evaluate DATASET MODEL")
-    params = load_params()
+    params = load_checked_params()
     seed, svm_cfg = require(params, "seed"), require(params, "svm")
-    check_range("svm.C", svm_cfg["C"], 1e-9, 1e9)
     manifest = load_manifest(dataset)
     labels, ids, groups = manifest["label"].to_numpy(), manifest["id"].to_numpy(), load_fold_groups(dataset)
-    n_classes = int(manifest["label"].nunique())
+    class_names = check_class_names(class_names_of(manifest))
+    n_classes = len(class_names)
     folds = load_test_folds(dataset, len(manifest))
-    dense = pd.read_csv(MODELS_DIR / dataset / model_name / "training" / "dense_predictions.csv")
-    class_names = class_names_of(manifest)
+    training_dir = MODELS_DIR / dataset / model_name / "training"
+    dense = pd.read_csv(training_dir / "dense_predictions.csv")
+    parts = pd.read_csv(training_dir / "fold_parts.csv")
     prob_columns = [f"prob_{name}" for name in class_names]
-    freezing = read_json(MODELS_DIR / dataset / model_name / "training" / "freezing.json")["folds"][0]
+    freezing = read_json(training_dir / "freezing.json")["folds"][0]
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
 
     fold_rows, prediction_tables = [], []
     for k, test in enumerate(folds, start=1):
-        train = train_indices(test, len(labels))
+        train = svm_training_rows(parts, k, ids, svm_cfg["train_on"])
+        dense_train = svm_training_rows(parts, k, ids, "fit")
+        if np.intersect1d(train, test).size:
+            raise PipelineError(f"{training_dir / 'fold_parts.csv'} puts test images of fold {k} in its training "
+                                f"part; it does not match {dataset}'s folds: rerun 'dvc repro finetune@{dataset}-{model_name}'.")
         features = load_fold_features(dataset, model_name, k, ids)
         svm = fit_svm(features[train], labels[train], groups[train], svm_cfg, seed)
         svm_scores = per_class_scores(svm, features[test], n_classes)
@@ -92,9 +123,10 @@ def main(argv: list[str]) -> None:
         dense_probs = fold_dense[prob_columns].to_numpy()
         dense_pred = dense_probs.argmax(axis=1)
         C = float(svm.named_steps["linearsvc"].C)
-        for name, pred, scores in (("dense", dense_pred, dense_probs), ("svm", svm_pred, svm_scores)):
-            fold_rows.append({"classifier": name, "fold": k,
-                              **classification_metrics(labels[test], pred, scores, n_classes),
+        for name, pred, scores, n_train in (("dense", dense_pred, dense_probs, len(dense_train)),
+                                            ("svm", svm_pred, svm_scores, len(train))):
+            fold_rows.append({"classifier": name, "fold": k, "n_train": n_train, "n_test": len(test),
+                              **classification_metrics(labels[test], pred, scores, class_names),
                               "svm_C": C if name == "svm" else np.nan})
         table = pd.DataFrame({"id": ids[test], "fold": k, "true": labels[test],
                               "true_class": [class_names[c] for c in labels[test]],
@@ -106,14 +138,15 @@ def main(argv: list[str]) -> None:
         prediction_tables.append(table)
         accuracies = {r["classifier"]: r["accuracy"] for r in fold_rows[-2:]}
         log("evaluate", f"{tag} fold {k}/{len(folds)}: accuracy dense {accuracies['dense']:.3f}, "
-            f"svm {accuracies['svm']:.3f} (C={C:g}) ({clock})")
+            f"svm {accuracies['svm']:.3f} (C={C:g}); trained on {len(dense_train)} and {len(train)} images ({clock})")
 
     per_fold = pd.DataFrame(fold_rows)
     metrics = {
-        name: summarize_folds(per_fold[per_fold["classifier"] == name].drop(columns=["classifier", "fold", "svm_C"])
-                              .dropna(axis=1).to_dict("records"))
+        name: summarize_folds(per_fold[per_fold["classifier"] == name]
+                              .drop(columns=["classifier", "fold", "svm_C", "n_test"]).to_dict("records"))
         for name in ("dense", "svm")
     }
+    metrics["svm_train_on"] = svm_cfg["train_on"]
     metrics["layers_total"] = freezing["total_layers"]
     metrics["layers_trained"] = freezing["trained_layers"]
     metrics["trainable_params"] = freezing["trainable_params"]

@@ -22,20 +22,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from ultrasound_transfer.common import Stopwatch, atomic_dir, load_params, log, parse_args, require, run_stage
+from ultrasound_transfer.common import Stopwatch, atomic_dir, log, parse_args, require, run_stage
 from ultrasound_transfer.data.prepared import load_prepared, load_test_folds
-from ultrasound_transfer.networks.backbones import build_classifier, check_weights_param
+from ultrasound_transfer.networks.backbones import build_classifier
 from ultrasound_transfer.networks.feature_extraction import feature_pass
 from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, load_fold_weights
 from ultrasound_transfer.networks.training import seed_everything
+from ultrasound_transfer.parameters import load_checked_params
 from ultrasound_transfer.paths import FEATURES_DIR, MODELS_DIR
 
 
 def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.features DATASET MODEL")
-    params = load_params()
+    params = load_checked_params()
     layer, cfg, seed = require(params, "features.layer"), require(params, "finetune"), require(params, "seed")
-    check_weights_param(require(params, "weights"))
     data = load_prepared(dataset)
     folds = load_test_folds(dataset, len(data.manifest))
     tag = f"{dataset}/{model_name}"

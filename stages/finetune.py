@@ -21,6 +21,9 @@ done, so an interrupted run resumes at the first unfinished fold
   validation);
 * ``training/dense_predictions.csv``: the dense softmax head's class
   probabilities for each test-fold image;
+* ``training/fold_parts.csv``: per fold, which images the head was fitted on
+  (``fit``), stopped early on (``validation``) and tested on (``test``); the
+  SVM in ``evaluate`` learns from the same ``fit`` images;
 * ``training/freezing.json``: per fold, weight-carrying layers in total and
   trained, trainable parameters, first trained layer; and under ``training``
   the path taken (frozen-prefix cache or full network) and where the cut
@@ -40,47 +43,22 @@ import keras
 import numpy as np
 import pandas as pd
 
-from ultrasound_transfer.common import (
-    Stopwatch, atomic_dir, check_choice, check_range, load_params, log, parse_args, require, run_stage,
-    write_atomic, write_json,
-)
+from ultrasound_transfer.common import Stopwatch, atomic_dir, log, parse_args, require, run_stage, write_atomic, write_json
 from ultrasound_transfer.data.prepared import Prepared, load_fold_groups, load_prepared, load_test_folds, train_indices
 from ultrasound_transfer.networks.augmentation import augmentation_from_params
-from ultrasound_transfer.networks.backbones import (
-    build_classifier, check_image_size, check_model_name, check_weights_param,
-)
+from ultrasound_transfer.networks.backbones import build_classifier, check_image_size, check_model_name
 from ultrasound_transfer.networks.checkpoints import FoldCheckpoints, run_fingerprint
 from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, save_fold_weights
-from ultrasound_transfer.networks.frozen_prefix import CACHE_DTYPES
 from ultrasound_transfer.networks.training import (
-    JIT_CHOICES, PRECISIONS, EpochLog, FoldReset, TrainingPath, choose_training_path, class_weights,
-    compile_classifier, data_parallel_scope, fit_fold, inner_validation_split, seed_everything, set_precision,
+    EpochLog, FoldReset, TrainingPath, choose_training_path, class_weights, compile_classifier, data_parallel_scope,
+    fit_fold, inner_validation_split, seed_everything, set_precision,
 )
+from ultrasound_transfer.parameters import load_checked_params
 from ultrasound_transfer.paths import FOLDS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR
 from ultrasound_transfer.source_files import REPO_ROOT, imported_source_files
 
 # Code whose change makes saved folds of an interrupted run stale: all that this stage runs.
 CODE_FILES = [REPO_ROOT / path for path in imported_source_files("stages.finetune")]
-
-
-def check_finetune_params(params: dict) -> dict:
-    """Validate ``ft_fraction`` and section ``finetune``; return the section."""
-    check_range("ft_fraction", require(params, "ft_fraction"), 0.0, 1.0)
-    cfg = require(params, "finetune")
-    check_range("finetune.epochs", cfg["epochs"], 1, 10_000, integer=True)
-    check_range("finetune.batch_size", cfg["batch_size"], 1, 4096, integer=True)
-    check_range("finetune.learning_rate", cfg["learning_rate"], 1e-9, 10.0)
-    check_range("finetune.head_units", cfg["head_units"], 1, 65536, integer=True)
-    check_range("finetune.dropout", cfg["dropout"], 0.0, 0.95)
-    check_range("finetune.validation_fraction", cfg["validation_fraction"], 0.0, 0.5)
-    check_range("finetune.patience", cfg["patience"], 1, 10_000, integer=True)
-    check_choice("finetune.precision", cfg["precision"], PRECISIONS)
-    check_choice("finetune.jit_compile", cfg["jit_compile"], JIT_CHOICES)
-    check_choice("finetune.cache_dtype", cfg["cache_dtype"], CACHE_DTYPES)
-    check_range("finetune.cache_memory_mb", cfg["cache_memory_mb"], 0, 1 << 30)
-    for switch in ("frozen_prefix_cache", "data_parallel", "deterministic_ops"):
-        check_choice(f"finetune.{switch}", cfg[switch], (True, False))
-    return cfg
 
 
 def predictions_table(ids: pd.Series, fold: int, labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> pd.DataFrame:
@@ -89,6 +67,12 @@ def predictions_table(ids: pd.Series, fold: int, labels: np.ndarray, probs: np.n
     for c, name in enumerate(class_names):
         table[f"prob_{name}"] = probs[:, c]
     return table
+
+
+def parts_table(ids: pd.Series, fold: int, parts: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Which images fold ``fold`` fitted on, validated on and tested on: rows (id, fold, part)."""
+    return pd.concat([pd.DataFrame({"id": ids.iloc[rows].to_numpy(), "fold": fold, "part": part})
+                      for part, rows in parts.items()], ignore_index=True)
 
 
 def history_table(history: dict[str, list[float]], fold: int) -> pd.DataFrame:
@@ -133,6 +117,8 @@ def write_outputs(dataset: str, model_name: str, checkpoints: FoldCheckpoints, n
         history.to_csv(training_dir / "history.csv", index=False)
         predictions = pd.concat([checkpoints.table(k, "predictions") for k in folds])
         predictions.to_csv(training_dir / "dense_predictions.csv", index=False)
+        parts = pd.concat([checkpoints.table(k, "parts") for k in folds])
+        parts.to_csv(training_dir / "fold_parts.csv", index=False)
         write_json(training_dir / "freezing.json", freezing)
     curves = training_curves(history)
     for metric in ("loss", "accuracy"):
@@ -171,6 +157,7 @@ def train_folds(
         checkpoints.save(k, save_weights, {
             "predictions": predictions_table(data.manifest["id"].iloc[test], k, y[test], probs, data.class_names),
             "history": history_table(history, k),
+            "parts": parts_table(data.manifest["id"], k, {"fit": fit, "validation": val, "test": test}),
         })
         accuracy = float(np.mean(probs.argmax(axis=1) == y[test]))
         log("finetune", f"{prefix}: dense-head test accuracy {accuracy:.3f} ({clock})")
@@ -178,10 +165,9 @@ def train_folds(
 
 def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.finetune DATASET MODEL")
-    params = load_params()
+    params = load_checked_params()
     check_model_name(model_name)
-    check_weights_param(require(params, "weights"))
-    cfg = check_finetune_params(params)
+    cfg = params["finetune"]
     augmentation = augmentation_from_params(params)
     ft_fraction, seed = params["ft_fraction"], require(params, "seed")
     data = load_prepared(dataset)
@@ -201,7 +187,7 @@ def main(argv: list[str]) -> None:
     with data_parallel_scope(cfg["data_parallel"]):
         model, freeze = build_classifier(
             model_name, image_size, len(data.class_names), require(params, "weights"),
-            cfg["head_units"], cfg["dropout"], ft_fraction,
+            cfg["head_units"], cfg["dropout"], ft_fraction, cfg["batch_norm"],
         )
         frozen = frozen_fingerprint(model)
         log("finetune", f"{tag}: ft_fraction={ft_fraction} trains {freeze.trained_layers}/{freeze.total_layers} "
@@ -218,7 +204,7 @@ def main(argv: list[str]) -> None:
                         lambda tmp: save_fold_weights(model, tmp, frozen), tag, clock)
 
     freezing = {
-        "model": model_name, "ft_fraction": ft_fraction, "training": path.description,
+        "model": model_name, "ft_fraction": ft_fraction, "batch_norm": cfg["batch_norm"], "training": path.description,
         "folds": [{"fold": k, **freeze.as_dict()} for k in range(1, len(folds) + 1)],
     }
     write_outputs(dataset, model_name, checkpoints, len(folds), freezing)

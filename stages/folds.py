@@ -24,9 +24,10 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ultrasound_transfer.common import (
-    PipelineError, check_choice, check_range, load_params, log, parse_args, require, run_stage, write_json,
+    PipelineError, check_choice, log, parse_args, require, run_stage, write_json,
 )
 from ultrasound_transfer.data.prepared import load_manifest
+from ultrasound_transfer.parameters import load_checked_params
 from ultrasound_transfer.paths import FOLDS_DIR
 from ultrasound_transfer.data.grouping import fewest_groups_per_class
 
@@ -93,9 +94,8 @@ def fold_record(test: np.ndarray, labels: np.ndarray, class_names: dict[int, str
 
 def main(argv: list[str]) -> None:
     (dataset,) = parse_args(argv, ["dataset"], "python -m stages.folds DATASET")
-    params = load_params()
+    params = load_checked_params()
     seed, n_splits, grouping = require(params, "seed"), require(params, "cv.n_splits"), require(params, "cv.grouping")
-    check_range("cv.n_splits", n_splits, 2, 100, integer=True)
     manifest = load_manifest(dataset)
     labels, groups = manifest["label"].to_numpy(), groups_for(manifest, grouping)
     class_names = dict(zip(manifest["label"], manifest["class_name"]))

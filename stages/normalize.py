@@ -34,17 +34,16 @@ import pandas as pd
 from tabulate import tabulate
 
 from ultrasound_transfer.common import (
-    PipelineError, Stopwatch, atomic_dir, check_choice, check_range, load_params, log, parse_args, require, run_stage,
-    write_json,
+    PipelineError, Stopwatch, atomic_dir, log, parse_args, require, run_stage, write_json,
 )
 from ultrasound_transfer.data import datasets
 from ultrasound_transfer.data.manifest import (
     build_manifest, conflicting_duplicates, cross_label_near_duplicates, decode_all, reindex_pairs,
 )
 from ultrasound_transfer.data.near_duplicates import contact_sheet, near_pairs
+from ultrasound_transfer.parameters import load_checked_params
 from ultrasound_transfer.paths import PREPARED_DIR, RAW_DIR
 
-MIN_IMAGE_SIZE = 32
 SHEET_PAIRS = 12          # pairs shown on the contact sheet
 SHEET_MARGIN_BITS = 8     # the sheet also shows pairs up to this far beyond the threshold
 
@@ -113,13 +112,9 @@ def closest_pairs_sheet(stack: np.ndarray, manifest: pd.DataFrame, pairs: np.nda
 
 def main(argv: list[str]) -> None:
     (dataset,) = parse_args(argv, ["dataset"], "python -m stages.normalize DATASET")
-    params = load_params()
+    params = load_checked_params()
     size, cfg = require(params, "image_size"), require(params, "normalize")
-    check_range("image_size", size, MIN_IMAGE_SIZE, 2048, integer=True)
-    check_choice("normalize.on_undecodable", cfg["on_undecodable"], ("error", "skip"))
     threshold = cfg["near_duplicate_bits"]
-    check_range("normalize.near_duplicate_bits", threshold, 0, 64, integer=True)
-    check_choice("normalize.near_duplicate_cross_label", cfg["near_duplicate_cross_label"], ("exclude", "keep"))
     clock = Stopwatch()
     raw_dir = RAW_DIR / dataset
     scan = datasets.scan(dataset, raw_dir, {"classes": cfg["busi_classes"]})

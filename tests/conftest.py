@@ -24,8 +24,9 @@ class Project:
         return self.root / relative
 
     def write_params(self, params: dict) -> Path:
+        """params.yaml: the repository's, with ``params`` merged in (sections key by key)."""
         path = self.root / "params.yaml"
-        path.write_text(yaml.safe_dump(params))
+        path.write_text(yaml.safe_dump(merged(default_params(), params)))
         return path
 
 
@@ -38,6 +39,16 @@ def project(tmp_path, monkeypatch):
     """
     monkeypatch.chdir(tmp_path)
     return Project(tmp_path)
+
+
+def merged(base: dict, update: dict) -> dict:
+    """``base`` with ``update`` written over it, nested sections merged key by key."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged(base[key], value)
+        else:
+            base[key] = value
+    return base
 
 
 def default_params() -> dict:

@@ -12,6 +12,8 @@ class Files:
     def __init__(self) -> None:
         self.content: dict[str, bytes] = {}
         self.cut_after: dict[str, int] = {}   # path -> bytes sent before the first transfer breaks
+        self.chunked_cut_after: dict[str, int] = {}   # the same, in a chunked answer that stops mid-chunk
+        self.status: dict[str, int] = {}      # path -> an error status to answer with
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
 
 
@@ -20,8 +22,20 @@ def make_handler(files: Files):
         def log_message(self, *args):  # keep test output clean
             pass
 
+        def do_HEAD(self):
+            files.requests.append((self.path, "HEAD"))
+            if self.path not in files.content:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(files.content[self.path])))
+            self.end_headers()
+
         def do_GET(self):
             files.requests.append((self.path, self.headers.get("Range")))
+            if self.path in files.status:
+                self.send_error(files.status[self.path])
+                return
             body = files.content.get(self.path)
             if body is None:
                 self.send_error(404)
@@ -36,6 +50,14 @@ def make_handler(files: Files):
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             else:
                 self.send_response(200)
+            cut = files.chunked_cut_after.pop(self.path, None)
+            if cut is not None:   # announce a chunk of the whole rest, send part of it, hang up
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(f"{len(body) - start:x}\r\n".encode() + body[start:cut])
+                self.wfile.flush()
+                self.close_connection = True
+                return
             self.send_header("Content-Length", str(len(body) - start))
             self.end_headers()
             cut = files.cut_after.pop(self.path, None)

@@ -54,3 +54,21 @@ def test_writer_gets_a_temporary_name_with_every_suffix(tmp_path):
     write_atomic(tmp_path / "fold1.weights.h5", lambda tmp: (seen.append(tmp.name), tmp.write_bytes(b"w")))
     assert seen[0].endswith(".weights.h5") and seen[0] != "fold1.weights.h5"
     assert [p.name for p in tmp_path.iterdir()] == ["fold1.weights.h5"]
+
+
+def test_temporaries_of_atomic_writes_are_ignored_by_git_and_dvc(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import REPO
+
+    seen = []
+    write_atomic(tmp_path / "VGG16.json", lambda tmp: (seen.append(tmp.name), tmp.write_text("{}")))
+    with atomic_dir(tmp_path / "VGG16") as tmp:
+        seen.append(tmp.name)
+    dvc = Path(sys.executable).parent / "dvc"
+    for name in seen:
+        relative = f"metrics/cv/phantom/{name}"
+        assert subprocess.run(["git", "check-ignore", "-q", "--no-index", relative], cwd=REPO).returncode == 0, name
+        assert subprocess.run([str(dvc), "check-ignore", "-q", relative], cwd=REPO).returncode == 0, name

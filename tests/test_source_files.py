@@ -14,7 +14,7 @@ CODE_ROOTS = ("stages/", "ultrasound_transfer/")
 # Each layer may import itself and the layers after it in this list, never one before.
 LAYERS = [
     ("stages",),
-    ("ultrasound_transfer.networks", "ultrasound_transfer.evaluation"),
+    ("ultrasound_transfer.parameters", "ultrasound_transfer.networks", "ultrasound_transfer.evaluation"),
     ("ultrasound_transfer.data",),
     ("ultrasound_transfer.common", "ultrasound_transfer.paths", "ultrasound_transfer.source_files"),
 ]

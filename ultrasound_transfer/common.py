@@ -107,6 +107,22 @@ def _fresh_sibling(path: Path, tag: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.{tag}-", dir=path.parent))
 
 
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a directory's entries) to the disk, so a power cut cannot undo it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            _fsync(Path(folder) / name)
+        _fsync(Path(folder))
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path | str) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` only if the block succeeds.
@@ -122,11 +138,13 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _usual_mode(tmp, directory=True)
+    _fsync_tree(tmp)
     old = None
     if path.exists():
         old = _fresh_sibling(path, "old")
         os.replace(path, old / path.name)
     os.replace(tmp, path)
+    _fsync(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -135,16 +153,22 @@ def write_atomic(path: Path | str, writer: Callable[[Path], None]) -> None:
     """Call ``writer(tmp_path)`` and move the result onto ``path`` in one step.
 
     ``tmp_path`` ends in all of ``path``'s suffixes (``.weights.h5``, not just
-    ``.h5``), for writers that check the name, as Keras' ``save_weights`` does.
+    ``.h5``), for writers that check the name, as Keras' ``save_weights`` does,
+    and is named ``.<name>.tmp-*``, which git and DVC ignore should a hard kill
+    leave it behind.  The data reach the disk (``fsync``) before the rename, and
+    the rename before this returns: what is written after it (a "finished"
+    marker) can never survive a power cut that the data did not.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix="".join(path.suffixes), dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix="".join(path.suffixes), dir=path.parent)
     os.close(fd)
     try:
         writer(Path(tmp))
         _usual_mode(Path(tmp), directory=False)
+        _fsync(Path(tmp))
         os.replace(tmp, path)
+        _fsync(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -5,6 +5,7 @@ Each stage writes below one of these; ``dvc.yaml`` names the same paths.
 
 from pathlib import Path
 
+PARAMS_CHECK = Path("data/params_checked.json")   # check_params: written when params.yaml passes
 RAW_DIR = Path("data/raw")                # download: images + labels.csv per dataset
 PREPARED_DIR = Path("data/prepared")      # normalize: images.npy, manifest.csv, report.json
 FOLDS_DIR = Path("data/folds")            # folds: <dataset>.json

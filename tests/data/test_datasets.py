@@ -74,3 +74,19 @@ def test_salivary_class_case_image_layout(tmp_path):
 def test_missing_raw_folder_names_the_stage(tmp_path):
     with pytest.raises(PipelineError, match="download@busi"):
         datasets.scan("busi", tmp_path / "nothing", {})
+
+
+@pytest.mark.parametrize("path", ["../outside.png", "/etc/hosts", "a/../../outside.png", ""])
+def test_labels_csv_paths_must_stay_inside_the_dataset_folder(tmp_path, path):
+    raw = tmp_path / "salivary"
+    (raw / "a").mkdir(parents=True)
+    (raw / "labels.csv").write_text(f"path,label,case\na/ok.png,benign,c1\n{path},malignant,c2\n")
+    with pytest.raises(PipelineError, match=r"labels.csv, line 3: path .* points outside"):
+        datasets.scan("salivary", raw, {})
+
+
+def test_labels_csv_paths_inside_the_folder_are_kept(tmp_path):
+    raw = tmp_path / "salivary"
+    raw.mkdir()
+    (raw / "labels.csv").write_text("path,label,case\nb/../a/ok.png,benign,c1\n")
+    assert datasets.scan("salivary", raw, {}).rows == [{"path": "b/../a/ok.png", "label": "benign", "case": "c1"}]

@@ -1,5 +1,6 @@
 import hashlib
 import io
+import time
 import zipfile
 
 import pytest
@@ -59,10 +60,35 @@ def test_unreachable_url_names_url_target_and_checksum(tmp_path):
     assert "http://127.0.0.1:9/missing.zip" in message and str(tmp_path / "x.zip") in message and "ab" * 32 in message
 
 
+def test_truncated_chunked_transfer_resumes_with_range(server, tmp_path):
+    data = payload()
+    server.files.content["/a.bin"] = data
+    server.files.chunked_cut_after["/a.bin"] = 120_000
+    target = download(server.url("/a.bin"), tmp_path / "a.bin", hashlib.sha256(data).hexdigest(), backoff=0)
+    assert target.read_bytes() == data
+    ranges = [r for path, r in server.files.requests]
+    assert ranges == [None, "bytes=120000-"]
+
+
 def test_missing_file_is_not_retried(server, tmp_path):
     with pytest.raises(PipelineError, match="404"):
         download(server.url("/nothing.zip"), tmp_path / "n.zip", None, retries=3, backoff=0)
     assert len(server.files.requests) == 1
+
+
+@pytest.mark.parametrize("status, attempts", [(400, 1), (403, 1), (451, 1), (429, 3), (503, 3)])
+def test_client_errors_fail_at_once_and_server_errors_are_retried(server, tmp_path, status, attempts):
+    server.files.status["/a.zip"] = status
+    with pytest.raises(PipelineError, match=rf"{status}.*place it at {tmp_path / 'a.zip'}"):
+        download(server.url("/a.zip"), tmp_path / "a.zip", None, retries=2, backoff=0)
+    assert len(server.files.requests) == attempts
+
+
+def test_unknown_host_fails_at_once_without_back_off(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match=r"no-such-host\.invalid/a\.zip.*place it at"):
+        download("http://no-such-host.invalid/a.zip", tmp_path / "a.zip", None, retries=3, backoff=30)
+    assert time.monotonic() - started < 20       # one back-off alone would have taken 30 s
 
 
 def test_extract_zip_unpacks_atomically(tmp_path):

@@ -5,37 +5,47 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from ultrasound_transfer.evaluation.scoring import classification_metrics, summarize_folds
 
 
-def test_binary_metrics_equal_scikit_learn_and_confusion_matrix():
+def test_binary_metrics_take_malignant_as_positive_and_macro_averages_say_so():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 60)
     scores = rng.random(60) + 0.4 * y
     pred = (scores > 0.7).astype(int)
-    m = classification_metrics(y, pred, np.stack([1 - scores, scores], axis=1), 2)
+    m = classification_metrics(y, pred, np.stack([1 - scores, scores], axis=1), ["benign", "malignant"])
     tn, fp, fn, tp = confusion_matrix(y, pred).ravel()
     assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
-    assert m["precision"] == pytest.approx(precision_score(y, pred, average="macro"))
-    assert m["recall"] == pytest.approx(recall_score(y, pred, average="macro"))
-    assert m["f1"] == pytest.approx(f1_score(y, pred, average="macro"))
-    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, scores))
     assert m["sensitivity"] == pytest.approx(tp / (tp + fn))
     assert m["specificity"] == pytest.approx(tn / (tn + fp))
+    assert m["ppv"] == pytest.approx(tp / (tp + fp)) and m["npv"] == pytest.approx(tn / (tn + fn))
+    assert m["f1"] == pytest.approx(f1_score(y, pred))                     # of the malignant class
+    assert m["balanced_accuracy"] == pytest.approx((m["sensitivity"] + m["specificity"]) / 2)
+    assert m["precision_macro"] == pytest.approx(precision_score(y, pred, average="macro"))
+    assert m["recall_macro"] == pytest.approx(recall_score(y, pred, average="macro"))
+    assert m["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, scores))
+    assert "precision" not in m and "recall" not in m                     # no name that hides a macro average
 
 
-def test_multiclass_auc_is_macro_one_vs_rest_and_no_sensitivity():
+def test_multiclass_has_macro_and_per_class_metrics_and_no_positive_class():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 90)
     probs = rng.dirichlet(np.ones(3), 90)
     probs[np.arange(90), y] += 0.3
     probs /= probs.sum(axis=1, keepdims=True)
-    m = classification_metrics(y, probs.argmax(1), probs, 3)
+    pred = probs.argmax(1)
+    m = classification_metrics(y, pred, probs, ["benign", "malignant", "normal"])
     assert m["roc_auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
-    assert "sensitivity" not in m and "specificity" not in m
+    assert m["recall_macro"] == pytest.approx(m["balanced_accuracy"])
+    per_class = recall_score(y, pred, average=None)
+    assert [m["recall_benign"], m["recall_malignant"], m["recall_normal"]] == pytest.approx(per_class)
+    assert m["precision_normal"] == pytest.approx(precision_score(y, pred, average=None)[2])
+    assert "sensitivity" not in m and "specificity" not in m and "ppv" not in m
 
 
 def test_class_never_predicted_counts_precision_zero():
-    m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0]), np.array([[1, 0]] * 4), 2)
-    assert m["precision"] == pytest.approx(0.25)  # (0.5 + 0) / 2
-    assert m["sensitivity"] == 0.0 and m["specificity"] == 1.0
+    m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0]), np.array([[1, 0]] * 4),
+                               ["benign", "malignant"])
+    assert m["ppv"] == 0.0 and m["precision_macro"] == pytest.approx(0.25)   # (0.5 + 0) / 2
+    assert m["sensitivity"] == 0.0 and m["specificity"] == 1.0 and m["balanced_accuracy"] == 0.5
 
 
 def test_summary_has_mean_and_sample_std():

@@ -82,3 +82,25 @@ def test_feature_extractor_shares_weights_and_outputs_pooled_features():
     assert x.shape == (2, 32, 32, 3) and x.dtype == np.float32
     assert feature_extractor(model, "pooled").predict(x, verbose=0).shape == (2, 512)
     assert feature_extractor(model, "head").predict(x, verbose=0).shape == (2, 8)
+
+
+def test_trained_batch_norm_in_inference_mode_keeps_its_statistics_and_trains_scale():
+    from ultrasound_transfer.networks.backbones import set_batch_norm_mode
+
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(16, 32, 32, 3)).astype("float32")
+    y = np.arange(16) % 2
+    for mode, statistics_move in (("training", True), ("inference", False)):
+        model, _ = build_classifier("ResNet50", 32, 2, "none", 8, 0.5, 0.05, batch_norm=mode)
+        norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+                 and layer.trainable]
+        assert norms
+        before = [[np.asarray(v).copy() for v in layer.weights] for layer in norms]
+        compile_classifier(model, "sgd", 0.01)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        after = [[np.asarray(v) for v in layer.weights] for layer in norms]
+        gamma_moved = any(not np.array_equal(b[0], a[0]) for b, a in zip(before, after))
+        mean_moved = any(not np.array_equal(b[2], a[2]) for b, a in zip(before, after))
+        assert gamma_moved and mean_moved == statistics_move, mode
+    assert set_batch_norm_mode(model, "training") == len(norms)
+    with pytest.raises(PipelineError, match="finetune.batch_norm"):
+        set_batch_norm_mode(model, "frozen")

@@ -32,3 +32,26 @@ def test_fingerprint_follows_settings_and_file_bytes(tmp_path):
     assert run_fingerprint({"ft_fraction": 0.5}, [data]) != first
     np.save(data, np.ones(3))
     assert run_fingerprint({"ft_fraction": 0.15}, [data]) != first
+
+
+def test_a_fold_killed_before_its_marker_is_not_trusted(tmp_path):
+    """A process killed between writing a fold's data and its marker: the rerun does that fold again."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = f"""
+import os, numpy as np, pandas as pd
+from ultrasound_transfer.networks.checkpoints import FoldCheckpoints
+FoldCheckpoints._mark_finished = lambda self, fold: os._exit(9)     # killed right before the marker
+FoldCheckpoints({str(tmp_path / "unfinished")!r}, "abc").save(1, lambda p: np.savez(p, w=np.ones(3)),
+                                                     {{"predictions": pd.DataFrame({{"id": ["a"]}})}})
+"""
+    killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={"PYTHONPATH": str(REPO)})
+    assert killed.returncode == 9
+    checkpoints = FoldCheckpoints(tmp_path / "unfinished", "abc")
+    assert checkpoints.weights(1).is_file()                  # the data were written ...
+    assert checkpoints.finished() == [] and not checkpoints.is_finished(1)   # ... but never declared done
+    checkpoints.save(1, write_weights, {})
+    assert checkpoints.finished() == [1]

@@ -49,6 +49,8 @@ def test_tables_name_the_best_strategy_with_margin_and_interval():
     assert (best["best ft_fraction"], best["runner-up"], best["margin"]) == (0.5, 0.15, 0.1)
     expected = compare_paired(FOLD_SCORES["e2"], FOLD_SCORES["base"], 80, 20)
     assert best["95 % CI"] == f"[{expected['ci_low']:+.3f}, {expected['ci_high']:+.3f}]"
+    # Same ranking in all five folds: Friedman p = exp(-5) with 3 strategies, and the choice holds after Holm.
+    assert float(best["Friedman p"]) == pytest.approx(0.007, abs=1e-3) and best["supported"] == "yes"
 
 
 def test_plot_page_embeds_the_points():

@@ -104,5 +104,5 @@ def test_unknown_grouping_is_rejected(project):
     labels, groups = toy_labels_groups()
     write_manifest(project, "toy", labels, groups)
     project.write_params({"seed": 0, "cv": {"n_splits": 4, "grouping": "patients"}})
-    with pytest.raises(PipelineError, match="cv.grouping = 'patients' is not known; use one of: near, exact, none"):
+    with pytest.raises(PipelineError, match="cv.grouping = 'patients': must be one of near, exact, none"):
         folds.main(["toy"])

@@ -10,7 +10,7 @@ from ultrasound_transfer.data.imaging import letterbox
 from ultrasound_transfer.common import PipelineError
 from tests import miniatures
 
-PARAMS = {"image_size": 40, "normalize": {"busi_classes": ["benign", "malignant"], "on_undecodable": "error",
+PARAMS = {"image_size": 40, "models": ["VGG16"], "normalize": {"busi_classes": ["benign", "malignant"], "on_undecodable": "error",
                                           "near_duplicate_bits": 18, "near_duplicate_cross_label": "exclude"}}
 
 

@@ -122,7 +122,18 @@ def scan_manifest(raw: Path) -> Scan:
     scan = Scan(rows=table[["path", "label", "case"]].to_dict("records"))
     if not scan.rows:
         raise PipelineError(f"{raw / 'labels.csv'} lists no images.")
+    for line, row in enumerate(scan.rows, start=2):
+        check_inside(raw, row["path"], f"{raw / 'labels.csv'}, line {line}")
     return scan
+
+
+def check_inside(raw: Path, relative: str, where: str) -> None:
+    """Fail unless ``relative`` names a file inside ``raw``: DVC tracks that folder and nothing outside it."""
+    if not relative or Path(relative).is_absolute() or not (raw / relative).resolve().is_relative_to(raw.resolve()):
+        raise PipelineError(
+            f"{where}: path {relative!r} points outside {raw}; list images by their path inside that folder "
+            "(copy them in first), so that DVC tracks what the experiment reads."
+        )
 
 
 def scan_busi(raw: Path, classes: list[str]) -> Scan:

@@ -1,9 +1,11 @@
 """Downloading and unpacking dataset archives, robustly.
 
 * :func:`download` streams a URL to a file with a progress line, resumes an
-  interrupted transfer with an HTTP ``Range`` request, retries with
-  exponential back-off, and verifies a SHA-256 checksum before the file gets
-  its final name.
+  interrupted transfer (a reset, a time-out, a truncated chunked answer) with
+  an HTTP ``Range`` request, retries with exponential back-off, and verifies a
+  SHA-256 checksum before the file gets its final name.  What asking again
+  cannot fix (an unknown host, a 4xx answer) fails at once, naming the address
+  and where to place the file by hand.
 * :func:`extract_zip` unpacks into a temporary folder that is renamed into
   place only when complete, and refuses entries that would escape the folder
   (``..``, absolute paths, links) or that decompress beyond a size cap.
@@ -12,8 +14,10 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
+import socket
 import stat
 import sys
 import time
@@ -87,13 +91,20 @@ def _transfer(url: str, partial: Path, timeout: float, label: str) -> None:
         progress = Progress(label, total)
         with open(partial, "ab" if offset else "wb") as out:
             done = offset
-            while chunk := response.read(CHUNK):
+            # read1 hands over what has arrived, so a transfer cut mid-chunk keeps every byte received
+            # and the retry resumes after the last one (read() would drop the unfinished chunk).
+            while chunk := response.read1(CHUNK):
                 out.write(chunk)
                 done += len(chunk)
                 progress.update(done)
         progress.update(done, final=True)
         if total is not None and done < total:
             raise ConnectionError(f"connection closed after {done} of {total} bytes")
+
+
+def is_permanent(error: urllib.error.HTTPError) -> bool:
+    """Client errors (4xx) other than time-outs and rate limits: asking again gets the same answer."""
+    return 400 <= error.code < 500 and error.code not in (408, 425, 429)
 
 
 def download(
@@ -118,10 +129,14 @@ def download(
                 last_error = None
                 break
             last_error = error
-            if error.code in (401, 403, 404, 410):      # retrying will not help
+            if is_permanent(error):
                 break
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
+        except urllib.error.URLError as error:
             last_error = error
+            if isinstance(error.reason, socket.gaierror):   # unknown host: no retry will find it
+                break
+        except (http.client.HTTPException, ConnectionError, TimeoutError, OSError) as error:
+            last_error = error                          # a cut transfer (IncompleteRead, reset): resume it
         if attempt < retries:
             wait = backoff * 2**attempt
             print(f"[download] {target.name}: {last_error}; retrying in {wait:.0f} s "

@@ -1,12 +1,27 @@
-"""Classification metrics for one test fold, and their summary over folds."""
+"""Classification metrics for one test fold, and their summary over folds.
+
+Names say what they are.  For two classes, class 1 (malignant) is the positive
+class: ``sensitivity`` (recall of malignant), ``specificity`` (recall of
+benign), ``ppv`` (precision of malignant), ``npv``, ``f1`` (of malignant),
+``balanced_accuracy`` (mean of sensitivity and specificity), ``accuracy`` and
+``roc_auc``.  Averages over classes carry ``_macro``: ``precision_macro``,
+``recall_macro``, ``f1_macro``.  For more classes (BUSI with ``normal``) there
+is no positive class: ``accuracy``, ``balanced_accuracy``, the macro averages,
+macro one-vs-rest ``roc_auc``, and per class ``recall_<class>`` and
+``precision_<class>``.  A class never predicted has precision 0.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    accuracy_score, balanced_accuracy_score, f1_score, precision_score, recall_score, roc_auc_score, roc_curve,
+)
 
-METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "sensitivity", "specificity")
+BINARY_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "roc_auc",
+                  "precision_macro", "recall_macro", "f1_macro")
+MULTICLASS_METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
 
 
 def roc_auc(y_true: np.ndarray, scores: np.ndarray, n_classes: int) -> float:
@@ -21,22 +36,28 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray, n_classes: int) -> float:
     return float(np.mean(per_class))
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Accuracy, macro precision / recall / F1, ROC-AUC; for two classes also
-    sensitivity (recall of class 1, the malignant one) and specificity (recall
-    of class 0).  A class never predicted counts as precision 0.
-    """
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, class_names: list[str],
+) -> dict[str, float]:
+    """The metrics of one test fold (see the module's docstring for their names)."""
+    n_classes = len(class_names)
     labels = list(range(n_classes))
     result = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "precision": float(precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "recall": float(recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "roc_auc": roc_auc(y_true, scores, n_classes),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
     }
+    precision = precision_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    f1 = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
     if n_classes == 2:
-        per_class = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
-        result["sensitivity"], result["specificity"] = float(per_class[1]), float(per_class[0])
+        result.update(sensitivity=float(recall[1]), specificity=float(recall[0]), ppv=float(precision[1]),
+                      npv=float(precision[0]), f1=float(f1[1]))
+    result["roc_auc"] = roc_auc(y_true, scores, n_classes)
+    result.update(precision_macro=float(precision.mean()), recall_macro=float(recall.mean()),
+                  f1_macro=float(f1.mean()))
+    if n_classes > 2:
+        for c, name in enumerate(class_names):
+            result[f"recall_{name}"], result[f"precision_{name}"] = float(recall[c]), float(precision[c])
     return result
 
 
@@ -47,7 +68,7 @@ def summarize_folds(per_fold: list[dict[str, float]]) -> dict[str, float]:
     flat, so that ``dvc metrics diff`` lists them one per line.
     """
     summary = {}
-    for name in (m for m in METRICS if m in per_fold[0]):
+    for name in per_fold[0]:
         values = np.array([fold[name] for fold in per_fold], dtype=float)
         summary[name] = float(values.mean())
         summary[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0

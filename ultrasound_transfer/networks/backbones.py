@@ -15,6 +15,16 @@ the first of them is frozen.  ``ft_fraction = 0`` trains the head alone,
 ``ft_fraction = 1`` trains everything.  Frozen batch-normalization layers run
 in inference mode (Keras 3 does this for any BatchNormalization layer whose
 ``trainable`` is False), so their moving statistics stay as loaded.
+
+Trained batch-normalization layers
+----------------------------------
+``finetune.batch_norm`` decides how the *trained* ones normalize while they
+train: ``training`` normalizes each batch by its own statistics and updates
+the moving averages, which inference then uses; ``inference`` always uses the
+moving statistics, as loaded, while scale and offset still train (Keras'
+fine-tuning guide advises this: small batches of a new domain otherwise pull
+the moving statistics away from what the frozen layers after them expect, and
+inference then differs from training).
 """
 
 from __future__ import annotations
@@ -28,7 +38,6 @@ import keras
 import numpy as np
 
 from ultrasound_transfer.common import PipelineError, check_choice
-from ultrasound_transfer.paths import BACKBONES_DIR
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,31 @@ class FreezeReport:
         return asdict(self)
 
 
+BATCH_NORM_MODES = ("training", "inference")
+
+
+class BatchNormalizationInInferenceMode(keras.layers.BatchNormalization):
+    """Batch normalization that always uses its moving statistics; its scale and offset still train."""
+
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs, training=False, mask=mask)
+
+
+def set_batch_norm_mode(model: keras.Model, mode: str) -> int:
+    """Make every trained batch-normalization layer of ``model`` normalize as ``mode`` says.
+
+    The layers keep their weights and place in the graph; only how they
+    normalize changes (their class is switched to the inference-mode subclass
+    and back).  Returns the number of layers concerned.
+    """
+    check_choice("finetune.batch_norm", mode, BATCH_NORM_MODES)
+    trained = [layer for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    for layer in trained:
+        layer.__class__ = BatchNormalizationInInferenceMode if mode == "inference" else keras.layers.BatchNormalization
+    return len(trained)
+
+
 def check_model_name(name: str) -> Backbone:
     """The :class:`Backbone` called ``name``, or a clear error."""
     check_choice("models", name, BACKBONES)
@@ -100,25 +134,6 @@ def resolve_weights(weights: str | None) -> str | None:
             "backbone weights file (.h5 / .weights.h5, saved without the top)."
         )
     return str(path)
-
-
-def check_weights_param(weights: str | None) -> None:
-    """Fail unless ``weights`` is ``none``, ``imagenet`` or an existing file under ``models/backbones/``.
-
-    DVC tracks ``models/backbones/`` as a dependency of ``finetune`` and
-    ``features``, so a weights file there is part of the experiment: replacing
-    it reruns them.  A file elsewhere would not be tracked, and is refused.
-    """
-    if weights is None or str(weights).lower() == "none" or weights == "imagenet":
-        return
-    path = Path(str(weights))
-    if path.is_absolute() or BACKBONES_DIR not in path.parents:
-        raise PipelineError(
-            f"weights = {weights!r}: a backbone weights file must lie in {BACKBONES_DIR}/, which DVC tracks as "
-            f"a dependency; copy it there and set weights to {BACKBONES_DIR / path.name} "
-            f"(dvc exp run -S weights={BACKBONES_DIR / path.name})."
-        )
-    resolve_weights(weights)
 
 
 def build_backbone(name: str, image_size: int, weights: str | None) -> keras.Model:
@@ -182,11 +197,13 @@ def attach_head(backbone: keras.Model, n_classes: int, head_units: int, dropout:
 
 
 def build_classifier(
-    name: str, image_size: int, n_classes: int, weights: str | None, head_units: int, dropout: float, ft_fraction: float
+    name: str, image_size: int, n_classes: int, weights: str | None, head_units: int, dropout: float,
+    ft_fraction: float, batch_norm: str = "training",
 ) -> tuple[keras.Model, FreezeReport]:
-    """Backbone with head, frozen all but the last ``ft_fraction``."""
+    """Backbone with head, frozen all but the last ``ft_fraction``; trained batch norms in ``batch_norm`` mode."""
     backbone = build_backbone(name, image_size, weights)
     report = freeze_all_but_last(backbone, ft_fraction)
+    set_batch_norm_mode(backbone, batch_norm)
     return attach_head(backbone, n_classes, head_units, dropout), report
 
 

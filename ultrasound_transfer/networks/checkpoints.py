@@ -67,7 +67,11 @@ class FoldCheckpoints:
         write_atomic(self.weights(fold), write_weights)
         for name, table in tables.items():
             write_atomic(self.directory / f"fold{fold}.{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))
-        (self.directory / f"fold{fold}.done").touch()
+        self._mark_finished(fold)
+
+    def _mark_finished(self, fold: int) -> None:
+        # write_atomic has flushed the fold's files to the disk before this marker exists.
+        write_atomic(self.directory / f"fold{fold}.done", lambda tmp: tmp.write_text(""))
 
     def table(self, fold: int, name: str) -> pd.DataFrame:
         """A table saved with fold ``fold``, read back with its floats exact."""

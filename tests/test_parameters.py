@@ -1,0 +1,101 @@
+"""Every bad parameter is refused at once, all of them in one message, before any work."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, default_params, merged
+from tests.http_server import LoopbackServer
+from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.parameters import (
+    IMAGENET_FILES, MODEL_MIN_SIZES, SCHEMA, check_params, imagenet_reachable, schema_problems,
+)
+
+BAD = [   # (change to params.yaml, what the message must say)
+    ({"finetune": {"epoch": 3}}, r"finetune.epoch: unknown parameter; did you mean finetune.epochs\?"),
+    ({"ft_fration": 0.5}, r"ft_fration: unknown parameter; did you mean ft_fraction\?"),
+    ({"finetune": {"optimizer": "adamw"}}, r"finetune.optimizer = 'adamw': must be one of adam, sgd, rmsprop "
+                                           r"\(edit params.yaml or run dvc exp run -S finetune.optimizer=...\)"),
+    ({"finetune": {"class_weight": "auto"}}, r"finetune.class_weight = 'auto': must be one of none, balanced"),
+    ({"finetune": {"epochs": 0}}, r"finetune.epochs = 0: must be an integer in \[1, 10000\]"),
+    ({"finetune": {"epochs": 2.5}}, r"finetune.epochs = 2.5: must be an integer"),
+    ({"finetune": {"deterministic_ops": "yes"}}, r"finetune.deterministic_ops = 'yes': must be one of true, false"),
+    ({"svm": {"inner_folds": 1}}, r"svm.inner_folds = 1: must be an integer in \[2, 50\]"),
+    ({"svm": {"C_grid": [0.1, -1]}}, r"svm.C_grid = \[0.1, -1\]: must be a list \(empty allowed\) of numbers"),
+    ({"svm": {"C_grid": "0.1,1"}}, r"svm.C_grid = '0.1,1': must be a list"),
+    ({"seed": -1}, r"seed = -1: must be an integer in \[0, 4294967295\]"),
+    ({"seed": "42"}, r"seed = '42': must be an integer"),
+    ({"models": ["ResNet-50"]}, r"models = \['ResNet-50'\]: must be a non-empty list, without repeats, of VGG16"),
+    ({"datasets": []}, r"datasets = \[\]: must be a non-empty list"),
+    ({"image_size": 64}, r"image_size = 64 is too small for InceptionV3, which needs at least 75 px"),
+    ({"weights": "/tmp/resnet50.h5"}, r"weights = '/tmp/resnet50.h5': a backbone weights file must lie in "
+                                      r"models/backbones/.*-S weights=models/backbones/resnet50.h5"),
+    ({"weights": "models/backbones/none.h5"}, r"weights = 'models/backbones/none.h5': no such file"),
+    ({"weights": "imagenet"}, r"weights = imagenet: no cached ImageNet weights for VGG16, VGG19, ResNet50, "
+                              r"ResNet101, InceptionV3 in .*\.keras/models and Keras' store cannot be reached "
+                              r"\(URLError: no network\); download https://storage.googleapis.com/.*vgg16_weights"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD)
+def test_each_bad_parameter_is_named_with_its_value_what_is_allowed_and_the_fix(change, message, tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / ".keras"))     # no cached ImageNet weights
+    with pytest.raises(PipelineError, match=message):
+        check_params(merged(default_params(), change), reachable=lambda: "URLError: no network")
+
+
+def test_every_problem_is_listed_at_once():
+    params = merged(default_params(), {"finetune": {"epoch": 3, "optimizer": "adamw"}, "svm": {"C": 0}})
+    del params["features"], params["cv"]["n_splits"]
+    with pytest.raises(PipelineError) as error:
+        check_params(params)
+    message = str(error.value)
+    assert message.startswith("params.yaml has 5 problem(s), nothing was run:")
+    for part in ("finetune.epoch: unknown", "finetune.optimizer = 'adamw'", "svm.C = 0", "features: missing",
+                 "cv.n_splits: missing"):
+        assert part in message
+
+
+def test_the_repository_params_and_the_schema_agree():
+    assert schema_problems(default_params()) == []
+    from ultrasound_transfer.networks.backbones import BACKBONES
+
+    assert MODEL_MIN_SIZES == {name: b.min_size for name, b in BACKBONES.items()}
+    assert set(IMAGENET_FILES) == set(BACKBONES) and set(SCHEMA) == set(default_params())
+
+
+def test_cached_imagenet_weights_need_no_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / ".keras"))
+    (tmp_path / ".keras/models").mkdir(parents=True)
+    params = merged(default_params(), {"weights": "imagenet", "models": ["VGG16", "ResNet50"]})
+    for model in params["models"]:
+        (tmp_path / ".keras/models" / IMAGENET_FILES[model].split("/")[1]).write_bytes(b"h5")
+    assert check_params(params, reachable=lambda: pytest.fail("no network needed")) is params
+
+
+def test_reachability_is_asked_over_http():
+    with LoopbackServer() as server:
+        server.files.content["/w.h5"] = b"weights"
+        assert imagenet_reachable(server.url("/w.h5")) is None
+        assert "404" in imagenet_reachable(server.url("/gone.h5"))
+    assert "Error" in imagenet_reachable("http://127.0.0.1:9/w.h5", timeout=2)
+
+
+def test_the_stage_refuses_bad_params_in_a_second_with_exit_2_and_writes_nothing(project):
+    project.write_params({"finetune": {"epoch": 3}})
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=project.root, capture_output=True,
+                            text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "finetune.epoch: unknown parameter; did you mean finetune.epochs?" in result.stderr
+    assert not (project / "data").exists() and elapsed < 10
+    project.write_params({})
+    subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=project.root, check=True,
+                   env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True)
+    checked = yaml.safe_load((project / "data/params_checked.json").read_text())
+    assert checked["valid"] and "finetune.epochs" in checked["checked"]

@@ -1,0 +1,246 @@
+"""Every parameter of ``params.yaml`` checked at once, before any work.
+
+A mistyped parameter found after the data stages ran and a network was built
+costs minutes; found after a night-long GPU run, a night.  :func:`check_params`
+checks every key of ``params.yaml`` for presence, type, range and choice,
+reports keys it does not know with the nearest known one (``finetune.epoch``:
+did you mean ``finetune.epochs``?), checks that the backbone weights can be
+had, and lists every problem in one error, each with the key, the value, what
+is allowed and the command that fixes it.  It needs no framework and takes
+well under a second; the ``check_params`` stage runs it first in every
+``dvc repro`` and each stage runs it again when it starts.
+
+The allowed values live here, in :data:`SCHEMA`, one line per parameter:
+README's "Parameters" table says the same in words.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ultrasound_transfer.common import PipelineError, load_params
+from ultrasound_transfer.data.datasets import KNOWN_DATASETS
+from ultrasound_transfer.paths import BACKBONES_DIR
+
+# Smallest input each network's strides allow (networks/backbones.py builds them; a test keeps both equal).
+MODEL_MIN_SIZES = {"VGG16": 32, "VGG19": 32, "ResNet50": 32, "ResNet101": 32, "InceptionV3": 75}
+# What keras.applications downloads for weights=imagenet without the top, per network.
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+IMAGENET_FILES = {
+    "VGG16": "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "VGG19": "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "ResNet50": "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "ResNet101": "resnet/resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "InceptionV3": "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one parameter may be: ``accepts(value)`` and how to say it."""
+
+    accepts: Callable[[Any], bool]
+    allowed: str
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def integer(low: int, high: int) -> Rule:
+    return Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high,
+                f"an integer in [{low}, {high}]")
+
+
+def number(low: float, high: float) -> Rule:
+    return Rule(lambda v: is_number(v) and low <= v <= high, f"a number in [{low:g}, {high:g}]")
+
+
+def choice(*values: Any) -> Rule:
+    return Rule(lambda v: any(v == c and type(v) is type(c) for c in values),
+                "one of " + ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in values))
+
+
+def subset(values: tuple[str, ...]) -> Rule:
+    return Rule(lambda v: isinstance(v, list) and bool(v) and len(set(v)) == len(v) and set(v) <= set(values),
+                f"a non-empty list, without repeats, of {', '.join(values)}")
+
+
+def numbers(low: float, high: float) -> Rule:
+    return Rule(lambda v: isinstance(v, list) and all(is_number(x) and low <= x <= high for x in v),
+                f"a list (empty allowed) of numbers in [{low:g}, {high:g}]")
+
+
+def optional_text(what: str) -> Rule:
+    return Rule(lambda v: v is None or (isinstance(v, str) and bool(v)), f"null or {what}")
+
+
+def weights_source() -> Rule:
+    return Rule(lambda v: isinstance(v, str) and bool(v),
+                f"imagenet, none, or the path of a file in {BACKBONES_DIR}/")
+
+
+URL, SHA256 = optional_text("an http(s) address"), optional_text("a SHA-256 in hex")
+SWITCH = choice(True, False)
+
+SCHEMA: dict[str, Any] = {
+    "datasets": subset(KNOWN_DATASETS),
+    "models": subset(tuple(MODEL_MIN_SIZES)),
+    "ft_fraction": number(0.0, 1.0),
+    "weights": weights_source(),
+    "image_size": integer(32, 2048),
+    "seed": integer(0, 2**32 - 1),
+    "download": {
+        "phantom": {"count": integer(4, 1_000_000), "malignant_fraction": number(0.0, 1.0),
+                    "images_per_patient": integer(1, 1000), "difficulty": number(0.0, 1.0),
+                    "native_size": integer(32, 4096), "near_copies": integer(0, 1_000_000),
+                    "seed": integer(0, 2**32 - 1)},
+        "busi": {"url": URL, "sha256": SHA256},
+        "rodrigues": {"url": URL, "sha256": SHA256},
+        "ddti": {"url": URL, "sha256": SHA256},
+        "salivary": {"url": URL, "sha256": SHA256},
+    },
+    "normalize": {
+        "busi_classes": subset(("benign", "malignant", "normal")),
+        "on_undecodable": choice("error", "skip"),
+        "near_duplicate_bits": integer(0, 64),
+        "near_duplicate_cross_label": choice("exclude", "keep"),
+    },
+    "cv": {"n_splits": integer(2, 100), "grouping": choice("near", "exact", "none")},
+    "finetune": {
+        "epochs": integer(1, 10_000),
+        "batch_size": integer(1, 4096),
+        "optimizer": choice("adam", "sgd", "rmsprop"),
+        "learning_rate": number(1e-9, 10.0),
+        "head_units": integer(1, 65536),
+        "dropout": number(0.0, 0.95),
+        "validation_fraction": number(0.0, 0.5),
+        "patience": integer(1, 10_000),
+        "class_weight": choice("none", "balanced"),
+        "batch_norm": choice("training", "inference"),
+        "deterministic_ops": SWITCH,
+        "frozen_prefix_cache": SWITCH,
+        "cache_dtype": choice("float32", "float16"),
+        "cache_memory_mb": number(0, 1 << 30),
+        "precision": choice("float32", "mixed_float16", "mixed_bfloat16"),
+        "jit_compile": choice("auto", True, False),
+        "data_parallel": SWITCH,
+        "augmentation": {"enabled": SWITCH, "flip": number(0.0, 1.0), "rotate_deg": number(0.0, 45.0),
+                         "shift": number(0.0, 0.5), "scale": number(0.0, 0.5), "gain": number(0.0, 0.9),
+                         "speckle": number(0.0, 1.0)},
+    },
+    "features": {"layer": choice("pooled", "head")},
+    "svm": {"train_on": choice("fit", "training"), "C": number(1e-9, 1e9), "C_grid": numbers(1e-9, 1e9),
+            "inner_folds": integer(2, 50)},
+}
+# Sections whose keys may be left out (a dataset's source: no address, no checksum).
+OPTIONAL_SECTIONS = ("download.busi", "download.rodrigues", "download.ddti", "download.salivary")
+
+
+def fix_hint(key: str) -> str:
+    return f"edit params.yaml or run dvc exp run -S {key}=..."
+
+
+def schema_problems(params: Any, schema: dict = SCHEMA, prefix: str = "") -> list[str]:
+    """Missing keys, unknown keys (with the nearest known one) and values outside their rule."""
+    if not isinstance(params, dict):
+        return [f"{prefix.rstrip('.') or 'params.yaml'} = {params!r}: must be a section of keys"]
+    problems = []
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if key not in schema:
+            near = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=0.6)
+            hint = f"did you mean {prefix}{near[0]}?" if near else f"known keys here: {', '.join(schema)}"
+            problems.append(f"{name}: unknown parameter; {hint}")
+        elif isinstance(schema[key], dict):
+            problems += schema_problems(value, schema[key], f"{name}.")
+        elif not schema[key].accepts(value):
+            problems.append(f"{name} = {value!r}: must be {schema[key].allowed} ({fix_hint(name)})")
+    if prefix.rstrip(".") not in OPTIONAL_SECTIONS:
+        for key in schema.keys() - params.keys():
+            problems.append(f"{prefix}{key}: missing; add it to params.yaml (README, section Parameters)")
+    return problems
+
+
+def consistency_problems(params: dict) -> list[str]:
+    """Rules between parameters: sizes each network needs, an SVM grid or C."""
+    problems = []
+    size, models = params.get("image_size"), params.get("models")
+    if isinstance(size, int) and isinstance(models, list):
+        for model in models:
+            minimum = MODEL_MIN_SIZES.get(model)
+            if minimum and size < minimum:
+                problems.append(f"image_size = {size} is too small for {model}, which needs at least {minimum} px; "
+                                f"run dvc exp run -S image_size={minimum}, or drop {model} from models")
+    return problems
+
+
+def imagenet_reachable(url: str = KERAS_WEIGHTS_URL + IMAGENET_FILES["VGG16"], timeout: float = 3.0) -> str | None:
+    """None when Keras' weight store answers; otherwise why not."""
+    try:
+        request = urllib.request.Request(url, method="HEAD")
+        urllib.request.urlopen(request, timeout=timeout).close()
+        return None
+    except urllib.error.HTTPError as error:
+        return f"HTTP {error.code} {error.reason} from {url}"
+    except (urllib.error.URLError, socket.timeout, OSError) as error:
+        return f"{type(error).__name__}: {getattr(error, 'reason', error)}"
+
+
+def weights_problems(params: dict, reachable: Callable[[], str | None] = imagenet_reachable) -> list[str]:
+    """A weights file that does not exist; ImageNet weights neither cached nor downloadable."""
+    weights, models = params.get("weights"), params.get("models")
+    if not isinstance(weights, str) or weights.lower() == "none":
+        return []
+    if weights != "imagenet":
+        path = Path(weights)
+        if path.is_absolute() or BACKBONES_DIR not in path.parents:
+            return [f"weights = {weights!r}: a backbone weights file must lie in {BACKBONES_DIR}/, which DVC tracks "
+                    f"as a dependency; copy it there and run dvc exp run -S weights={BACKBONES_DIR / path.name}"]
+        if not path.is_file():
+            return [f"weights = {weights!r}: no such file; place the backbone weights (saved without the top) "
+                    f"there, or use weights=imagenet or weights=none"]
+        return []
+    cached = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "models"   # where Keras caches them
+    missing = [m for m in models or [] if m in IMAGENET_FILES and not (cached / Path(IMAGENET_FILES[m]).name).is_file()]
+    if not missing:
+        return []
+    why = reachable()
+    if why is None:
+        return []
+    files = ", ".join(f"{KERAS_WEIGHTS_URL}{IMAGENET_FILES[m]}" for m in missing)
+    return [f"weights = imagenet: no cached ImageNet weights for {', '.join(missing)} in {cached} and Keras' "
+            f"store cannot be reached ({why}); download {files} on a machine with internet and copy them into "
+            f"{cached}/, or use weights=none (random initialization) knowingly"]
+
+
+def check_params(params: dict, reachable: Callable[[], str | None] = imagenet_reachable) -> dict:
+    """Return ``params`` if every check passes; otherwise fail listing every problem."""
+    problems = schema_problems(params)
+    if not problems:
+        problems = consistency_problems(params) + weights_problems(params, reachable)
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise PipelineError(f"params.yaml has {len(problems)} problem(s), nothing was run:\n{listed}")
+    return params
+
+
+def load_checked_params(path: Path | str = "params.yaml") -> dict:
+    """``params.yaml``, checked: what every stage reads first."""
+    return check_params(load_params(path))
+
+
+def checked_summary() -> dict:
+    """What the check_params stage writes: the same for any valid params, so it never reruns a stage."""
+    def keys(schema: dict, prefix: str = "") -> list[str]:
+        return [k for key, rule in schema.items()
+                for k in (keys(rule, f"{prefix}{key}.") if isinstance(rule, dict) else [f"{prefix}{key}"])]
+    return {"valid": True, "checked": keys(SCHEMA)}
