@@ -29,6 +29,7 @@ import yaml
 from tabulate import tabulate
 
 from ultrasound_transfer.common import PipelineError, run_stage
+from ultrasound_transfer.parameters import check_params, schema_problems
 from ultrasound_transfer.paths import PREPARED_DIR
 
 PROTOCOLS: dict[str, dict[str, object]] = {
@@ -197,6 +198,13 @@ def main(argv: list[str]) -> None:
         images[dataset] = int(count)
     commands = [(experiment_name(args.protocol, ft), dvc_command(experiment_name(args.protocol, ft), overrides, ft,
                                                                   args.queue)) for ft in strategies]
+    try:     # every experiment's params, checked before any starts
+        for ft in strategies:
+            check_params(resolved_params({**overrides, "ft_fraction": f"{ft:g}"}))
+    except PipelineError as problem:
+        if not args.dry_run or schema_problems(resolved_params(overrides)):
+            raise
+        print(f"note: a real run would stop here: {problem}\n", flush=True)
     if args.dry_run:
         for _, command in commands:
             print(shlex.join(command), flush=True)

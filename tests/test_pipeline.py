@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, merged
 
 TINY = {
     "datasets": ["phantom"],
@@ -27,15 +27,6 @@ TINY = {
     "finetune": {"epochs": 1, "batch_size": 8, "validation_fraction": 0.0},
     "svm": {"C_grid": [0.1, 1.0], "inner_folds": 2},
 }
-
-
-def merge(base: dict, update: dict) -> dict:
-    for key, value in update.items():
-        if isinstance(value, dict):
-            merge(base.setdefault(key, {}), value)
-        else:
-            base[key] = value
-    return base
 
 
 def run(args, cwd, check=True):
@@ -60,7 +51,7 @@ def copy_repository(target: Path) -> None:
 def pipeline(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     copy_repository(repo)
-    params = merge(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
+    params = merged(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc = [sys.executable, "-m", "dvc"]
     run(["git", "init", "-q"], repo)
@@ -205,7 +196,7 @@ def test_real_dataset_layouts_download_normalize_and_fold(tmp_path):
     miniatures.make_salivary(repo / "data/raw/salivary")
     with LoopbackServer() as server:
         server.files.content["/Dataset_BUSI.zip"] = busi_zip
-        params = merge(yaml.safe_load((repo / "params.yaml").read_text()), {
+        params = merged(yaml.safe_load((repo / "params.yaml").read_text()), {
             "datasets": ["busi", "rodrigues", "ddti", "salivary"],
             "cv": {"n_splits": 3},
             "download": {"busi": {"url": server.url("/Dataset_BUSI.zip"), "sha256": hashlib.sha256(busi_zip).hexdigest()},

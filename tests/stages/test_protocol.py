@@ -45,16 +45,27 @@ def test_dry_run_prints_commands_and_the_work_and_runs_nothing(capsys, project):
     from tests.conftest import default_params
 
     project.write_params(default_params())
-    main(["paper", "--strategies", "0,0.15", "-S", "models=[VGG16]", "--images", "ddti=400", "--tflops", "10",
-          "--overhead-min", "0", "--dry-run"])
+    main(["paper", "--strategies", "0,0.15", "-S", "models=[VGG16]", "-S", "weights=models/backbones/vgg16.h5",
+          "--images", "ddti=400", "--tflops", "10", "--overhead-min", "0", "--dry-run"])
     out = capsys.readouterr().out
-    lines = out.splitlines()
-    assert lines[0].startswith("dvc exp run --name paper-ft0 --temp")
-    assert lines[1].startswith("dvc exp run --name paper-ft0.15 --temp")
-    rows = {(cells[1], cells[4]): cells for line in lines if line.startswith("| ")
+    # The weights file is not there yet: the dry run still estimates, and says a real run would stop.
+    assert out.startswith("note: a real run would stop here:") and "models/backbones/vgg16.h5': no such file" in out
+    commands = [line for line in out.splitlines() if line.startswith("dvc exp run")]
+    assert commands[0].startswith("dvc exp run --name paper-ft0 --temp")
+    assert commands[1].startswith("dvc exp run --name paper-ft0.15 --temp")
+    rows = {(cells[1], cells[4]): cells for line in out.splitlines() if line.startswith("| ")
             for cells in [[c.strip() for c in line.split("|")]]}
     assert rows[("busi", "0")][2] == "647" and rows[("ddti", "0.15")][2] == "400"    # published size; size given
     assert rows[("salivary", "0.15")][2] == "?" and rows[("salivary", "0.15")][7] == "?"   # unknown: said so
     # VGG16 at 224 px: 15.4 GMAC per image in all; at ft_fraction 0 only the head trains.
     assert rows[("busi", "0")][5] == "15.3" and float(rows[("busi", "0")][6]) < 0.001
-    assert "h at 10 TFLOP/s" in out and not (project / "dvc.lock").exists()
+    assert "h at 10 TFLOP/s" in out and not (project / "dvc.lock").exists() and not (project / "data").exists()
+
+
+def test_a_bad_override_is_refused_before_any_experiment_starts(project, capsys):
+    from tests.conftest import default_params
+
+    project.write_params(default_params())
+    with pytest.raises(PipelineError, match=r"finetune.epoch: unknown parameter; did you mean finetune.epochs\?"):
+        main(["demo", "--strategies", "0,0.15", "-S", "finetune.epoch=3"])
+    assert "dvc exp run" not in capsys.readouterr().out

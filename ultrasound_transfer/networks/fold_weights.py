@@ -8,10 +8,12 @@ trained layers stores only what differs (README, section Experiments).
 
 A fold file (``fold<k>.weights.npz``) holds every variable of every layer that
 trained (trainable weights and, for batch normalization, the moving
-statistics), keyed ``<layer>:<index>``, and a metadata record with the SHA-256
-of the frozen layers' values.  Loading rebuilds the network from the same
-``weights`` source and seed, checks that fingerprint and the list of trained
-layers, then assigns the stored values: a fold can never be combined with a
+statistics), keyed ``<position>:<variable>`` by the layer's position in the
+network (Keras' automatic layer names, ``conv2d_82``, depend on what else the
+process built before, positions do not), and a metadata record with the
+SHA-256 of the frozen layers' values.  Loading rebuilds the network from the
+same ``weights`` source and seed, checks that fingerprint and which layers
+trained, then assigns the stored values: a fold can never be combined with a
 frozen part it was not trained on.
 """
 
@@ -26,26 +28,32 @@ import numpy as np
 
 from ultrasound_transfer.common import PipelineError, write_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_KEY = "__meta__"
 
 
-def trained_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Layers whose values training can change: those with weights that are trainable."""
-    return [layer for layer in model.layers if layer.weights and layer.trainable]
+def trained_layers(model: keras.Model) -> list[tuple[int, keras.layers.Layer]]:
+    """(position, layer) of the layers whose values training can change: those with trainable weights."""
+    return [(i, layer) for i, layer in enumerate(model.layers) if layer.weights and layer.trainable]
 
 
-def frozen_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Layers with weights that are frozen: identical before and after every fold."""
-    return [layer for layer in model.layers if layer.weights and not layer.trainable]
+def frozen_layers(model: keras.Model) -> list[tuple[int, keras.layers.Layer]]:
+    """(position, layer) of the layers with weights that are frozen: identical before and after every fold."""
+    return [(i, layer) for i, layer in enumerate(model.layers) if layer.weights and not layer.trainable]
+
+
+def layer_signature(position: int, layer: keras.layers.Layer) -> str:
+    """What identifies a layer across processes: position, kind and variable shapes (not the name)."""
+    shapes = ",".join("x".join(map(str, v.shape)) for v in layer.weights)
+    return f"{position}:{type(layer).__name__}:{shapes}"
 
 
 def frozen_fingerprint(model: keras.Model) -> str:
-    """SHA-256 over the names and float32 values of the frozen layers' variables."""
+    """SHA-256 over the positions, kinds, shapes and float32 values of the frozen layers' variables."""
     digest = hashlib.sha256()
-    for layer in frozen_layers(model):
-        for index, variable in enumerate(layer.weights):
-            digest.update(f"{layer.name}:{index}".encode())
+    for position, layer in frozen_layers(model):
+        digest.update(layer_signature(position, layer).encode())
+        for variable in layer.weights:
             digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable), dtype=np.float32).tobytes())
     return digest.hexdigest()
 
@@ -54,13 +62,14 @@ def save_fold_weights(model: keras.Model, path: Path | str, frozen_sha256: str) 
     """Write the trained layers of ``model`` and the fingerprint of its frozen part to ``path`` (.npz)."""
     layers = trained_layers(model)
     arrays = {
-        f"{layer.name}:{index}": keras.ops.convert_to_numpy(variable)
-        for layer in layers for index, variable in enumerate(layer.weights)
+        f"{position}:{index}": keras.ops.convert_to_numpy(variable)
+        for position, layer in layers for index, variable in enumerate(layer.weights)
     }
     meta = {
         "format": FORMAT_VERSION,
         "frozen_sha256": frozen_sha256,
-        "trained_layers": [layer.name for layer in layers],
+        "trained_layers": [layer_signature(position, layer) for position, layer in layers],
+        "trained_layer_names": [layer.name for _, layer in layers],     # for a reader; names are not compared
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
     }
@@ -84,11 +93,12 @@ def load_fold_weights(model: keras.Model, path: Path | str, frozen_sha256: str, 
         raise PipelineError(f"{path} is missing; run '{rerun}'.")
     with np.load(path) as stored:
         meta = json.loads(str(stored[META_KEY][()]))
-        expected = [layer.name for layer in trained_layers(model)]
-        if meta["trained_layers"] != expected:
+        layers = trained_layers(model)
+        if meta.get("format") != FORMAT_VERSION or meta["trained_layers"] != [layer_signature(*pl) for pl in layers]:
             raise PipelineError(
-                f"{path} holds the trained layers of another strategy ({len(meta['trained_layers'])} layers, "
-                f"this network trains {len(expected)}); ft_fraction or the network changed: run '{rerun}'."
+                f"{path} holds the trained layers of another network or strategy ({len(meta['trained_layers'])} "
+                f"layers, this network trains {len(layers)} from position {layers[0][0]}); ft_fraction or the "
+                f"network changed: run '{rerun}'."
             )
         if meta["frozen_sha256"] != frozen_sha256:
             raise PipelineError(
@@ -97,6 +107,6 @@ def load_fold_weights(model: keras.Model, path: Path | str, frozen_sha256: str, 
                 f"{keras.__version__} on {keras.backend.backend()}): the weights source, seed, Keras version "
                 f"or backend differs. Run '{rerun}' to retrain it here."
             )
-        for layer in trained_layers(model):
+        for position, layer in layers:
             for index, variable in enumerate(layer.weights):
-                variable.assign(stored[f"{layer.name}:{index}"])
+                variable.assign(stored[f"{position}:{index}"])
