@@ -3,8 +3,8 @@
 Usage: ``python -m stages.features DATASET MODEL``.  Reads params ``features.layer``
 (``pooled``: the global-average-pooled backbone output that feeds the head;
 ``head``: the head's hidden Dense layer), ``ft_fraction``, ``weights``, ``seed``
-and from ``finetune`` what shapes or computes the network (``head_units``,
-``batch_size``, ``cache_dtype``, ``cache_memory_mb``).
+and from ``finetune`` what shapes or computes the network (``head_units``, ``head_norm``,
+``batch_norm``, ``batch_size``, ``cache_dtype``, ``cache_memory_mb``).
 
 The network is rebuilt from the same starting weights as in ``finetune``, and
 each fold's trained layers are loaded over it after checking that the frozen
@@ -43,7 +43,8 @@ def main(argv: list[str]) -> None:
     # Built as finetune builds it, so that the frozen part (random or loaded) is the same.
     seed_everything(seed, cfg["deterministic_ops"])
     model, _ = build_classifier(model_name, data.images.shape[1], len(data.class_names), require(params, "weights"),
-                                cfg["head_units"], cfg["dropout"], require(params, "ft_fraction"))
+                                cfg["head_units"], cfg["dropout"], require(params, "ft_fraction"),
+                                cfg["batch_norm"], cfg["head_norm"])
     frozen = frozen_fingerprint(model)
     weights_dir = MODELS_DIR / dataset / model_name / "weights"
     with feature_pass(model, layer, data.images, model_name, cfg["batch_size"], cfg["cache_dtype"],

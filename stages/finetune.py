@@ -51,7 +51,7 @@ from ultrasound_transfer.networks.checkpoints import FoldCheckpoints, run_finger
 from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, save_fold_weights
 from ultrasound_transfer.networks.training import (
     EpochLog, FoldReset, TrainingPath, choose_training_path, class_weights, compile_classifier, data_parallel_scope,
-    fit_fold, inner_validation_split, seed_everything, set_precision,
+    fit_fold, inner_validation_split, seed_everything, set_precision, standardize_head_input,
 )
 from ultrasound_transfer.parameters import load_checked_params
 from ultrasound_transfer.paths import FOLDS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR
@@ -129,12 +129,14 @@ def write_outputs(dataset: str, model_name: str, checkpoints: FoldCheckpoints, n
 def train_folds(
     path: TrainingPath, data: Prepared, folds: list[np.ndarray], groups: np.ndarray, cfg: dict, seed: int,
     checkpoints: FoldCheckpoints, save_weights: Callable[[Path], None], tag: str, clock: Stopwatch,
+    network: keras.Model,
 ) -> None:
     """Train and test every fold not finished yet, saving each to ``checkpoints``.
 
     Each fold restores the initial weights and optimizer state and reseeds
     with ``seed + k``, so it gives the same result whether or not the folds
-    before it ran in this process.
+    before it ran in this process; then the head's standardization (if any)
+    is fitted to the fold's fit images, and training starts.
     """
     reset = FoldReset(path.model)
     y = data.labels
@@ -148,6 +150,7 @@ def train_folds(
         fit, val = inner_validation_split(y[train], groups[train], cfg["validation_fraction"], seed + k)
         fit, val = train[fit], train[val]
         log("finetune", f"{prefix}: training on {len(fit)} images, validating on {len(val)}, testing on {len(test)}")
+        standardize_head_input(path, network, fit)
         history = fit_fold(
             path.model, path.batches(fit, y, seed=seed + k), path.batches(val, y) if len(val) else None,
             cfg["epochs"], cfg["patience"], class_weights(y[fit], cfg["class_weight"]),
@@ -187,7 +190,7 @@ def main(argv: list[str]) -> None:
     with data_parallel_scope(cfg["data_parallel"]):
         model, freeze = build_classifier(
             model_name, image_size, len(data.class_names), require(params, "weights"),
-            cfg["head_units"], cfg["dropout"], ft_fraction, cfg["batch_norm"],
+            cfg["head_units"], cfg["dropout"], ft_fraction, cfg["batch_norm"], cfg["head_norm"],
         )
         frozen = frozen_fingerprint(model)
         log("finetune", f"{tag}: ft_fraction={ft_fraction} trains {freeze.trained_layers}/{freeze.total_layers} "
@@ -201,7 +204,7 @@ def main(argv: list[str]) -> None:
             log("finetune", f"{tag}: {shown} ({clock})")
             compile_classifier(path.model, cfg["optimizer"], cfg["learning_rate"], cfg["jit_compile"])
             train_folds(path, data, folds, groups, cfg, seed, checkpoints,
-                        lambda tmp: save_fold_weights(model, tmp, frozen), tag, clock)
+                        lambda tmp: save_fold_weights(model, tmp, frozen), tag, clock, model)
 
     freezing = {
         "model": model_name, "ft_fraction": ft_fraction, "batch_norm": cfg["batch_norm"], "training": path.description,

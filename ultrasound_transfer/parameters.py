@@ -121,6 +121,7 @@ SCHEMA: dict[str, Any] = {
         "optimizer": choice("adam", "sgd", "rmsprop"),
         "learning_rate": number(1e-9, 10.0),
         "head_units": integer(1, 65536),
+        "head_norm": choice("standardize", "none"),
         "dropout": number(0.0, 0.95),
         "validation_fraction": number(0.0, 0.5),
         "patience": integer(1, 10_000),

@@ -186,9 +186,41 @@ def freeze_all_but_last(backbone: keras.Model, fraction: float) -> FreezeReport:
     )
 
 
-def attach_head(backbone: keras.Model, n_classes: int, head_units: int, dropout: float) -> keras.Model:
-    """Backbone -> global average pooling -> Dense(relu) -> Dropout -> Dense(softmax)."""
+HEAD_NORMS = ("standardize", "none")
+HEAD_NORM_LAYER = "head_norm"
+
+
+class Standardization(keras.layers.Layer):
+    """``(x - mean) * scale`` with a per-feature ``mean`` and ``scale`` set from training images, not learnt.
+
+    Both are variables read at every call, so a fold's values, set before it
+    trains (``standardize_head_input``) or loaded from its file, are the ones used.
+    """
+
+    def build(self, input_shape):
+        self.mean = self.add_weight(shape=(input_shape[-1],), initializer="zeros", trainable=False, name="mean")
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", trainable=False, name="scale")
+
+    def call(self, inputs):
+        return (inputs - keras.ops.cast(self.mean, inputs.dtype)) * keras.ops.cast(self.scale, inputs.dtype)
+
+
+def attach_head(backbone: keras.Model, n_classes: int, head_units: int, dropout: float,
+                head_norm: str = "none") -> keras.Model:
+    """Backbone -> global average pooling -> [standardization] -> Dense(relu) -> Dropout -> Dense(softmax).
+
+    ``head_norm = "standardize"`` puts a :class:`Standardization` between the
+    pooled vector and the head, fitted to the training images of the fold
+    (:func:`ultrasound_transfer.networks.training.standardize_head_input`): the
+    pooled output of a deep network can be far off unit scale and nearly
+    constant across images (a randomly initialised VGG's), which a dense head
+    trained for a few hundred steps cannot undo.  It uses no batch
+    statistics, so training and inference compute the same.
+    """
+    check_choice("finetune.head_norm", head_norm, HEAD_NORMS)
     x = keras.layers.GlobalAveragePooling2D(name=POOLED_LAYER)(backbone.output)
+    if head_norm == "standardize":
+        x = Standardization(name=HEAD_NORM_LAYER)(x)
     x = keras.layers.Dense(head_units, activation="relu", name=HIDDEN_LAYER)(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     # float32 even under mixed precision: a float16 softmax loses small probabilities.
@@ -198,13 +230,13 @@ def attach_head(backbone: keras.Model, n_classes: int, head_units: int, dropout:
 
 def build_classifier(
     name: str, image_size: int, n_classes: int, weights: str | None, head_units: int, dropout: float,
-    ft_fraction: float, batch_norm: str = "training",
+    ft_fraction: float, batch_norm: str = "training", head_norm: str = "none",
 ) -> tuple[keras.Model, FreezeReport]:
     """Backbone with head, frozen all but the last ``ft_fraction``; trained batch norms in ``batch_norm`` mode."""
     backbone = build_backbone(name, image_size, weights)
     report = freeze_all_but_last(backbone, ft_fraction)
     set_batch_norm_mode(backbone, batch_norm)
-    return attach_head(backbone, n_classes, head_units, dropout), report
+    return attach_head(backbone, n_classes, head_units, dropout, head_norm), report
 
 
 def feature_extractor(model: keras.Model, layer: str) -> keras.Model:

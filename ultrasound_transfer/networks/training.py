@@ -29,7 +29,7 @@ from ultrasound_transfer.networks.augmentation import Augmentation, augment_batc
 from ultrasound_transfer.common import PipelineError, check_choice, log
 from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, split_at_frozen_prefix
 from ultrasound_transfer.data.grouping import fewest_groups_per_class
-from ultrasound_transfer.networks.backbones import to_network_input
+from ultrasound_transfer.networks.backbones import HEAD_NORM_LAYER, POOLED_LAYER, to_network_input
 
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -300,6 +300,42 @@ def choose_training_path(
             yield TrainingPath(split.tail, cache.arrays, as_float32, batch_size, None, description)
         return
     yield TrainingPath(model, [images], to_input, batch_size, augmentation, {"path": "full network", "reason": reason})
+
+
+def layer_output(path: TrainingPath, network: keras.Model, name: str, rows: np.ndarray) -> np.ndarray:
+    """The output of ``network``'s layer ``name`` for ``rows``, computed through the path's model.
+
+    On the cached path a cached tensor is read as it is; anything later runs
+    the tail up to that layer.
+    """
+    cached = path.description.get("cached_layers", [])
+    if name in cached:
+        return np.asarray(path.inputs[cached.index(name)][rows], dtype=np.float32)
+    # The tail's inputs are the cached layers' outputs in the network's own graph.
+    inputs = [network.get_layer(n).output for n in cached] if cached else network.inputs
+    upto = keras.Model(inputs, network.get_layer(name).output)
+    return np.asarray(upto.predict(path.batches(rows), verbose=0), dtype=np.float32)
+
+
+def standardize_head_input(path: TrainingPath, network: keras.Model, rows: np.ndarray) -> bool:
+    """Fit the head's standardization (if the network has one) to the pooled features of ``rows``.
+
+    Each feature is centred on its mean over ``rows``; all are divided by one
+    common standard deviation (the root of the mean per-feature variance), so
+    the head sees unit scale without the features that barely vary (dead
+    units of a random network) being blown up.  ``rows`` are the images the
+    fold trains on, never its validation or test images; the values stay
+    fixed while the fold trains and are kept in its fold file.  Returns
+    whether there was a standardization to fit.
+    """
+    if HEAD_NORM_LAYER not in {layer.name for layer in network.layers}:
+        return False
+    pooled = layer_output(path, network, POOLED_LAYER, rows).astype(np.float64)
+    spread = math.sqrt(float(pooled.var(axis=0).mean())) or 1.0
+    norm = network.get_layer(HEAD_NORM_LAYER)
+    norm.mean.assign(pooled.mean(axis=0).astype(np.float32))
+    norm.scale.assign(np.full(pooled.shape[1], 1.0 / spread, dtype=np.float32))
+    return True
 
 
 class EpochLog(keras.callbacks.Callback):
