@@ -50,7 +50,7 @@ PROTOCOLS: dict[str, dict[str, object]] = {
         "datasets": ["phantom"],
         "weights": "none",
         "image_size": 80,
-        "finetune.epochs": 2,
+        "finetune.epochs": 15,
         "finetune.patience": 5,
         "finetune.batch_size": 16,
         "finetune.learning_rate": 0.0001,
