@@ -72,7 +72,8 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline):
         metrics = json.loads((repo / f"metrics/cv/phantom/{model}.json").read_text())
         for classifier in ("dense", "svm"):
             assert 0.0 <= metrics[classifier]["accuracy"] <= 1.0
-            assert {"precision", "recall", "f1", "roc_auc", "sensitivity", "specificity"} <= set(metrics[classifier])
+            assert {"sensitivity", "specificity", "ppv", "f1", "balanced_accuracy", "roc_auc",
+                    "precision_macro", "recall_macro"} <= set(metrics[classifier])
         assert len(list((repo / f"models/phantom/{model}/weights").glob("fold*.weights.npz"))) == 3
         assert len(list((repo / f"data/features/phantom/{model}").glob("fold*.npz"))) == 3
     summary = (repo / "metrics/summary.md").read_text()

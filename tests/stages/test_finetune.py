@@ -17,7 +17,7 @@ def test_ft_fraction_outside_unit_interval_is_rejected(project, value):
     params = default_params()
     params["ft_fraction"] = value
     project.write_params(params)
-    with pytest.raises(PipelineError, match=r"ft_fraction = .* must be a number in \[0.0, 1.0\]"):
+    with pytest.raises(PipelineError, match=r"ft_fraction = .*: must be a number in \[0, 1\]"):
         finetune.main(["phantom", "VGG16"])
     assert not (project / "models").exists()
 
