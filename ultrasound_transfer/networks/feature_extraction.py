@@ -19,9 +19,9 @@ from typing import Callable, Iterator
 import keras
 import numpy as np
 
-from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, to_network_input
 from ultrasound_transfer.common import check_choice
-from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, split_at_frozen_prefix
+from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, to_network_input
+from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, model_upto, split_at_frozen_prefix
 from ultrasound_transfer.networks.training import FoldBatches, as_float32
 
 
@@ -53,7 +53,7 @@ def feature_pass(
     target = model.get_layer(FEATURE_LAYERS[layer])
     to_input = lambda batch: to_network_input(batch, model_name)  # noqa: E731
     if not has_frozen_part(model):
-        whole = keras.Model(model.inputs, target.output)
+        whole = model_upto(model, [], target.name)
         yield lambda: predict_all(whole, [images], batch_size, to_input)
         return
     split = split_at_frozen_prefix(model)
@@ -62,5 +62,5 @@ def feature_pass(
             cached = np.asarray(cache.arrays[split.cut.index(target.name)], dtype=np.float32)
             yield lambda: cached.copy()
             return
-        tail = keras.Model([model.get_layer(name).output for name in split.cut], target.output)
+        tail = model_upto(model, split.cut, target.name)
         yield lambda: predict_all(tail, cache.arrays, batch_size, as_float32)

@@ -25,11 +25,11 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils.class_weight import compute_class_weight
 
-from ultrasound_transfer.networks.augmentation import Augmentation, augment_batch
 from ultrasound_transfer.common import PipelineError, check_choice, log
-from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, split_at_frozen_prefix
 from ultrasound_transfer.data.grouping import fewest_groups_per_class
+from ultrasound_transfer.networks.augmentation import Augmentation, augment_batch
 from ultrasound_transfer.networks.backbones import HEAD_NORM_LAYER, POOLED_LAYER, to_network_input
+from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, model_upto, split_at_frozen_prefix
 
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -311,9 +311,7 @@ def layer_output(path: TrainingPath, network: keras.Model, name: str, rows: np.n
     cached = path.description.get("cached_layers", [])
     if name in cached:
         return np.asarray(path.inputs[cached.index(name)][rows], dtype=np.float32)
-    # The tail's inputs are the cached layers' outputs in the network's own graph.
-    inputs = [network.get_layer(n).output for n in cached] if cached else network.inputs
-    upto = keras.Model(inputs, network.get_layer(name).output)
+    upto = model_upto(network, cached, name)
     return np.asarray(upto.predict(path.batches(rows), verbose=0), dtype=np.float32)
 
 
