@@ -50,8 +50,9 @@ from ultrasound_transfer.networks.backbones import build_classifier, check_image
 from ultrasound_transfer.networks.checkpoints import FoldCheckpoints, run_fingerprint
 from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, save_fold_weights
 from ultrasound_transfer.networks.training import (
-    EpochLog, FoldReset, TrainingPath, choose_training_path, class_weights, compile_classifier, data_parallel_scope,
-    fit_fold, inner_validation_split, seed_everything, set_precision, standardize_head_input,
+    EpochLog, FoldReset, TrainingPath, check_data_parallel_supported, choose_training_path, class_weights,
+    compile_classifier, data_parallel_scope, fit_fold, inner_validation_split, seed_everything, set_precision,
+    standardize_head_input,
 )
 from ultrasound_transfer.parameters import load_checked_params
 from ultrasound_transfer.paths import FOLDS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR
@@ -171,6 +172,7 @@ def main(argv: list[str]) -> None:
     params = load_checked_params()
     check_model_name(model_name)
     cfg = params["finetune"]
+    check_data_parallel_supported(cfg["data_parallel"])
     augmentation = augmentation_from_params(params)
     ft_fraction, seed = params["ft_fraction"], require(params, "seed")
     data = load_prepared(dataset)

@@ -19,16 +19,15 @@ missing ones.  ``python -m stages.compare`` then tabulates them.  Not a pipeline
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 import subprocess
-from pathlib import Path
 
 import pandas as pd
-import yaml
 from tabulate import tabulate
 
 from ultrasound_transfer.common import PipelineError, run_stage
+from ultrasound_transfer.experiments import existing_experiments, format_value, resolved_params, split_override
+from ultrasound_transfer.experiments import experiment_name as grid_experiment_name
 from ultrasound_transfer.parameters import check_params, schema_problems
 from ultrasound_transfer.paths import PREPARED_DIR
 
@@ -66,13 +65,6 @@ DEFAULT_TFLOPS = 20.0
 DEFAULT_OVERHEAD_MIN = 3.0
 
 
-def format_value(value: object) -> str:
-    """A value as DVC's ``-S key=value`` parses it (YAML)."""
-    if isinstance(value, list):
-        return "[" + ",".join(map(str, value)) + "]"
-    return str(value)
-
-
 def parse_strategies(text: str) -> list[float]:
     """``"0,0.15,0.5,1"`` -> [0.0, 0.15, 0.5, 1.0], each in [0, 1]."""
     try:
@@ -85,7 +77,8 @@ def parse_strategies(text: str) -> list[float]:
 
 
 def experiment_name(protocol: str, ft_fraction: float) -> str:
-    return f"{protocol}-ft{ft_fraction:g}"
+    """``paper-ft0.15``: the name ``stages.sweep --protocol paper`` gives the same grid point."""
+    return grid_experiment_name(protocol, {"ft_fraction": f"{ft_fraction:g}"}, ["ft_fraction"])
 
 
 def overrides_for(protocol: str, datasets: list[str] | None, extra: list[str]) -> dict[str, str]:
@@ -94,9 +87,7 @@ def overrides_for(protocol: str, datasets: list[str] | None, extra: list[str]) -
     if datasets:
         overrides["datasets"] = format_value(datasets)
     for item in extra:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise PipelineError(f"-S {item!r}: write it as key=value, e.g. -S models=[ResNet50].")
+        key, value = split_override(item)
         overrides[key] = value
     return overrides
 
@@ -107,31 +98,6 @@ def dvc_command(name: str, overrides: dict[str, str], ft_fraction: float, queue:
     for key, value in {**overrides, "ft_fraction": f"{ft_fraction:g}"}.items():
         command += ["-S", f"{key}={value}"]
     return command
-
-
-def existing_experiments() -> set[str]:
-    """Names of the experiments of the current commit, finished or waiting in the queue."""
-    names: set[str] = set()
-    listed = subprocess.run(["dvc", "exp", "list", "--name-only"], capture_output=True, text=True)
-    names.update(line.strip() for line in listed.stdout.splitlines() if line.strip())
-    queued = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True)
-    for line in queued.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and re.search(r"\b(Queued|Running)\b", line):
-            names.add(parts[1])
-    return names
-
-
-def resolved_params(overrides: dict[str, str]) -> dict:
-    """``params.yaml`` with the overrides applied, as the experiment will see it."""
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    for key, text in overrides.items():
-        node = params
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(text)
-    return params
 
 
 def image_count(dataset: str, override: dict[str, int]) -> int | None:

@@ -8,8 +8,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -47,12 +49,16 @@ def copy_repository(target: Path) -> None:
             shutil.copy2(source, target / relative)
 
 
+def tiny_params() -> str:
+    """The repository's params.yaml with TINY merged in."""
+    return yaml.safe_dump(merged(yaml.safe_load((REPO / "params.yaml").read_text()), TINY), sort_keys=False)
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     copy_repository(repo)
-    params = merged(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "params.yaml").write_text(tiny_params())
     dvc = [sys.executable, "-m", "dvc"]
     run(["git", "init", "-q"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "empty"], repo)
@@ -229,3 +235,83 @@ def test_real_dataset_layouts_download_normalize_and_fold(tmp_path):
                 fold_of[i] = k
         for group, rows in manifest.groupby("group"):
             assert len({fold_of[i] for i in rows.index}) == 1, (dataset, group)
+
+
+def experiment_metrics(repo: Path, dvc: list[str], name: str) -> dict[str, dict]:
+    """The metrics files of experiment ``name``, from ``dvc exp show --json``."""
+    def find(node):
+        if isinstance(node, dict):
+            if node.get("name") == name and "data" in node:
+                return node["data"]["metrics"]
+            node = list(node.values())
+        if isinstance(node, list):
+            for child in node:
+                found = find(child)
+                if found is not None:
+                    return found
+        return None
+
+    metrics = find(json.loads(run(dvc + ["exp", "show", "--json"], repo).stdout))
+    assert metrics, f"no experiment {name} in {repo}"
+    return {path: entry["data"] for path, entry in metrics.items() if path.startswith("metrics/cv/")}
+
+
+class KillFirstFinetune(threading.Thread):
+    """Kills the first ``stages.finetune`` process started under ``folder``, once, as a crash would."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(daemon=True)
+        self.folder, self.killed, self.stop = str(folder), None, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set() and self.killed is None:
+            for proc in Path("/proc").iterdir():
+                try:
+                    command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    where = os.readlink(proc / "cwd")
+                except OSError:
+                    continue
+                if "stages.finetune" in command and where.startswith(self.folder):
+                    time.sleep(3)          # mid-run: the network is being built or trained
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    self.killed = command
+                    return
+            time.sleep(0.2)
+
+
+def test_sweep_on_two_dask_workers_gives_the_plain_experiments_metrics(pipeline, tmp_path):
+    """A 2 x 2 grid on a LocalCluster of 2 workers and a local-folder remote, one unit killed once:
+    the same metrics as plain ``dvc exp run``, bit for bit, and no finetune or features at assembly."""
+    plain_repo, dvc, _ = pipeline
+    repo = tmp_path / "repo"
+    copy_repository(repo)
+    (repo / "params.yaml").write_text(tiny_params())
+    run(["git", "init", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "tiny params"], repo)
+    killer = KillFirstFinetune(repo / ".dvc/tmp/sweep")
+    killer.start()
+    sweep = run([sys.executable, "-m", "stages.sweep", "-S", "ft_fraction=0.15,0", "--workers", "2",
+                 "--remote", str(tmp_path / "remote"), "--retries", "2"], repo)
+    killer.stop.set()
+    log = sweep.stdout
+    assert killer.killed, "no finetune was seen to kill"
+    assert "attempt failed" in log and "FAILED" not in log, log
+    assert log.count(": queued") == 4 and log.count(": done on worker") == 4, log
+    assert {"worker 0", "worker 1"} <= set(re.findall(r"running on (worker \d)", log)), log
+    assert log.count("experiment assembled (4 stages from the run-cache; ran ") == 2, log
+    assert "ran again" not in log, log
+    names = set(run(dvc + ["exp", "list", "--name-only"], repo).stdout.split())
+    assert {"sweep-ft0.15", "sweep-ft0"} <= names
+    # The same grid with plain dvc exp run, one by one, in the repository of the other tests
+    # (whose finished stages DVC may restore: they are plain runs' results too).
+    (plain_repo / "params.yaml").write_text(tiny_params())
+    run(["git", "add", "-A"], plain_repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "plain"],
+        plain_repo)
+    for ft in ("0.15", "0"):
+        run(dvc + ["exp", "run", "--temp", "--name", f"plain-ft{ft}", "-S", f"ft_fraction={ft}"], plain_repo)
+        assert experiment_metrics(repo, dvc, f"sweep-ft{ft}") == experiment_metrics(plain_repo, dvc, f"plain-ft{ft}")
+    again = run([sys.executable, "-m", "stages.sweep", "-S", "ft_fraction=0.15,0", "--workers", "2",
+                 "--remote", str(tmp_path / "remote")], repo)
+    assert again.stdout.count("exists, skipped") == 2 and "queued" not in again.stdout

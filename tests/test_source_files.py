@@ -16,7 +16,8 @@ LAYERS = [
     ("stages",),
     ("ultrasound_transfer.parameters", "ultrasound_transfer.networks", "ultrasound_transfer.evaluation"),
     ("ultrasound_transfer.data",),
-    ("ultrasound_transfer.common", "ultrasound_transfer.paths", "ultrasound_transfer.source_files"),
+    ("ultrasound_transfer.common", "ultrasound_transfer.paths", "ultrasound_transfer.source_files",
+     "ultrasound_transfer.experiments", "ultrasound_transfer.sweep_units"),
 ]
 
 

@@ -5,6 +5,8 @@ from ultrasound_transfer.networks.augmentation import Augmentation, augment_batc
 from ultrasound_transfer.common import PipelineError
 from tests.conftest import default_params
 
+pytestmark = pytest.mark.keras_backend
+
 NONE = Augmentation(flip=0, rotate_deg=0, shift=0, scale=0, gain=0, speckle=0)
 
 

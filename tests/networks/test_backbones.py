@@ -9,6 +9,8 @@ from ultrasound_transfer.networks.backbones import (
 )
 from ultrasound_transfer.networks.training import compile_classifier
 
+pytestmark = pytest.mark.keras_backend
+
 # Weight-carrying layers of each backbone: convolutions (+ batch norms where the
 # architecture has them), straight from the published architectures.
 ARCHITECTURE_LAYERS = {"VGG16": 13, "VGG19": 16, "ResNet50": 53 * 2, "ResNet101": 104 * 2, "InceptionV3": 94 * 2}

@@ -4,6 +4,8 @@ import pytest
 from ultrasound_transfer.networks.backbones import build_classifier
 from ultrasound_transfer.networks.cost import SplitMacs, layer_macs, split_macs, unit_work
 
+pytestmark = pytest.mark.keras_backend
+
 
 def test_layer_macs_count_convolutions_and_dense_layers():
     inputs = keras.Input((10, 10, 3))

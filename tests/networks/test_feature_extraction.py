@@ -7,6 +7,8 @@ from tests.networks.test_frozen_prefix import gray_images
 from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, to_network_input
 from ultrasound_transfer.networks.feature_extraction import feature_pass
 
+pytestmark = pytest.mark.keras_backend
+
 
 @pytest.mark.parametrize("name, fraction, layer", [
     ("ResNet50", 0.0, "pooled"),     # the pooled features are the cache itself

@@ -9,6 +9,8 @@ from ultrasound_transfer.networks.fold_weights import (
 )
 from ultrasound_transfer.networks.training import seed_everything
 
+pytestmark = pytest.mark.keras_backend
+
 
 def seeded_classifier(fraction: float, seed: int = 3, name: str = "ResNet50"):
     seed_everything(seed)

@@ -6,6 +6,8 @@ from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_p
 from ultrasound_transfer.networks.backbones import build_classifier, to_network_input
 from ultrasound_transfer.networks.training import choose_training_path, compile_classifier, fit_fold, seed_everything
 
+pytestmark = pytest.mark.keras_backend
+
 RNG = np.random.default_rng(0)
 
 

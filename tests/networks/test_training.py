@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -5,9 +6,11 @@ from ultrasound_transfer.networks.augmentation import Augmentation
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.networks.backbones import build_classifier
 from ultrasound_transfer.networks.training import (
-    EpochLog, FoldBatches, FoldReset, class_weights, compile_classifier, data_parallel_scope, fit_fold, gpu_devices,
-    inner_validation_split, seed_everything, set_precision,
+    EpochLog, FoldBatches, FoldReset, check_data_parallel_supported, class_weights, compile_classifier,
+    data_parallel_scope, fit_fold, gpu_devices, inner_validation_split, seed_everything, set_precision,
 )
+
+pytestmark = pytest.mark.keras_backend
 
 
 def small_model():
@@ -112,6 +115,8 @@ def test_speed_settings_are_checked():
 
 
 def test_data_parallel_says_what_it_does_with_the_gpus_this_machine_has(capsys):
+    if keras.backend.backend() == "torch":
+        pytest.skip("PyTorch has no keras.distribution: see the test below")
     gpus = gpu_devices()
     with data_parallel_scope(True):
         pass
@@ -120,3 +125,19 @@ def test_data_parallel_says_what_it_does_with_the_gpus_this_machine_has(capsys):
         assert f"data_parallel: {len(gpus)} GPU(s) found, nothing to split; training on one device" in shown
     else:      # a multi-GPU workstation: the backend's own strategy over all of them
         assert f"over {len(gpus)} GPUs" in shown
+
+
+def test_data_parallel_is_refused_before_any_work_where_the_backend_has_no_api_for_it():
+    check_data_parallel_supported(False)
+    if keras.backend.backend() != "torch":
+        check_data_parallel_supported(True)
+        return
+    with pytest.raises(PipelineError, match="not supported on the torch backend.*KERAS_BACKEND=tensorflow or jax"):
+        check_data_parallel_supported(True)
+    with pytest.raises(PipelineError, match="data_parallel: false"):
+        with data_parallel_scope(True):
+            pytest.fail("the block must not run")
+
+
+def test_gpu_devices_answers_on_every_backend():
+    assert all(isinstance(device, str) for device in gpu_devices())

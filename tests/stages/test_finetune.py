@@ -11,6 +11,8 @@ from stages import download, finetune, folds, normalize
 from ultrasound_transfer.common import PipelineError
 from tests.conftest import REPO, default_params
 
+pytestmark = pytest.mark.keras_backend
+
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, "half"])
 def test_ft_fraction_outside_unit_interval_is_rejected(project, value):

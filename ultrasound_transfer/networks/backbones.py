@@ -30,6 +30,7 @@ inference then differs from training).
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -38,6 +39,7 @@ import keras
 import numpy as np
 
 from ultrasound_transfer.common import PipelineError, check_choice
+from ultrasound_transfer.networks.initialization import draw_initial_weights
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,10 @@ def attach_head(backbone: keras.Model, n_classes: int, head_units: int, dropout:
     if head_norm == "standardize":
         x = Standardization(name=HEAD_NORM_LAYER)(x)
     x = keras.layers.Dense(head_units, activation="relu", name=HIDDEN_LAYER)(x)
-    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    # An explicit seed (from Python's generator, which seed_everything seeds) makes
+    # every backend draw the masks from the layer's own state variable, which
+    # FoldReset restores; with seed=None PyTorch would use its global generator.
+    x = keras.layers.Dropout(dropout, seed=random.randint(1, int(1e9)), name="head_dropout")(x)
     # float32 even under mixed precision: a float16 softmax loses small probabilities.
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="predictions", dtype="float32")(x)
     return keras.Model(backbone.input, outputs, name=backbone.name)
@@ -232,11 +237,21 @@ def build_classifier(
     name: str, image_size: int, n_classes: int, weights: str | None, head_units: int, dropout: float,
     ft_fraction: float, batch_norm: str = "training", head_norm: str = "none",
 ) -> tuple[keras.Model, FreezeReport]:
-    """Backbone with head, frozen all but the last ``ft_fraction``; trained batch norms in ``batch_norm`` mode."""
+    """Backbone with head, frozen all but the last ``ft_fraction``; trained batch norms in ``batch_norm`` mode.
+
+    Every layer not loaded from a weights file (the head; the whole network
+    under ``weights: none``) starts from values drawn with NumPy from the
+    seeded generators, the same on every Keras backend
+    (:mod:`ultrasound_transfer.networks.initialization`).
+    """
     backbone = build_backbone(name, image_size, weights)
     report = freeze_all_but_last(backbone, ft_fraction)
     set_batch_norm_mode(backbone, batch_norm)
-    return attach_head(backbone, n_classes, head_units, dropout, head_norm), report
+    model = attach_head(backbone, n_classes, head_units, dropout, head_norm)
+    loaded = set() if resolve_weights(weights) is None else {id(layer) for layer in backbone.layers}
+    fresh = [layer for layer in model.layers if id(layer) not in loaded]
+    draw_initial_weights(fresh, np.random.default_rng(random.randint(0, 2**32 - 1)))
+    return model, report
 
 
 def feature_extractor(model: keras.Model, layer: str) -> keras.Model:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,20 +35,39 @@ from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_p
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 JIT_CHOICES = {"auto": "auto", True: True, False: False}
+DATA_PARALLEL_BACKENDS = ("tensorflow", "jax")
 
 
 def seed_everything(seed: int, deterministic_ops: bool = True) -> None:
     """Seed Python, NumPy and the Keras backend; ask for deterministic kernels.
 
-    On the CPU this makes runs with the same params repeat bit for bit.  Only
-    TensorFlow has a switch for deterministic kernels; other backends are
-    seeded only.
+    On the CPU this makes runs with the same params repeat bit for bit, on
+    every backend.  ``deterministic_ops`` asks the backend for deterministic
+    kernels where it has a switch: TensorFlow's op determinism, PyTorch's
+    deterministic algorithms (and cuDNN's deterministic mode), and XLA's
+    deterministic GPU ops for JAX (read when JAX first starts, so set it
+    before any computation; JAX on the CPU is deterministic anyway).
     """
     keras.utils.set_random_seed(seed)
-    if deterministic_ops and keras.backend.backend() == "tensorflow":
+    if not deterministic_ops:
+        return
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+    elif backend == "torch":
+        import torch
+
+        # Some CUDA kernels are deterministic only with this workspace setting.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # warn_only: an op without a deterministic kernel (rare, GPU only) warns
+        # with its name instead of stopping a long run midway.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    elif backend == "jax" and "--xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
 
 
 def set_precision(policy: str) -> None:
@@ -62,11 +82,28 @@ def set_precision(policy: str) -> None:
 
 
 def gpu_devices() -> list[str]:
-    """The GPUs the Keras backend sees (JAX raises where it has none)."""
+    """The GPUs the Keras backend sees."""
+    if keras.backend.backend() == "torch":
+        # keras.distribution has no PyTorch implementation; ask PyTorch itself.
+        import torch
+
+        return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
     try:
         return keras.distribution.list_devices("gpu")
-    except RuntimeError:
+    except RuntimeError:      # JAX raises where it has no GPU
         return []
+
+
+def check_data_parallel_supported(enabled: bool) -> None:
+    """Refuse ``finetune.data_parallel = true`` on a backend without a data-parallel API, before any work."""
+    backend = keras.backend.backend()
+    if enabled and backend not in DATA_PARALLEL_BACKENDS:
+        raise PipelineError(
+            f"params.yaml: finetune.data_parallel = true is not supported on the {backend} backend of Keras "
+            "(keras.distribution has no PyTorch implementation). Use KERAS_BACKEND=tensorflow or jax for "
+            "several GPUs, or set finetune.data_parallel: false and run one unit per GPU "
+            "(python -m stages.sweep gives each worker its own GPU)."
+        )
 
 
 @contextlib.contextmanager
@@ -82,12 +119,8 @@ def data_parallel_scope(enabled: bool, stage: str = "finetune") -> Iterator[None
     if not enabled:
         yield
         return
+    check_data_parallel_supported(enabled)
     backend = keras.backend.backend()
-    if backend not in ("tensorflow", "jax"):
-        raise PipelineError(
-            f"finetune.data_parallel = true is not supported on the {backend} backend of Keras; "
-            "use KERAS_BACKEND=tensorflow or jax, or set finetune.data_parallel to false."
-        )
     gpus = gpu_devices()
     if len(gpus) < 2:
         log(stage, f"data_parallel: {len(gpus)} GPU(s) found, nothing to split; training on one device")

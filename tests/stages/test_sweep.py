@@ -1,0 +1,86 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stages.sweep import (
+    build_grid, parse_arguments, plan_units, resolve_remote, uncommitted_code, visible_gpus,
+)
+from tests.conftest import REPO
+from ultrasound_transfer.common import PipelineError
+
+BASE = (REPO / "params.yaml").read_text()
+
+
+def grid(*argv):
+    return build_grid(parse_arguments(list(argv)), BASE)
+
+
+def test_grid_points_are_named_and_checked_before_any_work():
+    points, varied = grid("-S", "ft_fraction=0,0.15", "-S", "seed=1")
+    assert [p.name for p in points] == ["sweep-ft0", "sweep-ft0.15"] and varied == ["ft_fraction"]
+    assert points[1].params["ft_fraction"] == 0.15 and points[1].params["seed"] == 1
+    protocol, _ = grid("--protocol", "demo", "-S", "ft_fraction=0,1", "-S", "image_size=96")
+    assert [p.name for p in protocol] == ["demo-ft0", "demo-ft1"]
+    assert protocol[0].params["image_size"] == 96 and protocol[0].params["finetune"]["epochs"] == 15
+    with pytest.raises(PipelineError, match="(?s)grid point sweep-ft2: .*ft_fraction = 2"):
+        grid("-S", "ft_fraction=0,2")
+
+
+def test_units_are_shared_by_points_that_differ_only_after_features():
+    points, _ = grid("-S", "svm.C=0.1,1", "-S", "models=[VGG16,ResNet50]")
+    units = plan_units(points)
+    assert len(units) == 2                       # VGG16 and ResNet50, once for both values of C
+    assert points[0].unit_keys == points[1].unit_keys
+    strategies, _ = grid("-S", "ft_fraction=0,1", "-S", "models=[VGG16]")
+    assert len(plan_units(strategies)) == 2
+    assert sorted(unit.targets[0] for unit in plan_units(strategies).values()) == ["finetune@phantom-VGG16"] * 2
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(SystemExit):
+        parse_arguments(["--workers", "0"])
+    with pytest.raises(PipelineError, match="key=value"):
+        parse_arguments(["-S", "ft_fraction"])
+
+
+def dvc(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=True, capture_output=True, text=True)
+
+
+def test_remote_by_name_url_or_path(tmp_path):
+    dvc("init", "--no-scm", "-q", cwd=tmp_path)
+    with pytest.raises(PipelineError, match="--remote PATH_OR_URL"):
+        resolve_remote(None, tmp_path)
+    dvc("remote", "add", "-d", "shared", "../shared-store", cwd=tmp_path)     # relative to where it was added
+    assert resolve_remote(None, tmp_path) == str(tmp_path.parent / "shared-store")
+    assert resolve_remote("shared", tmp_path) == str(tmp_path.parent / "shared-store")
+    assert resolve_remote("s3://bucket/dvc", tmp_path) == "s3://bucket/dvc"
+    made = resolve_remote(str(tmp_path / "new" / "store"), tmp_path)
+    assert Path(made).is_dir()
+
+
+def test_uncommitted_code_is_listed(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "finetune.py").write_text("x = 1\n")
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "code")
+    assert uncommitted_code(tmp_path) == []
+    (tmp_path / "stages" / "finetune.py").write_text("x = 2\n")
+    (tmp_path / "stages" / "new.py").write_text("")
+    (tmp_path / "params.yaml").write_text("seed: 2\n")       # params travel with the units
+    assert sorted(uncommitted_code(tmp_path)) == ["stages/finetune.py", "stages/new.py"]
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
+    assert visible_gpus() == ["0", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []
