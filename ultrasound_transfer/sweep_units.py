@@ -8,7 +8,7 @@ repository at the sweep's commit:
 1. ``git checkout`` of the commit, the grid point's ``params.yaml`` and the
    ``dvc.lock`` of the shared data stages (written by the machine that ran
    them once), the shared DVC remote as the clone's default;
-2. ``dvc repro --pull features@<dataset>-<network>``: the data stages'
+2. ``dvc repro --pull finetune@<dataset>-<network> features@...``: the data stages'
    outputs come from the remote, ``folds`` reruns (seconds; its output is
    not cached), and a unit some machine already ran is restored from the
    run-cache instead of trained again;
