@@ -51,12 +51,12 @@ import yaml
 from stages.protocol import PROTOCOLS
 from ultrasound_transfer.common import PipelineError, log, run_stage
 from ultrasound_transfer.experiments import (
-    existing_experiments, experiment_name, format_value, grid_points, parse_grid, resolved_params, split_override,
+    DVC, existing_experiments, experiment_name, format_value, grid_points, parse_grid, resolved_params, split_override,
 )
 from ultrasound_transfer.parameters import check_params
 from ultrasound_transfer.paths import RAW_DIR
 from ultrasound_transfer.sweep_units import (
-    DVC, UNIT_EVENTS, Checkout, Unit, UnitFailed, configure_clone, executed_stages, restored_stages, run_command,
+    UNIT_EVENTS, Checkout, Unit, UnitFailed, configure_clone, executed_stages, restored_stages, run_command,
     run_unit_reporting,
 )
 
@@ -76,6 +76,11 @@ class GridPoint:
     params: dict
     lock_yaml: str = ""
     unit_keys: list[tuple] = field(default_factory=list)
+
+    @property
+    def params_yaml(self) -> str:
+        """The point's whole ``params.yaml``, as the data stages and the workers get it."""
+        return yaml.safe_dump(self.params, sort_keys=False)
 
 
 # --- before any work ------------------------------------------------------------------------------
@@ -171,7 +176,7 @@ def prepare_scratch_clone(repo: Path, checkout: Checkout, workdir: Path, dataset
 
 def run_data_stages(clone: Path, point: GridPoint) -> str:
     """``dvc repro`` of the data stages with ``point``'s params, outputs pushed; the resulting ``dvc.lock``."""
-    (clone / "params.yaml").write_text(yaml.safe_dump(point.params, sort_keys=False))
+    (clone / "params.yaml").write_text(point.params_yaml)
     output = run_command([*DVC, "repro", *DATA_STAGES], clone, f"{point.name}: data stages")
     ran = executed_stages(output)
     log("sweep", f"{point.name}: data stages {'ran ' + ', '.join(ran) if ran else 'up to date'}")
@@ -274,7 +279,7 @@ def plan_units(points: list[GridPoint]) -> dict[tuple, Unit]:
                 key = unit_key(point, dataset, model)
                 point.unit_keys.append(key)
                 units.setdefault(key, Unit(point.name, dataset, model,
-                                           yaml.safe_dump(point.params, sort_keys=False), point.lock_yaml))
+                                           point.params_yaml, point.lock_yaml))
     return units
 
 

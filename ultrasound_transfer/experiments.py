@@ -20,6 +20,9 @@ import yaml
 
 from ultrasound_transfer.common import PipelineError
 
+# DVC of this interpreter: the commands work without the virtual environment on PATH.
+DVC = [sys.executable, "-m", "dvc"]
+
 
 def format_value(value: object) -> str:
     """A value as DVC's ``-S key=value`` parses it (YAML)."""
@@ -101,9 +104,9 @@ def resolved_params(overrides: dict[str, str], base: str | None = None) -> dict:
 def existing_experiments(repo: Path | str = ".") -> set[str]:
     """Names of the experiments of the repository's current commit, finished or waiting in the queue."""
     names: set[str] = set()
-    listed = subprocess.run([sys.executable, "-m", "dvc", "exp", "list", "--name-only"], capture_output=True, text=True, cwd=repo)
+    listed = subprocess.run([*DVC, "exp", "list", "--name-only"], capture_output=True, text=True, cwd=repo)
     names.update(line.strip() for line in listed.stdout.splitlines() if line.strip())
-    queued = subprocess.run([sys.executable, "-m", "dvc", "queue", "status"], capture_output=True, text=True, cwd=repo)
+    queued = subprocess.run([*DVC, "queue", "status"], capture_output=True, text=True, cwd=repo)
     for line in queued.stdout.splitlines():
         parts = line.split()
         if len(parts) >= 2 and re.search(r"\b(Queued|Running)\b", line):

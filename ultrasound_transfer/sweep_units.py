@@ -32,10 +32,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ultrasound_transfer.experiments import DVC
+
 SWEEP_REMOTE = "sweep"
 UNIT_EVENTS = "sweep-units"      # Dask event topic: a unit started, an attempt failed
-# DVC of this interpreter, whose folder also goes first on PATH: the stages' `python` is then this one too.
-DVC = [sys.executable, "-m", "dvc"]
 RUNNING = re.compile(r"Running stage '([^']+)'")
 RESTORED = re.compile(r"Stage '([^']+)' is cached - skipping run")
 OUTPUT_TAIL_LINES = 25
@@ -102,7 +102,10 @@ def restored_stages(dvc_output: str) -> list[str]:
 
 
 def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This process's environment with this interpreter's folder first on ``PATH``, plus ``extra``."""
+    """This process's environment with this interpreter's folder first on ``PATH``, plus ``extra``.
+
+    The stages' ``python`` (in ``dvc.yaml``) is then this interpreter too.
+    """
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     return {**os.environ, "PATH": path, **(extra or {})}
 
