@@ -39,13 +39,13 @@ from ultrasound_transfer.experiments import resolved_params, split_override
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results/backends.json"
 MODELS = ["VGG16", "VGG19", "ResNet50", "ResNet101", "InceptionV3"]
-BACKENDS = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}     # backend -> module it needs
+BACKENDS = ("tensorflow", "torch", "jax")      # each needs the Python module of its name
 INPUTS = ["params.yaml", "data/params_checked.json", "data/prepared/phantom", "data/folds/phantom.json",
           "models/backbones"]
 
 
 def installed_backends(wanted: list[str]) -> list[str]:
-    return [name for name in wanted if importlib.util.find_spec(BACKENDS[name]) is not None]
+    return [name for name in wanted if importlib.util.find_spec(name) is not None]
 
 
 def scratch_project(root: Path, overrides: dict[str, str]) -> Path:

@@ -42,7 +42,6 @@ import os
 import shutil
 import subprocess
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -339,10 +338,7 @@ def run_grid(args: argparse.Namespace, checkout: Checkout, points: list[GridPoin
         for unit in units.values():
             log("sweep", f"{unit.label}: queued")
         outcome: dict[tuple, bool] = {}
-        waiting = defaultdict(set)
-        for point in points:
-            for key in point.unit_keys:
-                waiting[point.name].add(key)
+        waiting = {point.name for point in points}
         failed, retrained = [], []
         for future in as_completed(futures):
             key, unit = futures[future], units[futures[future]]
@@ -359,7 +355,7 @@ def run_grid(args: argparse.Namespace, checkout: Checkout, points: list[GridPoin
                 outcome[key] = True
             for point in points:
                 if point.name in waiting and all(k in outcome for k in point.unit_keys):
-                    del waiting[point.name]
+                    waiting.remove(point.name)
                     if all(outcome[k] for k in point.unit_keys):
                         retrained += assemble(clone, point, base_params)
                     else:
