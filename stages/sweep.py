@@ -242,6 +242,20 @@ def assemble(clone: Path, point: GridPoint, base_params: str) -> list[str]:
     return retrained
 
 
+def assemble_reporting(clone: Path, point: GridPoint, base_params: str, retrained: list[str]) -> bool:
+    """:func:`assemble`, its retrained stages added to ``retrained``; False, logged, if it failed.
+
+    A failed assembly (a pull or push that fails, say) loses one grid point,
+    not the sweep: the other points' units are still running or done.
+    """
+    try:
+        retrained += assemble(clone, point, base_params)
+    except UnitFailed as error:
+        log("sweep", f"{point.name}: assembly FAILED: {error}")
+        return False
+    return True
+
+
 # --- main ---------------------------------------------------------------------------------------------
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -356,9 +370,9 @@ def run_grid(args: argparse.Namespace, checkout: Checkout, points: list[GridPoin
             for point in points:
                 if point.name in waiting and all(k in outcome for k in point.unit_keys):
                     waiting.remove(point.name)
-                    if all(outcome[k] for k in point.unit_keys):
-                        retrained += assemble(clone, point, base_params)
-                    else:
+                    made = all(outcome[k] for k in point.unit_keys) and assemble_reporting(
+                        clone, point, base_params, retrained)
+                    if not made:
                         failed.append(point.name)
     finally:
         client.close()

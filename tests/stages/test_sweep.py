@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from stages.sweep import (
-    build_grid, parse_arguments, plan_units, resolve_remote, uncommitted_code, visible_gpus,
+    assemble_reporting, build_grid, parse_arguments, plan_units, resolve_remote, uncommitted_code, visible_gpus,
 )
 from tests.conftest import REPO
 from ultrasound_transfer.common import PipelineError
@@ -77,6 +77,16 @@ def test_uncommitted_code_is_listed(tmp_path):
     (tmp_path / "stages" / "new.py").write_text("")
     (tmp_path / "params.yaml").write_text("seed: 2\n")       # params travel with the units
     assert sorted(uncommitted_code(tmp_path)) == ["stages/finetune.py", "stages/new.py"]
+
+
+def test_a_failed_assembly_loses_its_point_not_the_sweep(tmp_path, capsys):
+    (point,), _ = grid("-S", "ft_fraction=0")
+    retrained = ["finetune@earlier"]
+    # Not a DVC repository: `dvc exp run --pull` fails, as a pull from a broken remote would.
+    assert assemble_reporting(tmp_path, point, BASE, retrained) is False
+    assert retrained == ["finetune@earlier"]
+    shown = capsys.readouterr()
+    assert f"{point.name}: assembly FAILED" in shown.out + shown.err
 
 
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
