@@ -204,7 +204,8 @@ def main(argv: list[str]) -> None:
         ) as path:
             shown = ", ".join(f"{key}={value}" for key, value in path.description.items())
             log("finetune", f"{tag}: {shown} ({clock})")
-            compile_classifier(path.model, cfg["optimizer"], cfg["learning_rate"], cfg["jit_compile"])
+            compile_classifier(path.model, cfg["optimizer"], cfg["learning_rate"], cfg["jit_compile"],
+                               cfg["backbone_lr_factor"])
             train_folds(path, data, folds, groups, cfg, seed, checkpoints,
                         lambda tmp: save_fold_weights(model, tmp, frozen), tag, clock, model)
 

@@ -43,6 +43,8 @@ PROTOCOLS: dict[str, dict[str, object]] = {
         "finetune.patience": 10,
         "finetune.batch_size": 32,
         "finetune.learning_rate": 0.0001,
+        # One rate for the whole network: the paper describes no per-layer rates.
+        "finetune.backbone_lr_factor": 1.0,
     },
     # The defaults of params.yaml, for going back explicitly.
     "demo": {
@@ -52,7 +54,8 @@ PROTOCOLS: dict[str, dict[str, object]] = {
         "finetune.epochs": 15,
         "finetune.patience": 5,
         "finetune.batch_size": 16,
-        "finetune.learning_rate": 0.0001,
+        "finetune.learning_rate": 0.001,
+        "finetune.backbone_lr_factor": 0.01,
     },
 }
 PAPER_STRATEGIES = (0.0, 0.15, 0.5, 1.0)

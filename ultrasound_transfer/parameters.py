@@ -120,6 +120,7 @@ SCHEMA: dict[str, Any] = {
         "batch_size": integer(1, 4096),
         "optimizer": choice("adam", "sgd", "rmsprop"),
         "learning_rate": number(1e-9, 10.0),
+        "backbone_lr_factor": number(1e-6, 100.0),
         "head_units": integer(1, 65536),
         "head_norm": choice("standardize", "none"),
         "dropout": number(0.0, 0.95),

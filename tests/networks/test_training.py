@@ -43,6 +43,37 @@ def test_fold_reset_makes_training_repeat_bit_for_bit():
     assert not all(np.array_equal(a, b) for a, b in zip(first, reset.model_values))
 
 
+def first_steps(backbone_lr_factor, x, y, layers):
+    """What one training step, then another after a FoldReset, changed in ``layers``' kernels."""
+    seed_everything(0)
+    model, _ = build_classifier("VGG16", 32, 2, "none", 8, 0.0, 0.15)
+    compile_classifier(model, "adam", 1e-3, backbone_lr_factor=backbone_lr_factor)
+    reset = FoldReset(model)
+    before = [model.get_layer(name).kernel.numpy().copy() for name in layers]
+    steps = []
+    for _ in range(2):
+        model.train_on_batch(x, y)
+        steps.append([model.get_layer(name).kernel.numpy() - start for name, start in zip(layers, before)])
+        reset.restore()
+    return model, steps
+
+
+def test_backbone_layers_learn_at_the_factor_of_the_heads_rate():
+    x = np.random.default_rng(1).normal(size=(8, 32, 32, 3)).astype("float32")
+    y = np.array([0, 1] * 4)
+    layers = ("head_dense", "predictions", "block5_conv3")
+    plain, (one_rate, _) = first_steps(1.0, x, y, layers)
+    assert isinstance(plain.optimizer, keras.optimizers.Adam)
+    split, (two_rates, after_reset) = first_steps(0.1, x, y, layers)
+    assert isinstance(split.optimizer, keras.optimizers.MultiOptimizer)
+    # Same gradients in the first step: the head's steps are unchanged, the backbone's a tenth.
+    for name, a, b in zip(layers, one_rate, two_rates):
+        assert np.abs(b).max() > 0, name
+        assert np.allclose(b, a * (0.1 if name.startswith("block") else 1.0), rtol=1e-4, atol=1e-9), name
+    # FoldReset puts both optimizers' states back.
+    assert all(np.array_equal(a, b) for a, b in zip(two_rates, after_reset))
+
+
 def test_inner_validation_split_is_grouped_stratified_and_inside_training_part():
     labels = np.repeat([0, 1] * 10, 3)
     groups = np.repeat(np.arange(20), 3)

@@ -190,6 +190,10 @@ def freeze_all_but_last(backbone: keras.Model, fraction: float) -> FreezeReport:
 
 HEAD_NORMS = ("standardize", "none")
 HEAD_NORM_LAYER = "head_norm"
+DROPOUT_LAYER = "head_dropout"
+OUTPUT_LAYER = "predictions"
+# The layers attach_head adds: they learn at the full learning rate (finetune.backbone_lr_factor).
+HEAD_LAYERS = (HEAD_NORM_LAYER, HIDDEN_LAYER, DROPOUT_LAYER, OUTPUT_LAYER)
 
 
 class Standardization(keras.layers.Layer):
@@ -227,9 +231,9 @@ def attach_head(backbone: keras.Model, n_classes: int, head_units: int, dropout:
     # An explicit seed (from Python's generator, which seed_everything seeds) makes
     # every backend draw the masks from the layer's own state variable, which
     # FoldReset restores; with seed=None PyTorch would use its global generator.
-    x = keras.layers.Dropout(dropout, seed=random.randint(1, int(1e9)), name="head_dropout")(x)
+    x = keras.layers.Dropout(dropout, seed=random.randint(1, int(1e9)), name=DROPOUT_LAYER)(x)
     # float32 even under mixed precision: a float16 softmax loses small probabilities.
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="predictions", dtype="float32")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name=OUTPUT_LAYER, dtype="float32")(x)
     return keras.Model(backbone.input, outputs, name=backbone.name)
 
 

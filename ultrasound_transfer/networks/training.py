@@ -29,7 +29,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from ultrasound_transfer.common import PipelineError, check_choice, log
 from ultrasound_transfer.data.grouping import fewest_groups_per_class
 from ultrasound_transfer.networks.augmentation import Augmentation, augment_batch
-from ultrasound_transfer.networks.backbones import HEAD_NORM_LAYER, POOLED_LAYER, to_network_input
+from ultrasound_transfer.networks.backbones import HEAD_LAYERS, HEAD_NORM_LAYER, POOLED_LAYER, to_network_input
 from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, model_upto, split_at_frozen_prefix
 
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
@@ -148,18 +148,42 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     return OPTIMIZERS[name](learning_rate=learning_rate)
 
 
+def head_and_backbone_optimizer(
+    model: keras.Model, name: str, learning_rate: float, backbone_lr_factor: float = 1.0
+) -> keras.optimizers.Optimizer:
+    """The head learns at ``learning_rate``, the trained backbone layers at ``learning_rate * backbone_lr_factor``.
+
+    Smaller steps for the backbone than for a new head ("discriminative"
+    learning rates, as in ULMFiT, or Keras' fine-tuning guide's low rate for
+    unfrozen layers) keep the trained layers from moving the features under a
+    head that is still learning to read them.  A factor of 1 gives one plain
+    optimizer, the same as before the factor existed.  The head is the layers
+    :data:`HEAD_LAYERS` names; the split is by variable, through
+    ``keras.optimizers.MultiOptimizer``, so it works on every backend.
+    """
+    head_optimizer = make_optimizer(name, learning_rate)
+    if backbone_lr_factor == 1.0:
+        return head_optimizer
+    backbone_optimizer = make_optimizer(name, learning_rate * backbone_lr_factor)
+    head = {id(variable) for layer in model.layers if layer.name in HEAD_LAYERS for variable in layer.weights}
+    return keras.optimizers.MultiOptimizer(
+        lambda variable: head_optimizer if id(variable) in head else backbone_optimizer)
+
+
 def compile_classifier(
-    model: keras.Model, optimizer: str, learning_rate: float, jit_compile: str | bool = "auto"
+    model: keras.Model, optimizer: str, learning_rate: float, jit_compile: str | bool = "auto",
+    backbone_lr_factor: float = 1.0,
 ) -> None:
     """Compile for integer labels; build the optimizer's slots now so they can be reset.
 
     ``jit_compile``: ``auto`` lets Keras decide (XLA on a GPU with TensorFlow,
     unless deterministic ops are on; always with JAX; never with PyTorch),
-    ``true``/``false`` force it.
+    ``true``/``false`` force it.  ``backbone_lr_factor``: see
+    :func:`head_and_backbone_optimizer`.
     """
     check_choice("finetune.jit_compile", jit_compile, JIT_CHOICES)
     model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate),
+        optimizer=head_and_backbone_optimizer(model, optimizer, learning_rate, backbone_lr_factor),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=JIT_CHOICES[jit_compile],
