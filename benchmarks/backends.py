@@ -9,7 +9,8 @@ default ``dvc repro`` (for those inputs).
 
 Reported per network: the stage's wall time on each backend (a fresh
 process: imports, network build, five folds, predictions), its ratio to
-TensorFlow, and the largest difference, over all test images of all folds,
+TensorFlow, the epochs trained over all folds (early stopping decides), the
+dense head's test accuracy, and the largest difference, over all test images of all folds,
 between the malignant probabilities of each backend and TensorFlow's, plus
 how many test images change their predicted class.  Backends need not agree
 bit for bit (their kernels round differently; training amplifies it), so
@@ -62,15 +63,23 @@ def scratch_project(root: Path, overrides: dict[str, str]) -> Path:
     return root
 
 
-def run_finetune(project: Path, backend: str, model: str) -> tuple[float, pd.DataFrame]:
-    """Seconds of one ``finetune`` stage process and its dense predictions."""
+def run_finetune(project: Path, backend: str, model: str) -> tuple[float, pd.DataFrame, int]:
+    """Seconds of one ``finetune`` stage process, its dense predictions and its epochs over all folds."""
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO)}
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "stages.finetune", "phantom", model], cwd=project, env=env, check=True,
                    stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
-    predictions = pd.read_csv(project / f"models/phantom/{model}/training/dense_predictions.csv")
-    return seconds, predictions.set_index("id").sort_index()
+    training = project / f"models/phantom/{model}/training"
+    predictions = pd.read_csv(training / "dense_predictions.csv")
+    epochs = len(pd.read_csv(training / "history.csv"))      # early stopping decides, per backend
+    return seconds, predictions.set_index("id").sort_index(), epochs
+
+
+def dense_accuracy(predictions: pd.DataFrame) -> float:
+    """Share of test images whose most probable class is the true one."""
+    probabilities = predictions.filter(like="prob_")
+    return float((probabilities.to_numpy().argmax(axis=1) == predictions["true"].to_numpy()).mean())
 
 
 def compare(reference: pd.DataFrame, other: pd.DataFrame) -> dict:
@@ -97,18 +106,19 @@ def main() -> None:
         projects = {name: scratch_project(Path(scratch) / name, overrides) for name in backends}
         for model in args.models:
             runs = {name: run_finetune(projects[name], name, model) for name in backends}
-            reference_seconds, reference = runs[backends[0]]
-            for name, (seconds, predictions) in runs.items():
-                row = {"model": model, "backend": name, "finetune_s": round(seconds, 1),
+            reference_seconds, reference, _ = runs[backends[0]]
+            for name, (seconds, predictions, epochs) in runs.items():
+                row = {"model": model, "backend": name, "finetune_s": round(seconds, 1), "epochs": epochs,
                        f"time_vs_{backends[0]}": round(seconds / reference_seconds, 2),
-                       **compare(reference, predictions)}
+                       "dense_accuracy": round(dense_accuracy(predictions), 3), **compare(reference, predictions)}
                 others = [other for other in backends[1:] if other != name]
                 if name != backends[0] and others:      # the other backends against each other too
                     row[f"max_abs_prob_diff_vs_{others[0]}"] = compare(runs[others[0]][1], predictions)[
                         "max_abs_prob_diff"]
                 rows.append(row)
-                print(f"{model} on {name}: {seconds:.1f} s, max |dp| vs {backends[0]} "
-                      f"{row['max_abs_prob_diff']:.2e}, {row['class_changes']} class changes", flush=True)
+                print(f"{model} on {name}: {seconds:.1f} s, {epochs} epochs, dense accuracy {row['dense_accuracy']:.3f}, "
+                      f"max |dp| vs {backends[0]} {row['max_abs_prob_diff']:.2e}, {row['class_changes']} class changes",
+                      flush=True)
     print(tabulate(rows, headers="keys", floatfmt=".3g"))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"overrides": overrides, "rows": rows}, indent=2) + "\n")
