@@ -116,9 +116,9 @@ def main() -> None:
                     row[f"max_abs_prob_diff_vs_{others[0]}"] = compare(runs[others[0]][1], predictions)[
                         "max_abs_prob_diff"]
                 rows.append(row)
-                print(f"{model} on {name}: {seconds:.1f} s, {epochs} epochs, dense accuracy {row['dense_accuracy']:.3f}, "
-                      f"max |dp| vs {backends[0]} {row['max_abs_prob_diff']:.2e}, {row['class_changes']} class changes",
-                      flush=True)
+                print(f"{model} on {name}: {seconds:.1f} s, {epochs} epochs, "
+                      f"dense accuracy {row['dense_accuracy']:.3f}, max |dp| vs {backends[0]} "
+                      f"{row['max_abs_prob_diff']:.2e}, {row['class_changes']} class changes", flush=True)
     print(tabulate(rows, headers="keys", floatfmt=".3g"))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"overrides": overrides, "rows": rows}, indent=2) + "\n")

@@ -370,9 +370,9 @@ def run_grid(args: argparse.Namespace, checkout: Checkout, points: list[GridPoin
             for point in points:
                 if point.name in waiting and all(k in outcome for k in point.unit_keys):
                     waiting.remove(point.name)
-                    made = all(outcome[k] for k in point.unit_keys) and assemble_reporting(
+                    assembled = all(outcome[k] for k in point.unit_keys) and assemble_reporting(
                         clone, point, base_params, retrained)
-                    if not made:
+                    if not assembled:
                         failed.append(point.name)
     finally:
         client.close()
