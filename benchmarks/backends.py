@@ -15,14 +15,13 @@ between the malignant probabilities of each backend and TensorFlow's, plus
 how many test images change their predicted class.  Backends need not agree
 bit for bit (their kernels round differently; training amplifies it), so
 this says how close "the same experiment" is across them.  Writes
-``benchmarks/results/backends.json``.
+``benchmarks/results/backends.json`` and the table the docs include, ``backends.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -35,10 +34,10 @@ import pandas as pd
 import yaml
 from tabulate import tabulate
 
-from ultrasound_transfer.experiments import resolved_params, split_override
+from benchmarks.results import markdown_table, write_results
+from ultrasound_transfer.study.experiments import resolved_params, split_override
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks/results/backends.json"
 MODELS = ["VGG16", "VGG19", "ResNet50", "ResNet101", "InceptionV3"]
 BACKENDS = ("tensorflow", "torch", "jax")      # each needs the Python module of its name
 INPUTS = ["params.yaml", "data/params_checked.json", "data/prepared/phantom", "data/folds/phantom.json",
@@ -120,9 +119,13 @@ def main() -> None:
                       f"dense accuracy {row['dense_accuracy']:.3f}, max |dp| vs {backends[0]} "
                       f"{row['max_abs_prob_diff']:.2e}, {row['class_changes']} class changes", flush=True)
     print(tabulate(rows, headers="keys", floatfmt=".3g"))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"overrides": overrides, "rows": rows}, indent=2) + "\n")
-    print(f"written to {RESULTS}")
+    table = markdown_table(
+        [[r["model"], r["backend"], f"{r['finetune_s']:.0f}", str(r["epochs"]), f"{r['dense_accuracy']:.3f}",
+          f"{r['max_abs_prob_diff']:.2g}", str(r["class_changes"])] for r in rows],
+        ["network", "backend", "`finetune` stage, s", "epochs (5 folds)", "dense accuracy",
+         f"max \\|Δp\\| vs {backends[0]}", f"class changes vs {backends[0]}"])
+    shown = " ".join(f"`-S {key}={value}`" for key, value in overrides.items()) or "none (the default run)"
+    write_results("backends", {"overrides": overrides, "rows": rows}, {"table": table}, note=f"Overrides: {shown}.")
 
 
 if __name__ == "__main__":

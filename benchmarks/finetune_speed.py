@@ -13,7 +13,7 @@ Both start from the same initial weights and see the same batches.  Each run
 is a fresh process, so that its peak resident memory is its own.  Times are
 end to end after the network is built: cache computation, compilation, all
 epochs and the test predictions.  Prints a table and writes
-``benchmarks/results/finetune_speed.json``: rows ``{model, ft_fraction,
+``benchmarks/results/finetune_speed.json`` (and the table the docs include, ``.md``): rows ``{model, ft_fraction,
 epochs, plain_s, fast_s, speedup, max_abs_prob_diff, peak_rss_mb}`` (the fast
 run's peak; ``plain_peak_rss_mb`` is the plain run's).
 """
@@ -21,26 +21,25 @@ run's peak; ``plain_peak_rss_mb`` is the plain run's).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 from tabulate import tabulate
 
-RESULTS = Path("benchmarks/results/finetune_speed.json")
+from benchmarks.results import markdown_table, write_results
+from ultrasound_transfer.settings import HeadSettings, PhantomSettings, PrefixCacheSettings
+
 MODELS = ["VGG16", "VGG19", "ResNet50", "ResNet101", "InceptionV3"]
 
 
 def phantom_images(image_size: int, count: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """``count`` letterboxed phantom images (4 per patient) and their labels."""
     from ultrasound_transfer.data.imaging import letterbox
-    from ultrasound_transfer.data.phantom import CLASS_NAMES, PhantomSpec, generate
-
-    images = generate(PhantomSpec(count=count, seed=7))
+    from ultrasound_transfer.data.phantom import CLASS_NAMES, generate
+    images = generate(PhantomSettings(count=count, seed=7))
     pixels = np.stack([letterbox(image.pixels, image_size) for image in images])
     return pixels, np.array([CLASS_NAMES.index(image.label) for image in images])
 
@@ -51,17 +50,22 @@ def train_once(model_name: str, ft_fraction: float, fast: bool, image_size: int,
     import keras
 
     from ultrasound_transfer.networks.backbones import build_classifier
-    from ultrasound_transfer.networks.training import choose_training_path, compile_classifier, fit_fold, seed_everything
+    from ultrasound_transfer.networks.fitting import compile_classifier, fit_fold
+    from ultrasound_transfer.networks.runtime import seed_everything
+    from ultrasound_transfer.networks.training_paths import choose_training_path
 
     images, labels = phantom_images(image_size)
     train, test = np.arange(96), np.arange(96, len(images))
     seed_everything(42)
-    model, _ = build_classifier(model_name, image_size, 2, "none", 256, 0.5, ft_fraction)
+    model, _ = build_classifier(model_name, image_size=image_size, n_classes=2, weights="none",
+                                ft_fraction=ft_fraction, head=HeadSettings(256, 0.5))
     started = time.perf_counter()
-    with choose_training_path(model, images, model_name, batch_size, frozen_prefix_cache=fast) as path:
-        compile_classifier(path.model, "adam", 1e-4)
+    with choose_training_path(model, images, model_name=model_name, batch_size=batch_size,
+                              cache=PrefixCacheSettings(enabled=fast)) as path:
+        compile_classifier(path.model, optimizer="adam", learning_rate=1e-4)
         seed_everything(43)
-        fit_fold(path.model, path.batches(train, labels, seed=43), None, epochs, 1, None, keras.callbacks.Callback())
+        fit_fold(path.model, path.batches(train, labels, seed=43), None, epochs=epochs, patience=1, class_weight=None,
+                 progress=keras.callbacks.Callback())
         probs = path.model.predict(path.batches(test), verbose=0)
         description = path.description
     return {
@@ -106,9 +110,12 @@ def main() -> None:
                   flush=True)
     shown = [{k: v for k, v in row.items() if k != "cached_layers"} for row in rows]
     print(tabulate(shown, headers="keys", floatfmt=".3g"))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"written to {RESULTS}")
+    table = markdown_table(
+        [[r["model"], f"{r['ft_fraction']:g}", f"{r['plain_s']:.1f}", f"{r['fast_s']:.1f}", f"{r['speedup']:.1f}×",
+          f"{r['max_abs_prob_diff']:.2g}", f"{r['peak_rss_mb']} / {r['plain_peak_rss_mb']}"] for r in rows],
+        ["model", "ft_fraction", "plain fit, s", "cached, s", "speedup", "max \\|Δp\\|",
+         "peak RSS, MB (cached / plain)"])
+    write_results("finetune_speed", rows, {"table": table})
 
 
 if __name__ == "__main__":

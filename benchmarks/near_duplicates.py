@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.data.test_near_duplicates import COPIES
 from ultrasound_transfer.data.grouping import merge_groups
 from ultrasound_transfer.data.near_duplicates import N_VARIANTS, fingerprints, near_pairs
-from ultrasound_transfer.data.phantom import PhantomSpec, generate
-from tests.data.test_near_duplicates import COPIES
+from ultrasound_transfer.data.phantom import generate
+from ultrasound_transfer.settings import PhantomSettings
 
 THRESHOLD = 18
 RESULTS = Path("benchmarks/results/near_duplicates.json")
@@ -39,7 +40,7 @@ def distance(a: np.ndarray, b: np.ndarray) -> int:
 
 def separation(n_frames: int = 200) -> dict:
     """Copy-to-original distances per kind of copy, and different-patient distances."""
-    images = generate(PhantomSpec(count=n_frames, images_per_patient=1, native_size=128, seed=101))
+    images = generate(PhantomSettings(count=n_frames, images_per_patient=1, native_size=128, seed=101))
     prints = np.stack([fingerprints(im.pixels) for im in images])
     copies = {name: [distance(prints[i], fingerprints(make(images[i].pixels))) for i in range(60)]
               for name, make in {**COPIES, "text+jpeg": lambda g: COPIES["jpeg"](COPIES["text"](g))}.items()}

@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.study_cost`` measures, side by side in one run, at the
 paper's 224 px with random weights and few phantom images (this machine has
-two CPU cores), and writes ``benchmarks/results/study_cost.json``:
+two CPU cores), and writes ``benchmarks/results/study_cost.json`` and the tables the docs include, ``study_cost.md``:
 
 * ``storage`` rows: megabytes per fold of a whole network's weights (what the
   pipeline stored before) against the trained part the pipeline stores now
@@ -44,9 +44,11 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from tests.conftest import merged
+from benchmarks.results import RESULTS_DIR, markdown_table, write_results
+from tests.conftest import REPO, merged
+from ultrasound_transfer.settings import HeadSettings, PhantomSettings, SvmSettings
 
-RESULTS = Path("benchmarks/results/study_cost.json")
+RESULTS = RESULTS_DIR / "study_cost.json"
 MODELS = ["VGG16", "VGG19", "ResNet50", "ResNet101", "InceptionV3"]
 PAPER_GRID = {"datasets": 4, "networks": 5, "strategies": 4, "folds": 5}
 STRATEGIES = (0.0, 0.15, 0.5, 1.0)
@@ -68,7 +70,8 @@ def storage_row(model_name: str, ft_fraction: float) -> dict:
     from ultrasound_transfer.networks.backbones import build_classifier
     from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, save_fold_weights
 
-    model, _ = build_classifier(model_name, 75, 2, "none", 256, 0.5, ft_fraction)
+    model, _ = build_classifier(model_name, image_size=75, n_classes=2, weights="none",
+                                ft_fraction=ft_fraction, head=HeadSettings(256, 0.5))
     with tempfile.TemporaryDirectory() as scratch:
         whole, part = Path(scratch) / "fold.weights.h5", Path(scratch) / "fold.weights.npz"
         keras.Model(model.inputs, model.outputs).save_weights(whole)
@@ -88,9 +91,8 @@ def storage_rows() -> list[dict]:
 
 def phantom_images(image_size: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     from ultrasound_transfer.data.imaging import letterbox
-    from ultrasound_transfer.data.phantom import CLASS_NAMES, PhantomSpec, generate
-
-    images = generate(PhantomSpec(count=count, seed=7, native_size=256))
+    from ultrasound_transfer.data.phantom import CLASS_NAMES, generate
+    images = generate(PhantomSettings(count=count, seed=7, native_size=256))
     return (np.stack([letterbox(image.pixels, image_size) for image in images]),
             np.array([CLASS_NAMES.index(image.label) for image in images]))
 
@@ -101,22 +103,25 @@ def epoch_times(model_name: str, ft_fraction: float, cached: bool, image_size: i
     import keras
 
     from ultrasound_transfer.networks.backbones import build_classifier, to_network_input
-    from ultrasound_transfer.networks.training import choose_training_path, compile_classifier, seed_everything
+    from ultrasound_transfer.networks.fitting import compile_classifier
+    from ultrasound_transfer.networks.runtime import seed_everything
+    from ultrasound_transfer.networks.training_paths import choose_training_path
 
     pixels, labels = phantom_images(image_size, images)
     seed_everything(1)
-    model, _ = build_classifier(model_name, image_size, 2, "none", 256, 0.5, ft_fraction)
+    model, _ = build_classifier(model_name, image_size=image_size, n_classes=2, weights="none",
+                                ft_fraction=ft_fraction, head=HeadSettings(256, 0.5))
     ticks: list[float] = []
     timer = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ticks.append(time.perf_counter()))
     started = time.perf_counter()
     if cached:
-        with choose_training_path(model, pixels, model_name, batch_size) as path:
-            compile_classifier(path.model, "adam", 1e-4)
+        with choose_training_path(model, pixels, model_name=model_name, batch_size=batch_size) as path:
+            compile_classifier(path.model, optimizer="adam", learning_rate=1e-4)
             path.model.fit(path.batches(np.arange(images), labels, seed=1), epochs=epochs, callbacks=[timer],
                            verbose=0)
     else:   # as users write it: arrays in, Keras shuffles, the whole network runs every epoch
         x = to_network_input(pixels, model_name)
-        compile_classifier(model, "adam", 1e-4)
+        compile_classifier(model, optimizer="adam", learning_rate=1e-4)
         model.fit(x, labels, batch_size=batch_size, epochs=epochs, callbacks=[timer], verbose=0)
     steady = float(np.median(np.diff(ticks)))
     return {"steady_s": steady, "fixed_s": ticks[0] - started - steady}
@@ -131,7 +136,8 @@ def epoch_rows(image_size: int, images: int, epochs: int, batch_size: int, model
         for ft in (0.15, 0.5):
             plain, cached = (in_fresh_process(epoch_times, model_name, ft, path_cached, image_size, images, epochs,
                                               batch_size) for path_cached in (False, True))
-            macs = split_macs(build_classifier(model_name, image_size, 2, "none", 256, 0.5, ft)[0])
+            macs = split_macs(build_classifier(model_name, image_size=image_size, n_classes=2, weights="none",
+                                               ft_fraction=ft, head=HeadSettings(256, 0.5))[0])
             rows.append({"kind": "epochs", "model": model_name, "ft_fraction": ft, "image_size": image_size,
                          "images": images, "plain_epoch_s": plain["steady_s"], "cached_epoch_s": cached["steady_s"],
                          "speedup": plain["steady_s"] / cached["steady_s"], "ideal_speedup": macs.ideal_epoch_speedup,
@@ -148,20 +154,14 @@ UNIT_PARAMS = {"datasets": ["phantom"], "image_size": 224, "cv": {"n_splits": 5}
 
 
 def project_unit(workdir: str, model_name: str, ft_fraction: float) -> dict:
-    """The project's finetune, features and evaluate stages in ``workdir``, timed, with the log split."""
-    import contextlib
-    import io
-
-    os.chdir(workdir)
-    from stages import evaluate, features, finetune
-
+    """The project's finetune, features and evaluate stages in ``workdir`` as DVC runs them, timed, logs kept."""
     times, logs = {}, {}
-    for name, stage in (("finetune", finetune), ("features", features), ("evaluate", evaluate)):
-        out = io.StringIO()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for name in ("finetune", "features", "evaluate"):
         started = time.perf_counter()
-        with contextlib.redirect_stdout(out):
-            stage.main(["phantom", model_name])
-        times[name], logs[name] = time.perf_counter() - started, out.getvalue()
+        done = subprocess.run([sys.executable, "-m", f"stages.{name}", "phantom", model_name], cwd=workdir, env=env,
+                              capture_output=True, text=True, check=True)
+        times[name], logs[name] = time.perf_counter() - started, done.stdout
     return {"times": times, "logs": logs}
 
 
@@ -173,7 +173,7 @@ def plain_unit(workdir: str, model_name: str, ft_fraction: float, epochs: int, b
     from ultrasound_transfer.data.prepared import load_fold_groups, load_prepared, load_test_folds, train_indices
     from ultrasound_transfer.evaluation.svm import fit_svm
     from ultrasound_transfer.networks.backbones import build_classifier, to_network_input
-    from ultrasound_transfer.networks.training import seed_everything
+    from ultrasound_transfer.networks.runtime import seed_everything
 
     started = time.perf_counter()
     data = load_prepared("phantom")
@@ -182,14 +182,15 @@ def plain_unit(workdir: str, model_name: str, ft_fraction: float, epochs: int, b
     accuracies = []
     for k, test in enumerate(folds, start=1):
         seed_everything(k)
-        model, _ = build_classifier(model_name, x.shape[1], 2, "none", 256, 0.5, ft_fraction)
+        model, _ = build_classifier(model_name, image_size=x.shape[1], n_classes=2, weights="none",
+                                    ft_fraction=ft_fraction, head=HeadSettings(256, 0.5))
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
         train = train_indices(test, len(y))
         model.fit(x[train], y[train], batch_size=batch_size, epochs=epochs, verbose=0)
         model.predict(x[test], verbose=0)
         features = keras.Model(model.inputs, model.get_layer("pooled").output).predict(x, verbose=0)
-        svm = fit_svm(features[train], y[train], groups[train], {"C": 1.0, "C_grid": [0.01, 0.1, 1.0],
-                                                                 "inner_folds": 2}, 0)
+        svm = fit_svm(features[train], y[train], groups[train],
+                      svm=SvmSettings(train_on="training", C=1.0, C_grid=(0.01, 0.1, 1.0), inner_folds=2), seed=0)
         accuracies.append(float(np.mean(svm.predict(features[test]) == y[test])))
     return {"seconds": time.perf_counter() - started}
 
@@ -202,19 +203,15 @@ def seconds_in(log: str, pattern: str) -> float:
 def unit_rows(models: list[str], epochs: int, batch_size: int) -> list[dict]:
     import yaml
 
-    from stages import download, folds, normalize
-
     rows = []
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as workdir:
         params = merged(yaml.safe_load((root / "params.yaml").read_text()), UNIT_PARAMS)
         params["finetune"].update(epochs=epochs, batch_size=batch_size, validation_fraction=0.0)
-        here = os.getcwd()
-        os.chdir(workdir)
-        Path("params.yaml").write_text(yaml.safe_dump(params))
-        for stage in (download, normalize, folds):
-            stage.main(["phantom"])
-        os.chdir(here)
+        (Path(workdir) / "params.yaml").write_text(yaml.safe_dump(params))
+        for stage in ("download", "normalize", "folds"):     # as DVC runs them
+            subprocess.run([sys.executable, "-m", f"stages.{stage}", "phantom"], cwd=workdir, check=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL)
         for model_name in models:
             ft = 0.15
             params["ft_fraction"] = ft
@@ -308,13 +305,43 @@ def main() -> None:
         "unit": lambda: unit_rows(args.unit_models, args.epochs, args.batch_size),
         "sweep": lambda: [sweep_row(BEFORE_REV, "before"), sweep_row("HEAD", "after")],
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for part in args.parts:
         new = parts[part]()
         print(tabulate(new, headers="keys", floatfmt=".3g"), flush=True)
         rows += new
-        RESULTS.write_text(json.dumps(rows, indent=2) + "\n")     # after each part: a later failure loses nothing
-    print(f"written to {RESULTS}")
+        write_results("study_cost", rows, markdown_tables(rows))     # after each part: a later failure loses nothing
+
+
+def markdown_tables(rows: list[dict]) -> dict[str, str]:
+    """The storage, epochs and unit tables of the docs, from every row measured so far."""
+    tables = {}
+    storage = [r for r in rows if r["kind"] == "storage"]
+    if storage:
+        by_model: dict[str, list[dict]] = {}
+        for row in storage:
+            by_model.setdefault(row["model"], []).append(row)
+        tables["storage"] = markdown_table(
+            [[model, f"{max(r['whole_mb'] for r in group):.1f}",
+              " / ".join(f"{r['trained_mb']:.1f}" for r in sorted(group, key=lambda r: r["ft_fraction"]))]
+             for model, group in by_model.items()],
+            ["network", "whole network, MB", "trained part at " + " / ".join(f"{f:g}" for f in STRATEGIES) + ", MB"])
+    epochs = [r for r in rows if r["kind"] == "epochs"]
+    if epochs:
+        tables["epochs"] = markdown_table(
+            [[r["model"], f"{r['ft_fraction']:g}", f"{r['plain_epoch_s']:.3g}", f"{r['cached_epoch_s']:.3g}",
+              f"{r['speedup']:.2f}×", f"{r['ideal_speedup']:.2f}×", f"{r['plain_fixed_s']:.3g} / {r['fixed_s']:.3g}"]
+             for r in epochs],
+            ["network", "ft_fraction", "plain epoch, s", "cached epoch, s", "speedup", "ideal (MACs)",
+             "fixed, s (plain / cached)"])
+    units = [r for r in rows if r["kind"] == "unit"]
+    if units:
+        tables["unit"] = markdown_table(
+            [[r["model"], f"{r['plain_s']:.1f}", f"{r['project_s']:.1f}", f"{r['speedup']:.2f}×",
+              f"{r['prefix_s']:.1f} s", f"{r['training_s']:.1f} s", f"{r['features_s']:.1f} s",
+              f"{r['evaluate_s']:.1f} s", f"{100 * r['overhead_share']:.1f} %"] for r in units],
+            ["network at 0.15", "plain Keras, s", "project, s", "speedup", "prefix passes", "tail training",
+             "features", "evaluate", "everything else"])
+    return tables
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""The pipeline's entry points: one module per DVC stage, and the commands beside them.
+"""The pipeline's entry points: exactly one module per DVC stage of ``dvc.yaml``.
 
 Run a stage as ``python -m stages.<name> ARGS`` from the repository root; DVC does
 this for you (see dvc.yaml).  Each module is a thin ``main()`` that reads its
-params, calls :mod:`ultrasound_transfer` and writes its outputs; ``compare`` and
-``protocol`` are commands, not stages.
+settings, calls :mod:`ultrasound_transfer` and writes its outputs.  The commands a
+person types are elsewhere: ``ultrasound-transfer`` (:mod:`ultrasound_transfer.cli`).
 """
 
 import os

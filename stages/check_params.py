@@ -14,7 +14,7 @@ never makes a later stage rerun.
 from __future__ import annotations
 
 from ultrasound_transfer.common import PipelineError, Stopwatch, log, run_stage, write_json
-from ultrasound_transfer.parameters import checked_summary, load_checked_params
+from ultrasound_transfer.parameters import checked_summary, load_settings
 from ultrasound_transfer.paths import PARAMS_CHECK
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str]) -> None:
     if argv:
         raise PipelineError(f"usage: python -m stages.check_params (got arguments {argv}).")
     clock = Stopwatch()
-    load_checked_params()
+    load_settings()
     summary = checked_summary()
     write_json(PARAMS_CHECK, summary)
     log("check_params", f"{len(summary['checked'])} parameters valid ({clock})")

@@ -20,24 +20,18 @@ from pathlib import Path
 
 import cv2
 
+from ultrasound_transfer.common import PipelineError, Stopwatch, atomic_dir, check_choice, log, parse_args, run_stage
 from ultrasound_transfer.data import datasets, fetch, phantom
-from ultrasound_transfer.common import (
-    PipelineError, Stopwatch, atomic_dir, check_choice, log, parse_args, require, run_stage,
-)
-from ultrasound_transfer.parameters import load_checked_params
+from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.paths import RAW_DIR
+from ultrasound_transfer.settings import SourceSettings
 
 DOWNLOADS_DIR = RAW_DIR / "_downloads"
 FETCH_RETRIES = 5        # with back-off 2, 4, 8, 16, 32 s: rides out a minute of a flaky host
 FETCH_BACKOFF_S = 2.0
 
 
-def phantom_spec(section: dict) -> phantom.PhantomSpec:
-    """Params section ``download.phantom`` (checked by :mod:`ultrasound_transfer.parameters`) as a spec."""
-    return phantom.PhantomSpec(**section)
-
-
-def write_phantom(spec: phantom.PhantomSpec, out_dir: Path) -> int:
+def write_phantom(spec: phantom.PhantomSettings, out_dir: Path) -> int:
     """Generate the phantom into ``out_dir`` as ``<class>/<patient>_<k>.png`` + ``labels.csv``."""
     rows = []
     for image in phantom.generate(spec):
@@ -57,7 +51,7 @@ def already_in_place(dataset: str, raw_dir: Path) -> bool:
     if not raw_dir.is_dir() or not any(raw_dir.iterdir()):
         return False
     try:
-        datasets.scan(dataset, raw_dir, {})
+        datasets.scan(dataset, raw_dir)
     except PipelineError as problem:
         raise PipelineError(
             f"{raw_dir} exists but does not hold {dataset} in its official layout: {problem} "
@@ -66,10 +60,10 @@ def already_in_place(dataset: str, raw_dir: Path) -> bool:
     return True
 
 
-def obtain_archive(dataset: str, section: dict) -> Path:
+def obtain_archive(dataset: str, settings: SourceSettings) -> Path:
     """The dataset's archive in ``data/raw/_downloads/``: found there and verified, or downloaded."""
     source = datasets.SOURCES[dataset]
-    url, sha256 = section.get("url"), section.get("sha256")
+    url, sha256 = settings.url, settings.sha256
     archive = DOWNLOADS_DIR / source.archive
     if archive.exists():
         log("download", f"{dataset}: using {archive}")
@@ -87,7 +81,7 @@ def obtain_archive(dataset: str, section: dict) -> Path:
     return fetch.download(url, archive, sha256, retries=FETCH_RETRIES, backoff=FETCH_BACKOFF_S)
 
 
-def obtain_real_dataset(dataset: str, section: dict) -> None:
+def obtain_real_dataset(dataset: str, settings: SourceSettings) -> None:
     """Make sure ``data/raw/<dataset>`` holds the dataset, downloading only if needed."""
     raw_dir = RAW_DIR / dataset
     if already_in_place(dataset, raw_dir):
@@ -99,11 +93,11 @@ def obtain_real_dataset(dataset: str, section: dict) -> None:
             f"{dataset} cannot be downloaded automatically (no archive, no licence to redistribute). "
             f"Assemble {source.how_to_get}."
         )
-    archive = obtain_archive(dataset, section)
+    archive = obtain_archive(dataset, settings)
     log("download", f"{dataset}: extracting {archive} into {raw_dir}")
     fetch.extract_zip(archive, raw_dir)
     try:
-        datasets.scan(dataset, raw_dir, {})
+        datasets.scan(dataset, raw_dir)
     except PipelineError as problem:
         raise PipelineError(f"{archive} unpacked, but not in the expected layout: {problem}") from problem
 
@@ -111,16 +105,16 @@ def obtain_real_dataset(dataset: str, section: dict) -> None:
 def main(argv: list[str]) -> None:
     (dataset,) = parse_args(argv, ["dataset"], "python -m stages.download DATASET")
     check_choice("datasets", dataset, datasets.KNOWN_DATASETS)
-    section = require(load_checked_params(), f"download.{dataset}") or {}
+    settings = load_settings()
     clock = Stopwatch()
     if dataset == "phantom":
-        spec = phantom_spec(section)
+        spec = settings.phantom
         log("download", f"{dataset}: generating {spec.count} images (difficulty {spec.difficulty}, seed {spec.seed})")
         with atomic_dir(RAW_DIR / dataset) as tmp:
             n = write_phantom(spec, tmp)
         log("download", f"{dataset}: wrote {n} images to {RAW_DIR / dataset} in {clock}")
     else:
-        obtain_real_dataset(dataset, section)
+        obtain_real_dataset(dataset, settings.sources[dataset])
         log("download", f"{dataset}: ready in {RAW_DIR / dataset} ({clock})")
 
 

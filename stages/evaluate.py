@@ -33,12 +33,19 @@ import numpy as np
 import pandas as pd
 
 from ultrasound_transfer.common import (
-    PipelineError, Stopwatch, log, parse_args, read_json, require, run_stage, write_atomic, write_json,
+    PipelineError,
+    Stopwatch,
+    log,
+    parse_args,
+    read_json,
+    run_stage,
+    write_atomic,
+    write_json,
 )
 from ultrasound_transfer.data.prepared import class_names_of, load_fold_groups, load_manifest, load_test_folds
 from ultrasound_transfer.evaluation.scoring import classification_metrics, roc_points, summarize_folds
 from ultrasound_transfer.evaluation.svm import fit_svm, per_class_scores
-from ultrasound_transfer.parameters import load_checked_params
+from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.paths import FEATURES_DIR, METRICS_DIR, MODELS_DIR, PLOTS_DIR
 
 
@@ -93,8 +100,8 @@ def svm_training_rows(parts: pd.DataFrame, fold: int, ids: np.ndarray, train_on:
 
 def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.evaluate DATASET MODEL")
-    params = load_checked_params()
-    seed, svm_cfg = require(params, "seed"), require(params, "svm")
+    settings = load_settings()
+    seed, svm_cfg = settings.seed, settings.svm
     manifest = load_manifest(dataset)
     labels, ids, groups = manifest["label"].to_numpy(), manifest["id"].to_numpy(), load_fold_groups(dataset)
     class_names = check_class_names(class_names_of(manifest))
@@ -110,13 +117,14 @@ def main(argv: list[str]) -> None:
 
     fold_rows, prediction_tables = [], []
     for k, test in enumerate(folds, start=1):
-        train = svm_training_rows(parts, k, ids, svm_cfg["train_on"])
+        train = svm_training_rows(parts, k, ids, svm_cfg.train_on)
         dense_train = svm_training_rows(parts, k, ids, "fit")
         if np.intersect1d(train, test).size:
             raise PipelineError(f"{training_dir / 'fold_parts.csv'} puts test images of fold {k} in its training "
-                                f"part; it does not match {dataset}'s folds: rerun 'dvc repro finetune@{dataset}-{model_name}'.")
+                                f"part; it does not match {dataset}'s folds: rerun "
+                                f"'dvc repro finetune@{dataset}-{model_name}'.")
         features = load_fold_features(dataset, model_name, k, ids)
-        svm = fit_svm(features[train], labels[train], groups[train], svm_cfg, seed)
+        svm = fit_svm(features[train], labels[train], groups[train], svm=svm_cfg, seed=seed)
         svm_scores = per_class_scores(svm, features[test], n_classes)
         svm_pred = svm_scores.argmax(axis=1)
         fold_dense = dense[dense["fold"] == k].set_index("id").loc[ids[test]]
@@ -146,7 +154,7 @@ def main(argv: list[str]) -> None:
                               .drop(columns=["classifier", "fold", "svm_C", "n_test"]).to_dict("records"))
         for name in ("dense", "svm")
     }
-    metrics["svm_train_on"] = svm_cfg["train_on"]
+    metrics["svm_train_on"] = svm_cfg.train_on
     metrics["layers_total"] = freezing["total_layers"]
     metrics["layers_trained"] = freezing["trained_layers"]
     metrics["trainable_params"] = freezing["trainable_params"]
@@ -156,8 +164,9 @@ def main(argv: list[str]) -> None:
     write_atomic(out / f"{model_name}.predictions.csv", lambda tmp: predictions.to_csv(tmp, index=False))
     write_plot_data(dataset, model_name, predictions, class_names)
     write_json(out / f"{model_name}.json", metrics)
-    log("evaluate", f"{tag}: accuracy dense {metrics['dense']['accuracy']:.3f} ± {metrics['dense']['accuracy_std']:.3f}, "
-        f"svm {metrics['svm']['accuracy']:.3f} ± {metrics['svm']['accuracy_std']:.3f}")
+    dense, svm = metrics["dense"], metrics["svm"]
+    log("evaluate", f"{tag}: accuracy dense {dense['accuracy']:.3f} ± {dense['accuracy_std']:.3f}, "
+        f"svm {svm['accuracy']:.3f} ± {svm['accuracy_std']:.3f}")
 
 
 if __name__ == "__main__":

@@ -22,33 +22,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from ultrasound_transfer.common import Stopwatch, atomic_dir, log, parse_args, require, run_stage
+from ultrasound_transfer.common import Stopwatch, atomic_dir, log, parse_args, run_stage
 from ultrasound_transfer.data.prepared import load_prepared, load_test_folds
 from ultrasound_transfer.networks.backbones import build_classifier
 from ultrasound_transfer.networks.feature_extraction import feature_pass
 from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, load_fold_weights
-from ultrasound_transfer.networks.training import seed_everything
-from ultrasound_transfer.parameters import load_checked_params
+from ultrasound_transfer.networks.runtime import seed_everything
+from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.paths import FEATURES_DIR, MODELS_DIR
 
 
 def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.features DATASET MODEL")
-    params = load_checked_params()
-    layer, cfg, seed = require(params, "features.layer"), require(params, "finetune"), require(params, "seed")
+    settings = load_settings()
+    layer, cfg, seed = settings.feature_layer, settings.finetune, settings.seed
     data = load_prepared(dataset)
     folds = load_test_folds(dataset, len(data.manifest))
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
     # Built as finetune builds it, so that the frozen part (random or loaded) is the same.
-    seed_everything(seed, cfg["deterministic_ops"])
-    model, _ = build_classifier(model_name, data.images.shape[1], len(data.class_names), require(params, "weights"),
-                                cfg["head_units"], cfg["dropout"], require(params, "ft_fraction"),
-                                cfg["batch_norm"], cfg["head_norm"])
+    seed_everything(seed, cfg.deterministic_ops)
+    model, _ = build_classifier(model_name, image_size=data.images.shape[1], n_classes=len(data.class_names),
+                                weights=settings.weights, ft_fraction=settings.ft_fraction, head=cfg.head,
+                                batch_norm=cfg.batch_norm)
     frozen = frozen_fingerprint(model)
     weights_dir = MODELS_DIR / dataset / model_name / "weights"
-    with feature_pass(model, layer, data.images, model_name, cfg["batch_size"], cfg["cache_dtype"],
-                      cfg["cache_memory_mb"], scratch_dir=MODELS_DIR / dataset / model_name) as features_now, \
+    with feature_pass(model, data.images, layer=layer, model_name=model_name, batch_size=cfg.batch_size,
+                      cache=cfg.cache, scratch_dir=MODELS_DIR / dataset / model_name) as features_now, \
             atomic_dir(FEATURES_DIR / dataset / model_name) as out:
         log("features", f"{tag}: frozen prefix done ({clock})")
         for k in range(1, len(folds) + 1):

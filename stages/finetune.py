@@ -4,7 +4,7 @@ Usage: ``python -m stages.finetune DATASET MODEL``.  Reads params
 ``ft_fraction``, ``weights``, ``seed`` and section ``finetune``.
 
 For each fold k the network starts from the same initial state (see
-:class:`ultrasound_transfer.networks.training.FoldReset`), trains on the fold's training part with an
+:class:`ultrasound_transfer.networks.fitting.FoldReset`), trains on the fold's training part with an
 inner, grouped validation split for early stopping, and predicts the test
 fold.  When part of the network is frozen and augmentation is off, the frozen
 part runs once over all images and only the trained tail runs per epoch
@@ -36,6 +36,7 @@ done, so an interrupted run resumes at the first unfinished fold
 from __future__ import annotations
 
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -43,26 +44,31 @@ import keras
 import numpy as np
 import pandas as pd
 
-from ultrasound_transfer.common import Stopwatch, atomic_dir, log, parse_args, require, run_stage, write_atomic, write_json
+from ultrasound_transfer.common import Stopwatch, atomic_dir, log, parse_args, run_stage, write_atomic, write_json
+from ultrasound_transfer.data.grouping import inner_validation_split
 from ultrasound_transfer.data.prepared import Prepared, load_fold_groups, load_prepared, load_test_folds, train_indices
-from ultrasound_transfer.networks.augmentation import augmentation_from_params
 from ultrasound_transfer.networks.backbones import build_classifier, check_image_size, check_model_name
 from ultrasound_transfer.networks.checkpoints import FoldCheckpoints, run_fingerprint
+from ultrasound_transfer.networks.fitting import EpochLog, FoldReset, class_weights, compile_classifier, fit_fold
 from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, save_fold_weights
-from ultrasound_transfer.networks.training import (
-    EpochLog, FoldReset, TrainingPath, check_data_parallel_supported, choose_training_path, class_weights,
-    compile_classifier, data_parallel_scope, fit_fold, inner_validation_split, seed_everything, set_precision,
-    standardize_head_input,
+from ultrasound_transfer.networks.runtime import (
+    check_data_parallel_supported,
+    data_parallel_scope,
+    seed_everything,
+    set_precision,
 )
-from ultrasound_transfer.parameters import load_checked_params
+from ultrasound_transfer.networks.training_paths import TrainingPath, choose_training_path, standardize_head_input
+from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.paths import FOLDS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR
+from ultrasound_transfer.settings import FinetuneSettings, Settings
 from ultrasound_transfer.source_files import REPO_ROOT, imported_source_files
 
 # Code whose change makes saved folds of an interrupted run stale: all that this stage runs.
 CODE_FILES = [REPO_ROOT / path for path in imported_source_files("stages.finetune")]
 
 
-def predictions_table(ids: pd.Series, fold: int, labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+def predictions_table(ids: pd.Series, fold: int, *, labels: np.ndarray, probs: np.ndarray,
+                      class_names: list[str]) -> pd.DataFrame:
     """One row per test image: id, fold, true label and one probability per class."""
     table = pd.DataFrame({"id": ids.to_numpy(), "fold": fold, "true": labels})
     for c, name in enumerate(class_names):
@@ -98,16 +104,18 @@ def training_curves(history: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def checkpoint_fingerprint(params: dict, dataset: str, model_name: str) -> str:
+def checkpoint_fingerprint(settings: Settings, dataset: str, model_name: str) -> str:
     """What an interrupted run's saved folds must match to be reused."""
-    settings = {key: params.get(key) for key in ("ft_fraction", "weights", "seed", "finetune")}
-    settings.update(dataset=dataset, model=model_name, backend=keras.backend.backend())
+    what = {"ft_fraction": settings.ft_fraction, "weights": settings.weights, "seed": settings.seed,
+            "finetune": asdict(settings.finetune), "dataset": dataset, "model": model_name,
+            "backend": keras.backend.backend()}
     files = [PREPARED_DIR / dataset / "images.npy", PREPARED_DIR / dataset / "manifest.csv",
              FOLDS_DIR / f"{dataset}.json", *CODE_FILES]
-    return run_fingerprint(settings, files)
+    return run_fingerprint(what, files)
 
 
-def write_outputs(dataset: str, model_name: str, checkpoints: FoldCheckpoints, n_folds: int, freezing: dict) -> None:
+def write_outputs(dataset: str, model_name: str, checkpoints: FoldCheckpoints, *, n_folds: int,
+                  freezing: dict) -> None:
     """Move the finished folds into the stage's outputs, all or nothing."""
     out = MODELS_DIR / dataset / model_name
     folds = range(1, n_folds + 1)
@@ -127,10 +135,19 @@ def write_outputs(dataset: str, model_name: str, checkpoints: FoldCheckpoints, n
                      lambda tmp, m=metric: curves[["epoch", m, "series"]].to_csv(tmp, index=False))
 
 
+@dataclass(frozen=True)
+class FoldJob:
+    """What :func:`train_folds` trains on: the prepared data, its test folds and groups, and the seed."""
+
+    data: Prepared
+    folds: list[np.ndarray]
+    groups: np.ndarray
+    seed: int
+
+
 def train_folds(
-    path: TrainingPath, data: Prepared, folds: list[np.ndarray], groups: np.ndarray, cfg: dict, seed: int,
-    checkpoints: FoldCheckpoints, save_weights: Callable[[Path], None], tag: str, clock: Stopwatch,
-    network: keras.Model,
+    path: TrainingPath, network: keras.Model, job: FoldJob, *, cfg: FinetuneSettings, checkpoints: FoldCheckpoints,
+    save_weights: Callable[[Path], None], tag: str, clock: Stopwatch,
 ) -> None:
     """Train and test every fold not finished yet, saving each to ``checkpoints``.
 
@@ -140,26 +157,28 @@ def train_folds(
     is fitted to the fold's fit images, and training starts.
     """
     reset = FoldReset(path.model)
+    data, folds, groups, seed = job.data, job.folds, job.groups, job.seed
     y = data.labels
     for k, test in enumerate(folds, start=1):
         if checkpoints.is_finished(k):
             continue
         prefix = f"{tag} fold {k}/{len(folds)}"
         reset.restore()
-        seed_everything(seed + k, cfg["deterministic_ops"])
+        seed_everything(seed + k, cfg.deterministic_ops)
         train = train_indices(test, len(y))
-        fit, val = inner_validation_split(y[train], groups[train], cfg["validation_fraction"], seed + k)
+        fit, val = inner_validation_split(y[train], groups[train], cfg.validation_fraction, seed + k)
         fit, val = train[fit], train[val]
         log("finetune", f"{prefix}: training on {len(fit)} images, validating on {len(val)}, testing on {len(test)}")
         standardize_head_input(path, network, fit)
         history = fit_fold(
             path.model, path.batches(fit, y, seed=seed + k), path.batches(val, y) if len(val) else None,
-            cfg["epochs"], cfg["patience"], class_weights(y[fit], cfg["class_weight"]),
-            EpochLog("finetune", prefix, cfg["epochs"]),
+            epochs=cfg.epochs, patience=cfg.patience, class_weight=class_weights(y[fit], cfg.class_weight),
+            progress=EpochLog("finetune", prefix, cfg.epochs),
         )
         probs = path.model.predict(path.batches(test), verbose=0)
         checkpoints.save(k, save_weights, {
-            "predictions": predictions_table(data.manifest["id"].iloc[test], k, y[test], probs, data.class_names),
+            "predictions": predictions_table(data.manifest["id"].iloc[test], k, labels=y[test], probs=probs,
+                                             class_names=data.class_names),
             "history": history_table(history, k),
             "parts": parts_table(data.manifest["id"], k, {"fit": fit, "validation": val, "test": test}),
         })
@@ -169,12 +188,11 @@ def train_folds(
 
 def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.finetune DATASET MODEL")
-    params = load_checked_params()
+    settings = load_settings()
     check_model_name(model_name)
-    cfg = params["finetune"]
-    check_data_parallel_supported(cfg["data_parallel"])
-    augmentation = augmentation_from_params(params)
-    ft_fraction, seed = params["ft_fraction"], require(params, "seed")
+    cfg = settings.finetune
+    check_data_parallel_supported(cfg.data_parallel)
+    ft_fraction, seed = settings.ft_fraction, settings.seed
     data = load_prepared(dataset)
     folds = load_test_folds(dataset, len(data.manifest))
     groups = load_fold_groups(dataset)
@@ -183,37 +201,37 @@ def main(argv: list[str]) -> None:
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
     out = MODELS_DIR / dataset / model_name
-    checkpoints = FoldCheckpoints(out / ".unfinished", checkpoint_fingerprint(params, dataset, model_name))
+    checkpoints = FoldCheckpoints(out / ".unfinished", checkpoint_fingerprint(settings, dataset, model_name))
     if checkpoints.finished():
         log("finetune", f"{tag}: resuming an interrupted run; folds {checkpoints.finished()} are done")
 
-    set_precision(cfg["precision"])
-    seed_everything(seed, cfg["deterministic_ops"])
-    with data_parallel_scope(cfg["data_parallel"]):
+    set_precision(cfg.precision)
+    seed_everything(seed, cfg.deterministic_ops)
+    with data_parallel_scope(cfg.data_parallel):
         model, freeze = build_classifier(
-            model_name, image_size, len(data.class_names), require(params, "weights"),
-            cfg["head_units"], cfg["dropout"], ft_fraction, cfg["batch_norm"], cfg["head_norm"],
+            model_name, image_size=image_size, n_classes=len(data.class_names), weights=settings.weights,
+            ft_fraction=ft_fraction, head=cfg.head, batch_norm=cfg.batch_norm,
         )
         frozen = frozen_fingerprint(model)
         log("finetune", f"{tag}: ft_fraction={ft_fraction} trains {freeze.trained_layers}/{freeze.total_layers} "
             f"weight layers from '{freeze.first_trained_layer or '(head only)'}', "
             f"{freeze.trainable_params:,} backbone params ({clock})")
         with choose_training_path(
-            model, data.images, model_name, cfg["batch_size"], cfg["frozen_prefix_cache"], augmentation,
-            cfg["cache_dtype"], cfg["cache_memory_mb"], scratch_dir=out,
+            model, data.images, model_name=model_name, batch_size=cfg.batch_size, cache=cfg.cache,
+            augmentation=cfg.augmentation, scratch_dir=out,
         ) as path:
             shown = ", ".join(f"{key}={value}" for key, value in path.description.items())
             log("finetune", f"{tag}: {shown} ({clock})")
-            compile_classifier(path.model, cfg["optimizer"], cfg["learning_rate"], cfg["jit_compile"],
-                               cfg["backbone_lr_factor"])
-            train_folds(path, data, folds, groups, cfg, seed, checkpoints,
-                        lambda tmp: save_fold_weights(model, tmp, frozen), tag, clock, model)
+            compile_classifier(path.model, optimizer=cfg.optimizer, learning_rate=cfg.learning_rate,
+                               jit_compile=cfg.jit_compile, backbone_lr_factor=cfg.backbone_lr_factor)
+            train_folds(path, model, FoldJob(data, folds, groups, seed), cfg=cfg, checkpoints=checkpoints,
+                        save_weights=lambda tmp: save_fold_weights(model, tmp, frozen), tag=tag, clock=clock)
 
     freezing = {
-        "model": model_name, "ft_fraction": ft_fraction, "batch_norm": cfg["batch_norm"], "training": path.description,
+        "model": model_name, "ft_fraction": ft_fraction, "batch_norm": cfg.batch_norm, "training": path.description,
         "folds": [{"fold": k, **freeze.as_dict()} for k in range(1, len(folds) + 1)],
     }
-    write_outputs(dataset, model_name, checkpoints, len(folds), freezing)
+    write_outputs(dataset, model_name, checkpoints, n_folds=len(folds), freezing=freezing)
     checkpoints.remove()
     log("finetune", f"{tag}: done in {clock}")
 

@@ -23,16 +23,15 @@ from collections import Counter
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from ultrasound_transfer.common import (
-    PipelineError, check_choice, log, parse_args, require, run_stage, write_json,
-)
-from ultrasound_transfer.data.prepared import load_manifest
-from ultrasound_transfer.parameters import load_checked_params
-from ultrasound_transfer.paths import FOLDS_DIR
+from ultrasound_transfer.common import PipelineError, log, parse_args, run_stage, write_json
 from ultrasound_transfer.data.grouping import fewest_groups_per_class
+from ultrasound_transfer.data.prepared import load_manifest
+from ultrasound_transfer.parameters import load_settings
+from ultrasound_transfer.paths import FOLDS_DIR
 
 
-def check_enough_groups(labels: np.ndarray, groups: np.ndarray, class_names: dict[int, str], n_splits: int, where: str) -> None:
+def check_enough_groups(labels: np.ndarray, groups: np.ndarray, class_names: dict[int, str], *, n_splits: int,
+                        where: str) -> None:
     """Fail unless every class has at least ``n_splits`` groups.
 
     With fewer, some test fold would hold no image of that class and its
@@ -47,12 +46,12 @@ def check_enough_groups(labels: np.ndarray, groups: np.ndarray, class_names: dic
         )
 
 
+# The manifest column of each cv.grouping (ultrasound_transfer.choices.GROUPINGS); none: every image its own group.
 GROUP_COLUMNS = {"near": "group", "exact": "group_exact", "none": None}
 
 
 def groups_for(manifest, grouping: str) -> np.ndarray:
     """The group of each image under ``cv.grouping``; with ``none`` every image is its own."""
-    check_choice("cv.grouping", grouping, GROUP_COLUMNS)
     column = GROUP_COLUMNS[grouping]
     if column is None:
         return np.array([f"image{i}" for i in range(len(manifest))])
@@ -69,7 +68,8 @@ def stratified_group_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int
     return [np.sort(test) for _, test in splitter.split(dummy, labels, groups)]
 
 
-def check_every_class_tested(folds: list[np.ndarray], labels: np.ndarray, class_names: dict[int, str], seed: int) -> None:
+def check_every_class_tested(folds: list[np.ndarray], labels: np.ndarray, class_names: dict[int, str],
+                             seed: int) -> None:
     """Fail if a test fold lacks a class (its recall and AUC would be undefined)."""
     for k, test in enumerate(folds, start=1):
         missing = set(class_names) - set(labels[test].tolist())
@@ -94,12 +94,12 @@ def fold_record(test: np.ndarray, labels: np.ndarray, class_names: dict[int, str
 
 def main(argv: list[str]) -> None:
     (dataset,) = parse_args(argv, ["dataset"], "python -m stages.folds DATASET")
-    params = load_checked_params()
-    seed, n_splits, grouping = require(params, "seed"), require(params, "cv.n_splits"), require(params, "cv.grouping")
+    settings = load_settings()
+    seed, n_splits, grouping = settings.seed, settings.cv.n_splits, settings.cv.grouping
     manifest = load_manifest(dataset)
     labels, groups = manifest["label"].to_numpy(), groups_for(manifest, grouping)
     class_names = dict(zip(manifest["label"], manifest["class_name"]))
-    check_enough_groups(labels, groups, class_names, n_splits, f"data/prepared/{dataset}/manifest.csv")
+    check_enough_groups(labels, groups, class_names, n_splits=n_splits, where=f"data/prepared/{dataset}/manifest.csv")
     folds = stratified_group_folds(labels, groups, n_splits, seed)
     check_every_class_tested(folds, labels, class_names, seed)
     record = {

@@ -33,15 +33,17 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from ultrasound_transfer.common import (
-    PipelineError, Stopwatch, atomic_dir, log, parse_args, require, run_stage, write_json,
-)
+from ultrasound_transfer.common import PipelineError, Stopwatch, atomic_dir, log, parse_args, run_stage, write_json
 from ultrasound_transfer.data import datasets
 from ultrasound_transfer.data.manifest import (
-    build_manifest, conflicting_duplicates, cross_label_near_duplicates, decode_all, reindex_pairs,
+    build_manifest,
+    conflicting_duplicates,
+    cross_label_near_duplicates,
+    decode_all,
+    reindex_pairs,
 )
 from ultrasound_transfer.data.near_duplicates import contact_sheet, near_pairs
-from ultrasound_transfer.parameters import load_checked_params
+from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.paths import PREPARED_DIR, RAW_DIR
 
 SHEET_PAIRS = 12          # pairs shown on the contact sheet
@@ -96,7 +98,7 @@ def report_table(dataset: str, report: dict) -> str:
     return tabulate(rows, headers=[dataset, "count"], tablefmt="simple")
 
 
-def closest_pairs_sheet(stack: np.ndarray, manifest: pd.DataFrame, pairs: np.ndarray, distances: np.ndarray,
+def closest_pairs_sheet(stack: np.ndarray, manifest: pd.DataFrame, pairs: np.ndarray, distances: np.ndarray, *,
                         threshold: int, n: int = SHEET_PAIRS) -> np.ndarray:
     """Contact sheet of the ``n`` closest pairs from different cases (and pixels), linked or not."""
     exact = manifest["group_exact"].to_numpy()
@@ -112,14 +114,14 @@ def closest_pairs_sheet(stack: np.ndarray, manifest: pd.DataFrame, pairs: np.nda
 
 def main(argv: list[str]) -> None:
     (dataset,) = parse_args(argv, ["dataset"], "python -m stages.normalize DATASET")
-    params = load_checked_params()
-    size, cfg = require(params, "image_size"), require(params, "normalize")
-    threshold = cfg["near_duplicate_bits"]
+    settings = load_settings()
+    size, cfg = settings.image_size, settings.normalize
+    threshold = cfg.near_duplicate_bits
     clock = Stopwatch()
     raw_dir = RAW_DIR / dataset
-    scan = datasets.scan(dataset, raw_dir, {"classes": cfg["busi_classes"]})
+    scan = datasets.scan(dataset, raw_dir, busi_classes=cfg.busi_classes)
     log("normalize", f"{dataset}: decoding {len(scan.rows)} images, letterboxing to {size}x{size}")
-    stack, prints, rows, excluded = decode_all(raw_dir, scan.rows, size, cfg["on_undecodable"])
+    stack, prints, rows, excluded = decode_all(raw_dir, scan.rows, size, cfg.on_undecodable)
 
     conflicts = conflicting_duplicates(rows)
     drop = {path for c in conflicts for path in c["files"]}
@@ -128,7 +130,7 @@ def main(argv: list[str]) -> None:
     candidates, distances = near_pairs(prints, threshold + SHEET_MARGIN_BITS)
     linked = distances <= threshold
     cross_label = cross_label_near_duplicates(rows, candidates[linked], distances[linked])
-    if cfg["near_duplicate_cross_label"] == "exclude":
+    if cfg.near_duplicate_cross_label == "exclude":
         near_conflicts = {p for pair in cross_label for p in pair["files"]} - drop
         excluded += [{"path": p, "reason": "near-duplicate under another label"} for p in sorted(near_conflicts)]
         drop |= near_conflicts
@@ -140,7 +142,7 @@ def main(argv: list[str]) -> None:
     manifest = build_manifest(dataset, rows, candidates[distances <= threshold])
     near = {"threshold": threshold, "pairs": int((distances <= threshold).sum()), "cross_label": cross_label}
     report = dataset_report(manifest, scan.ignored, excluded, conflicts, near)
-    sheet = closest_pairs_sheet(stack, manifest, candidates, distances, threshold)
+    sheet = closest_pairs_sheet(stack, manifest, candidates, distances, threshold=threshold)
     with atomic_dir(PREPARED_DIR / dataset) as tmp:
         np.save(tmp / "images.npy", stack)
         manifest.to_csv(tmp / "manifest.csv", index=False)

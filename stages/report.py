@@ -23,9 +23,9 @@ from __future__ import annotations
 import pandas as pd
 from tabulate import tabulate
 
-from ultrasound_transfer.common import PipelineError, log, read_json, require, run_stage, write_atomic, write_json
+from ultrasound_transfer.common import PipelineError, log, read_json, run_stage, write_atomic, write_json
 from ultrasound_transfer.evaluation.statistics import compare_paired, format_p, mean_fold_sizes
-from ultrasound_transfer.parameters import load_checked_params
+from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.paths import FOLDS_DIR, METRICS_DIR, SUMMARY_DIR
 
 CLASSIFIERS = {"dense": "dense head", "svm": "SVM"}
@@ -158,11 +158,11 @@ def render_markdown(summary: dict, models: list[str], ft_fraction: float, n_fold
 def main(argv: list[str]) -> None:
     if argv:
         raise PipelineError(f"usage: python -m stages.report (got arguments {argv}).")
-    params = load_checked_params()
-    datasets, models = require(params, "datasets"), require(params, "models")
+    settings = load_settings()
+    datasets, models = list(settings.datasets), list(settings.models)
     summary = collect(datasets, models)
     n_folds = {d: len(read_json(FOLDS_DIR / f"{d}.json")["folds"]) for d in datasets}
-    markdown = render_markdown(summary, models, require(params, "ft_fraction"), n_folds)
+    markdown = render_markdown(summary, models, settings.ft_fraction, n_folds)
     write_json(SUMMARY_DIR / "summary.json", summary)
     write_atomic(SUMMARY_DIR / "summary.md", lambda tmp: tmp.write_text(markdown))
     print(markdown, flush=True)

@@ -9,12 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ultrasound_transfer.data.phantom import PhantomSpec, generate
+from ultrasound_transfer.data.phantom import generate
+from ultrasound_transfer.settings import PhantomSettings
 
 
 def phantom_pixels(n: int, seed: int = 3) -> list[np.ndarray]:
     """``n`` distinct ultrasound-like gray frames (n/2 benign-looking, then malignant-looking)."""
-    return [im.pixels for im in generate(PhantomSpec(count=n, images_per_patient=1, native_size=64, seed=seed))]
+    return [im.pixels for im in generate(PhantomSettings(count=n, images_per_patient=1, native_size=64, seed=seed))]
 
 
 def write(path: Path, pixels: np.ndarray) -> Path:
@@ -54,7 +55,8 @@ def make_rodrigues(raw: Path, benign: int = 5, malignant: int = 7) -> None:
         write(root / label / f"{label[0]}{i:03d}.bmp", crop)
 
 
-DDTI_CASES = {1: "2", 2: "3", 3: "4a", 4: "4b", 5: "4c", 6: "5", 7: "", 8: "3", 9: "4a", 10: "2", 11: "5", 12: "4b", 13: "3", 14: "4c"}
+DDTI_CASES = {1: "2", 2: "3", 3: "4a", 4: "4b", 5: "4c", 6: "5", 7: "", 8: "3", 9: "4a", 10: "2", 11: "5", 12: "4b",
+              13: "3", 14: "4c"}
 
 
 def ddti_xml(number: int, tirads: str | None, images: int) -> str:

@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from ultrasound_transfer.common import PipelineError, atomic_dir, check_range, write_atomic
+from ultrasound_transfer.common import atomic_dir, write_atomic
 
 
 def mode(path):
@@ -40,13 +40,6 @@ def test_failed_writer_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
         write_atomic(tmp_path / "x.json", broken)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_check_range_names_value_range_and_fix():
-    with pytest.raises(PipelineError, match=r"cv.n_splits = 1 is out of range; it must be an integer in \[2, 100\].*-S cv.n_splits="):
-        check_range("cv.n_splits", 1, 2, 100, integer=True)
-    with pytest.raises(PipelineError):
-        check_range("x", True, 0, 1)          # booleans are not numbers here
 
 
 def test_writer_gets_a_temporary_name_with_every_suffix(tmp_path):

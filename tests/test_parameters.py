@@ -9,9 +9,17 @@ import yaml
 
 from tests.conftest import REPO, default_params, merged
 from tests.http_server import LoopbackServer
+from ultrasound_transfer.choices import MODELS
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.parameters import (
-    IMAGENET_FILES, MODEL_MIN_SIZES, SCHEMA, check_params, imagenet_reachable, schema_problems,
+    IMAGENET_FILES,
+    SCHEMA,
+    check_params,
+    imagenet_reachable,
+    parameter_comments,
+    reference_markdown,
+    schema_keys,
+    schema_problems,
 )
 
 BAD = [   # (change to params.yaml, what the message must say)
@@ -28,6 +36,10 @@ BAD = [   # (change to params.yaml, what the message must say)
     ({"svm": {"C_grid": "0.1,1"}}, r"svm.C_grid = '0.1,1': must be a list"),
     ({"seed": -1}, r"seed = -1: must be an integer in \[0, 4294967295\]"),
     ({"seed": "42"}, r"seed = '42': must be an integer"),
+    ({"finetune": {"precision": "float8"}}, r"finetune.precision = 'float8': must be one of float32, mixed_float16"),
+    ({"finetune": {"jit_compile": "yes"}}, r"finetune.jit_compile = 'yes': must be one of auto, true, false"),
+    ({"finetune": {"augmentation": {"rotate_deg": 90}}},
+     r"finetune.augmentation.rotate_deg = 90: must be a number in \[0, 45\]"),
     ({"models": ["ResNet-50"]}, r"models = \['ResNet-50'\]: must be a non-empty list, without repeats, of VGG16"),
     ({"datasets": []}, r"datasets = \[\]: must be a non-empty list"),
     ({"image_size": 64}, r"image_size = 64 is too small for InceptionV3, which needs at least 75 px"),
@@ -64,8 +76,23 @@ def test_the_repository_params_and_the_schema_agree():
     assert schema_problems(default_params()) == []
     from ultrasound_transfer.networks.backbones import BACKBONES
 
-    assert MODEL_MIN_SIZES == {name: b.min_size for name, b in BACKBONES.items()}
+    assert tuple(BACKBONES) == MODELS
     assert set(IMAGENET_FILES) == set(BACKBONES) and set(SCHEMA) == set(default_params())
+
+
+def test_every_parameter_says_what_it_means_in_params_yaml_and_the_reference_shows_it():
+    comments = parameter_comments(REPO / "params.yaml")
+    table = reference_markdown(REPO / "params.yaml")
+    rows = {line.split("|")[1].strip().strip("`"): [c.strip() for c in line.split("|")[2:-1]]
+            for line in table.splitlines()[2:]}
+    assert list(rows) == schema_keys()
+    for key, (_default, allowed, meaning) in rows.items():
+        assert meaning, f"params.yaml: give {key} a comment saying what it means"
+        assert allowed == SCHEMA[key.split(".")[0]].allowed if "." not in key else allowed
+    assert comments["finetune.epochs"] == "upper bound; early stopping may end sooner"
+    assert rows["finetune.epochs"][0] == "`15`" and rows["svm.C_grid"][0] == "`[0.001, 0.01, 0.1, 1.0, 10.0]`"
+    # A key left out of params.yaml (download.salivary is {}) takes its section's comment.
+    assert rows["download.salivary.url"][2].startswith("assembled by hand")
 
 
 def test_cached_imagenet_weights_need_no_network(tmp_path, monkeypatch):

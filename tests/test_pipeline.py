@@ -1,7 +1,7 @@
 """End to end: the real DVC pipeline in a scratch copy of the repository.
 
-The one slow test of the suite (about two minutes on two CPU cores): tiny
-params, two models, then an experiment with another ft_fraction.
+The slow tests of the suite (``-m "not slow"`` leaves them out): tiny params,
+two models, then experiments, a real queue, the protocol command and a Dask sweep.
 """
 
 import json
@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, merged
+
+pytestmark = pytest.mark.slow
 
 TINY = {
     "datasets": ["phantom"],
@@ -116,7 +118,7 @@ def test_experiment_with_other_ft_fraction_and_metrics_diff(pipeline):
     assert "metrics/cv/phantom/ResNet50.json" in table and "layers_trained" in table
     shown = json.loads(run(dvc + ["exp", "show", "--json"], repo).stdout)
     assert shown  # experiments are listed
-    compared = run([sys.executable, "-m", "stages.compare"], repo).stdout
+    compared = run([sys.executable, "-m", "ultrasound_transfer", "compare"], repo).stdout
     table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in compared.splitlines()
              if line.startswith("| ResNet50")]
     assert {(row[1], row[2] != "—", row[3] != "—") for row in table} >= {("0.15", True, True), ("0.5", True, True)}
@@ -165,7 +167,7 @@ def test_protocol_grid_is_rerunnable_and_leaves_params_yaml_alone(pipeline):
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "baseline"], repo)
     params_before = (repo / "params.yaml").read_bytes()
     # The demo protocol, at the tiny settings of this repository.
-    command = [sys.executable, "-m", "stages.protocol", "demo", "--strategies", "0.15,0",
+    command = [sys.executable, "-m", "ultrasound_transfer", "protocol", "demo", "--strategies", "0.15,0",
                "-S", "image_size=32", "-S", "finetune.epochs=1", "-S", "finetune.batch_size=8"]
     first = run(command, repo)
     assert first.stdout.count("dvc exp run --name demo-ft") == 2
@@ -209,7 +211,8 @@ def test_real_dataset_layouts_download_normalize_and_fold(tmp_path):
         params = merged(yaml.safe_load((repo / "params.yaml").read_text()), {
             "datasets": ["busi", "rodrigues", "ddti", "salivary"],
             "cv": {"n_splits": 3},
-            "download": {"busi": {"url": server.url("/Dataset_BUSI.zip"), "sha256": hashlib.sha256(busi_zip).hexdigest()},
+            "download": {"busi": {"url": server.url("/Dataset_BUSI.zip"),
+                                  "sha256": hashlib.sha256(busi_zip).hexdigest()},
                          "rodrigues": {"url": None}},
         })
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -291,7 +294,7 @@ def test_sweep_on_two_dask_workers_gives_the_plain_experiments_metrics(pipeline,
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "tiny params"], repo)
     killer = KillFirstFinetune(repo / ".dvc/tmp/sweep")
     killer.start()
-    sweep = run([sys.executable, "-m", "stages.sweep", "-S", "ft_fraction=0.15,0", "--workers", "2",
+    sweep = run([sys.executable, "-m", "ultrasound_transfer", "sweep", "-S", "ft_fraction=0.15,0", "--workers", "2",
                  "--remote", str(tmp_path / "remote"), "--retries", "2"], repo)
     killer.stop.set()
     log = sweep.stdout
@@ -312,6 +315,6 @@ def test_sweep_on_two_dask_workers_gives_the_plain_experiments_metrics(pipeline,
     for ft in ("0.15", "0"):
         run(dvc + ["exp", "run", "--temp", "--name", f"plain-ft{ft}", "-S", f"ft_fraction={ft}"], plain_repo)
         assert experiment_metrics(repo, dvc, f"sweep-ft{ft}") == experiment_metrics(plain_repo, dvc, f"plain-ft{ft}")
-    again = run([sys.executable, "-m", "stages.sweep", "-S", "ft_fraction=0.15,0", "--workers", "2",
+    again = run([sys.executable, "-m", "ultrasound_transfer", "sweep", "-S", "ft_fraction=0.15,0", "--workers", "2",
                  "--remote", str(tmp_path / "remote")], repo)
     assert again.stdout.count("exists, skipped") == 2 and "queued" not in again.stdout

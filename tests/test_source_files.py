@@ -13,12 +13,16 @@ CODE_ROOTS = ("stages/", "ultrasound_transfer/")
 
 # Each layer may import itself and the layers after it in this list, never one before.
 LAYERS = [
-    ("stages",),
-    ("ultrasound_transfer.parameters", "ultrasound_transfer.networks", "ultrasound_transfer.evaluation"),
+    ("ultrasound_transfer.cli", "ultrasound_transfer.__main__"),
+    ("stages", "ultrasound_transfer.study"),
+    ("ultrasound_transfer.networks", "ultrasound_transfer.evaluation"),
+    ("ultrasound_transfer.parameters",),
     ("ultrasound_transfer.data",),
-    ("ultrasound_transfer.common", "ultrasound_transfer.paths", "ultrasound_transfer.source_files",
-     "ultrasound_transfer.experiments", "ultrasound_transfer.sweep_units"),
+    ("ultrasound_transfer.settings", "ultrasound_transfer.choices"),
+    ("ultrasound_transfer.common", "ultrasound_transfer.paths", "ultrasound_transfer.source_files"),
 ]
+# Public functions take at most this many positional parameters; the rest are keyword-only.
+MAX_POSITIONAL = 5
 
 
 def stage_specs() -> dict[str, dict]:
@@ -40,10 +44,11 @@ def test_dvc_yaml_lists_exactly_the_code_each_stage_runs(stage):
     assert declared - derived == set(), f"dvc.yaml: {stage} does not run these; remove them from its deps"
 
 
-def test_every_dvc_stage_has_its_module_and_runs_it():
+def test_stages_holds_exactly_the_modules_dvc_runs():
     for name, spec in stage_specs().items():
-        assert (REPO / "stages" / f"{name}.py").is_file()
         assert spec["cmd"].startswith(f"python -m stages.{name}")
+    modules = {path.stem for path in (REPO / "stages").glob("*.py")} - {"__init__"}
+    assert modules == set(stage_specs()), "stages/ is for DVC stages; a command goes in ultrasound_transfer/cli.py"
 
 
 def test_derivation_follows_imports_transitively_and_skips_docstring_only_packages(tmp_path):
@@ -72,6 +77,9 @@ def layer_of(module: str) -> int:
 def project_modules() -> dict[str, Path]:
     modules = {}
     for path in sorted(REPO.glob("stages/*.py")) + sorted(REPO.glob("ultrasound_transfer/**/*.py")):
+        if path.name == "__main__.py":
+            modules["ultrasound_transfer.__main__"] = path
+            continue
         parts = path.relative_to(REPO).with_suffix("").parts
         modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return modules
@@ -89,11 +97,24 @@ def test_imports_only_point_down_the_layers():
     assert upward == []
 
 
-def test_evaluation_and_networks_do_not_import_each_other():
+def test_wings_of_one_layer_do_not_import_each_other():
+    apart = (("ultrasound_transfer.evaluation", "ultrasound_transfer.networks"),
+             ("stages", "ultrasound_transfer.study"))
     for module, path in project_modules().items():
-        for wing, other in (("evaluation", "networks"), ("networks", "evaluation")):
-            if module.startswith(f"ultrasound_transfer.{wing}"):
-                assert not any(n.startswith(f"ultrasound_transfer.{other}") for n in imported_names(path, module))
+        for one, other in apart + tuple((b, a) for a, b in apart):
+            if module == one or module.startswith(one + "."):
+                assert not any(n == other or n.startswith(other + ".") for n in imported_names(path, module)), module
+
+
+def test_public_functions_take_few_positional_parameters():
+    crowded = []
+    for module, path in project_modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+                positional = [a.arg for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+                if len(positional) > MAX_POSITIONAL:
+                    crowded.append(f"{module}.{node.name}({', '.join(positional)})")
+    assert crowded == [], "make the later parameters keyword-only (after a bare *)"
 
 
 def test_package_init_files_hold_no_definitions():

@@ -1,4 +1,4 @@
-"""Plumbing shared by every stage: parameters, errors, progress lines and atomic writes.
+"""Plumbing shared by every stage: reading params.yaml, errors, progress lines and atomic writes.
 
 Every stage module has a ``main()`` wrapped by :func:`run_stage`, which turns a
 :class:`PipelineError` into one readable message on stderr and exit status 2
@@ -44,35 +44,12 @@ def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
     return params
 
 
-def require(params: dict[str, Any], dotted_key: str) -> Any:
-    """Return ``params[a][b]`` for ``dotted_key='a.b'``, or fail naming the missing key."""
-    node: Any = params
-    for part in dotted_key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise PipelineError(
-                f"params.yaml has no '{dotted_key}'; add it (see README, section Parameters)."
-            )
-        node = node[part]
-    return node
-
-
 def check_choice(name: str, value: Any, allowed: list[str] | tuple[str, ...] | dict) -> None:
     """Fail unless ``value`` is one of ``allowed``, listing the allowed values."""
     if value not in allowed:
         raise PipelineError(
             f"{name} = {value!r} is not known; use one of: {', '.join(map(str, allowed))} "
             f"(edit params.yaml or pass -S {name.split(' ')[0]}=...)."
-        )
-
-
-def check_range(name: str, value: Any, low: float, high: float, integer: bool = False) -> None:
-    """Fail unless ``low <= value <= high`` (and an integer when asked)."""
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not (low <= value <= high):
-        what = "an integer" if integer else "a number"
-        raise PipelineError(
-            f"{name} = {value!r} is out of range; it must be {what} in [{low}, {high}] "
-            f"(edit params.yaml or pass -S {name}=...)."
         )
 
 

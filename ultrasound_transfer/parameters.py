@@ -10,8 +10,10 @@ is allowed and the command that fixes it.  It needs no framework and takes
 well under a second; the ``check_params`` stage runs it first in every
 ``dvc repro`` and each stage runs it again when it starts.
 
-The allowed values live here, in :data:`SCHEMA`, one line per parameter:
-README's "Parameters" table says the same in words.
+:data:`SCHEMA` holds one rule per parameter; the allowed values of choices
+come from :mod:`ultrasound_transfer.choices`, and what each parameter means
+from the comment beside it in ``params.yaml``.  :func:`reference_markdown`
+joins the three into the docs' parameter reference.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ultrasound_transfer.common import PipelineError, load_params
+import yaml
+
+from ultrasound_transfer import choices
+from ultrasound_transfer.choices import MODEL_MIN_SIZES
+from ultrasound_transfer.common import PARAMS_FILE, PipelineError, load_params
 from ultrasound_transfer.data.datasets import KNOWN_DATASETS
 from ultrasound_transfer.paths import BACKBONES_DIR
+from ultrasound_transfer.settings import Settings, settings_from_params
 
-# Smallest input each network's strides allow (networks/backbones.py builds them; a test keeps both equal).
-MODEL_MIN_SIZES = {"VGG16": 32, "VGG19": 32, "ResNet50": 32, "ResNet101": 32, "InceptionV3": 75}
 # What keras.applications downloads for weights=imagenet without the top, per network.
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 IMAGENET_FILES = {
@@ -93,7 +98,7 @@ SWITCH = choice(True, False)
 
 SCHEMA: dict[str, Any] = {
     "datasets": subset(KNOWN_DATASETS),
-    "models": subset(tuple(MODEL_MIN_SIZES)),
+    "models": subset(choices.MODELS),
     "ft_fraction": number(0.0, 1.0),
     "weights": weights_source(),
     "image_size": integer(32, 2048),
@@ -103,48 +108,44 @@ SCHEMA: dict[str, Any] = {
                     "images_per_patient": integer(1, 1000), "difficulty": number(0.0, 1.0),
                     "native_size": integer(32, 4096), "near_copies": integer(0, 1_000_000),
                     "seed": integer(0, 2**32 - 1)},
-        "busi": {"url": URL, "sha256": SHA256},
-        "rodrigues": {"url": URL, "sha256": SHA256},
-        "ddti": {"url": URL, "sha256": SHA256},
-        "salivary": {"url": URL, "sha256": SHA256},
+        **{dataset: {"url": URL, "sha256": SHA256} for dataset in KNOWN_DATASETS if dataset != "phantom"},
     },
     "normalize": {
-        "busi_classes": subset(("benign", "malignant", "normal")),
-        "on_undecodable": choice("error", "skip"),
+        "busi_classes": subset(choices.BUSI_CLASSES),
+        "on_undecodable": choice(*choices.ON_UNDECODABLE),
         "near_duplicate_bits": integer(0, 64),
-        "near_duplicate_cross_label": choice("exclude", "keep"),
+        "near_duplicate_cross_label": choice(*choices.NEAR_DUPLICATE_CROSS_LABEL),
     },
-    "cv": {"n_splits": integer(2, 100), "grouping": choice("near", "exact", "none")},
+    "cv": {"n_splits": integer(2, 100), "grouping": choice(*choices.GROUPINGS)},
     "finetune": {
         "epochs": integer(1, 10_000),
         "batch_size": integer(1, 4096),
-        "optimizer": choice("adam", "sgd", "rmsprop"),
+        "optimizer": choice(*choices.OPTIMIZERS),
         "learning_rate": number(1e-9, 10.0),
         "backbone_lr_factor": number(1e-6, 100.0),
         "head_units": integer(1, 65536),
-        "head_norm": choice("standardize", "none"),
+        "head_norm": choice(*choices.HEAD_NORMS),
         "dropout": number(0.0, 0.95),
         "validation_fraction": number(0.0, 0.5),
         "patience": integer(1, 10_000),
-        "class_weight": choice("none", "balanced"),
-        "batch_norm": choice("training", "inference"),
+        "class_weight": choice(*choices.CLASS_WEIGHTS),
+        "batch_norm": choice(*choices.BATCH_NORM_MODES),
         "deterministic_ops": SWITCH,
         "frozen_prefix_cache": SWITCH,
-        "cache_dtype": choice("float32", "float16"),
+        "cache_dtype": choice(*choices.CACHE_DTYPES),
         "cache_memory_mb": number(0, 1 << 30),
-        "precision": choice("float32", "mixed_float16", "mixed_bfloat16"),
-        "jit_compile": choice("auto", True, False),
+        "precision": choice(*choices.PRECISIONS),
+        "jit_compile": choice(*choices.JIT_COMPILE),
         "data_parallel": SWITCH,
-        "augmentation": {"enabled": SWITCH, "flip": number(0.0, 1.0), "rotate_deg": number(0.0, 45.0),
-                         "shift": number(0.0, 0.5), "scale": number(0.0, 0.5), "gain": number(0.0, 0.9),
-                         "speckle": number(0.0, 1.0)},
+        "augmentation": {"enabled": SWITCH,
+                         **{key: number(0.0, high) for key, high in choices.AUGMENTATION_LIMITS.items()}},
     },
-    "features": {"layer": choice("pooled", "head")},
-    "svm": {"train_on": choice("fit", "training"), "C": number(1e-9, 1e9), "C_grid": numbers(1e-9, 1e9),
+    "features": {"layer": choice(*choices.FEATURE_LAYERS)},
+    "svm": {"train_on": choice(*choices.SVM_TRAIN_ON), "C": number(1e-9, 1e9), "C_grid": numbers(1e-9, 1e9),
             "inner_folds": integer(2, 50)},
 }
 # Sections whose keys may be left out (a dataset's source: no address, no checksum).
-OPTIONAL_SECTIONS = ("download.busi", "download.rodrigues", "download.ddti", "download.salivary")
+OPTIONAL_SECTIONS = tuple(f"download.{dataset}" for dataset in KNOWN_DATASETS if dataset != "phantom")
 
 
 def fix_hint(key: str) -> str:
@@ -168,7 +169,7 @@ def schema_problems(params: Any, schema: dict = SCHEMA, prefix: str = "") -> lis
             problems.append(f"{name} = {value!r}: must be {schema[key].allowed} ({fix_hint(name)})")
     if prefix.rstrip(".") not in OPTIONAL_SECTIONS:
         for key in schema.keys() - params.keys():
-            problems.append(f"{prefix}{key}: missing; add it to params.yaml (README, section Parameters)")
+            problems.append(f"{prefix}{key}: missing; add it to params.yaml (docs/parameters.md)")
     return problems
 
 
@@ -235,14 +236,72 @@ def check_params(params: dict, reachable: Callable[[], str | None] = imagenet_re
     return params
 
 
-def load_checked_params(path: Path | str = "params.yaml") -> dict:
-    """``params.yaml``, checked: what every stage reads first."""
-    return check_params(load_params(path))
+def load_settings(path: Path | str = PARAMS_FILE) -> Settings:
+    """``params.yaml`` checked (every problem at once, or a :class:`PipelineError`) and typed.
+
+    What every stage reads first: a :class:`~ultrasound_transfer.settings.Settings`.
+    """
+    return settings_from_params(check_params(load_params(path)))
 
 
 def checked_summary() -> dict:
     """What the check_params stage writes: the same for any valid params, so it never reruns a stage."""
-    def keys(schema: dict, prefix: str = "") -> list[str]:
-        return [k for key, rule in schema.items()
-                for k in (keys(rule, f"{prefix}{key}.") if isinstance(rule, dict) else [f"{prefix}{key}"])]
-    return {"valid": True, "checked": keys(SCHEMA)}
+    return {"valid": True, "checked": schema_keys()}
+
+
+def schema_keys(schema: dict = SCHEMA, prefix: str = "") -> list[str]:
+    """Every parameter's dotted key, in the schema's order."""
+    return [k for key, rule in schema.items()
+            for k in (schema_keys(rule, f"{prefix}{key}.") if isinstance(rule, dict) else [f"{prefix}{key}"])]
+
+
+def parameter_comments(path: Path | str = PARAMS_FILE) -> dict[str, str]:
+    """Dotted key -> the first line of the comment beside it in ``params.yaml``: what the parameter means."""
+    from ruamel.yaml import YAML  # DVC's own YAML library; it keeps comments, which PyYAML drops
+
+    comments: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            token = (node.ca.items.get(key) or [None, None, None])[2]
+            if token is not None:
+                comments[f"{prefix}{key}"] = token.value.split("\n")[0].lstrip("#").strip()
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+
+    with open(path) as f:
+        walk(YAML().load(f), "")
+    return comments
+
+
+def meaning_of(key: str, comments: dict[str, str]) -> str:
+    """The comment of ``key``, or of its nearest section for a key left out of ``params.yaml``; ``|`` escaped."""
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        text = comments.get(".".join(parts[:end]))
+        if text:
+            return text.replace("|", "\\|")
+    return ""
+
+
+def reference_markdown(path: Path | str = PARAMS_FILE) -> str:
+    """The parameter reference of the docs: every key, its default, what it may be and what it means.
+
+    Generated from :data:`SCHEMA` and ``params.yaml`` (values and comments), so
+    it cannot drift from either; ``tests/test_parameters.py`` checks that every
+    parameter has its comment.
+    """
+    from tabulate import tabulate
+
+    params, comments = load_params(path), parameter_comments(path)
+    rows = []
+    for key in schema_keys():
+        node: Any = params
+        for part in key.split("."):
+            node = (node or {}).get(part)
+        rule: Any = SCHEMA
+        for part in key.split("."):
+            rule = rule[part]
+        default = yaml.safe_dump(node, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+        rows.append([f"`{key}`", f"`{default}`", rule.allowed, meaning_of(key, comments)])
+    return tabulate(rows, headers=["parameter", "default", "allowed", "meaning"], tablefmt="github")

@@ -7,14 +7,14 @@ from tests import miniatures
 
 def test_busi_masks_are_never_images_and_classes_are_selectable(tmp_path):
     counts = miniatures.make_busi(tmp_path)
-    scan = datasets.scan("busi", tmp_path, {"classes": ["benign", "malignant"]})
+    scan = datasets.scan("busi", tmp_path, busi_classes=("benign", "malignant"))
     assert len(scan.rows) == 12
     assert not any("_mask" in row["path"] for row in scan.rows)
     reasons = [i["reason"] for i in scan.ignored]
     assert reasons.count("segmentation mask") == 2 * (6 + 2)              # _mask and _mask_1 files
     assert sum("not in normalize.busi_classes" in r for r in reasons) == 6 + 8   # normal: images and masks
     assert reasons.count("not an image") == 1
-    three = datasets.scan("busi", tmp_path, {"classes": ["benign", "malignant", "normal"]})
+    three = datasets.scan("busi", tmp_path, busi_classes=("benign", "malignant", "normal"))
     assert len(three.rows) == counts["images"]
     assert {row["label"] for row in three.rows} == {"benign", "malignant", "normal"}
 
@@ -24,19 +24,19 @@ def test_busi_empty_class_folder_is_an_error(tmp_path):
     for path in (tmp_path / "Dataset_BUSI_with_GT/malignant").iterdir():
         path.unlink()
     with pytest.raises(PipelineError, match="malignant holds no image"):
-        datasets.scan("busi", tmp_path, {"classes": ["benign", "malignant"]})
+        datasets.scan("busi", tmp_path, busi_classes=("benign", "malignant"))
 
 
 def test_rodrigues_finds_originals_anywhere(tmp_path):
     miniatures.make_rodrigues(tmp_path, benign=3, malignant=4)
-    scan = datasets.scan("rodrigues", tmp_path, {})
+    scan = datasets.scan("rodrigues", tmp_path)
     assert [r["label"] for r in scan.rows].count("benign") == 3 and len(scan.rows) == 7
     assert all(r["path"].endswith(".bmp") and r["case"] == "" for r in scan.rows)
 
 
 def test_ddti_labels_from_tirads_grouped_by_case(tmp_path):
     miniatures.make_ddti(tmp_path)
-    scan = datasets.scan("ddti", tmp_path, {})
+    scan = datasets.scan("ddti", tmp_path)
     by_case = {}
     for row in scan.rows:
         by_case.setdefault(row["case"], set()).add(row["label"])
@@ -50,22 +50,22 @@ def test_ddti_labels_from_tirads_grouped_by_case(tmp_path):
 
 def test_ddti_missing_tirads_tag_is_excluded_unknown_value_is_an_error(tmp_path):
     miniatures.make_ddti(tmp_path, {1: None, 2: "3", 3: "4a"})
-    assert {i["path"] for i in datasets.scan("ddti", tmp_path, {}).ignored} >= {"1_1.jpg", "1_2.jpg"}
+    assert {i["path"] for i in datasets.scan("ddti", tmp_path).ignored} >= {"1_1.jpg", "1_2.jpg"}
     (tmp_path / "2.xml").write_text(miniatures.ddti_xml(2, "6", 1))
     with pytest.raises(PipelineError, match=r"2.xml: TI-RADS '6' is not one of"):
-        datasets.scan("ddti", tmp_path, {})
+        datasets.scan("ddti", tmp_path)
 
 
 def test_ddti_refuses_entities(tmp_path):
     miniatures.make_ddti(tmp_path, {1: "2", 2: "5"})
     (tmp_path / "1.xml").write_text('<?xml version="1.0"?><!DOCTYPE c [<!ENTITY x "3">]><case><tirads>&x;</tirads></case>')
     with pytest.raises(PipelineError, match="1.xml declares a DTD"):
-        datasets.scan("ddti", tmp_path, {})
+        datasets.scan("ddti", tmp_path)
 
 
 def test_salivary_class_case_image_layout(tmp_path):
     miniatures.make_salivary(tmp_path, cases_per_class=2)
-    scan = datasets.scan("salivary", tmp_path, {})
+    scan = datasets.scan("salivary", tmp_path)
     assert len(scan.rows) == 16 and {r["case"] for r in scan.rows} == {"benign/caseb0", "benign/caseb1",
                                                                        "malignant/casem0", "malignant/casem1"}
     assert [i["reason"] for i in scan.ignored] == ["not an image"] * 4
@@ -73,7 +73,7 @@ def test_salivary_class_case_image_layout(tmp_path):
 
 def test_missing_raw_folder_names_the_stage(tmp_path):
     with pytest.raises(PipelineError, match="download@busi"):
-        datasets.scan("busi", tmp_path / "nothing", {})
+        datasets.scan("busi", tmp_path / "nothing")
 
 
 @pytest.mark.parametrize("path", ["../outside.png", "/etc/hosts", "a/../../outside.png", ""])
@@ -82,11 +82,11 @@ def test_labels_csv_paths_must_stay_inside_the_dataset_folder(tmp_path, path):
     (raw / "a").mkdir(parents=True)
     (raw / "labels.csv").write_text(f"path,label,case\na/ok.png,benign,c1\n{path},malignant,c2\n")
     with pytest.raises(PipelineError, match=r"labels.csv, line 3: path .* points outside"):
-        datasets.scan("salivary", raw, {})
+        datasets.scan("salivary", raw)
 
 
 def test_labels_csv_paths_inside_the_folder_are_kept(tmp_path):
     raw = tmp_path / "salivary"
     raw.mkdir()
     (raw / "labels.csv").write_text("path,label,case\nb/../a/ok.png,benign,c1\n")
-    assert datasets.scan("salivary", raw, {}).rows == [{"path": "b/../a/ok.png", "label": "benign", "case": "c1"}]
+    assert datasets.scan("salivary", raw).rows == [{"path": "b/../a/ok.png", "label": "benign", "case": "c1"}]

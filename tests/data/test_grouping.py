@@ -1,4 +1,8 @@
-from ultrasound_transfer.data.grouping import merge_groups
+import numpy as np
+import pytest
+
+from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.data.grouping import inner_validation_split, merge_groups
 
 
 def test_cases_and_identical_pixels_join_transitively():
@@ -14,3 +18,18 @@ def test_distinct_cases_and_pixels_stay_apart():
 
 def test_empty_case_does_not_join_images():
     assert merge_groups(["", ""], ["1", "2"]) == ["", ""]
+
+
+def test_inner_validation_split_is_grouped_stratified_and_inside_training_part():
+    labels = np.repeat([0, 1] * 10, 3)
+    groups = np.repeat(np.arange(20), 3)
+    fit, val = inner_validation_split(labels, groups, 0.2, seed=0)
+    assert len(np.intersect1d(fit, val)) == 0 and len(fit) + len(val) == len(labels)
+    assert not set(groups[fit]) & set(groups[val])
+    assert set(labels[val]) == {0, 1}
+    assert len(inner_validation_split(labels, groups, 0.0, seed=0)[1]) == 0
+
+
+def test_inner_validation_split_needs_enough_groups():
+    with pytest.raises(PipelineError, match="validation_fraction"):
+        inner_validation_split(np.array([0, 0, 1, 1]), np.array([1, 2, 3, 4]), 0.2, seed=0)

@@ -4,13 +4,14 @@ import pytest
 
 from ultrasound_transfer.data.grouping import merge_groups
 from ultrasound_transfer.data.near_duplicates import N_VARIANTS, fingerprints, near_pairs
-from ultrasound_transfer.data.phantom import PhantomSpec, generate
+from ultrasound_transfer.data.phantom import generate
+from ultrasound_transfer.settings import PhantomSettings
 
 THRESHOLD = 18   # the params.yaml default
 
 
 def frames(n, seed=4, malignant_fraction=0.5):
-    spec = PhantomSpec(count=n, images_per_patient=1, native_size=128, seed=seed, malignant_fraction=malignant_fraction)
+    spec = PhantomSettings(count=n, images_per_patient=1, native_size=128, seed=seed, malignant_fraction=malignant_fraction)
     return [im.pixels for im in generate(spec)]
 
 

@@ -6,33 +6,34 @@ from sklearn.model_selection import GroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ultrasound_transfer.data.phantom import PhantomSpec, generate, patient_labels
+from ultrasound_transfer.data.phantom import generate, patient_labels
+from ultrasound_transfer.settings import PhantomSettings
 
 
 def test_same_spec_gives_identical_images():
-    a = generate(PhantomSpec(count=6, native_size=64))
-    b = generate(PhantomSpec(count=6, native_size=64))
+    a = generate(PhantomSettings(count=6, native_size=64))
+    b = generate(PhantomSettings(count=6, native_size=64))
     assert all(np.array_equal(x.pixels, y.pixels) for x, y in zip(a, b))
-    c = generate(PhantomSpec(count=6, native_size=64, seed=8))
+    c = generate(PhantomSettings(count=6, native_size=64, seed=8))
     assert not np.array_equal(a[0].pixels, c[0].pixels)
 
 
 def test_images_are_landscape_uint8_with_texture():
-    image = generate(PhantomSpec(count=1, native_size=80))[0].pixels
+    image = generate(PhantomSettings(count=1, native_size=80))[0].pixels
     assert image.dtype == np.uint8 and image.shape == (60, 80)
     assert 40 < image.mean() < 200 and image.std() > 15
 
 
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 0.7])
 def test_class_balance_follows_malignant_fraction(fraction):
-    images = generate(PhantomSpec(count=80, images_per_patient=2, malignant_fraction=fraction, native_size=40))
+    images = generate(PhantomSettings(count=80, images_per_patient=2, malignant_fraction=fraction, native_size=40))
     share = np.mean([im.label == "malignant" for im in images])
     assert share == pytest.approx(fraction, abs=1 / 40)
     assert patient_labels(40, fraction, 7).count("malignant") == round(40 * fraction)
 
 
 def test_images_of_one_patient_share_label_and_differ_in_pixels():
-    images = generate(PhantomSpec(count=12, images_per_patient=3, native_size=48))
+    images = generate(PhantomSettings(count=12, images_per_patient=3, native_size=48))
     patients = {}
     for im in images:
         patients.setdefault(im.patient, []).append(im)
@@ -44,7 +45,7 @@ def test_images_of_one_patient_share_label_and_differ_in_pixels():
 
 def grouped_cv_accuracy(difficulty: float) -> float:
     """Accuracy of a plain pixel-based classifier under patient-grouped CV."""
-    images = generate(PhantomSpec(count=160, difficulty=difficulty, native_size=96))
+    images = generate(PhantomSettings(count=160, difficulty=difficulty, native_size=96))
     x = np.array([cv2.resize(im.pixels, (24, 18), interpolation=cv2.INTER_AREA).ravel() for im in images], float)
     y = np.array([im.label == "malignant" for im in images])
     groups = [im.patient for im in images]
@@ -53,7 +54,7 @@ def grouped_cv_accuracy(difficulty: float) -> float:
 
 
 def test_difficulty_moves_separability_from_perfect_to_chance():
-    easy, default, impossible = (grouped_cv_accuracy(d) for d in (0.0, PhantomSpec().difficulty, 1.0))
+    easy, default, impossible = (grouped_cv_accuracy(d) for d in (0.0, PhantomSettings().difficulty, 1.0))
     assert easy >= 0.95
     assert 0.7 <= default <= 0.97
     assert impossible <= 0.7
@@ -63,7 +64,7 @@ def test_difficulty_moves_separability_from_perfect_to_chance():
 def test_near_copies_are_new_patients_and_near_duplicates_of_their_source():
     from ultrasound_transfer.data.near_duplicates import fingerprints, near_pairs
 
-    images = generate(PhantomSpec(count=20, images_per_patient=2, native_size=128, near_copies=3))
+    images = generate(PhantomSettings(count=20, images_per_patient=2, native_size=128, near_copies=3))
     assert len(images) == 23
     copies = images[20:]
     assert [c.patient for c in copies] == ["D0001", "D0002", "D0003"]

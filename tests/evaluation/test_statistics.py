@@ -5,7 +5,13 @@ import pytest
 from scipy import stats
 
 from ultrasound_transfer.evaluation.statistics import (
-    best_against_rest, compare_paired, corrected_resampled_t, format_p, friedman_p, holm_adjusted, wilcoxon_p,
+    best_against_rest,
+    compare_paired,
+    corrected_resampled_t,
+    format_p,
+    friedman_p,
+    holm_adjusted,
+    wilcoxon_p,
 )
 
 

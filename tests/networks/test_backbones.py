@@ -4,10 +4,17 @@ import pytest
 
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.networks.backbones import (
-    BACKBONES, build_backbone, build_classifier, check_image_size, feature_extractor, freeze_all_but_last,
-    layers_to_train, to_network_input,
+    BACKBONES,
+    build_backbone,
+    build_classifier,
+    check_image_size,
+    feature_extractor,
+    freeze_all_but_last,
+    layers_to_train,
+    to_network_input,
 )
-from ultrasound_transfer.networks.training import compile_classifier
+from ultrasound_transfer.networks.fitting import compile_classifier
+from ultrasound_transfer.settings import HeadSettings
 
 pytestmark = pytest.mark.keras_backend
 
@@ -38,8 +45,9 @@ def test_rounding_edges():
 
 def test_frozen_weights_stay_bit_identical_and_trained_ones_change():
     keras.utils.set_random_seed(0)
-    model, report = build_classifier("ResNet50", 32, 2, "none", 8, 0.0, 0.15)
-    compile_classifier(model, "adam", 1e-2)
+    model, report = build_classifier("ResNet50", image_size=32, n_classes=2, weights="none",
+                                     ft_fraction=0.15, head=HeadSettings(8, 0.0))
+    compile_classifier(model, optimizer="adam", learning_rate=1e-2)
     frozen = [v for layer in model.layers if not layer.trainable for v in layer.weights]
     trained = model.trainable_weights
     before_frozen = [v.numpy().copy() for v in frozen]
@@ -79,7 +87,8 @@ def test_weights_file_loads_and_missing_file_is_an_error(tmp_path):
 
 
 def test_feature_extractor_shares_weights_and_outputs_pooled_features():
-    model, _ = build_classifier("VGG16", 32, 2, "none", 8, 0.5, 0.0)
+    model, _ = build_classifier("VGG16", image_size=32, n_classes=2, weights="none",
+                                ft_fraction=0.0, head=HeadSettings(8, 0.5))
     x = to_network_input(np.zeros((2, 32, 32), np.uint8), "VGG16")
     assert x.shape == (2, 32, 32, 3) and x.dtype == np.float32
     assert feature_extractor(model, "pooled").predict(x, verbose=0).shape == (2, 512)
@@ -92,12 +101,13 @@ def test_trained_batch_norm_in_inference_mode_keeps_its_statistics_and_trains_sc
     x = np.random.default_rng(0).normal(2.0, 3.0, size=(16, 32, 32, 3)).astype("float32")
     y = np.arange(16) % 2
     for mode, statistics_move in (("training", True), ("inference", False)):
-        model, _ = build_classifier("ResNet50", 32, 2, "none", 8, 0.5, 0.05, batch_norm=mode)
+        model, _ = build_classifier("ResNet50", image_size=32, n_classes=2, weights="none",
+                                    ft_fraction=0.05, head=HeadSettings(8, 0.5), batch_norm=mode)
         norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
                  and layer.trainable]
         assert norms
         before = [[np.asarray(v).copy() for v in layer.weights] for layer in norms]
-        compile_classifier(model, "sgd", 0.01)
+        compile_classifier(model, optimizer="sgd", learning_rate=0.01)
         model.fit(x, y, batch_size=8, epochs=1, verbose=0)
         after = [[np.asarray(v) for v in layer.weights] for layer in norms]
         gamma_moved = any(not np.array_equal(b[0], a[0]) for b, a in zip(before, after))

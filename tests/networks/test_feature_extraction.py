@@ -20,8 +20,8 @@ def test_features_equal_the_whole_network_for_every_fold(name, fraction, layer):
     model = seeded_classifier(fraction, name=name)
     images = gray_images(10, 32)
     whole = keras.Model(model.inputs, model.get_layer(FEATURE_LAYERS[layer]).output)
-    with feature_pass(model, layer, images, name, batch_size=4) as features_now:
-        for fold in range(2):                      # a second fold: new trained weights, same prefix
+    with feature_pass(model, images, layer=layer, model_name=name, batch_size=4) as features_now:
+        for _fold in range(2):                     # a second fold: new trained weights, same prefix
             imitate_training(model)
             expected = whole.predict(to_network_input(images, name), verbose=0)
             np.testing.assert_allclose(features_now(), expected, rtol=1e-4, atol=1e-5)

@@ -5,16 +5,22 @@ from tests.networks.test_frozen_prefix import gray_images
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.networks.backbones import build_classifier, to_network_input
 from ultrasound_transfer.networks.fold_weights import (
-    frozen_fingerprint, load_fold_weights, read_meta, save_fold_weights, trained_layers,
+    frozen_fingerprint,
+    load_fold_weights,
+    read_meta,
+    save_fold_weights,
+    trained_layers,
 )
-from ultrasound_transfer.networks.training import seed_everything
+from ultrasound_transfer.networks.runtime import seed_everything
+from ultrasound_transfer.settings import HeadSettings
 
 pytestmark = pytest.mark.keras_backend
 
 
 def seeded_classifier(fraction: float, seed: int = 3, name: str = "ResNet50"):
     seed_everything(seed)
-    model, _ = build_classifier(name, 75 if name == "InceptionV3" else 32, 2, "none", 8, 0.5, fraction)
+    model, _ = build_classifier(name, image_size=75 if name == "InceptionV3" else 32, n_classes=2, weights="none",
+                                ft_fraction=fraction, head=HeadSettings(8, 0.5))
     return model
 
 
@@ -79,7 +85,7 @@ def test_a_fold_loads_into_a_network_built_after_others_in_the_same_process(tmp_
     path = tmp_path / "fold1.weights.npz"
     save_fold_weights(trained, path, frozen_fingerprint(trained))
     rebuilt = seeded_classifier(0.15, name="InceptionV3")        # same process: every automatic name differs
-    assert [l.name for l in rebuilt.layers] != [l.name for l in trained.layers]
+    assert [layer.name for layer in rebuilt.layers] != [layer.name for layer in trained.layers]
     load_fold_weights(rebuilt, path, frozen_fingerprint(rebuilt), rerun="dvc repro finetune")
     for a, b in zip(rebuilt.weights, trained.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

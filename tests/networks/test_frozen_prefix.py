@@ -2,9 +2,12 @@ import keras
 import numpy as np
 import pytest
 
-from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, split_at_frozen_prefix
 from ultrasound_transfer.networks.backbones import build_classifier, to_network_input
-from ultrasound_transfer.networks.training import choose_training_path, compile_classifier, fit_fold, seed_everything
+from ultrasound_transfer.networks.fitting import compile_classifier, fit_fold
+from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, split_at_frozen_prefix
+from ultrasound_transfer.networks.runtime import seed_everything
+from ultrasound_transfer.networks.training_paths import choose_training_path
+from ultrasound_transfer.settings import HeadSettings, PrefixCacheSettings
 
 pytestmark = pytest.mark.keras_backend
 
@@ -24,7 +27,8 @@ def gray_images(n: int, size: int) -> np.ndarray:
     ("ResNet101", 32, 0.15, ["conv4_block22_1_conv", "conv4_block21_out"]),   # inside a residual block
 ])
 def test_cut_is_what_the_tail_reads(name, size, fraction, cut):
-    model, _ = build_classifier(name, size, 2, "none", 8, 0.5, fraction)
+    model, _ = build_classifier(name, image_size=size, n_classes=2, weights="none",
+                                ft_fraction=fraction, head=HeadSettings(8, 0.5))
     split = split_at_frozen_prefix(model)
     assert split.cut == cut
     # The tail trains the network's own layers, and only the trained ones carry trainable weights.
@@ -37,7 +41,8 @@ def test_cut_is_what_the_tail_reads(name, size, fraction, cut):
 
 @pytest.mark.parametrize("name, size", [("ResNet50", 32), ("InceptionV3", 75), ("VGG19", 32)])
 def test_tail_on_prefix_computes_the_network(name, size):
-    model, _ = build_classifier(name, size, 3, "none", 8, 0.5, 0.15)
+    model, _ = build_classifier(name, image_size=size, n_classes=3, weights="none",
+                                ft_fraction=0.15, head=HeadSettings(8, 0.5))
     split = split_at_frozen_prefix(model)
     x = to_network_input(gray_images(4, size), name)
     through_split = split.tail.predict_on_batch(split.prefix.predict_on_batch(x))
@@ -45,13 +50,15 @@ def test_tail_on_prefix_computes_the_network(name, size):
 
 
 def test_inception_cut_inside_a_block_has_several_inputs():
-    model, _ = build_classifier("InceptionV3", 75, 2, "none", 8, 0.5, 0.15)
+    model, _ = build_classifier("InceptionV3", image_size=75, n_classes=2, weights="none",
+                                ft_fraction=0.15, head=HeadSettings(8, 0.5))
     split = split_at_frozen_prefix(model)
     assert len(split.cut) > 1 and len(split.tail.inputs) == len(split.cut)
 
 
 def test_dropout_stays_in_the_tail_even_with_everything_frozen():
-    model, _ = build_classifier("VGG16", 32, 2, "none", 8, 0.5, 0.0)
+    model, _ = build_classifier("VGG16", image_size=32, n_classes=2, weights="none",
+                                ft_fraction=0.0, head=HeadSettings(8, 0.5))
     for layer in model.layers:
         layer.trainable = False
     model.get_layer("predictions").trainable = True
@@ -59,26 +66,29 @@ def test_dropout_stays_in_the_tail_even_with_everything_frozen():
 
 
 def test_nothing_frozen_takes_the_plain_path():
-    model, _ = build_classifier("VGG16", 32, 2, "none", 8, 0.5, 1.0)
+    model, _ = build_classifier("VGG16", image_size=32, n_classes=2, weights="none",
+                                ft_fraction=1.0, head=HeadSettings(8, 0.5))
     assert not has_frozen_part(model)
-    with choose_training_path(model, gray_images(4, 32), "VGG16", 2) as path:
+    with choose_training_path(model, gray_images(4, 32), model_name="VGG16", batch_size=2) as path:
         assert path.model is model and path.description["path"] == "full network"
         assert "nothing is frozen" in path.description["reason"]
 
 
 def test_cache_on_disk_equals_cache_in_memory_and_is_removed(tmp_path):
-    model, _ = build_classifier("ResNet50", 32, 2, "none", 8, 0.5, 0.15)
+    model, _ = build_classifier("ResNet50", image_size=32, n_classes=2, weights="none",
+                                ft_fraction=0.15, head=HeadSettings(8, 0.5))
     split = split_at_frozen_prefix(model)
     images = gray_images(10, 32)
     to_input = lambda batch: to_network_input(batch, "ResNet50")  # noqa: E731
-    with PrefixCache(split, images, to_input, 4) as in_memory:
+    with PrefixCache(split, images, to_input=to_input, batch_size=4) as in_memory:
         assert not in_memory.on_disk
-        with PrefixCache(split, images, to_input, 4, memory_limit_mb=0, scratch_dir=tmp_path) as on_disk:
+        with PrefixCache(split, images, to_input=to_input, batch_size=4, memory_limit_mb=0,
+                         scratch_dir=tmp_path) as on_disk:
             assert on_disk.on_disk and all(isinstance(a, np.memmap) for a in on_disk.arrays)
             assert len(list(tmp_path.glob(".prefix-cache-*/tensor*.npy"))) == 2
             for a, b in zip(in_memory.arrays, on_disk.arrays):
                 np.testing.assert_array_equal(a, b)
-        with PrefixCache(split, images, to_input, 4, dtype="float16") as half:
+        with PrefixCache(split, images, to_input=to_input, batch_size=4, dtype="float16") as half:
             for a, b in zip(in_memory.arrays, half.arrays):
                 assert b.dtype == np.float16
                 np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3 * np.abs(a).max())
@@ -91,14 +101,16 @@ def train_both_ways(name: str, size: int, fraction: float, epochs: int = 3) -> l
     runs = []
     for cached in (False, True):
         seed_everything(0)
-        model, _ = build_classifier(name, size, 2, "none", 16, 0.5, fraction)
+        model, _ = build_classifier(name, image_size=size, n_classes=2, weights="none",
+                                    ft_fraction=fraction, head=HeadSettings(16, 0.5))
         before = [w.numpy().copy() for w in model.trainable_weights]
-        with choose_training_path(model, images, name, 8, frozen_prefix_cache=cached) as path:
+        with choose_training_path(model, images, model_name=name, batch_size=8,
+                                  cache=PrefixCacheSettings(enabled=cached)) as path:
             assert path.description["path"] == ("frozen-prefix cache" if cached else "full network")
-            compile_classifier(path.model, "adam", 1e-3)
+            compile_classifier(path.model, optimizer="adam", learning_rate=1e-3)
             seed_everything(1)
             fit_fold(path.model, path.batches(np.arange(22), labels, seed=2), path.batches(np.arange(22, 28), labels),
-                     epochs, 5, None, keras.callbacks.Callback())
+                     epochs=epochs, patience=5, class_weight=None, progress=keras.callbacks.Callback())
             runs.append({
                 "probs": path.model.predict(path.batches(np.arange(28, 36)), verbose=0),
                 "moved": [w.numpy() - b for w, b in zip(model.trainable_weights, before)],

@@ -11,7 +11,8 @@ from tests.conftest import REPO
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.networks.backbones import build_classifier
 from ultrasound_transfer.networks.initialization import draw_initial_weights, fans, initial_value
-from ultrasound_transfer.networks.training import seed_everything
+from ultrasound_transfer.networks.runtime import seed_everything
+from ultrasound_transfer.settings import HeadSettings
 
 # The cross-backend test at the end starts one process per backend itself, so it runs
 # once (CI: in the TensorFlow run, with torch and jax installed); the others run on each.
@@ -57,7 +58,8 @@ def test_an_initializer_without_numpy_counterpart_is_named():
 def test_the_same_seed_builds_the_same_network():
     def weights():
         seed_everything(3)
-        model, _ = build_classifier("VGG16", 32, 2, "none", 8, 0.5, 0.15)
+        model, _ = build_classifier("VGG16", image_size=32, n_classes=2, weights="none",
+                                    ft_fraction=0.15, head=HeadSettings(8, 0.5))
         return [v.numpy() for v in model.weights]
 
     first, second = weights(), weights()
@@ -67,9 +69,11 @@ def test_the_same_seed_builds_the_same_network():
 SAVE_INITIAL_WEIGHTS = """
 import sys, numpy as np
 from ultrasound_transfer.networks.backbones import build_classifier
-from ultrasound_transfer.networks.training import seed_everything
+from ultrasound_transfer.networks.runtime import seed_everything
+from ultrasound_transfer.settings import HeadSettings
 seed_everything(0)
-model, _ = build_classifier("VGG16", 32, 2, "none", 8, 0.5, 0.15)
+model, _ = build_classifier("VGG16", image_size=32, n_classes=2, weights="none",
+                            ft_fraction=0.15, head=HeadSettings(8, 0.5))
 np.savez(sys.argv[1], *[v.numpy() for v in model.weights])
 """
 

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from stages import download
-from ultrasound_transfer.common import PipelineError
 from tests import miniatures
 from tests.conftest import default_params
 from tests.http_server import LoopbackServer
+from ultrasound_transfer.common import PipelineError
 
 
 def test_phantom_raw_layout(project):
@@ -103,9 +103,11 @@ def test_offline_error_names_url_file_place_and_checksum(project, monkeypatch):
 
 def test_hand_assembled_datasets_say_what_to_place_where(project):
     project.write_params(default_params())
-    with pytest.raises(PipelineError, match=r"salivary cannot be downloaded automatically.*data/raw/salivary/<class>/<case>/<image>"):
+    with pytest.raises(PipelineError,
+                       match=r"salivary cannot be downloaded automatically.*data/raw/salivary/<class>/<case>/<image>"):
         download.main(["salivary"])
-    with pytest.raises(PipelineError, match=r"ddti has no download address.*data/raw/ddti/.*data/raw/_downloads/ddti.zip"):
+    with pytest.raises(PipelineError,
+                       match=r"ddti has no download address.*data/raw/ddti/.*data/raw/_downloads/ddti.zip"):
         download.main(["ddti"])
 
 

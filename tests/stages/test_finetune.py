@@ -8,8 +8,8 @@ import time
 import pytest
 
 from stages import download, finetune, folds, normalize
-from ultrasound_transfer.common import PipelineError
 from tests.conftest import REPO, default_params
+from ultrasound_transfer.common import PipelineError
 
 pytestmark = pytest.mark.keras_backend
 

@@ -40,7 +40,7 @@ def test_too_few_groups_of_a_class_is_an_error_naming_class_and_fix():
     labels = np.array([0, 0, 0, 1, 1, 1])
     groups = np.array(["a", "b", "c", "d", "d", "e"])
     with pytest.raises(PipelineError, match=r"class 'malignant' has 2 groups.*lower cv.n_splits to at most 2"):
-        folds.check_enough_groups(labels, groups, {0: "benign", 1: "malignant"}, 3, "manifest.csv")
+        folds.check_enough_groups(labels, groups, {0: "benign", 1: "malignant"}, n_splits=3, where="manifest.csv")
 
 
 def write_manifest(project, dataset, labels, groups, exact_groups=None):
@@ -61,7 +61,8 @@ def test_stage_writes_counts_and_fails_cleanly(project):
     assert record["n_splits"] == 4 and len(record["folds"]) == 4
     for fold in record["folds"]:
         test = np.array(fold["test_indices"])
-        assert fold["test_counts"] == {"benign": int((labels[test] == 0).sum()), "malignant": int((labels[test] == 1).sum())}
+        assert fold["test_counts"] == {"benign": int((labels[test] == 0).sum()),
+                                       "malignant": int((labels[test] == 1).sum())}
         assert sum(fold["test_counts"].values()) + sum(fold["train_counts"].values()) == len(labels)
 
     assert record["grouping"] == "near" and record["groups"] == list(groups)

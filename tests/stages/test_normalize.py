@@ -6,12 +6,13 @@ import pandas as pd
 import pytest
 
 from stages import normalize
-from ultrasound_transfer.data.imaging import letterbox
-from ultrasound_transfer.common import PipelineError
 from tests import miniatures
+from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.data.imaging import letterbox
 
-PARAMS = {"image_size": 40, "models": ["VGG16"], "normalize": {"busi_classes": ["benign", "malignant"], "on_undecodable": "error",
-                                          "near_duplicate_bits": 18, "near_duplicate_cross_label": "exclude"}}
+PARAMS = {"image_size": 40, "models": ["VGG16"],
+          "normalize": {"busi_classes": ["benign", "malignant"], "on_undecodable": "error",
+                        "near_duplicate_bits": 18, "near_duplicate_cross_label": "exclude"}}
 
 
 def make_raw(project, files, dataset="toy"):
@@ -25,8 +26,8 @@ def make_raw(project, files, dataset="toy"):
 
 def prepared(project, dataset="toy"):
     out = project / f"data/prepared/{dataset}"
-    return (np.load(out / "images.npy"), pd.read_csv(out / "manifest.csv", dtype={"group": str, "case": str}, keep_default_na=False),
-            json.loads((out / "report.json").read_text()))
+    manifest = pd.read_csv(out / "manifest.csv", dtype={"group": str, "case": str}, keep_default_na=False)
+    return np.load(out / "images.npy"), manifest, json.loads((out / "report.json").read_text())
 
 
 def test_manifest_array_and_groups(project):
@@ -71,7 +72,8 @@ def test_identical_pixels_under_two_labels_are_excluded_and_listed(project, caps
 
 def test_undecodable_image_is_an_error_or_skipped_when_asked(project):
     frames = miniatures.phantom_pixels(3)
-    raw = make_raw(project, [("benign/a.png", "benign", "p1", frames[0]), ("malignant/b.png", "malignant", "p2", frames[1]),
+    raw = make_raw(project, [("benign/a.png", "benign", "p1", frames[0]),
+                             ("malignant/b.png", "malignant", "p2", frames[1]),
                              ("malignant/c.png", "malignant", "p3", frames[2])])
     (raw / "malignant/c.png").write_bytes(b"garbage")
     project.write_params(PARAMS)

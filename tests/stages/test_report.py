@@ -18,7 +18,8 @@ def write_model(project, model, dense_acc, svm_acc, train_on="fit", svm_images=6
             rows.append({"classifier": classifier, "fold": k, "n_train": n_train, **{m: a for m in METRICS}})
     per_fold = pd.DataFrame(rows)
     per_fold.to_csv(out / f"{model}.folds.csv", index=False)
-    metrics = {c: summarize_folds(per_fold[per_fold.classifier == c][METRICS].to_dict("records")) for c in ("dense", "svm")}
+    metrics = {c: summarize_folds(per_fold[per_fold.classifier == c][METRICS].to_dict("records"))
+               for c in ("dense", "svm")}
     (out / f"{model}.json").write_text(json.dumps({**metrics, "svm_train_on": train_on}))
 
 
@@ -58,7 +59,8 @@ def test_summary_tables_parse_mark_best_and_compare_classifiers(project):
     for heading in ("## sensitivity (recall of malignant)", "## PPV (precision of malignant)",
                     "## precision, macro average over classes", "### specificity (recall of benign)"):
         assert heading in text
-    assert "same labelled images in every fold (svm.train_on = fit; mean per fold: phantom: dense head 64, SVM 64)" in text
+    assert ("same labelled images in every fold (svm.train_on = fit; mean per fold: phantom: dense head 64, SVM 64)"
+            in text)
     comparisons = text.split("## SVM minus dense head")[1]
     vgg = {row[0]: row for row in parse_markdown_tables(comparisons)[0][2:]}["VGG16"]
     assert vgg[1].startswith("+0.104 [") and float(vgg[2]) < 0.05

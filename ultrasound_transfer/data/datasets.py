@@ -65,7 +65,7 @@ SOURCES: dict[str, Source] = {
         None,
         "salivary gland cases from ultrasoundcases.info (head and neck), assembled by hand as "
         "data/raw/salivary/<class>/<case>/<image> or listed in data/raw/salivary/labels.csv (path,label,case); "
-        "see README, 'Datasets'",
+        "see docs/datasets.md",
     ),
 }
 
@@ -237,12 +237,12 @@ def scan_salivary(raw: Path) -> Scan:
     return scan
 
 
-def scan(dataset: str, raw: Path, options: dict) -> Scan:
-    """Scan the raw folder of ``dataset`` in its official layout."""
+def scan(dataset: str, raw: Path, *, busi_classes: tuple[str, ...] = ("benign", "malignant")) -> Scan:
+    """Scan the raw folder of ``dataset`` in its official layout (``busi_classes``: the BUSI classes used)."""
     if not raw.is_dir() or not any(raw.iterdir()):
         raise PipelineError(f"raw data folder {raw} is missing or empty; run 'dvc repro download@{dataset}' first.")
     if dataset == "busi":
-        return scan_busi(raw, list(options.get("classes", ["benign", "malignant"])))
+        return scan_busi(raw, list(busi_classes))
     if dataset == "rodrigues":
         return scan_rodrigues(raw)
     if dataset == "ddti":

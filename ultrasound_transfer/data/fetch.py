@@ -108,7 +108,7 @@ def is_permanent(error: urllib.error.HTTPError) -> bool:
 
 
 def download(
-    url: str, target: Path, sha256: str | None, retries: int = 5, backoff: float = 2.0, timeout: float = 60.0
+    url: str, target: Path, sha256: str | None, *, retries: int = 5, backoff: float = 2.0, timeout: float = 60.0
 ) -> Path:
     """Download ``url`` to ``target``, resuming and retrying; verify ``sha256``.
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Hashable, Iterable, Sequence
 
 import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from ultrasound_transfer.common import PipelineError
 
 
 class UnionFind:
@@ -62,3 +65,28 @@ def fewest_groups_per_class(labels: np.ndarray, groups: np.ndarray) -> tuple[int
     counts = {int(c): len(np.unique(groups[labels == c])) for c in np.unique(labels)}
     label = min(counts, key=counts.get)
     return label, counts[label]
+
+
+def inner_validation_split(
+    labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions ``0..n-1`` of a training part into fit and validation parts.
+
+    The split is stratified and grouped, like the outer folds, and is taken
+    from the training part only, so early stopping never sees the test fold.
+    ``fraction = 0`` returns no validation part.
+    """
+    positions = np.arange(len(labels))
+    if fraction <= 0:
+        return positions, positions[:0]
+    n_splits = max(2, int(round(1 / fraction)))
+    label, n_groups = fewest_groups_per_class(labels, groups)
+    if n_groups < n_splits:
+        raise PipelineError(
+            f"finetune.validation_fraction = {fraction} needs at least {n_splits} groups per class "
+            f"in each training part, but class {label} has {n_groups}; raise validation_fraction, "
+            "set it to 0 (no early stopping), or lower cv.n_splits."
+        )
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    fit, validation = next(splitter.split(positions, labels, groups))
+    return fit, validation

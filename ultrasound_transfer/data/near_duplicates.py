@@ -14,7 +14,7 @@ images is the smallest Hamming distance between one image's crops and the
 other's full fingerprint, taken both ways.
 
 Pairs at most ``threshold`` bits apart are near-duplicates.  The default (18 of
-128) comes from a measurement (README, "Near-duplicates";
+128) comes from a measurement (docs/datasets.md, "Near-duplicates and grouped folds";
 ``python -m benchmarks.near_duplicates``, 60 phantom frames): copies with a
 text line or text plus JPEG stay within 13 bits, caliper crosses 9, gain
 changes and JPEG re-encoding 3, 5 % crops 0 (the fingerprinted crops) or 16

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ultrasound_transfer.settings import PhantomSettings
+
 CLASS_NAMES = ("benign", "malignant")
 
 # Look of each feature at t = 0 (benign) and t = 1 (malignant).
@@ -47,19 +49,6 @@ HETEROGENEITY_RANGE = (0.04, 0.55)  # std of the interior echogenicity texture
 POSTERIOR_RANGE = (0.7, -0.7)       # +enhancement ... -shadowing below the lesion
 MARGIN_SOFTNESS_RANGE = (0.8, 3.0)  # blur of the lesion edge, in pixels
 CALCIFICATION_MAX = 9               # microcalcifications at t = 1 (none below t = 0.5)
-
-
-@dataclass(frozen=True)
-class PhantomSpec:
-    """Parameters of the phantom dataset (section ``phantom`` of params.yaml)."""
-
-    count: int = 160
-    malignant_fraction: float = 0.5
-    images_per_patient: int = 4
-    difficulty: float = 0.6
-    native_size: int = 128
-    near_copies: int = 0
-    seed: int = 7
 
 
 @dataclass(frozen=True)
@@ -156,7 +145,8 @@ def tissue_echogenicity(rng: np.random.Generator, height: int, width: int) -> np
 
 
 def render_lesion(
-    rng: np.random.Generator, echo: np.ndarray, lesion: Lesion, center: tuple[float, float], scale: float, rotation: float
+    rng: np.random.Generator, echo: np.ndarray, lesion: Lesion, *, center: tuple[float, float], scale: float,
+    rotation: float,
 ) -> np.ndarray:
     """Draw the lesion, its posterior effect and calcifications into ``echo``."""
     height, width = echo.shape
@@ -208,7 +198,7 @@ def render_image(rng: np.random.Generator, lesion: Lesion, height: int, width: i
     center = (rng.uniform(0.40, 0.58) * height, rng.uniform(0.35, 0.65) * width)
     scale = lesion.radius * width * rng.uniform(0.9, 1.1)
     rotation = rng.uniform(-0.15, 0.15)
-    echo = render_lesion(rng, echo, lesion, center, scale, rotation)
+    echo = render_lesion(rng, echo, lesion, center=center, scale=scale, rotation=rotation)
     return speckle_image(rng, echo, gain_db=rng.uniform(-3, 3))
 
 
@@ -233,7 +223,7 @@ def annotated_copy(rng: np.random.Generator, pixels: np.ndarray) -> np.ndarray:
     return np.clip(out.astype(np.float64) * rng.uniform(0.95, 1.05), 0, 255).astype(np.uint8)
 
 
-def generate(spec: PhantomSpec) -> list[PhantomImage]:
+def generate(spec: PhantomSettings) -> list[PhantomImage]:
     """Generate the whole phantom dataset described by ``spec``.
 
     Image ``j < count`` belongs to patient ``j // images_per_patient``; then

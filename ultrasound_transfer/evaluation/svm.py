@@ -16,6 +16,7 @@ from sklearn.svm import LinearSVC
 
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.data.grouping import fewest_groups_per_class
+from ultrasound_transfer.settings import SvmSettings
 
 
 def linear_svm(C: float, seed: int) -> Pipeline:
@@ -23,12 +24,13 @@ def linear_svm(C: float, seed: int) -> Pipeline:
     return make_pipeline(StandardScaler(), LinearSVC(C=C, max_iter=20_000, random_state=seed))
 
 
-def fit_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, svm_cfg: dict, seed: int) -> Pipeline:
-    """Fit the SVM on one training part, tuning C by inner grouped CV if asked."""
-    grid = list(svm_cfg.get("C_grid") or [])
+def fit_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, svm: SvmSettings,
+            seed: int) -> Pipeline:
+    """Fit the SVM on one training part, tuning C by inner grouped CV if ``svm.C_grid`` is not empty."""
+    grid = list(svm.C_grid)
     if not grid:
-        return linear_svm(svm_cfg["C"], seed).fit(features, labels)
-    inner = svm_cfg["inner_folds"]
+        return linear_svm(svm.C, seed).fit(features, labels)
+    inner = svm.inner_folds
     _, fewest = fewest_groups_per_class(labels, groups)
     if fewest < inner:
         raise PipelineError(
@@ -36,7 +38,7 @@ def fit_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, svm_cf
             "lower svm.inner_folds, or set svm.C_grid to [] to use the fixed svm.C."
         )
     search = GridSearchCV(
-        linear_svm(svm_cfg["C"], seed),
+        linear_svm(svm.C, seed),
         {"linearsvc__C": grid},
         cv=StratifiedGroupKFold(n_splits=inner, shuffle=True, random_state=seed),
         scoring="accuracy",

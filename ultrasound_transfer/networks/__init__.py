@@ -1,1 +1,2 @@
-"""The networks: ImageNet backbones with a head, freezing, the frozen-prefix cache, training, checkpoints."""
+"""The networks: backbones with a head and freezing, the frozen-prefix cache, runtime, training paths,
+fitting, checkpoints."""

@@ -19,43 +19,13 @@ disables frozen-prefix caching (:mod:`ultrasound_transfer.networks.frozen_prefix
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
-from ultrasound_transfer.common import check_range, require
+from ultrasound_transfer.settings import AugmentationSettings
 
 
-@dataclass(frozen=True)
-class Augmentation:
-    """Strength of each random change; 0 switches one off."""
-
-    flip: float         # probability of a horizontal flip
-    rotate_deg: float   # rotation drawn from [-rotate_deg, rotate_deg]
-    shift: float        # translation, fraction of the side, per axis
-    scale: float        # zoom factor drawn from [1 - scale, 1 + scale]
-    gain: float         # brightness factor drawn from [1 - gain, 1 + gain]
-    speckle: float      # relative standard deviation of the multiplicative noise
-
-
-# Upper bound of each strength, beyond which a change stops being plausible.
-LIMITS = {"flip": 1.0, "rotate_deg": 45.0, "shift": 0.5, "scale": 0.5, "gain": 0.9, "speckle": 1.0}
-
-
-def augmentation_from_params(params: dict) -> Augmentation | None:
-    """Section ``finetune.augmentation`` of ``params``, or None when it is not enabled."""
-    if not require(params, "finetune.augmentation.enabled"):
-        return None
-    strengths = {}
-    for key, high in LIMITS.items():
-        name = f"finetune.augmentation.{key}"
-        strengths[key] = require(params, name)
-        check_range(name, strengths[key], 0.0, high)
-    return Augmentation(**{key: float(value) for key, value in strengths.items()})
-
-
-def augment_batch(images: np.ndarray, augmentation: Augmentation, rng: np.random.Generator) -> np.ndarray:
+def augment_batch(images: np.ndarray, augmentation: AugmentationSettings, rng: np.random.Generator) -> np.ndarray:
     """Randomly transformed copies of gray uint8 images ``(B, S, S)``."""
     out = np.empty_like(images)
     size = images.shape[1]

@@ -38,8 +38,10 @@ from typing import Callable
 import keras
 import numpy as np
 
+from ultrasound_transfer.choices import BATCH_NORM_MODES, HEAD_NORMS, MODEL_MIN_SIZES
 from ultrasound_transfer.common import PipelineError, check_choice
 from ultrasound_transfer.networks.initialization import draw_initial_weights
+from ultrasound_transfer.settings import HeadSettings
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,15 @@ class Backbone:
 
     build: Callable[..., keras.Model]
     preprocess: Callable[[np.ndarray], np.ndarray]
-    min_size: int
 
 
+# Keyed by the names of ultrasound_transfer.choices.MODELS (a test keeps both equal).
 BACKBONES: dict[str, Backbone] = {
-    "VGG16": Backbone(keras.applications.VGG16, keras.applications.vgg16.preprocess_input, 32),
-    "VGG19": Backbone(keras.applications.VGG19, keras.applications.vgg19.preprocess_input, 32),
-    "ResNet50": Backbone(keras.applications.ResNet50, keras.applications.resnet.preprocess_input, 32),
-    "ResNet101": Backbone(keras.applications.ResNet101, keras.applications.resnet.preprocess_input, 32),
-    "InceptionV3": Backbone(keras.applications.InceptionV3, keras.applications.inception_v3.preprocess_input, 75),
+    "VGG16": Backbone(keras.applications.VGG16, keras.applications.vgg16.preprocess_input),
+    "VGG19": Backbone(keras.applications.VGG19, keras.applications.vgg19.preprocess_input),
+    "ResNet50": Backbone(keras.applications.ResNet50, keras.applications.resnet.preprocess_input),
+    "ResNet101": Backbone(keras.applications.ResNet101, keras.applications.resnet.preprocess_input),
+    "InceptionV3": Backbone(keras.applications.InceptionV3, keras.applications.inception_v3.preprocess_input),
 }
 
 POOLED_LAYER = "pooled"
@@ -75,9 +77,6 @@ class FreezeReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-BATCH_NORM_MODES = ("training", "inference")
 
 
 class BatchNormalizationInInferenceMode(keras.layers.BatchNormalization):
@@ -110,7 +109,8 @@ def check_model_name(name: str) -> Backbone:
 
 def check_image_size(name: str, image_size: int) -> None:
     """Fail if ``image_size`` is below what the network's strides allow."""
-    minimum = check_model_name(name).min_size
+    check_model_name(name)
+    minimum = MODEL_MIN_SIZES[name]
     if image_size < minimum:
         raise PipelineError(
             f"image_size = {image_size} is too small for {name}, which needs at least {minimum} px; "
@@ -188,7 +188,6 @@ def freeze_all_but_last(backbone: keras.Model, fraction: float) -> FreezeReport:
     )
 
 
-HEAD_NORMS = ("standardize", "none")
 HEAD_NORM_LAYER = "head_norm"
 DROPOUT_LAYER = "head_dropout"
 OUTPUT_LAYER = "predictions"
@@ -211,35 +210,34 @@ class Standardization(keras.layers.Layer):
         return (inputs - keras.ops.cast(self.mean, inputs.dtype)) * keras.ops.cast(self.scale, inputs.dtype)
 
 
-def attach_head(backbone: keras.Model, n_classes: int, head_units: int, dropout: float,
-                head_norm: str = "none") -> keras.Model:
+def attach_head(backbone: keras.Model, n_classes: int, head: HeadSettings) -> keras.Model:
     """Backbone -> global average pooling -> [standardization] -> Dense(relu) -> Dropout -> Dense(softmax).
 
-    ``head_norm = "standardize"`` puts a :class:`Standardization` between the
+    ``head.norm = "standardize"`` puts a :class:`Standardization` between the
     pooled vector and the head, fitted to the training images of the fold
-    (:func:`ultrasound_transfer.networks.training.standardize_head_input`): the
+    (:func:`ultrasound_transfer.networks.training_paths.standardize_head_input`): the
     pooled output of a deep network can be far off unit scale and nearly
     constant across images (a randomly initialised VGG's), which a dense head
     trained for a few hundred steps cannot undo.  It uses no batch
     statistics, so training and inference compute the same.
     """
-    check_choice("finetune.head_norm", head_norm, HEAD_NORMS)
+    check_choice("finetune.head_norm", head.norm, HEAD_NORMS)
     x = keras.layers.GlobalAveragePooling2D(name=POOLED_LAYER)(backbone.output)
-    if head_norm == "standardize":
+    if head.norm == "standardize":
         x = Standardization(name=HEAD_NORM_LAYER)(x)
-    x = keras.layers.Dense(head_units, activation="relu", name=HIDDEN_LAYER)(x)
+    x = keras.layers.Dense(head.units, activation="relu", name=HIDDEN_LAYER)(x)
     # An explicit seed (from Python's generator, which seed_everything seeds) makes
     # every backend draw the masks from the layer's own state variable, which
     # FoldReset restores; with seed=None PyTorch would use its global generator.
-    x = keras.layers.Dropout(dropout, seed=random.randint(1, int(1e9)), name=DROPOUT_LAYER)(x)
+    x = keras.layers.Dropout(head.dropout, seed=random.randint(1, int(1e9)), name=DROPOUT_LAYER)(x)
     # float32 even under mixed precision: a float16 softmax loses small probabilities.
     outputs = keras.layers.Dense(n_classes, activation="softmax", name=OUTPUT_LAYER, dtype="float32")(x)
     return keras.Model(backbone.input, outputs, name=backbone.name)
 
 
 def build_classifier(
-    name: str, image_size: int, n_classes: int, weights: str | None, head_units: int, dropout: float,
-    ft_fraction: float, batch_norm: str = "training", head_norm: str = "none",
+    name: str, *, image_size: int, n_classes: int, weights: str | None, ft_fraction: float, head: HeadSettings,
+    batch_norm: str = "training",
 ) -> tuple[keras.Model, FreezeReport]:
     """Backbone with head, frozen all but the last ``ft_fraction``; trained batch norms in ``batch_norm`` mode.
 
@@ -251,7 +249,7 @@ def build_classifier(
     backbone = build_backbone(name, image_size, weights)
     report = freeze_all_but_last(backbone, ft_fraction)
     set_batch_norm_mode(backbone, batch_norm)
-    model = attach_head(backbone, n_classes, head_units, dropout, head_norm)
+    model = attach_head(backbone, n_classes, head)
     loaded = set() if resolve_weights(weights) is None else {id(layer) for layer in backbone.layers}
     fresh = [layer for layer in model.layers if id(layer) not in loaded]
     draw_initial_weights(fresh, np.random.default_rng(random.randint(0, 2**32 - 1)))
@@ -259,8 +257,7 @@ def build_classifier(
 
 
 def feature_extractor(model: keras.Model, layer: str) -> keras.Model:
-    """A model sharing ``model``'s weights that outputs the chosen feature layer."""
-    check_choice("features.layer", layer, FEATURE_LAYERS)
+    """A model sharing ``model``'s weights that outputs the feature layer ``layer`` (``pooled`` or ``head``)."""
     return keras.Model(model.input, model.get_layer(FEATURE_LAYERS[layer]).output)
 
 

@@ -68,7 +68,7 @@ class UnitWork:
         return self.prefix_pass + self.training + self.inference
 
 
-def unit_work(macs: SplitMacs, images: int, folds: int, epochs: int, validation_fraction: float,
+def unit_work(macs: SplitMacs, *, images: int, folds: int, epochs: int, validation_fraction: float,
               cached: bool = True) -> UnitWork:
     """Multiply-adds of ``finetune`` and ``features`` for one unit, at the maximum number of epochs.
 

@@ -19,10 +19,10 @@ from typing import Callable, Iterator
 import keras
 import numpy as np
 
-from ultrasound_transfer.common import check_choice
 from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, to_network_input
 from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, model_upto, split_at_frozen_prefix
-from ultrasound_transfer.networks.training import FoldBatches, as_float32
+from ultrasound_transfer.networks.training_paths import FoldBatches, as_float32
+from ultrasound_transfer.settings import PrefixCacheSettings
 
 
 def predict_all(model: keras.Model, inputs: list[np.ndarray], batch_size: int,
@@ -36,20 +36,20 @@ def predict_all(model: keras.Model, inputs: list[np.ndarray], batch_size: int,
 @contextlib.contextmanager
 def feature_pass(
     model: keras.Model,
-    layer: str,
     images: np.ndarray,
+    *,
+    layer: str,
     model_name: str,
     batch_size: int,
-    cache_dtype: str = "float32",
-    cache_memory_mb: float = 2048,
+    cache: PrefixCacheSettings = PrefixCacheSettings(),
     scratch_dir: Path | str | None = None,
 ) -> Iterator[Callable[[], np.ndarray]]:
     """Yield a function giving the ``layer`` features (N, D) of all ``images`` under ``model``'s current weights.
 
     Load a fold's weights into ``model``, call the function, repeat; the
-    frozen prefix ran once, when the block was entered.
+    frozen prefix ran once, when the block was entered (always: ``cache.enabled``
+    concerns training only).
     """
-    check_choice("features.layer", layer, FEATURE_LAYERS)
     target = model.get_layer(FEATURE_LAYERS[layer])
     to_input = lambda batch: to_network_input(batch, model_name)  # noqa: E731
     if not has_frozen_part(model):
@@ -57,10 +57,11 @@ def feature_pass(
         yield lambda: predict_all(whole, [images], batch_size, to_input)
         return
     split = split_at_frozen_prefix(model)
-    with PrefixCache(split, images, to_input, batch_size, cache_dtype, cache_memory_mb, scratch_dir) as cache:
+    with PrefixCache(split, images, to_input=to_input, batch_size=batch_size, dtype=cache.dtype,
+                     memory_limit_mb=cache.memory_mb, scratch_dir=scratch_dir) as prefix:
         if target.name in split.cut:
-            cached = np.asarray(cache.arrays[split.cut.index(target.name)], dtype=np.float32)
+            cached = np.asarray(prefix.arrays[split.cut.index(target.name)], dtype=np.float32)
             yield lambda: cached.copy()
             return
         tail = model_upto(model, split.cut, target.name)
-        yield lambda: predict_all(tail, cache.arrays, batch_size, as_float32)
+        yield lambda: predict_all(tail, prefix.arrays, batch_size, as_float32)

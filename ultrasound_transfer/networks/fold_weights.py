@@ -4,7 +4,7 @@ At ``ft_fraction = 0.15`` a fold changes the last few layers and the head;
 the frozen part is the same in every fold, every strategy's folds and every
 run with the same starting weights.  Saving whole networks would put 59-170 MB
 per fold into DVC's cache, 2.5 GB per dataset and strategy; saving the
-trained layers stores only what differs (README, section Experiments).
+trained layers stores only what differs (docs/experiments.md, "Fold networks are small enough to cache").
 
 A fold file (``fold<k>.weights.npz``) holds every variable of every layer that
 trained (trainable weights and, for batch normalization, the moving

@@ -22,7 +22,7 @@ Training the tail computes what training the full network computes: frozen
 batch-normalization layers run in inference mode in both (Keras does this for
 any layer with ``trainable = False``), and layers that act differently in
 training (dropout, noise) are always kept in the tail.  Results agree up to
-float rounding, which training can amplify (README, section Speed);
+float rounding, which training can amplify (docs/speed.md);
 ``tests/networks/test_frozen_prefix.py`` checks both paths against each other.
 """
 
@@ -36,16 +36,11 @@ from typing import Callable
 import keras
 import numpy as np
 
-from ultrasound_transfer.common import check_choice
-
 # Weightless layers whose output differs between training and inference: they
 # must run inside the training step, so they never go into the prefix.
 TRAINING_DEPENDENT = (
     keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
 )
-CACHE_DTYPES = ("float32", "float16")
-
-
 @dataclass
 class FrozenSplit:
     """A network split into its frozen prefix and its trainable tail."""
@@ -133,13 +128,13 @@ class PrefixCache:
         self,
         split: FrozenSplit,
         images: np.ndarray,
+        *,
         to_input: Callable[[np.ndarray], np.ndarray],
         batch_size: int,
         dtype: str = "float32",
         memory_limit_mb: float = 2048,
         scratch_dir: Path | str | None = None,
     ) -> None:
-        check_choice("finetune.cache_dtype", dtype, CACHE_DTYPES)
         self.size_mb = cache_size_mb(split, len(images), dtype)
         self.on_disk = self.size_mb > memory_limit_mb
         self._scratch = (

@@ -2,7 +2,7 @@ import sys
 
 import pytest
 
-from ultrasound_transfer.sweep_units import UnitFailed, executed_stages, restored_stages, run_command
+from ultrasound_transfer.study.sweep_units import UnitFailed, executed_stages, restored_stages, run_command
 
 DVC_OUTPUT = """Stage 'check_params' didn't change, skipping
 Running stage 'folds@phantom':

@@ -1,7 +1,8 @@
 import pytest
 
-from stages.protocol import PROTOCOLS, dvc_command, experiment_name, main, overrides_for, parse_strategies
+from ultrasound_transfer.cli import run
 from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.study.protocols import PROTOCOLS, dvc_command, experiment_name, overrides_for, parse_strategies
 
 
 def test_one_named_temp_experiment_per_strategy():
@@ -45,8 +46,9 @@ def test_dry_run_prints_commands_and_the_work_and_runs_nothing(capsys, project):
     from tests.conftest import default_params
 
     project.write_params(default_params())
-    main(["paper", "--strategies", "0,0.15", "-S", "models=[VGG16]", "-S", "weights=models/backbones/vgg16.h5",
-          "--images", "ddti=400", "--tflops", "10", "--overhead-min", "0", "--dry-run"])
+    run(["protocol", "paper", "--strategies", "0,0.15", "-S", "models=[VGG16]",
+         "-S", "weights=models/backbones/vgg16.h5", "--images", "ddti=400", "--tflops", "10", "--overhead-min", "0",
+         "--dry-run"])
     out = capsys.readouterr().out
     # The weights file is not there yet: the dry run still estimates, and says a real run would stop.
     assert out.startswith("note: a real run would stop here:") and "models/backbones/vgg16.h5': no such file" in out
@@ -67,5 +69,5 @@ def test_a_bad_override_is_refused_before_any_experiment_starts(project, capsys)
 
     project.write_params(default_params())
     with pytest.raises(PipelineError, match=r"finetune.epoch: unknown parameter; did you mean finetune.epochs\?"):
-        main(["demo", "--strategies", "0,0.15", "-S", "finetune.epoch=3"])
+        run(["protocol", "demo", "--strategies", "0,0.15", "-S", "finetune.epoch=3"])
     assert "dvc exp run" not in capsys.readouterr().out

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ultrasound_transfer.experiments import DVC
+from ultrasound_transfer.study.experiments import DVC
 
 SWEEP_REMOTE = "sweep"
 UNIT_EVENTS = "sweep-units"      # Dask event topic: a unit started, an attempt failed

@@ -1,7 +1,8 @@
 """DVC experiments of a parameter grid: ``-S`` values, grid points, names, what exists.
 
-Shared by the commands that start experiments (``stages.protocol`` runs a
-grid with ``dvc exp run``; ``stages.sweep`` spreads one over Dask workers),
+Shared by the commands that start experiments (``ultrasound-transfer protocol``
+runs a grid with ``dvc exp run``; ``ultrasound-transfer sweep`` spreads one over
+Dask workers),
 so that the same grid gets the same experiment names and parameter values
 either way.  A value is always YAML text, parsed as DVC parses ``-S
 key=value``: ``0`` stays the integer 0, so the parameters, and with them
@@ -77,7 +78,7 @@ def experiment_name(prefix: str, point: dict[str, str], varied: list[str]) -> st
     """``paper-ft0.15``, ``sweep-ft0.5-seed7``: the prefix, then each varied key and its value.
 
     ``ft_fraction`` is written ``ft`` so that a protocol's grid gets the names
-    ``stages.protocol`` gives it.  Characters git refuses in a name become ``_``.
+    ``ultrasound-transfer protocol`` gives it.  Characters git refuses in a name become ``_``.
     """
     parts = [prefix]
     for key in varied:

@@ -2,16 +2,16 @@
 
 Usage::
 
-    python -m stages.sweep -S ft_fraction=0,0.15,0.5,1                     # one worker per visible GPU (or 1 on CPU)
-    python -m stages.sweep --protocol paper -S ft_fraction=0,0.15,0.5,1 --workers 4
-    python -m stages.sweep -S ft_fraction=0,1 --scheduler tcp://head:8786   # any running Dask cluster (Slurm, ...)
-    python -m stages.sweep -S ft_fraction=0,1 --remote /shared/dvc-remote   # a remote name, URL or path
-    python -m stages.sweep -S ft_fraction=0,1 --dry-run                     # the grid and its units only
+    ultrasound-transfer sweep -S ft_fraction=0,0.15,0.5,1                     # one worker per visible GPU (or 1 on CPU)
+    ultrasound-transfer sweep --protocol paper -S ft_fraction=0,0.15,0.5,1 --workers 4
+    ultrasound-transfer sweep -S ft_fraction=0,1 --scheduler tcp://head:8786   # any running Dask cluster (Slurm, ...)
+    ultrasound-transfer sweep -S ft_fraction=0,1 --remote /shared/dvc-remote   # a remote name, URL or path
+    ultrasound-transfer sweep -S ft_fraction=0,1 --dry-run                     # the grid and its units only
 
 ``-S key=v1,v2`` takes values as ``dvc exp run --queue -S`` does; every
 combination is a *grid point*, which becomes one named DVC experiment of the
 current commit (``sweep-ft0.15``, or ``paper-ft0.15`` with ``--protocol``,
-as ``stages.protocol`` names them).  The command:
+as ``ultrasound-transfer protocol`` names them).  The command:
 
 1. checks every grid point's parameters, and that the code is committed
    (workers check out the commit, not this folder);
@@ -21,23 +21,23 @@ as ``stages.protocol`` names them).  The command:
 3. sends one *unit* per dataset x network x grid point (its ``finetune`` and
    ``features`` stages) to Dask; each worker runs it with ``dvc repro --pull``
    in its own clone and pushes outputs and run-cache to the remote
-   (:mod:`ultrasound_transfer.sweep_units`); a failed unit is retried
+   (:mod:`ultrasound_transfer.study.sweep_units`); a failed unit is retried
    ``--retries`` times by Dask;
 4. assembles each grid point, as soon as its units are done, with ``dvc exp
    run --pull`` in the scratch clone: ``finetune`` and ``features`` come from
    the run-cache (the command says so, and warns if any ran), ``evaluate``
    and ``report`` run (seconds); ``dvc exp push`` brings the experiment into
    this repository, so ``dvc exp show``, ``dvc metrics diff`` and
-   ``python -m stages.compare`` see it as if it had run here.
+   ``ultrasound-transfer compare`` see it as if it had run here.
 
 Rerunning the command skips the experiments that exist and restores finished
-units from the run-cache, so only what is missing runs.  Exit status 1 when
-any unit finally failed.  Not a pipeline stage.
+units from the run-cache, so only what is missing runs.  When any unit finally
+failed, a :class:`~ultrasound_transfer.common.PipelineError` names the points
+not made (the command's exit status is then 2).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -47,15 +47,28 @@ from pathlib import Path
 
 import yaml
 
-from stages.protocol import PROTOCOLS
-from ultrasound_transfer.common import PipelineError, log, run_stage
-from ultrasound_transfer.experiments import (
-    DVC, existing_experiments, experiment_name, format_value, grid_points, parse_grid, resolved_params, split_override,
-)
+from ultrasound_transfer.common import PipelineError, log
 from ultrasound_transfer.parameters import check_params
 from ultrasound_transfer.paths import RAW_DIR
-from ultrasound_transfer.sweep_units import (
-    UNIT_EVENTS, Checkout, Unit, UnitFailed, configure_clone, executed_stages, restored_stages, run_command,
+from ultrasound_transfer.study.experiments import (
+    DVC,
+    existing_experiments,
+    experiment_name,
+    format_value,
+    grid_points,
+    parse_grid,
+    resolved_params,
+)
+from ultrasound_transfer.study.protocols import PROTOCOLS
+from ultrasound_transfer.study.sweep_units import (
+    UNIT_EVENTS,
+    Checkout,
+    Unit,
+    UnitFailed,
+    configure_clone,
+    executed_stages,
+    restored_stages,
+    run_command,
     run_unit_reporting,
 )
 
@@ -64,6 +77,22 @@ CODE_PATHS = ["dvc.yaml", "stages", "ultrasound_transfer", "pyproject.toml", "re
 # Params read only by evaluate and report: units that differ only in these are the same unit.
 ASSEMBLY_ONLY_PARAMS = ("svm", "datasets", "models")
 DATA_STAGES = ["download", "normalize", "folds"]
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """What ``ultrasound-transfer sweep`` was asked (its options, see :mod:`ultrasound_transfer.cli`)."""
+
+    grid: list[str]                  # -S key=v1,v2 items
+    protocol: str | None = None
+    name: str | None = None          # experiment name prefix
+    workers: int | None = None       # local Dask workers
+    scheduler: str | None = None     # address of a running Dask scheduler
+    remote: str | None = None        # DVC remote: a configured name, a URL or a path
+    retries: int = 2
+    repo_url: str | None = None
+    workdir: str | None = None
+    dry_run: bool = False
 
 
 @dataclass
@@ -128,12 +157,12 @@ def resolve_remote(spec: str | None, repo: Path) -> str:
     return str(path)
 
 
-def build_grid(args: argparse.Namespace, base_params: str) -> tuple[list[GridPoint], list[str]]:
+def build_grid(request: SweepRequest, base_params: str) -> tuple[list[GridPoint], list[str]]:
     """The grid points of ``-S`` over the protocol's overrides, every point's params checked."""
-    fixed = {key: format_value(value) for key, value in PROTOCOLS.get(args.protocol, {}).items()}
-    grid = parse_grid(args.set)
+    fixed = {key: format_value(value) for key, value in PROTOCOLS.get(request.protocol, {}).items()}
+    grid = parse_grid(request.grid)
     varied = [key for key, values in grid.items() if len(values) > 1]
-    prefix = args.name or args.protocol or "sweep"
+    prefix = request.name or request.protocol or "sweep"
     points = []
     for overrides in grid_points(fixed, grid):
         name = experiment_name(prefix, overrides, varied)
@@ -258,31 +287,6 @@ def assemble_reporting(clone: Path, point: GridPoint, base_params: str, retraine
 
 # --- main ---------------------------------------------------------------------------------------------
 
-def parse_arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m stages.sweep", description=__doc__.split("\n")[0])
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=V1,V2",
-                        help="a parameter and its values, as in dvc exp run --queue -S (repeatable)")
-    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), help="start from a protocol's overrides")
-    parser.add_argument("--name", help="experiment name prefix (default: the protocol's name, or 'sweep')")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="local Dask workers (default: one per visible GPU, else 1)")
-    where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://head:8786")
-    parser.add_argument("--remote", help="DVC remote shared by all machines: a configured name, a URL or a path "
-                                         "(default: the repository's default remote)")
-    parser.add_argument("--retries", type=int, default=2, help="times Dask retries a failed unit (default 2)")
-    parser.add_argument("--repo-url", help="what workers git-clone (default: this repository's folder; "
-                                           "give a URL or shared path for workers on other machines)")
-    parser.add_argument("--workdir", help="folder for the workers' clones and DVC cache (default: .dvc/tmp/sweep "
-                                          "here for a local cluster, the worker's temporary folder otherwise)")
-    parser.add_argument("--dry-run", action="store_true", help="list the grid points and units, run nothing")
-    args = parser.parse_args(argv)
-    for item in args.set:
-        split_override(item)
-    if args.workers is not None and args.workers < 1:
-        parser.error("--workers must be at least 1")
-    return args
-
-
 def plan_units(points: list[GridPoint]) -> dict[tuple, Unit]:
     """One unit per distinct dataset x network x finetune params; each point lists the keys it needs."""
     units: dict[tuple, Unit] = {}
@@ -296,11 +300,11 @@ def plan_units(points: list[GridPoint]) -> dict[tuple, Unit]:
     return units
 
 
-def main(argv: list[str]) -> None:
-    args = parse_arguments(argv)
+def run_sweep(request: SweepRequest) -> None:
+    """The whole sweep of the repository in the working directory (the module's docstring says how)."""
     repo = Path.cwd()
     base_params = (repo / "params.yaml").read_text()
-    points, varied = build_grid(args, base_params)
+    points, varied = build_grid(request, base_params)
     if not varied:
         log("sweep", "note: no -S key has several values; the grid is one experiment")
     done = existing_experiments(repo)
@@ -308,7 +312,7 @@ def main(argv: list[str]) -> None:
     for point in points:
         if point.name in done:
             log("sweep", f"{point.name}: exists, skipped (dvc exp remove {point.name} to redo it)")
-    if args.dry_run:
+    if request.dry_run:
         for point in todo:
             overrides = " ".join(f"-S {key}={value}" for key, value in point.overrides.items())
             log("sweep", f"{point.name}: {overrides}; units: "
@@ -321,32 +325,32 @@ def main(argv: list[str]) -> None:
     if changed:
         raise PipelineError(f"commit the code first: workers check out the commit, and these differ from it: "
                             f"{', '.join(changed)}")
-    remote = resolve_remote(args.remote, repo)
-    here = Path(args.workdir).resolve() if args.workdir else repo / ".dvc/tmp/sweep"
+    remote = resolve_remote(request.remote, repo)
+    here = Path(request.workdir).resolve() if request.workdir else repo / ".dvc/tmp/sweep"
     # Workers of another machine's scheduler find no .dvc/tmp of ours: their own temporary folder then.
-    workers_workdir = str(here) if args.workdir or not args.scheduler else None
-    checkout = Checkout(args.repo_url or str(repo), current_commit(repo), remote, workers_workdir)
+    workers_workdir = str(here) if request.workdir or not request.scheduler else None
+    checkout = Checkout(request.repo_url or str(repo), current_commit(repo), remote, workers_workdir)
     clone = prepare_scratch_clone(repo, checkout, here, {d for point in todo for d in point.params["datasets"]})
     log("sweep", f"{len(todo)} experiment(s); remote {remote}; data stages in {clone}")
     for point in todo:
         point.lock_yaml = run_data_stages(clone, point)
     units = plan_units(todo)
-    failed = run_grid(args, checkout, todo, units, clone, base_params)
+    failed = run_grid(request, checkout, todo, units=units, clone=clone, base_params=base_params)
     if failed:
         raise PipelineError(f"{len(failed)} of {len(todo)} experiment(s) not made: {', '.join(failed)}. "
                             "Rerun the same command: finished units come from the run-cache.")
 
 
-def run_grid(args: argparse.Namespace, checkout: Checkout, points: list[GridPoint], units: dict[tuple, Unit],
+def run_grid(request: SweepRequest, checkout: Checkout, points: list[GridPoint], *, units: dict[tuple, Unit],
              clone: Path, base_params: str) -> list[str]:
     """Units on Dask, each point assembled when its units are done; the names of the points not made."""
     from distributed import as_completed
 
-    client, cluster, gpus = start_client(args.workers, args.scheduler)
+    client, cluster, gpus = start_client(request.workers, request.scheduler)
     client.subscribe_topic(UNIT_EVENTS, announce)
     started = time.perf_counter()
     try:
-        futures = {client.submit(run_unit_reporting, unit, checkout, gpus, retries=args.retries, pure=False,
+        futures = {client.submit(run_unit_reporting, unit, checkout, gpus, retries=request.retries, pure=False,
                                  key=f"unit-{index}-{unit.dataset}-{unit.model}"): key
                    for index, (key, unit) in enumerate(units.items())}
         for unit in units.values():
@@ -359,7 +363,7 @@ def run_grid(args: argparse.Namespace, checkout: Checkout, points: list[GridPoin
             if future.status == "error":
                 error = future.exception()
                 message = str(error) if isinstance(error, UnitFailed) else f"{type(error).__name__}: {error}"
-                log("sweep", f"{unit.label}: FAILED after {args.retries} retries: {message}")
+                log("sweep", f"{unit.label}: FAILED after {request.retries} retries: {message}")
                 outcome[key] = False
             else:
                 result = future.result()
@@ -384,7 +388,3 @@ def run_grid(args: argparse.Namespace, checkout: Checkout, points: list[GridPoin
         f"{time.perf_counter() - started:.0f} s" + (f"; ran again at assembly: {', '.join(retrained)}"
                                                     if retrained else ""))
     return failed
-
-
-if __name__ == "__main__":
-    run_stage(main)

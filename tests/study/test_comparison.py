@@ -3,16 +3,17 @@ import json
 import pandas as pd
 import pytest
 
-from stages import compare
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.evaluation.statistics import compare_paired
+from ultrasound_transfer.study import comparison as compare
 
 
 def entry(rev, name, ft_fraction, accuracies, seed=42):
     metrics = {f"metrics/cv/toy/{model}.json": {"data": {"svm": {"accuracy": acc, "accuracy_std": 0.01}}}
                for model, acc in accuracies.items()}
     params = {"ft_fraction": ft_fraction, "seed": seed, "datasets": ["toy"], "models": list(accuracies)}
-    return {"rev": rev, "name": name, "data": {"rev": rev, "params": {"params.yaml": {"data": params}}, "metrics": metrics}}
+    data = {"rev": rev, "params": {"params.yaml": {"data": params}}, "metrics": metrics}
+    return {"rev": rev, "name": name, "data": data}
 
 
 SHOW = [
@@ -45,7 +46,7 @@ def test_tables_name_the_best_strategy_with_margin_and_interval():
     assert rows_a["ft_fraction"].tolist() == [0.0, 0.15, 0.5]
     assert rows_a["SVM"].tolist() == ["0.650 ± 0.010", "0.700 ± 0.010", "0.800 ± 0.010"]
     assert rows_a["dense head"].tolist() == ["—"] * 3          # not in these records: said, not invented
-    best = compare.best_strategies(runs, "toy", ["A"], "svm", "accuracy", reader).iloc[0]
+    best = compare.best_strategies(runs, "toy", ["A"], classifier="svm", metric="accuracy", read=reader).iloc[0]
     assert (best["best ft_fraction"], best["runner-up"], best["margin"]) == (0.5, 0.15, 0.1)
     expected = compare_paired(FOLD_SCORES["e2"], FOLD_SCORES["base"], 80, 20)
     assert best["95 % CI"] == f"[{expected['ci_low']:+.3f}, {expected['ci_high']:+.3f}]"

@@ -1,8 +1,13 @@
 import pytest
 
 from ultrasound_transfer.common import PipelineError
-from ultrasound_transfer.experiments import (
-    experiment_name, grid_points, parse_grid, resolved_params, split_override, split_values,
+from ultrasound_transfer.study.experiments import (
+    experiment_name,
+    grid_points,
+    parse_grid,
+    resolved_params,
+    split_override,
+    split_values,
 )
 
 

@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m stages.protocol paper --strategies 0,0.15,0.5,1    # or: dvc exp run --queue -S ft_fraction=...
-    python -m stages.compare                      # accuracy; best strategy by the SVM (default)
-    python -m stages.compare --classifier dense --metric f1
+    ultrasound-transfer protocol paper --strategies 0,0.15,0.5,1    # or: dvc exp run --queue -S ft_fraction=...
+    ultrasound-transfer compare                      # accuracy; best strategy by the SVM (default)
+    ultrasound-transfer compare --classifier dense --metric f1
 
 Reads ``dvc exp show --json``, keeps the experiments that differ from each other
 only in ``ft_fraction`` (the largest such set), and for every dataset prints
@@ -15,12 +15,13 @@ interval for that margin (fold-paired, corrected resampled t-test; per-fold
 scores are read from each experiment's commit), and a plot of the metric
 against ``ft_fraction`` per model.  Outputs go to ``metrics/compare/``
 (``<dataset>.md`` and ``<metric>_vs_ft_fraction.html``, which renders offline).
-Not a pipeline stage.
+The selection test is Friedman's across all strategies, then the best against
+each other one with the corrected resampled t-test (Nadeau & Bengio 2003) and
+Holm's step-down adjustment (:mod:`ultrasound_transfer.evaluation.statistics`).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import subprocess
@@ -32,13 +33,15 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from ultrasound_transfer.common import PipelineError, run_stage
-from ultrasound_transfer.paths import FOLDS_DIR, METRICS_DIR
+from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.evaluation.scoring import BINARY_METRICS, MULTICLASS_METRICS
 from ultrasound_transfer.evaluation.statistics import best_against_rest, format_p, mean_fold_sizes
+from ultrasound_transfer.paths import FOLDS_DIR, METRICS_DIR
 
 OUT_DIR = Path("metrics/compare")
 OFFLINE_TEMPLATE = Path(".dvc/plots/offline.html")
+CLASSIFIERS = ("svm", "dense")
+METRICS = tuple(sorted({*BINARY_METRICS, *MULTICLASS_METRICS}))
 
 
 def experiment_records(show: list[dict]) -> list[dict]:
@@ -69,7 +72,7 @@ def sweep(records: list[dict]) -> list[dict]:
         return json.dumps({k: v for k, v in record["params"].items() if k != "ft_fraction"}, sort_keys=True)
 
     if not records:
-        raise PipelineError("dvc exp show lists no experiment with metrics; run the sweep first (README, Experiments).")
+        raise PipelineError("dvc exp show lists no experiment with metrics; run the sweep first (docs/experiments.md).")
     groups: dict[str, dict[float, dict]] = {}
     for record in records:                         # newest first in dvc's listing: keep the first per value
         groups.setdefault(rest(record), {}).setdefault(float(record["params"]["ft_fraction"]), record)
@@ -104,7 +107,7 @@ def paper_table(runs: list[dict], dataset: str, models: list[str], metric: str) 
     return pd.DataFrame(rows)
 
 
-def best_strategies(runs: list[dict], dataset: str, models: list[str], classifier: str, metric: str,
+def best_strategies(runs: list[dict], dataset: str, models: list[str], *, classifier: str, metric: str,
                     read: Callable[[str, str], str]) -> pd.DataFrame:
     """Per model: the best ft_fraction, tested as a selection among all strategies.
 
@@ -121,7 +124,7 @@ def best_strategies(runs: list[dict], dataset: str, models: list[str], classifie
         if len(scored) < 2:
             continue
 
-        def fold_scores(run: dict) -> np.ndarray:
+        def fold_scores(run: dict, model: str = model) -> np.ndarray:
             table = pd.read_csv(io.StringIO(read(run["rev"], f"{METRICS_DIR}/{dataset}/{model}.folds.csv")))
             return table[table["classifier"] == classifier].sort_values("fold")[metric].to_numpy()
 
@@ -164,32 +167,30 @@ def plot_html(points: pd.DataFrame, metric: str) -> str:
     return page.replace("{refresh_tag}", "").replace("{plot_divs}", div)
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.compare", description="Compare ft_fraction strategies.")
-    parser.add_argument("--classifier", choices=["svm", "dense"], default="svm")
-    parser.add_argument("--metric", default="accuracy", choices=sorted({*BINARY_METRICS, *MULTICLASS_METRICS}))
-    parser.add_argument("--exp-json", help="read this saved 'dvc exp show --json' instead of running it")
-    args = parser.parse_args(argv)
-    if args.exp_json:
-        show = json.loads(Path(args.exp_json).read_text())
-    else:
-        result = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise PipelineError(f"dvc exp show failed: {result.stderr.strip()}")
-        show = json.loads(result.stdout)
+def dvc_exp_show() -> list[dict]:
+    """``dvc exp show --json`` of the repository in the working directory."""
+    result = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PipelineError(f"dvc exp show failed: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def run_comparison(*, classifier: str = "svm", metric: str = "accuracy", exp_json: Path | None = None) -> None:
+    """Print and write the paper's table and the best strategy per model for every dataset, and the plot."""
+    show = json.loads(Path(exp_json).read_text()) if exp_json else dvc_exp_show()
     runs = sweep(experiment_records(show))
     params = runs[0]["params"]
     read = git_reader()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     points = []
     for dataset in params["datasets"]:
-        table = paper_table(runs, dataset, params["models"], args.metric)
-        best = best_strategies(runs, dataset, params["models"], args.classifier, args.metric, read)
+        table = paper_table(runs, dataset, params["models"], metric)
+        best = best_strategies(runs, dataset, params["models"], classifier=classifier, metric=metric, read=read)
         listing = ", ".join(f"{r['name']} ({r['params']['ft_fraction']})" for r in runs)
-        text = (f"# {dataset}: {args.metric} by network, ft_fraction and classifier\n\n"
+        text = (f"# {dataset}: {metric} by network, ft_fraction and classifier\n\n"
                 f"Experiments: {listing}\n\n"
                 + tabulate(table, headers="keys", tablefmt="github", showindex=False)
-                + f"\n\n## Best ft_fraction per model ({args.classifier})\n\nMargin over the runner-up with its 95 % "
+                + f"\n\n## Best ft_fraction per model ({classifier})\n\nMargin over the runner-up with its 95 % "
                 "interval (fold-paired corrected resampled t-test). The choice accounts for having picked the best: "
                 "a Friedman test across all strategies, and the best against every other one with Holm's "
                 "adjustment; 'supported' when all are below 0.05.\n\n"
@@ -198,15 +199,11 @@ def main(argv: list[str]) -> None:
         (OUT_DIR / f"{dataset}.md").write_text(text)
         for run in runs:
             for model in params["models"]:
-                m = run["metrics"].get(f"{METRICS_DIR}/{dataset}/{model}.json", {}).get(args.classifier, {})
-                if args.metric in m:
-                    mean, std = m[args.metric], m[args.metric + "_std"]
+                m = run["metrics"].get(f"{METRICS_DIR}/{dataset}/{model}.json", {}).get(classifier, {})
+                if metric in m:
+                    mean, std = m[metric], m[metric + "_std"]
                     points.append({"dataset": dataset, "model": model, "ft_fraction": run["params"]["ft_fraction"],
-                                   args.metric: mean, "low": mean - std, "high": mean + std})
-    plot = OUT_DIR / f"{args.metric}_vs_ft_fraction.html"
-    plot.write_text(plot_html(pd.DataFrame(points), args.metric))
+                                   metric: mean, "low": mean - std, "high": mean + std})
+    plot = OUT_DIR / f"{metric}_vs_ft_fraction.html"
+    plot.write_text(plot_html(pd.DataFrame(points), metric))
     print(f"[compare] wrote {OUT_DIR}/<dataset>.md and {plot}", flush=True)
-
-
-if __name__ == "__main__":
-    run_stage(main)

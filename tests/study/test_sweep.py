@@ -4,17 +4,27 @@ from pathlib import Path
 
 import pytest
 
-from stages.sweep import (
-    assemble_reporting, build_grid, parse_arguments, plan_units, resolve_remote, uncommitted_code, visible_gpus,
-)
 from tests.conftest import REPO
+from ultrasound_transfer.cli import run
 from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.study.sweep import (
+    SweepRequest,
+    assemble_reporting,
+    build_grid,
+    plan_units,
+    resolve_remote,
+    uncommitted_code,
+    visible_gpus,
+)
 
 BASE = (REPO / "params.yaml").read_text()
 
 
 def grid(*argv):
-    return build_grid(parse_arguments(list(argv)), BASE)
+    """``build_grid`` of ``-S`` items and an optional ``--protocol NAME`` first."""
+    protocol = argv[1] if argv[:1] == ("--protocol",) else None
+    items = [argv[i + 1] for i in range(len(argv)) if argv[i] == "-S"]
+    return build_grid(SweepRequest(grid=items, protocol=protocol), BASE)
 
 
 def test_grid_points_are_named_and_checked_before_any_work():
@@ -38,11 +48,11 @@ def test_units_are_shared_by_points_that_differ_only_after_features():
     assert sorted(unit.targets[0] for unit in plan_units(strategies).values()) == ["finetune@phantom-VGG16"] * 2
 
 
-def test_workers_must_be_positive():
-    with pytest.raises(SystemExit):
-        parse_arguments(["--workers", "0"])
+def test_workers_must_be_positive_and_items_key_value_before_any_work():
+    with pytest.raises(PipelineError, match="--workers 0: give at least 1"):
+        run(["sweep", "--workers", "0"])
     with pytest.raises(PipelineError, match="key=value"):
-        parse_arguments(["-S", "ft_fraction"])
+        run(["sweep", "-S", "ft_fraction"])
 
 
 def dvc(*args, cwd):

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from ultrasound_transfer.networks.training_paths import FoldBatches
+from ultrasound_transfer.settings import AugmentationSettings
+
+pytestmark = pytest.mark.keras_backend
+
+
+def test_fold_batches_reshuffle_every_epoch_and_repeat_with_the_seed():
+    x, y = np.arange(10)[:, None] * 1.0, np.arange(10) % 2
+    rows = np.array([0, 2, 3, 5, 7, 8, 9])
+
+    def epochs(batches, n=3):
+        seen = []
+        for _ in range(n):
+            seen.append(np.concatenate([batches[i][0][:, 0] for i in range(len(batches))]).astype(int))
+            batches.on_epoch_end()
+        return seen
+
+    first = epochs(FoldBatches([x], rows, 3, labels=y, seed=1))
+    assert all(sorted(e) == list(rows) for e in first)              # every row once per epoch
+    assert not np.array_equal(first[0], first[1])                     # a new order each epoch
+    assert all(np.array_equal(a, b) for a, b in zip(first, epochs(FoldBatches([x], rows, 3, labels=y, seed=1))))
+    assert np.array_equal(epochs(FoldBatches([x], rows, 3), 1)[0], rows)   # no seed: in order, for predict
+    assert len(FoldBatches([x], rows, 3)[0]) == 1                    # inputs only, without labels
+
+
+def test_fold_batches_feed_several_inputs_and_augment_reproducibly():
+    images = np.random.default_rng(0).integers(0, 255, size=(6, 16, 16), dtype=np.uint8)
+    other = np.arange(6, dtype=np.float16)[:, None]
+    (a, b), labels = FoldBatches([images, other], np.arange(6), 6, labels=np.zeros(6), seed=3, prepare=np.float32)[0]
+    assert a.dtype == b.dtype == np.float32 and np.array_equal(a, images[b[:, 0].astype(int)])
+
+    strong = AugmentationSettings(flip=0.5, rotate_deg=10, shift=0.1, scale=0.1, gain=0.2, speckle=0.2)
+    first = FoldBatches([images], np.arange(6), 3, labels=np.zeros(6), seed=3, augmentation=strong)
+    again = FoldBatches([images], np.arange(6), 3, labels=np.zeros(6), seed=3, augmentation=strong)
+    assert np.array_equal(first[1][0], again[1][0])
+    assert not np.array_equal(first[1][0], images[first.order[3:]])
+    before = first[1][0]
+    first.on_epoch_end()
+    again.on_epoch_end()
+    assert np.array_equal(first[1][0], again[1][0]) and not np.array_equal(first[1][0], before)

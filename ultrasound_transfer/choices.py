@@ -1,0 +1,36 @@
+"""The allowed values of the parameters that name a choice, and each network's smallest input.
+
+This is the one home of each such fact: the schema of ``params.yaml``
+(:mod:`ultrasound_transfer.parameters`) accepts exactly these values, and the
+library code that acts on a value (:mod:`ultrasound_transfer.networks`,
+:mod:`ultrasound_transfer.evaluation`) is keyed by the same names.  It imports
+nothing, so checking the parameters never loads a framework.  The dataset
+names live with their sources, in :data:`ultrasound_transfer.data.datasets.KNOWN_DATASETS`.
+"""
+
+# Smallest square input each network's strides allow, px (keras.applications refuses less).
+MODEL_MIN_SIZES = {"VGG16": 32, "VGG19": 32, "ResNet50": 32, "ResNet101": 32, "InceptionV3": 75}
+MODELS = tuple(MODEL_MIN_SIZES)
+
+# normalize
+BUSI_CLASSES = ("benign", "malignant", "normal")
+ON_UNDECODABLE = ("error", "skip")
+NEAR_DUPLICATE_CROSS_LABEL = ("exclude", "keep")
+
+# cv: what may not straddle folds
+GROUPINGS = ("near", "exact", "none")
+
+# finetune
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+HEAD_NORMS = ("standardize", "none")
+CLASS_WEIGHTS = ("none", "balanced")
+BATCH_NORM_MODES = ("training", "inference")
+CACHE_DTYPES = ("float32", "float16")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+JIT_COMPILE = ("auto", True, False)
+# Upper bound of each augmentation strength, beyond which a change stops being plausible.
+AUGMENTATION_LIMITS = {"flip": 1.0, "rotate_deg": 45.0, "shift": 0.5, "scale": 0.5, "gain": 0.9, "speckle": 1.0}
+
+# features and svm
+FEATURE_LAYERS = ("pooled", "head")
+SVM_TRAIN_ON = ("fit", "training")

@@ -1,0 +1,146 @@
+"""``ultrasound-transfer``: the commands a person types, beside the DVC stages.
+
+::
+
+    ultrasound-transfer protocol paper --dry-run      # the paper's grid: commands, multiply-adds, hours
+    ultrasound-transfer protocol paper                # run it as named DVC experiments (paper-ft0.15, ...)
+    ultrasound-transfer sweep -S ft_fraction=0,0.15,0.5,1 --remote /shared/dvc-remote   # the same on Dask workers
+    ultrasound-transfer compare                       # the paper's table and the best strategy, tested
+
+Each subcommand parses its options here and hands them, typed, to its module
+in :mod:`ultrasound_transfer.study`, where the logic lives.  A
+:class:`~ultrasound_transfer.common.PipelineError` ends the command with one
+message and exit status 2, as in the stages.  Run from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ultrasound_transfer.common import PipelineError
+
+PROG = "ultrasound-transfer"
+# As in the stages: TensorFlow's C++ log lines would bury the output (the estimate builds networks).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def add_protocol(commands: argparse._SubParsersAction) -> None:
+    from ultrasound_transfer.study.estimate import DEFAULT_OVERHEAD_MIN, DEFAULT_TFLOPS
+    from ultrasound_transfer.study.protocols import PAPER_STRATEGIES, PROTOCOLS
+
+    parser = commands.add_parser("protocol", help="run a named protocol over fine-tuning strategies as DVC experiments",
+                                 description="Run a named protocol (paper, demo) over a grid of ft_fraction values, "
+                                             "one named DVC experiment each.")
+    parser.add_argument("protocol", choices=sorted(PROTOCOLS))
+    parser.add_argument("--strategies", default=",".join(f"{s:g}" for s in PAPER_STRATEGIES),
+                        help="ft_fraction values, comma-separated (default: the paper's 0,0.15,0.5,1)")
+    parser.add_argument("--datasets", nargs="+", help="replace the protocol's datasets")
+    parser.add_argument("-S", "--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="one more parameter override, as in dvc exp run -S (repeatable)")
+    parser.add_argument("--queue", action="store_true", help="queue the experiments instead of running them now")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and the cost estimate only")
+    parser.add_argument("--images", nargs="+", default=[], metavar="DATASET=N",
+                        help="image counts for the estimate of datasets not prepared yet (ddti, salivary)")
+    parser.add_argument("--tflops", type=float, default=DEFAULT_TFLOPS,
+                        help=f"sustained TFLOP/s assumed by the estimate (default {DEFAULT_TFLOPS:g})")
+    parser.add_argument("--overhead-min", type=float, default=DEFAULT_OVERHEAD_MIN,
+                        help=f"fixed minutes per dataset x network x strategy (default {DEFAULT_OVERHEAD_MIN:g})")
+    parser.set_defaults(run=run_protocol)
+
+
+def run_protocol(args: argparse.Namespace) -> None:
+    from ultrasound_transfer.study.protocols import ProtocolRequest, parse_image_counts, parse_strategies
+    from ultrasound_transfer.study.protocols import run_protocol as run
+
+    run(ProtocolRequest(protocol=args.protocol, strategies=parse_strategies(args.strategies), datasets=args.datasets,
+                        extra=args.extra, queue=args.queue, dry_run=args.dry_run,
+                        images=parse_image_counts(args.images), tflops=args.tflops, overhead_min=args.overhead_min))
+
+
+def add_sweep(commands: argparse._SubParsersAction) -> None:
+    from ultrasound_transfer.study.protocols import PROTOCOLS
+
+    parser = commands.add_parser("sweep", help="run a grid of experiments on a Dask cluster",
+                                 description="Run a grid of experiments on a Dask cluster; results come home "
+                                             "through a DVC remote.")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=V1,V2",
+                        help="a parameter and its values, as in dvc exp run --queue -S (repeatable)")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), help="start from a protocol's overrides")
+    parser.add_argument("--name", help="experiment name prefix (default: the protocol's name, or 'sweep')")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="local Dask workers (default: one per visible GPU, else 1)")
+    where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://head:8786")
+    parser.add_argument("--remote", help="DVC remote shared by all machines: a configured name, a URL or a path "
+                                         "(default: the repository's default remote)")
+    parser.add_argument("--retries", type=int, default=2, help="times Dask retries a failed unit (default 2)")
+    parser.add_argument("--repo-url", help="what workers git-clone (default: this repository's folder; "
+                                           "give a URL or shared path for workers on other machines)")
+    parser.add_argument("--workdir", help="folder for the workers' clones and DVC cache (default: .dvc/tmp/sweep "
+                                          "here for a local cluster, the worker's temporary folder otherwise)")
+    parser.add_argument("--dry-run", action="store_true", help="list the grid points and units, run nothing")
+    parser.set_defaults(run=run_sweep)
+
+
+def run_sweep(args: argparse.Namespace) -> None:
+    from ultrasound_transfer.study.experiments import split_override
+    from ultrasound_transfer.study.sweep import SweepRequest
+    from ultrasound_transfer.study.sweep import run_sweep as run
+
+    for item in args.set:
+        split_override(item)
+    if args.workers is not None and args.workers < 1:
+        raise PipelineError(f"--workers {args.workers}: give at least 1.")
+    run(SweepRequest(grid=args.set, protocol=args.protocol, name=args.name, workers=args.workers,
+                     scheduler=args.scheduler, remote=args.remote, retries=args.retries, repo_url=args.repo_url,
+                     workdir=args.workdir, dry_run=args.dry_run))
+
+
+def add_compare(commands: argparse._SubParsersAction) -> None:
+    from ultrasound_transfer.study.comparison import CLASSIFIERS, METRICS
+
+    parser = commands.add_parser("compare", help="compare the experiments of an ft_fraction sweep",
+                                 description="The paper's table (network x strategy x classifier) and the best "
+                                             "ft_fraction per model, tested as a selection.")
+    parser.add_argument("--classifier", choices=CLASSIFIERS, default="svm",
+                        help="the classifier whose best strategy is tested (default svm)")
+    parser.add_argument("--metric", default="accuracy", choices=METRICS)
+    parser.add_argument("--exp-json", type=Path, help="read this saved 'dvc exp show --json' instead of running it")
+    parser.set_defaults(run=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    from ultrasound_transfer.study.comparison import run_comparison
+
+    run_comparison(classifier=args.classifier, metric=args.metric, exp_json=args.exp_json)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per command."""
+    top = argparse.ArgumentParser(prog=PROG, description="The commands a person types, beside the DVC stages "
+                                  "(run from the repository root).")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (add_protocol, add_sweep, add_compare):
+        add(commands)
+    return top
+
+
+def run(argv: list[str]) -> None:
+    """Run one command; a :class:`PipelineError` propagates (for tests and callers)."""
+    args = parser().parse_args(argv)
+    args.run(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point: an error becomes one message and exit status 2."""
+    try:
+        run(sys.argv[1:] if argv is None else argv)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

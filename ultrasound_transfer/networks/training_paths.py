@@ -1,0 +1,171 @@
+"""What a fold trains on: seeded batches, and the choice between the full network and its cached tail.
+
+Batches come from :class:`FoldBatches`, which draws its own seeded order
+each epoch.  Both training paths (the full network on images, and the
+trainable tail on cached frozen-prefix outputs, :func:`choose_training_path`)
+read through it, so with the same seed they see the same images in the same
+order, on any Keras backend.  The head's input standardization is fitted
+through the same path (:func:`standardize_head_input`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import keras
+import numpy as np
+
+from ultrasound_transfer.networks.augmentation import augment_batch
+from ultrasound_transfer.networks.backbones import HEAD_NORM_LAYER, POOLED_LAYER, to_network_input
+from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, model_upto, split_at_frozen_prefix
+from ultrasound_transfer.settings import AugmentationSettings, PrefixCacheSettings
+
+
+class FoldBatches(keras.utils.PyDataset):
+    """Batches of the rows ``rows`` of aligned arrays, in a fresh seeded order each epoch.
+
+    ``inputs`` holds one array per network input, all rows of the dataset
+    (memory-maps welcome: only a batch is read at a time).  ``seed = None``
+    keeps ``rows`` in order (validation, prediction); otherwise epoch e uses
+    the permutation drawn from ``(seed, e)``.  ``augmentation`` transforms
+    each batch (gray images only) before ``prepare`` turns it into network
+    input.  Without ``labels`` batches carry inputs only, for ``predict``.
+    """
+
+    def __init__(
+        self,
+        inputs: list[np.ndarray],
+        rows: np.ndarray,
+        batch_size: int,
+        *,
+        labels: np.ndarray | None = None,
+        seed: int | None = None,
+        prepare: Callable[[np.ndarray], np.ndarray] = np.asarray,
+        augmentation: AugmentationSettings | None = None,
+    ) -> None:
+        super().__init__()
+        if augmentation is not None and seed is None:
+            raise ValueError("augmentation needs a seed")
+        self.inputs, self.rows, self.batch_size = inputs, np.asarray(rows), batch_size
+        self.labels, self.seed, self.prepare, self.augmentation = labels, seed, prepare, augmentation
+        self.epoch = 0
+        self.order = self.epoch_order()
+
+    def epoch_order(self) -> np.ndarray:
+        if self.seed is None:
+            return self.rows
+        return self.rows[np.random.default_rng([self.seed, self.epoch]).permutation(len(self.rows))]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.rows) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        arrays = [array[rows] for array in self.inputs]
+        if self.augmentation is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            arrays = [augment_batch(array, self.augmentation, rng) for array in arrays]
+        arrays = [self.prepare(array) for array in arrays]
+        x = arrays[0] if len(arrays) == 1 else tuple(arrays)
+        return (x,) if self.labels is None else (x, self.labels[rows])
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = self.epoch_order()
+
+
+def as_float32(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array, dtype=np.float32)
+
+
+@dataclass
+class TrainingPath:
+    """What the folds train (the network, or its tail) and the arrays that feed it."""
+
+    model: keras.Model
+    inputs: list[np.ndarray]
+    prepare: Callable[[np.ndarray], np.ndarray]
+    batch_size: int
+    augmentation: AugmentationSettings | None = None
+    description: dict = field(default_factory=dict)
+
+    def batches(self, rows: np.ndarray, labels: np.ndarray | None = None, seed: int | None = None) -> FoldBatches:
+        """Batches of ``rows``; shuffled (and augmented, if set) only when ``seed`` is given."""
+        return FoldBatches(self.inputs, rows, self.batch_size, labels=labels, seed=seed, prepare=self.prepare,
+                           augmentation=self.augmentation if seed is not None else None)
+
+
+@contextlib.contextmanager
+def choose_training_path(
+    model: keras.Model,
+    images: np.ndarray,
+    *,
+    model_name: str,
+    batch_size: int,
+    cache: PrefixCacheSettings = PrefixCacheSettings(),
+    augmentation: AugmentationSettings | None = None,
+    scratch_dir: Path | str | None = None,
+) -> Iterator[TrainingPath]:
+    """The faster of two equivalent ways to train ``model`` on gray ``images``.
+
+    With a frozen part, no augmentation and ``cache.enabled``, the
+    frozen prefix runs once over all images and the tail trains on its cached
+    outputs (:mod:`ultrasound_transfer.networks.frozen_prefix`).  Otherwise the full network trains
+    on the images.  ``description`` says which path was taken and why.
+    """
+    to_input = lambda batch: to_network_input(batch, model_name)  # noqa: E731
+    if not cache.enabled:
+        reason = "finetune.frozen_prefix_cache is off"
+    elif augmentation is not None:
+        reason = "augmentation changes the frozen part's input every epoch"
+    elif not has_frozen_part(model):
+        reason = "ft_fraction = 1: nothing is frozen"
+    else:
+        split = split_at_frozen_prefix(model)
+        with PrefixCache(split, images, to_input=to_input, batch_size=batch_size, dtype=cache.dtype,
+                         memory_limit_mb=cache.memory_mb, scratch_dir=scratch_dir) as cached:
+            description = {
+                "path": "frozen-prefix cache", **split.describe(), "cache_dtype": cache.dtype,
+                "cache_mb": round(cached.size_mb, 1), "cache_storage": cached.storage,
+            }
+            yield TrainingPath(split.tail, cached.arrays, as_float32, batch_size, None, description)
+        return
+    yield TrainingPath(model, [images], to_input, batch_size, augmentation, {"path": "full network", "reason": reason})
+
+
+def layer_output(path: TrainingPath, network: keras.Model, name: str, rows: np.ndarray) -> np.ndarray:
+    """The output of ``network``'s layer ``name`` for ``rows``, computed through the path's model.
+
+    On the cached path a cached tensor is read as it is; anything later runs
+    the tail up to that layer.
+    """
+    cached = path.description.get("cached_layers", [])
+    if name in cached:
+        return np.asarray(path.inputs[cached.index(name)][rows], dtype=np.float32)
+    upto = model_upto(network, cached, name)
+    return np.asarray(upto.predict(path.batches(rows), verbose=0), dtype=np.float32)
+
+
+def standardize_head_input(path: TrainingPath, network: keras.Model, rows: np.ndarray) -> bool:
+    """Fit the head's standardization (if the network has one) to the pooled features of ``rows``.
+
+    Each feature is centred on its mean over ``rows``; all are divided by one
+    common standard deviation (the root of the mean per-feature variance), so
+    the head sees unit scale without the features that barely vary (dead
+    units of a random network) being blown up.  ``rows`` are the images the
+    fold trains on, never its validation or test images; the values stay
+    fixed while the fold trains and are kept in its fold file.  Returns
+    whether there was a standardization to fit.
+    """
+    if HEAD_NORM_LAYER not in {layer.name for layer in network.layers}:
+        return False
+    pooled = layer_output(path, network, POOLED_LAYER, rows).astype(np.float64)
+    spread = math.sqrt(float(pooled.var(axis=0).mean())) or 1.0
+    norm = network.get_layer(HEAD_NORM_LAYER)
+    norm.mean.assign(pooled.mean(axis=0).astype(np.float32))
+    norm.scale.assign(np.full(pooled.shape[1], 1.0 / spread, dtype=np.float32))
+    return True

@@ -1,0 +1,160 @@
+"""Run a named protocol over a grid of fine-tuning strategies, as named DVC experiments.
+
+Usage::
+
+    ultrasound-transfer protocol paper --strategies 0,0.15,0.5,1             # run the paper's grid
+    ultrasound-transfer protocol paper --strategies 0,0.15,0.5,1 --dry-run   # commands and cost estimate only
+    ultrasound-transfer protocol paper --queue                               # queue (then: dvc queue start)
+    ultrasound-transfer protocol paper --datasets busi -S models=[ResNet50]  # paper settings, narrower
+
+A protocol is a fixed set of parameter overrides.  Each strategy becomes one
+experiment, ``<protocol>-ft<fraction>`` (``paper-ft0.15``), run with
+``dvc exp run --temp``: in a temporary copy, so the workspace and its
+``params.yaml`` (the offline demo) stay as they are, and through DVC's cache,
+so stages finished before (the data stages; a strategy's folds) are restored,
+not rerun.  A second call skips the experiments that exist and runs the
+missing ones.  ``ultrasound-transfer compare`` then tabulates them.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+
+from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.parameters import check_params, schema_problems
+from ultrasound_transfer.settings import settings_from_params
+from ultrasound_transfer.study.estimate import DEFAULT_OVERHEAD_MIN, DEFAULT_TFLOPS, cost_estimate
+from ultrasound_transfer.study.experiments import existing_experiments, format_value, resolved_params, split_override
+from ultrasound_transfer.study.experiments import experiment_name as grid_experiment_name
+
+PROTOCOLS: dict[str, dict[str, object]] = {
+    # Bal-Ghaoui et al. 2023: four public datasets, ImageNet weights, 224 px.
+    # Epochs, patience and batch size are not given in the paper; these are
+    # common choices for fine-tuning on a few hundred images.
+    "paper": {
+        "datasets": ["busi", "rodrigues", "ddti", "salivary"],
+        "weights": "imagenet",
+        "image_size": 224,
+        "finetune.epochs": 50,
+        "finetune.patience": 10,
+        "finetune.batch_size": 32,
+        "finetune.learning_rate": 0.0001,
+        # One rate for the whole network: the paper describes no per-layer rates.
+        "finetune.backbone_lr_factor": 1.0,
+    },
+    # The defaults of params.yaml, for going back explicitly.
+    "demo": {
+        "datasets": ["phantom"],
+        "weights": "none",
+        "image_size": 80,
+        "finetune.epochs": 15,
+        "finetune.patience": 5,
+        "finetune.batch_size": 16,
+        "finetune.learning_rate": 0.001,
+        "finetune.backbone_lr_factor": 0.01,
+    },
+}
+PAPER_STRATEGIES = (0.0, 0.15, 0.5, 1.0)
+
+
+def parse_strategies(text: str) -> list[float]:
+    """``"0,0.15,0.5,1"`` -> [0.0, 0.15, 0.5, 1.0], each in [0, 1]."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise PipelineError(
+            f"--strategies {text!r}: give ft_fraction values separated by commas, e.g. 0,0.15,0.5,1.") from None
+    if not values or any(not 0 <= v <= 1 for v in values):
+        raise PipelineError(f"--strategies {text!r}: every ft_fraction must lie in [0, 1].")
+    return values
+
+
+def experiment_name(protocol: str, ft_fraction: float) -> str:
+    """``paper-ft0.15``: the name ``ultrasound-transfer sweep --protocol paper`` gives the same grid point."""
+    return grid_experiment_name(protocol, {"ft_fraction": f"{ft_fraction:g}"}, ["ft_fraction"])
+
+
+def overrides_for(protocol: str, datasets: list[str] | None, extra: list[str]) -> dict[str, str]:
+    """The protocol's ``-S`` values, then ``--datasets``, then the user's ``-S key=value``."""
+    overrides = {key: format_value(value) for key, value in PROTOCOLS[protocol].items()}
+    if datasets:
+        overrides["datasets"] = format_value(datasets)
+    for item in extra:
+        key, value = split_override(item)
+        overrides[key] = value
+    return overrides
+
+
+def dvc_command(name: str, overrides: dict[str, str], ft_fraction: float, queue: bool) -> list[str]:
+    """The ``dvc exp run`` command line of one grid point."""
+    command = ["dvc", "exp", "run", "--name", name, "--queue" if queue else "--temp"]
+    for key, value in {**overrides, "ft_fraction": f"{ft_fraction:g}"}.items():
+        command += ["-S", f"{key}={value}"]
+    return command
+
+
+@dataclass(frozen=True)
+class ProtocolRequest:
+    """What ``ultrasound-transfer protocol`` was asked (its options, see :mod:`ultrasound_transfer.cli`)."""
+
+    protocol: str
+    strategies: list[float] = field(default_factory=lambda: list(PAPER_STRATEGIES))
+    datasets: list[str] | None = None
+    extra: list[str] = field(default_factory=list)        # -S key=value
+    queue: bool = False
+    dry_run: bool = False
+    images: dict[str, int] = field(default_factory=dict)  # for the estimate
+    tflops: float = DEFAULT_TFLOPS
+    overhead_min: float = DEFAULT_OVERHEAD_MIN
+
+
+def parse_image_counts(items: list[str]) -> dict[str, int]:
+    """``["ddti=480"]`` -> ``{"ddti": 480}``."""
+    images = {}
+    for item in items:
+        dataset, _, count = item.partition("=")
+        if not count.isdigit():
+            raise PipelineError(f"--images {item!r}: write it as DATASET=N, e.g. --images ddti=480.")
+        images[dataset] = int(count)
+    return images
+
+
+def run_protocol(request: ProtocolRequest) -> None:
+    """Check every experiment's params, then run (or queue, or only print and estimate) them."""
+    overrides = overrides_for(request.protocol, request.datasets, request.extra)
+    names = [experiment_name(request.protocol, ft) for ft in request.strategies]
+    commands = [(name, dvc_command(name, overrides, ft, request.queue)) for name, ft in zip(names, request.strategies)]
+    try:     # every experiment's params, checked before any starts
+        for ft in request.strategies:
+            check_params(resolved_params({**overrides, "ft_fraction": f"{ft:g}"}))
+    except PipelineError as problem:
+        if not request.dry_run or schema_problems(resolved_params(overrides)):
+            raise
+        print(f"note: a real run would stop here: {problem}\n", flush=True)
+    if request.dry_run:
+        for _, command in commands:
+            print(shlex.join(command), flush=True)
+        settings = settings_from_params(resolved_params(overrides))
+        table, hours = cost_estimate(settings, request.strategies, images=request.images, tflops=request.tflops,
+                                     overhead_min=request.overhead_min)
+        print(f"\nWork of the grid (finetune + features, {settings.cv.n_splits} folds, up to "
+              f"{settings.finetune.epochs} epochs, {settings.image_size} px; frozen prefix cached):\n\n{table}\n\n"
+              f"About {hours:.1f} h at {request.tflops:g} TFLOP/s sustained plus {request.overhead_min:g} min per row "
+              "(datasets of unknown size left out; early stopping usually ends sooner).", flush=True)
+        return
+    done = existing_experiments()
+    failed = []
+    for name, command in commands:
+        if name in done:
+            print(f"[protocol] {name}: exists, skipped (dvc exp remove {name} to redo it)", flush=True)
+            continue
+        print(f"[protocol] {shlex.join(command)}", flush=True)
+        if subprocess.call(command) != 0:
+            failed.append(name)
+    if failed:
+        raise PipelineError(f"experiments failed: {', '.join(failed)}; see their output above. "
+                            "Rerun the same command to retry only those.")
+    if request.queue:
+        print("[protocol] queued; run them with: dvc queue start", flush=True)
