@@ -118,7 +118,10 @@ def train_both_ways(name: str, size: int, fraction: float, epochs: int = 3) -> l
     return runs
 
 
-@pytest.mark.parametrize("name, size, fraction", [("VGG16", 32, 0.5), ("InceptionV3", 75, 0.15)])
+@pytest.mark.parametrize("name, size, fraction", [
+    ("VGG16", 32, 0.5),
+    pytest.param("InceptionV3", 75, 0.15, marks=pytest.mark.slow),    # the multi-input cut; 30 s
+])
 def test_training_on_the_cache_gives_the_predictions_of_training_the_network(name, size, fraction):
     plain, cached = train_both_ways(name, size, fraction)
     np.testing.assert_allclose(cached["probs"], plain["probs"], rtol=0, atol=1e-3)

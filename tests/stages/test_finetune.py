@@ -50,6 +50,7 @@ def finetune_process(project) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_at_first_unfinished_fold_with_the_same_results(project):
     prepared_phantom(project)
     out = project / "models/phantom/VGG16"
