@@ -69,6 +69,11 @@ def test_remote_by_name_url_or_path(tmp_path):
     assert resolve_remote("s3://bucket/dvc", tmp_path) == "s3://bucket/dvc"
     made = resolve_remote(str(tmp_path / "new" / "store"), tmp_path)
     assert Path(made).is_dir()
+    # A mistyped name is refused, naming the remotes there are; it never becomes a folder.
+    with pytest.raises(PipelineError, match=r"--remote 'sharde' is neither a configured DVC remote \(configured: "
+                                            r"shared\).*absolute path"):
+        resolve_remote("sharde", tmp_path)
+    assert not (tmp_path / "sharde").exists() and not (Path.cwd() / "sharde").exists()
 
 
 def test_uncommitted_code_is_listed(tmp_path):

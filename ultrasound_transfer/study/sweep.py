@@ -141,7 +141,11 @@ def configured_remotes(repo: Path) -> tuple[dict[str, str], str | None]:
 
 
 def resolve_remote(spec: str | None, repo: Path) -> str:
-    """``--remote``: a configured remote's name, a URL, or a local path (made absolute, created)."""
+    """``--remote``: a configured remote's name, a URL, or an absolute local path (created).
+
+    Anything else is refused, before any work: a mistyped remote name must not
+    quietly become a new folder that the workers then share.
+    """
     remotes, default = configured_remotes(repo)
     if spec is None:
         if default is None:
@@ -152,9 +156,15 @@ def resolve_remote(spec: str | None, repo: Path) -> str:
         return remotes[spec]
     if "://" in spec:
         return spec
-    path = Path(spec).expanduser().resolve()
+    path = Path(spec).expanduser()
+    if not path.is_absolute():
+        configured = ", ".join(sorted(remotes)) or "none"
+        raise PipelineError(
+            f"--remote {spec!r} is neither a configured DVC remote (configured: {configured}) "
+            f"nor a URL (s3://..., ssh://...) nor an absolute path; check the name with dvc remote list, or write "
+            f"--remote {path.resolve()} if a new folder there is meant.")
     path.mkdir(parents=True, exist_ok=True)
-    return str(path)
+    return str(path.resolve())
 
 
 def build_grid(request: SweepRequest, base_params: str) -> tuple[list[GridPoint], list[str]]:
