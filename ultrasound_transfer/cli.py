@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.common import PipelineError, run_stage
 
 PROG = "ultrasound-transfer"
 # As in the stages: TensorFlow's C++ log lines would bury the output (the estimate builds networks).
@@ -73,8 +72,8 @@ def add_sweep(commands: argparse._SubParsersAction) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, help="local Dask workers (default: one per visible GPU, else 1)")
     where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://head:8786")
-    parser.add_argument("--remote", help="DVC remote shared by all machines: a configured name, a URL or a path "
-                                         "(default: the repository's default remote)")
+    parser.add_argument("--remote", help="DVC remote shared by all machines: a configured name, a URL or an "
+                                         "absolute path (default: the repository's default remote)")
     parser.add_argument("--retries", type=int, default=2, help="times Dask retries a failed unit (default 2)")
     parser.add_argument("--repo-url", help="what workers git-clone (default: this repository's folder; "
                                            "give a URL or shared path for workers on other machines)")
@@ -133,13 +132,9 @@ def run(argv: list[str]) -> None:
     args.run(args)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The console entry point: an error becomes one message and exit status 2."""
-    try:
-        run(sys.argv[1:] if argv is None else argv)
-    except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(2)
+def main() -> None:
+    """The console entry point: as a stage runs, an error becomes one message and exit status 2."""
+    run_stage(run)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +36,7 @@ from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.evaluation.scoring import BINARY_METRICS, MULTICLASS_METRICS
 from ultrasound_transfer.evaluation.statistics import best_against_rest, format_p, mean_fold_sizes
 from ultrasound_transfer.paths import FOLDS_DIR, METRICS_DIR
+from ultrasound_transfer.study.experiments import DVC
 
 OUT_DIR = Path("metrics/compare")
 OFFLINE_TEMPLATE = Path(".dvc/plots/offline.html")
@@ -169,7 +169,7 @@ def plot_html(points: pd.DataFrame, metric: str) -> str:
 
 def dvc_exp_show() -> list[dict]:
     """``dvc exp show --json`` of the repository in the working directory."""
-    result = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    result = subprocess.run([*DVC, "exp", "show", "--json"], capture_output=True, text=True)
     if result.returncode != 0:
         raise PipelineError(f"dvc exp show failed: {result.stderr.strip()}")
     return json.loads(result.stdout)
