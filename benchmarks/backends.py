@@ -71,6 +71,7 @@ def run_finetune(project: Path, backend: str, model: str) -> tuple[float, pd.Dat
     seconds = time.perf_counter() - started
     training = project / f"models/phantom/{model}/training"
     predictions = pd.read_csv(training / "dense_predictions.csv")
+    predictions = predictions[predictions["part"] == "test"]            # not the inner validation images
     epochs = len(pd.read_csv(training / "history.csv"))      # early stopping decides, per backend
     return seconds, predictions.set_index("id").sort_index(), epochs
 

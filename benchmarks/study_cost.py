@@ -208,6 +208,7 @@ def unit_rows(models: list[str], epochs: int, batch_size: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as workdir:
         params = merged(yaml.safe_load((root / "params.yaml").read_text()), UNIT_PARAMS)
         params["finetune"].update(epochs=epochs, batch_size=batch_size, validation_fraction=0.0)
+        params["evaluation"]["operating_point"] = "argmax"
         (Path(workdir) / "params.yaml").write_text(yaml.safe_dump(params))
         for stage in ("download", "normalize", "folds"):     # as DVC runs them
             subprocess.run([sys.executable, "-m", f"stages.{stage}", "phantom"], cwd=workdir, check=True,
@@ -240,7 +241,7 @@ def unit_rows(models: list[str], epochs: int, batch_size: int) -> list[dict]:
 SWEEP_PARAMS = {"datasets": ["phantom"], "models": ["VGG16", "ResNet50"], "image_size": 32,
                 "download": {"phantom": {"count": 24, "images_per_patient": 2, "native_size": 48}},
                 "cv": {"n_splits": 3}, "finetune": {"epochs": 1, "batch_size": 8, "validation_fraction": 0.0},
-                "svm": {"C_grid": [0.1, 1.0], "inner_folds": 2}}
+                "svm": {"C_grid": [0.1, 1.0], "inner_folds": 2}, "evaluation": {"operating_point": "argmax"}}
 
 
 def sweep_row(rev: str, label: str) -> dict:

@@ -1,30 +1,40 @@
-"""Stage ``evaluate``: SVM on the cached features, and scores of both classifiers.
+"""Stage ``evaluate``: the SVM on the cached features, both classifiers read at their operating points, and scored.
 
 Usage: ``python -m stages.evaluate DATASET MODEL``.  Reads params ``seed`` and
-section ``svm``.
+sections ``svm`` and ``evaluation``.
 
-For each fold: StandardScaler + linear SVM (scikit-learn ``LinearSVC``) fitted
-on the features of the images the dense head was fitted on (``svm.train_on:
-fit``, from ``finetune``'s ``fold_parts.csv``), so both classifiers learn from
-the same labelled images; ``svm.train_on: training`` adds the dense head's
-early-stopping images.  When ``svm.C_grid`` is non-empty, C is chosen by a
-grouped, stratified inner cross-validation on those images only; otherwise
-``svm.C`` is used.  The dense head's scores come from ``finetune``'s
-test-fold predictions.  Metric names: :mod:`ultrasound_transfer.evaluation.scoring`.
+For each split (each fold of each repeat): StandardScaler + linear SVM
+(scikit-learn ``LinearSVC``) fitted on the features of the images the dense
+head was fitted on (``svm.train_on: fit``, from ``finetune``'s
+``fold_parts.csv``), so both classifiers learn from the same labelled images;
+``svm.train_on: training`` adds the dense head's early-stopping images.  C is
+chosen by a grouped inner cross-validation on those images only
+(:mod:`ultrasound_transfer.evaluation.svm`).  Both classifiers then get a
+probability of malignant and a threshold chosen on the split's inner
+validation images (the SVM's by Platt scaling on images it did not learn
+from), never its test images (:mod:`ultrasound_transfer.evaluation.classifiers`).
 
 Outputs in ``metrics/cv/<dataset>/``:
 
-* ``<model>.json`` (DVC metrics): mean and std over folds per classifier,
-  keys ``dense.accuracy``, ``svm.sensitivity_std``, ...; ``svm_train_on``; and the freezing facts;
-* ``<model>.folds.csv``: every metric per fold and classifier, the images each
-  classifier was trained on (``n_train``) and tested on, and the C used;
-* ``<model>.predictions.csv``: per test image: id, fold, true class, and per
-  classifier the predicted class and its scores.
+* ``<model>.json`` (DVC metrics): under ``image`` (and ``case``, where cases
+  have several images) each classifier's headline figures on the pooled
+  out-of-fold predictions with 95 % intervals from a bootstrap over groups
+  (:mod:`ultrasound_transfer.evaluation.intervals`), and ``svm_minus_dense``;
+  under ``folds`` the mean and std over splits of every per-split metric (the
+  paper's reading: ``argmax_accuracy``...); and the operating-point rule, the
+  repeats, and the freezing facts (``trained_share``: of the backbone's parameters);
+* ``<model>.folds.csv``: every metric per split and classifier, with
+  ``repeat``, ``fold``, ``split``, the images each classifier learned from
+  (``n_train``) and was tested on, its threshold and the SVM's C;
+* ``<model>.predictions.csv``: per test image and split: id, repeat, fold,
+  true class, group, case, and per classifier its probabilities, threshold,
+  the class called at the operating point and the argmax class.
 
 and, for ``dvc plots``, ``metrics/plots/confusion/<dataset>/<model>.<classifier>.csv``
-(actual, predicted) and ``metrics/plots/roc/<dataset>/<model>.csv`` (the ROC
-curve of each classifier over the pooled test folds; micro-averaged one-vs-rest
-for more than two classes).
+(actual, predicted at the operating point), ``metrics/plots/roc/<dataset>/<model>.csv``
+(the ROC curve of each classifier over the pooled test folds; micro-averaged
+one-vs-rest for more than two classes) and
+``metrics/plots/calibration/<dataset>/<model>.csv`` (the reliability diagram).
 """
 
 from __future__ import annotations
@@ -42,11 +52,23 @@ from ultrasound_transfer.common import (
     write_atomic,
     write_json,
 )
-from ultrasound_transfer.data.prepared import class_names_of, load_fold_groups, load_manifest, load_test_folds
-from ultrasound_transfer.evaluation.scoring import classification_metrics, roc_points, summarize_folds
-from ultrasound_transfer.evaluation.svm import fit_svm, per_class_scores
+from ultrasound_transfer.data.prepared import (
+    class_names_of,
+    load_fold_groups,
+    load_manifest,
+    load_split_names,
+    load_test_folds,
+)
+from ultrasound_transfer.evaluation.calibration import reliability_table
+from ultrasound_transfer.evaluation.cases import case_predictions, cases_straddle_folds, has_multi_image_cases
+from ultrasound_transfer.evaluation.classifiers import SplitReading, read_dense, read_svm, split_metrics
+from ultrasound_transfer.evaluation.intervals import PooledPredictions, headline_with_intervals
+from ultrasound_transfer.evaluation.scoring import roc_points, summarize_folds
 from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.paths import FEATURES_DIR, METRICS_DIR, MODELS_DIR, PLOTS_DIR
+from ultrasound_transfer.settings import Settings
+
+CLASSIFIERS = ("dense", "svm")
 
 
 def check_class_names(class_names: list[str]) -> list[str]:
@@ -60,7 +82,7 @@ def check_class_names(class_names: list[str]) -> list[str]:
 
 
 def load_fold_features(dataset: str, model: str, k: int, ids: np.ndarray) -> np.ndarray:
-    """Features of fold k, checked to be in manifest order."""
+    """Features of split k, checked to be in manifest order."""
     path = FEATURES_DIR / dataset / model / f"fold{k}.npz"
     if not path.exists():
         raise PipelineError(f"{path} is missing; run 'dvc repro features@{dataset}-{model}'.")
@@ -70,32 +92,99 @@ def load_fold_features(dataset: str, model: str, k: int, ids: np.ndarray) -> np.
         return stored["features"]
 
 
-SCORE_PREFIX = {"dense": "dense_prob_", "svm": "svm_score_"}
-
-
-def write_plot_data(dataset: str, model: str, predictions: pd.DataFrame, class_names: list[str]) -> None:
-    """Confusion and ROC data of both classifiers, in the forms ``dvc plots`` draws."""
-    curves = []
-    for classifier in ("dense", "svm"):
-        confusion = pd.DataFrame({"actual": predictions["true_class"], "predicted": predictions[f"{classifier}_class"]})
-        write_atomic(PLOTS_DIR / "confusion" / dataset / f"{model}.{classifier}.csv",
-                     lambda tmp, table=confusion: table.to_csv(tmp, index=False))
-        score_columns = [f"{SCORE_PREFIX[classifier]}{name}" for name in class_names]
-        curves.append(roc_points(predictions["true"].to_numpy(), predictions[score_columns].to_numpy(), classifier))
-    roc = pd.concat(curves, ignore_index=True)
-    write_atomic(PLOTS_DIR / "roc" / dataset / f"{model}.csv", lambda tmp: roc.to_csv(tmp, index=False))
+def part_rows(parts: pd.DataFrame, fold: int, ids: np.ndarray, *names: str) -> np.ndarray:
+    """Positions (in manifest order) of split ``fold``'s images in the named parts of ``fold_parts.csv``."""
+    chosen = set(parts.loc[(parts["fold"] == fold) & parts["part"].isin(names), "id"])
+    return np.flatnonzero(np.isin(ids, list(chosen)))
 
 
 def svm_training_rows(parts: pd.DataFrame, fold: int, ids: np.ndarray, train_on: str) -> np.ndarray:
-    """Positions (in manifest order) of the images the SVM of ``fold`` learns from.
+    """Positions of the images the SVM of ``fold`` learns from.
 
     ``fit``: exactly the images the dense head was fitted on, so both
     classifiers learn from the same labelled images; ``training``: the whole
     training part, the dense head's early-stopping images included.
     """
-    wanted = ("fit",) if train_on == "fit" else ("fit", "validation")
-    chosen = set(parts.loc[(parts["fold"] == fold) & parts["part"].isin(wanted), "id"])
-    return np.flatnonzero(np.isin(ids, list(chosen)))
+    return part_rows(parts, fold, ids, *(("fit",) if train_on == "fit" else ("fit", "validation")))
+
+
+def dense_probabilities(dense: pd.DataFrame, fold: int, part: str, ids: np.ndarray,
+                        columns: list[str]) -> np.ndarray:
+    """The dense head's probabilities of split ``fold``'s images ``ids`` in ``part``, in that order."""
+    rows = dense[(dense["fold"] == fold) & (dense["part"] == part)].set_index("id")
+    missing = set(ids) - set(rows.index)
+    if missing:
+        raise PipelineError(f"dense_predictions.csv has no {part} prediction of {len(missing)} images of split "
+                            f"{fold}, e.g. {sorted(missing)[0]}; rerun the finetune stage.")
+    return rows.loc[ids, columns].to_numpy(dtype=float)
+
+
+def reading_columns(table: pd.DataFrame, name: str, reading: SplitReading, class_names: list[str]) -> None:
+    """Add one classifier's columns for one split's test images to a predictions table."""
+    for c, class_name in enumerate(class_names):
+        table[f"{name}_prob_{class_name}"] = reading.probabilities[:, c]
+    table[f"{name}_threshold"] = reading.threshold
+    table[f"{name}_class"] = [class_names[c] for c in reading.called]
+    table[f"{name}_argmax_class"] = [class_names[c] for c in reading.argmax]
+
+
+def pooled_of(predictions: pd.DataFrame, name: str, class_names: list[str], groups: np.ndarray) -> PooledPredictions:
+    """One classifier's pooled out-of-fold predictions from the predictions table."""
+    return PooledPredictions(
+        labels=predictions["true"].to_numpy(),
+        probabilities=predictions[[f"{name}_prob_{c}" for c in class_names]].to_numpy(dtype=float),
+        thresholds=predictions[f"{name}_threshold"].to_numpy(dtype=float),
+        repeats=predictions["repeat"].to_numpy(), groups=groups)
+
+
+def headline(predictions: pd.DataFrame, manifest: pd.DataFrame, class_names: list[str], settings: Settings) -> dict:
+    """``image`` and, where the manifest's cases have several images, ``case`` headline figures with intervals."""
+    evaluation = settings.evaluation
+    groups = predictions["group"].astype(str).to_numpy()
+    pooled = {name: pooled_of(predictions, name, class_names, groups) for name in CLASSIFIERS}
+    options = dict(calibration_bins=evaluation.calibration_bins, resamples=evaluation.bootstrap_resamples,
+                   level=evaluation.confidence_level, seed=settings.seed)
+    result = {"image": headline_with_intervals(pooled, **options)}
+    cases = predictions["case"].astype(str).to_numpy()
+    if len(class_names) == 2 and has_multi_image_cases(manifest["case"].astype(str).to_numpy()):
+        if cases_straddle_folds(cases, predictions["split"].to_numpy(), predictions["repeat"].to_numpy()):
+            log("evaluate", "cases straddle test folds (cv.grouping = none): no case-level figures")
+        else:
+            by_case = {name: case_predictions(p, cases=cases, score=evaluation.case_score)
+                       for name, p in pooled.items()}
+            result["case"] = headline_with_intervals({n: p for n, (p, _) in by_case.items()}, **options)
+            result["case"]["cases_with_mixed_labels"] = by_case["dense"][1]
+    return result
+
+
+def data_facts(manifest: pd.DataFrame, class_names: list[str]) -> dict[str, int]:
+    """Images, groups, cases (and those with several images) and images per class, for the report."""
+    cases = manifest["case"].astype(str)
+    sizes = cases[cases != ""].value_counts()
+    return {"images": int(len(manifest)), "groups": int(manifest["group"].nunique()), "cases": int(len(sizes)),
+            "cases_with_several_images": int((sizes > 1).sum()),
+            **{f"images_{name}": int((manifest["label"] == c).sum()) for c, name in enumerate(class_names)}}
+
+
+def write_plot_data(dataset: str, model: str, predictions: pd.DataFrame, class_names: list[str],
+                    bins: int) -> None:
+    """Confusion, ROC and reliability data of both classifiers, in the forms ``dvc plots`` draws."""
+    curves, reliability = [], []
+    for classifier in CLASSIFIERS:
+        confusion = pd.DataFrame({"actual": predictions["true_class"], "predicted": predictions[f"{classifier}_class"]})
+        write_atomic(PLOTS_DIR / "confusion" / dataset / f"{model}.{classifier}.csv",
+                     lambda tmp, table=confusion: table.to_csv(tmp, index=False))
+        score_columns = [f"{classifier}_prob_{name}" for name in class_names]
+        curves.append(roc_points(predictions["true"].to_numpy(), predictions[score_columns].to_numpy(), classifier))
+        if len(class_names) == 2:
+            table = reliability_table(predictions["true"].to_numpy(),
+                                      predictions[f"{classifier}_prob_malignant"].to_numpy(), bins)
+            reliability.append(table.assign(series=classifier))
+    roc = pd.concat(curves, ignore_index=True)
+    write_atomic(PLOTS_DIR / "roc" / dataset / f"{model}.csv", lambda tmp: roc.to_csv(tmp, index=False))
+    diagram = (pd.concat(reliability, ignore_index=True) if reliability else
+               pd.DataFrame(columns=["bin_low", "bin_high", "mean_predicted", "observed_fraction", "count", "series"]))
+    write_atomic(PLOTS_DIR / "calibration" / dataset / f"{model}.csv", lambda tmp: diagram.to_csv(tmp, index=False))
 
 
 def main(argv: list[str]) -> None:
@@ -105,8 +194,7 @@ def main(argv: list[str]) -> None:
     manifest = load_manifest(dataset)
     labels, ids, groups = manifest["label"].to_numpy(), manifest["id"].to_numpy(), load_fold_groups(dataset)
     class_names = check_class_names(class_names_of(manifest))
-    n_classes = len(class_names)
-    folds = load_test_folds(dataset, len(manifest))
+    folds, names = load_test_folds(dataset, len(manifest)), load_split_names(dataset)
     training_dir = MODELS_DIR / dataset / model_name / "training"
     dense = pd.read_csv(training_dir / "dense_predictions.csv")
     parts = pd.read_csv(training_dir / "fold_parts.csv")
@@ -115,58 +203,70 @@ def main(argv: list[str]) -> None:
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
 
-    fold_rows, prediction_tables = [], []
-    for k, test in enumerate(folds, start=1):
+    fold_rows, prediction_tables, C_on_edge = [], [], 0
+    for k, (test, (repeat, fold)) in enumerate(zip(folds, names), start=1):
         train = svm_training_rows(parts, k, ids, svm_cfg.train_on)
-        dense_train = svm_training_rows(parts, k, ids, "fit")
-        if np.intersect1d(train, test).size:
-            raise PipelineError(f"{training_dir / 'fold_parts.csv'} puts test images of fold {k} in its training "
+        fit, validation = part_rows(parts, k, ids, "fit"), part_rows(parts, k, ids, "validation")
+        if np.intersect1d(train, test).size or np.intersect1d(validation, test).size:
+            raise PipelineError(f"{training_dir / 'fold_parts.csv'} puts test images of split {k} in its training "
                                 f"part; it does not match {dataset}'s folds: rerun "
                                 f"'dvc repro finetune@{dataset}-{model_name}'.")
-        features = load_fold_features(dataset, model_name, k, ids)
-        svm = fit_svm(features[train], labels[train], groups[train], svm=svm_cfg, seed=seed)
-        svm_scores = per_class_scores(svm, features[test], n_classes)
-        svm_pred = svm_scores.argmax(axis=1)
-        fold_dense = dense[dense["fold"] == k].set_index("id").loc[ids[test]]
-        dense_probs = fold_dense[prob_columns].to_numpy()
-        dense_pred = dense_probs.argmax(axis=1)
-        C = float(svm.named_steps["linearsvc"].C)
-        for name, pred, scores, n_train in (("dense", dense_pred, dense_probs, len(dense_train)),
-                                            ("svm", svm_pred, svm_scores, len(train))):
-            fold_rows.append({"classifier": name, "fold": k, "n_train": n_train, "n_test": len(test),
-                              **classification_metrics(labels[test], pred, scores, class_names),
-                              "svm_C": C if name == "svm" else np.nan})
-        table = pd.DataFrame({"id": ids[test], "fold": k, "true": labels[test],
+        readings = {
+            "dense": read_dense(dense_probabilities(dense, k, "test", ids[test], prob_columns),
+                                validation_labels=labels[validation],
+                                validation_probabilities=dense_probabilities(dense, k, "validation", ids[validation],
+                                                                             prob_columns),
+                                n_train=len(fit), evaluation=settings.evaluation),
+            "svm": read_svm(load_fold_features(dataset, model_name, k, ids), labels, groups, train=train, test=test,
+                            validation=validation, svm=svm_cfg, evaluation=settings.evaluation, seed=seed),
+        }
+        table = pd.DataFrame({"id": ids[test], "repeat": repeat, "fold": fold, "split": k, "true": labels[test],
                               "true_class": [class_names[c] for c in labels[test]],
-                              "dense_pred": dense_pred, "dense_class": [class_names[c] for c in dense_pred],
-                              "svm_pred": svm_pred, "svm_class": [class_names[c] for c in svm_pred]})
-        for c, name in enumerate(class_names):
-            table[f"{SCORE_PREFIX['dense']}{name}"] = dense_probs[:, c]
-            table[f"{SCORE_PREFIX['svm']}{name}"] = svm_scores[:, c]
+                              "group": manifest["group"].to_numpy()[test], "case": manifest["case"].to_numpy()[test]})
+        for name, reading in readings.items():
+            reading_columns(table, name, reading, class_names)
+            fold_rows.append({"classifier": name, "repeat": repeat, "fold": fold, "split": k,
+                              "n_train": reading.n_train, "n_test": len(test),
+                              **split_metrics(labels[test], reading, class_names), "svm_C": reading.C})
         prediction_tables.append(table)
-        accuracies = {r["classifier"]: r["accuracy"] for r in fold_rows[-2:]}
-        log("evaluate", f"{tag} fold {k}/{len(folds)}: accuracy dense {accuracies['dense']:.3f}, "
-            f"svm {accuracies['svm']:.3f} (C={C:g}); trained on {len(dense_train)} and {len(train)} images ({clock})")
+        C = readings["svm"].C
+        if svm_cfg.C_grid and C in (min(svm_cfg.C_grid), max(svm_cfg.C_grid)):
+            C_on_edge += 1
+            log("evaluate", f"{tag} repeat {repeat} fold {fold}: the SVM's C = {C:g} is on the edge of svm.C_grid; "
+                "the best C may lie beyond it (widen the grid)")
+        aucs = {r["classifier"]: r["roc_auc"] for r in fold_rows[-2:]}
+        log("evaluate", f"{tag} repeat {repeat} fold {fold}: ROC-AUC dense {aucs['dense']:.3f}, svm {aucs['svm']:.3f} "
+            f"(C={C:g}); trained on {readings['dense'].n_train} and {readings['svm'].n_train} images ({clock})")
 
     per_fold = pd.DataFrame(fold_rows)
+    predictions = pd.concat(prediction_tables, ignore_index=True)
+    per_split_metrics = [c for c in per_fold.columns
+                         if c not in ("classifier", "repeat", "fold", "split", "n_test", "svm_C")]
     metrics = {
-        name: summarize_folds(per_fold[per_fold["classifier"] == name]
-                              .drop(columns=["classifier", "fold", "svm_C", "n_test"]).to_dict("records"))
-        for name in ("dense", "svm")
+        "data": data_facts(manifest, class_names),
+        **headline(predictions, manifest, class_names, settings),
+        "folds": {name: summarize_folds(per_fold.loc[per_fold["classifier"] == name, per_split_metrics]
+                                        .to_dict("records")) for name in CLASSIFIERS},
+        "operating_point": settings.evaluation.operating_point,
+        "repeats": int(predictions["repeat"].nunique()),
+        "splits": len(folds),
+        "svm_train_on": svm_cfg.train_on,
+        "svm_C_on_grid_edge": C_on_edge,
+        "layers_total": freezing["total_layers"],
+        "layers_trained": freezing["trained_layers"],
+        "trainable_params": freezing["trainable_params"],
+        "trained_share": freezing.get("trained_share", float("nan")),
     }
-    metrics["svm_train_on"] = svm_cfg.train_on
-    metrics["layers_total"] = freezing["total_layers"]
-    metrics["layers_trained"] = freezing["trained_layers"]
-    metrics["trainable_params"] = freezing["trainable_params"]
     out = METRICS_DIR / dataset
     write_atomic(out / f"{model_name}.folds.csv", lambda tmp: per_fold.to_csv(tmp, index=False))
-    predictions = pd.concat(prediction_tables, ignore_index=True)
     write_atomic(out / f"{model_name}.predictions.csv", lambda tmp: predictions.to_csv(tmp, index=False))
-    write_plot_data(dataset, model_name, predictions, class_names)
+    write_plot_data(dataset, model_name, predictions, class_names, settings.evaluation.calibration_bins)
     write_json(out / f"{model_name}.json", metrics)
-    dense, svm = metrics["dense"], metrics["svm"]
-    log("evaluate", f"{tag}: accuracy dense {dense['accuracy']:.3f} ± {dense['accuracy_std']:.3f}, "
-        f"svm {svm['accuracy']:.3f} ± {svm['accuracy_std']:.3f}")
+    image = metrics["image"]
+    log("evaluate", f"{tag}: pooled ROC-AUC dense {image['dense']['roc_auc']:.3f} "
+        f"[{image['dense']['roc_auc_ci_low']:.3f}, {image['dense']['roc_auc_ci_high']:.3f}], "
+        f"svm {image['svm']['roc_auc']:.3f} [{image['svm']['roc_auc_ci_low']:.3f}, "
+        f"{image['svm']['roc_auc_ci_high']:.3f}] ({clock})")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Usage: ``python -m stages.features DATASET MODEL``.  Reads params ``features.lay
 (``pooled``: the global-average-pooled backbone output that feeds the head;
 ``head``: the head's hidden Dense layer), ``ft_fraction``, ``weights``, ``seed``
 and from ``finetune`` what shapes or computes the network (``head_units``, ``head_norm``,
-``batch_norm``, ``batch_size``, ``cache_dtype``, ``cache_memory_mb``).
+``batch_norm``, ``batch_size``, ``cache_dtype``, ``cache_memory_mb``, ``precision``).
 
 The network is rebuilt from the same starting weights as in ``finetune``, and
 each fold's trained layers are loaded over it after checking that the frozen
@@ -27,7 +27,7 @@ from ultrasound_transfer.data.prepared import load_prepared, load_test_folds
 from ultrasound_transfer.networks.backbones import build_classifier
 from ultrasound_transfer.networks.feature_extraction import feature_pass
 from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, load_fold_weights
-from ultrasound_transfer.networks.runtime import seed_everything
+from ultrasound_transfer.networks.runtime import seed_everything, set_precision
 from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.paths import FEATURES_DIR, MODELS_DIR
 
@@ -40,7 +40,8 @@ def main(argv: list[str]) -> None:
     folds = load_test_folds(dataset, len(data.manifest))
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
-    # Built as finetune builds it, so that the frozen part (random or loaded) is the same.
+    # Built as finetune builds it, so that the frozen part (random or loaded) is the same, in the same precision.
+    set_precision(cfg.precision)
     seed_everything(seed, cfg.deterministic_ops)
     model, _ = build_classifier(model_name, image_size=data.images.shape[1], n_classes=len(data.class_names),
                                 weights=settings.weights, ft_fraction=settings.ft_fraction, head=cfg.head,

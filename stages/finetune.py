@@ -20,12 +20,14 @@ done, so an interrupted run resumes at the first unfinished fold
 * ``training/history.csv``: per fold and epoch, loss and accuracy (train and
   validation);
 * ``training/dense_predictions.csv``: the dense softmax head's class
-  probabilities for each test-fold image;
+  probabilities for each test-fold image and each inner validation image
+  (``part``), on which ``evaluate`` chooses the operating point;
 * ``training/fold_parts.csv``: per fold, which images the head was fitted on
   (``fit``), stopped early on (``validation``) and tested on (``test``); the
   SVM in ``evaluate`` learns from the same ``fit`` images;
 * ``training/freezing.json``: per fold, weight-carrying layers in total and
-  trained, trainable parameters, first trained layer; and under ``training``
+  trained, trainable parameters and their share of the backbone's, first
+  trained layer; and under ``training``
   the path taken (frozen-prefix cache or full network) and where the cut
   landed;
 * ``metrics/plots/training_{loss,accuracy}/<dataset>/<model>.csv``: the same
@@ -67,10 +69,10 @@ from ultrasound_transfer.source_files import REPO_ROOT, imported_source_files
 CODE_FILES = [REPO_ROOT / path for path in imported_source_files("stages.finetune")]
 
 
-def predictions_table(ids: pd.Series, fold: int, *, labels: np.ndarray, probs: np.ndarray,
+def predictions_table(ids: pd.Series, fold: int, *, part: str, labels: np.ndarray, probs: np.ndarray,
                       class_names: list[str]) -> pd.DataFrame:
-    """One row per test image: id, fold, true label and one probability per class."""
-    table = pd.DataFrame({"id": ids.to_numpy(), "fold": fold, "true": labels})
+    """One row per image of ``part`` (validation or test): id, fold, part, true label and one probability per class."""
+    table = pd.DataFrame({"id": ids.to_numpy(), "fold": fold, "part": part, "true": labels})
     for c, name in enumerate(class_names):
         table[f"prob_{name}"] = probs[:, c]
     return table
@@ -168,7 +170,8 @@ def train_folds(
         train = train_indices(test, len(y))
         fit, val = inner_validation_split(y[train], groups[train], cfg.validation_fraction, seed + k)
         fit, val = train[fit], train[val]
-        log("finetune", f"{prefix}: training on {len(fit)} images, validating on {len(val)}, testing on {len(test)}")
+        log("finetune", f"{prefix}: training on {len(fit)} images, validating on {len(val)} "
+            f"({len(val) / len(train):.0%} of the training part, in whole groups), testing on {len(test)}")
         standardize_head_input(path, network, fit)
         history = fit_fold(
             path.model, path.batches(fit, y, seed=seed + k), path.batches(val, y) if len(val) else None,
@@ -176,9 +179,14 @@ def train_folds(
             progress=EpochLog("finetune", prefix, cfg.epochs),
         )
         probs = path.model.predict(path.batches(test), verbose=0)
+        predicted = [predictions_table(data.manifest["id"].iloc[test], k, part="test", labels=y[test], probs=probs,
+                                       class_names=data.class_names)]
+        if len(val):     # the operating point of evaluate is chosen on these
+            predicted.append(predictions_table(data.manifest["id"].iloc[val], k, part="validation", labels=y[val],
+                                               probs=path.model.predict(path.batches(val), verbose=0),
+                                               class_names=data.class_names))
         checkpoints.save(k, save_weights, {
-            "predictions": predictions_table(data.manifest["id"].iloc[test], k, labels=y[test], probs=probs,
-                                             class_names=data.class_names),
+            "predictions": pd.concat(predicted, ignore_index=True),
             "history": history_table(history, k),
             "parts": parts_table(data.manifest["id"], k, {"fit": fit, "validation": val, "test": test}),
         })
@@ -215,7 +223,8 @@ def main(argv: list[str]) -> None:
         frozen = frozen_fingerprint(model)
         log("finetune", f"{tag}: ft_fraction={ft_fraction} trains {freeze.trained_layers}/{freeze.total_layers} "
             f"weight layers from '{freeze.first_trained_layer or '(head only)'}', "
-            f"{freeze.trainable_params:,} backbone params ({clock})")
+            f"{freeze.trainable_params:,} backbone params ({freeze.trained_share:.0%} of its "
+            f"{freeze.backbone_params:,}) ({clock})")
         with choose_training_path(
             model, data.images, model_name=model_name, batch_size=cfg.batch_size, cache=cfg.cache,
             augmentation=cfg.augmentation, scratch_dir=out,

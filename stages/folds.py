@@ -1,6 +1,11 @@
-"""Stage ``folds``: seeded stratified, grouped K-fold split of one dataset.
+"""Stage ``folds``: seeded stratified, grouped K-fold splits of one dataset, ``cv.repeats`` times.
 
 Usage: ``python -m stages.folds DATASET``.  Reads params ``seed`` and ``cv``.
+
+Each repeat is a new split of the same images (repeated cross-validation;
+Bouckaert & Frank, PAKDD 2004): repeat 1 is seeded by ``seed`` itself, repeat
+r > 1 by a seed derived from (``seed``, r) (:func:`repeat_seed`), so that
+experiments with other seeds get other splits, not shifted copies.
 
 ``cv.grouping`` says what must stay on one side of every split:
 
@@ -12,8 +17,11 @@ Usage: ``python -m stages.folds DATASET``.  Reads params ``seed`` and ``cv``.
 
 Output ``data/folds/<dataset>.json`` records the grouping, the group of every
 image (used again by the inner splits of ``finetune`` and ``evaluate``), and
-each fold's test indices (rows of ``data/prepared/<dataset>/manifest.csv``)
-and class counts.
+under ``folds`` one entry per fold of every repeat, in order (repeat 1's
+folds, then repeat 2's...): its ``repeat``, its ``fold`` within the repeat,
+its test indices (rows of ``data/prepared/<dataset>/manifest.csv``) and class
+counts.  The later stages number these entries 1, 2, ... (``split``; the
+``fold<k>`` of their file names), so with one repeat split k is fold k.
 """
 
 from __future__ import annotations
@@ -68,14 +76,21 @@ def stratified_group_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int
     return [np.sort(test) for _, test in splitter.split(dummy, labels, groups)]
 
 
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The split seed of ``repeat`` (1-based): ``seed`` for the first, one drawn from (seed, repeat) after."""
+    if repeat == 1:
+        return seed
+    return int(np.random.SeedSequence([seed, repeat]).generate_state(1)[0])
+
+
 def check_every_class_tested(folds: list[np.ndarray], labels: np.ndarray, class_names: dict[int, str],
-                             seed: int) -> None:
+                             seed: int, repeat: int = 1) -> None:
     """Fail if a test fold lacks a class (its recall and AUC would be undefined)."""
     for k, test in enumerate(folds, start=1):
         missing = set(class_names) - set(labels[test].tolist())
         if missing:
             raise PipelineError(
-                f"with seed = {seed}, test fold {k} holds no image of class "
+                f"with seed = {seed}, test fold {k} of repeat {repeat} holds no image of class "
                 f"{', '.join(class_names[m] for m in sorted(missing))}; lower cv.n_splits or change seed."
             )
 
@@ -100,21 +115,26 @@ def main(argv: list[str]) -> None:
     labels, groups = manifest["label"].to_numpy(), groups_for(manifest, grouping)
     class_names = dict(zip(manifest["label"], manifest["class_name"]))
     check_enough_groups(labels, groups, class_names, n_splits=n_splits, where=f"data/prepared/{dataset}/manifest.csv")
-    folds = stratified_group_folds(labels, groups, n_splits, seed)
-    check_every_class_tested(folds, labels, class_names, seed)
+    splits = []
+    for repeat in range(1, settings.cv.repeats + 1):
+        folds = stratified_group_folds(labels, groups, n_splits, repeat_seed(seed, repeat))
+        check_every_class_tested(folds, labels, class_names, seed, repeat)
+        splits += [{"repeat": repeat, "fold": k, **fold_record(test, labels, class_names)}
+                   for k, test in enumerate(folds, start=1)]
     record = {
         "dataset": dataset,
         "n_splits": n_splits,
+        "repeats": settings.cv.repeats,
         "seed": seed,
         "n_images": int(len(manifest)),
         "grouping": grouping,
         "n_groups": int(len(np.unique(groups))),
-        "folds": [fold_record(test, labels, class_names) for test in folds],
+        "folds": splits,
         "groups": groups.tolist(),
     }
     write_json(FOLDS_DIR / f"{dataset}.json", record)
-    for k, fold in enumerate(record["folds"], start=1):
-        log("folds", f"{dataset}: fold {k}/{n_splits} test {fold['test_counts']}")
+    for fold in record["folds"]:
+        log("folds", f"{dataset}: repeat {fold['repeat']} fold {fold['fold']}/{n_splits} test {fold['test_counts']}")
 
 
 if __name__ == "__main__":

@@ -1,157 +1,303 @@
-"""Stage ``report``: the paper's table, and whether the SVM really beats the dense head.
+"""Stage ``report``: the results in the order a reviewer reads them, and the paper's tables.
 
-Usage: ``python -m stages.report``.  Reads params ``datasets``, ``models`` and
-``ft_fraction``.
+Usage: ``python -m stages.report``.  Reads params ``datasets``, ``models``,
+``ft_fraction`` and ``evaluation``.
 
 Outputs:
 
-* ``metrics/summary.json``: dataset -> model -> ``dense`` / ``svm`` -> metric
-  mean and std, and ``svm_minus_dense`` -> metric -> the fold-paired
-  difference with its 95 % interval from the corrected resampled t-test
-  (``ci_low``, ``ci_high``, ``p_value_t``) and the Wilcoxon signed-rank
-  p-value (``p_value_wilcoxon``); see :mod:`ultrasound_transfer.evaluation.statistics`;
-* ``metrics/summary.md``: one table per metric in the paper's layout (models as
-  rows, dataset x classifier as columns, ``mean ± std`` over folds, the best
-  of each dataset in bold), headed by what the metric is (malignant is the
-  positive class; macro averages say so), then the SVM-minus-dense tables for
-  accuracy, sensitivity, specificity and ROC-AUC (balanced accuracy instead of
-  sensitivity and specificity for more than two classes).
+* ``metrics/summary.md``, in this order:
+
+  1. *Data and splits*: images, groups, cases and classes per dataset; the
+     folds and repeats, and the controls against leakage;
+  2. per network and classifier, on the pooled out-of-fold predictions:
+     ROC-AUC, sensitivity and specificity at the operating point, each with
+     its interval from a bootstrap over groups, then Brier score and ECE;
+     per image, and per case where cases have several images; the
+     reliability diagram as a table;
+  3. the primary comparison, SVM minus dense head on ROC-AUC per split, by
+     the corrected repeated k-fold t-test with Holm's adjustment over the
+     family of every network x dataset the report tests; then secondary
+     comparisons, labelled secondary and not adjusted;
+  4. the paper's tables: argmax reading, mean ± std over splits, per image.
+
+* ``metrics/summary.json``: every figure the page shows, under the same
+  names: ``data``, ``primary`` (the family and its tests) and dataset ->
+  model -> ``image`` / ``case`` / ``folds`` / ``svm_minus_dense``.
+
+Why the corrected t-test on per-split AUC and not DeLong's test on the
+pooled predictions: DeLong's variance treats the classifiers as fixed and
+the test images as the only sample, but in cross-validation each split trains
+new networks on overlapping data; the corrected repeated-CV test (Bouckaert &
+Frank 2004, after Nadeau & Bengio 2003) includes that training variation.
+The pooled bootstrap difference is reported beside it.
 """
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 from tabulate import tabulate
 
 from ultrasound_transfer.common import PipelineError, log, read_json, run_stage, write_atomic, write_json
-from ultrasound_transfer.evaluation.statistics import compare_paired, format_p, mean_fold_sizes
+from ultrasound_transfer.evaluation.statistics import compare_classifiers, format_p, holm_adjusted
 from ultrasound_transfer.parameters import load_settings
-from ultrasound_transfer.paths import FOLDS_DIR, METRICS_DIR, SUMMARY_DIR
+from ultrasound_transfer.paths import FOLDS_DIR, METRICS_DIR, PLOTS_DIR, SUMMARY_DIR
+from ultrasound_transfer.settings import Settings
 
 CLASSIFIERS = {"dense": "dense head", "svm": "SVM"}
-# Tables of summary.md, in order, with what each metric is.
-TABLE_METRICS = {
+PRIMARY = "roc_auc"
+# Secondary comparisons, where the dataset has them (two classes: at the operating point).
+SECONDARY = {"sensitivity": "sensitivity", "specificity": "specificity", "balanced_accuracy": "balanced accuracy",
+             "brier": "Brier score (lower is better)"}
+# The paper's tables: argmax reading, per split.
+PAPER_TABLES = {
+    "argmax_accuracy": "accuracy",
+    "argmax_sensitivity": "sensitivity (recall of malignant)",
+    "argmax_specificity": "specificity (recall of benign)",
+    "argmax_f1": "F1 of malignant",
+    "roc_auc": "ROC-AUC (malignant vs benign; macro one-vs-rest for more classes)",
     "accuracy": "accuracy",
-    "sensitivity": "sensitivity (recall of malignant)",
-    "specificity": "specificity (recall of benign)",
-    "ppv": "PPV (precision of malignant)",
-    "f1": "F1 of malignant",
     "balanced_accuracy": "balanced accuracy (mean recall over classes)",
     "precision_macro": "precision, macro average over classes",
-    "recall_macro": "recall, macro average over classes",
-    "roc_auc": "ROC-AUC (malignant vs benign; macro one-vs-rest for more classes)",
 }
-# SVM minus dense head is tested on these, where the dataset has them.
-COMPARED_METRICS = ("accuracy", "sensitivity", "specificity", "balanced_accuracy", "roc_auc")
-
-
-def classifier_comparison(per_fold: pd.DataFrame, n_train: float, n_test: float) -> dict:
-    """SVM minus dense head, paired by fold, for every metric both have."""
-    dense = per_fold[per_fold["classifier"] == "dense"].set_index("fold").sort_index()
-    svm = per_fold[per_fold["classifier"] == "svm"].set_index("fold").sort_index()
-    metrics = [m for m in TABLE_METRICS if m in per_fold and per_fold[m].notna().all()]
-    return {m: compare_paired(svm[m].to_numpy(), dense[m].to_numpy(), n_train, n_test) for m in metrics}
 
 
 def collect(datasets: list[str], models: list[str]) -> dict:
-    """Nested dict dataset -> model -> classifier -> metrics, from ``metrics/cv``."""
+    """dataset -> model -> the evaluate stage's figures, and ``svm_minus_dense`` per split-level metric."""
     summary: dict = {}
     for dataset in datasets:
-        n_train, n_test = mean_fold_sizes(read_json(FOLDS_DIR / f"{dataset}.json"))
         for model in models:
             metrics = read_json(METRICS_DIR / dataset / f"{model}.json")
             per_fold = pd.read_csv(METRICS_DIR / dataset / f"{model}.folds.csv")
+            tested = [m for m in (PRIMARY, *SECONDARY) if m in per_fold]
             summary.setdefault(dataset, {})[model] = {
-                **{c: metrics[c] for c in CLASSIFIERS},
-                "svm_train_on": metrics.get("svm_train_on", "training"),
+                **metrics,
                 "n_train": {c: float(per_fold.loc[per_fold["classifier"] == c, "n_train"].mean()) for c in CLASSIFIERS},
-                "svm_minus_dense": classifier_comparison(per_fold, n_train, n_test),
+                "svm_minus_dense": {m: compare_classifiers(per_fold, m) for m in tested},
             }
     return summary
 
 
-def has_metric(summary: dict, dataset: str, metric: str) -> bool:
-    """Whether ``dataset``'s results have ``metric`` (sensitivity only for two classes, ...)."""
-    return all(metric in m[c] for m in summary[dataset].values() for c in CLASSIFIERS)
+def adjust_primary(summary: dict) -> dict:
+    """Holm-adjust the primary comparison over every network x dataset; record the family."""
+    family = [(d, m) for d, results in summary.items() for m in results]
+    adjusted = holm_adjusted([summary[d][m]["svm_minus_dense"][PRIMARY]["p_value_t"] for d, m in family])
+    for (dataset, model), p in zip(family, adjusted):
+        summary[dataset][model]["svm_minus_dense"][PRIMARY]["p_value_holm"] = p
+    tests = sum(not math.isnan(p) for p in adjusted)
+    return {"metric": PRIMARY, "comparison": "SVM minus dense head", "test": "corrected repeated k-fold t-test",
+            "adjustment": "Holm", "family": [f"{d}/{m}" for d, m in family], "tests_in_family": tests}
 
 
-def best_cell(summary: dict, dataset: str, metric: str) -> tuple[str, str]:
-    """(model, classifier) with the highest mean ``metric`` on ``dataset``."""
-    cells = [(m[c][metric], model, c) for model, m in summary[dataset].items() for c in CLASSIFIERS]
-    _, model, classifier = max(cells)
-    return model, classifier
+def value(figures: dict, name: str) -> float:
+    v = figures.get(name)
+    return math.nan if v is None else float(v)
 
 
-def metric_table(summary: dict, metric: str, models: list[str]) -> str:
-    """One markdown table: models as rows, dataset x classifier as columns, best in bold."""
-    datasets = [d for d in summary if has_metric(summary, d, metric)]
+def with_interval(figures: dict, name: str) -> str:
+    """'0.912 [0.850, 0.960]', or '—' where undefined."""
+    point = value(figures, name)
+    if math.isnan(point):
+        return "—"
+    return f"{point:.3f} [{value(figures, name + '_ci_low'):.3f}, {value(figures, name + '_ci_high'):.3f}]"
+
+
+def data_section(summary: dict, settings: Settings) -> list[str]:
+    """Data and splits, and the leakage controls."""
+    rows = []
+    for dataset, results in summary.items():
+        record = read_json(FOLDS_DIR / f"{dataset}.json")
+        facts = next(iter(results.values())).get("data", {})
+        classes = ", ".join(f"{key.removeprefix('images_')} {n}" for key, n in facts.items()
+                            if key.startswith("images_"))
+        rows.append([dataset, record["n_images"], facts.get("groups", "—"),
+                     f"{facts.get('cases', '—')} ({facts.get('cases_with_several_images', '—')})", classes or "—",
+                     f"{record['n_splits']} × {record.get('repeats', 1)}", record.get("grouping", "—")])
+    table = tabulate(rows, headers=["dataset", "images", "groups", "cases (with > 1 image)", "images per class",
+                                    "folds × repeats", "grouping"], tablefmt="github")
+    evaluation = settings.evaluation
+    rule = evaluation.operating_point + (f" (target {evaluation.target})" if evaluation.operating_point in
+                                         ("sensitivity", "specificity") else "")
+    groupings = {read_json(FOLDS_DIR / f"{d}.json").get("grouping", "near") for d in summary}
+    if groupings <= {"near", "exact"}:
+        grouped = ("a group (a patient or case, joined with its identical images, and with its near-duplicates "
+                   "under cv.grouping = near) never straddles a split")
+    else:
+        grouped = ("cv.grouping = none: images are split one by one, so views of one patient and near-duplicates "
+                   "can straddle splits (the leaky protocol, for measuring the leak; the intervals still resample "
+                   "groups)")
+    train_on = {m["svm_train_on"] for r in summary.values() for m in r.values()}
+    platt = ("the SVM's Platt scaling on the same validation images, which it did not learn from" if train_on == {"fit"}
+             else "the SVM's Platt scaling on out-of-inner-fold decision values of those images")
+    return [
+        "## Data and splits", "", table, "",
+        f"Leakage controls: {grouped}; the inner validation part (early stopping, the operating point, {platt}) "
+        "and the SVM's C search are grouped and stratified inside each training part; no choice looks at a test "
+        "fold. Malignant is the positive class.",
+        "",
+        f"Operating point: {rule}, chosen per split on its inner validation images. Intervals: "
+        f"{evaluation.confidence_level:.0%} percentile bootstrap over groups ({evaluation.bootstrap_resamples} "
+        "resamples) of the pooled out-of-fold predictions, averaged over repeats; figures at image level are per "
+        f"image, at case level per case (case score: {evaluation.case_score} of its images).",
+    ]
+
+
+def share_text(results: dict) -> str:
+    share = value(results, "trained_share")
+    return "—" if math.isnan(share) else f"{share:.0%}"
+
+
+def headline_table(results: dict, models: list[str], level: str) -> str:
+    """Per network and classifier: AUC, sensitivity and specificity with intervals, Brier, ECE, share trained."""
+    rows = []
+    for model in models:
+        figures = results[model].get(level)
+        if not figures:
+            continue
+        for classifier, label in CLASSIFIERS.items():
+            f = figures[classifier]
+            rows.append([model, label, with_interval(f, "roc_auc"), with_interval(f, "sensitivity"),
+                         with_interval(f, "specificity"), f"{value(f, 'brier'):.3f}", f"{value(f, 'ece'):.3f}",
+                         share_text(results[model])])
+    return tabulate(rows, headers=["network", "classifier", "ROC-AUC", "sensitivity", "specificity", "Brier", "ECE",
+                                   "backbone params trained"], tablefmt="github", disable_numparse=True)
+
+
+def reliability_section(summary: dict, models: list[str]) -> list[str]:
+    """Per dataset: the reliability diagram as a table, observed malignant share (images) per probability bin."""
+    parts = []
+    for dataset in summary:
+        rows, bins = [], None
+        for model in models:
+            path = PLOTS_DIR / "calibration" / dataset / f"{model}.csv"
+            if not path.exists():
+                continue
+            table = pd.read_csv(path)
+            if table.empty:
+                continue
+            bins = sorted({(low, high) for low, high in zip(table["bin_low"], table["bin_high"])}) if bins is None \
+                else sorted(set(bins) | set(zip(table["bin_low"], table["bin_high"])))
+            for classifier, label in CLASSIFIERS.items():
+                mine = table[table["series"] == classifier].set_index(["bin_low", "bin_high"])
+                rows.append((model, label, mine))
+        if not rows:
+            continue
+        headers = ["network", "classifier", *(f"{low:.1f}–{high:.1f}" for low, high in bins)]
+        cells = [[model, label, *(f"{m.loc[b, 'observed_fraction']:.2f} ({int(m.loc[b, 'count'])})" if b in m.index
+                                  else "" for b in bins)] for model, label, m in rows]
+        parts += ["", f"### {dataset}", "", tabulate(cells, headers=headers, tablefmt="github", disable_numparse=True)]
+    if not parts:
+        return []
+    return ["", "## Calibration: reliability", "",
+            "Observed share of malignant images (and how many images) among those whose predicted probability of "
+            "malignant falls in each bin, pooled test folds; a calibrated classifier's share lies inside its bin. "
+            "Drawn by dvc plots show (metrics/plots/calibration/).", *parts]
+
+
+def primary_table(summary: dict, models: list[str]) -> str:
+    """SVM minus dense head on per-split ROC-AUC: mean, corrected-t interval, p and Holm p; and the pooled Δ."""
+    rows = []
+    for dataset, results in summary.items():
+        for model in models:
+            c = results[model]["svm_minus_dense"][PRIMARY]
+            pooled = results[model]["image"].get("svm_minus_dense", {})
+            rows.append([dataset, model, f"{c['mean_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]",
+                         format_p(c["p_value_t"]), format_p(c["p_value_holm"]),
+                         f"{value(pooled, 'roc_auc'):+.3f} [{value(pooled, 'roc_auc_ci_low'):+.3f}, "
+                         f"{value(pooled, 'roc_auc_ci_high'):+.3f}]"])
+    return tabulate(rows, headers=["dataset", "network", "Δ ROC-AUC per split [95 % CI]", "p", "p (Holm)",
+                                   "Δ pooled ROC-AUC [bootstrap CI]"], tablefmt="github", disable_numparse=True)
+
+
+def secondary_table(summary: dict, models: list[str]) -> str:
+    """SVM minus dense head on the secondary metrics: mean difference per split [corrected-t CI], unadjusted p."""
+    metrics = [m for m in SECONDARY if all(m in r[model]["svm_minus_dense"] for r in summary.values()
+                                           for model in models)]
+    rows = []
+    for dataset, results in summary.items():
+        for model in models:
+            row = [dataset, model]
+            for m in metrics:
+                c = results[model]["svm_minus_dense"][m]
+                row.append(f"{c['mean_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], "
+                           f"p {format_p(c['p_value_t'])}")
+            rows.append(row)
+    return tabulate(rows, headers=["dataset", "network", *(SECONDARY[m] for m in metrics)], tablefmt="github",
+                    disable_numparse=True)
+
+
+def paper_metric_applies(folds: dict, metric: str) -> bool:
+    """Whether ``metric`` is one of the paper's tables for this dataset: two classes (which have argmax_
+    metrics beside the operating point's) show the argmax ones and ROC-AUC; more classes, the rest."""
+    two_classes = "argmax_accuracy" in folds
+    return metric in folds and (metric.startswith("argmax_") or metric == "roc_auc" or not two_classes)
+
+
+def paper_table(summary: dict, metric: str, models: list[str]) -> str | None:
+    """The paper's layout: models as rows, dataset x classifier columns, mean ± std over splits, best in bold."""
+    datasets = [d for d, r in summary.items() if all(paper_metric_applies(r[m]["folds"]["dense"], metric)
+                                                     for m in models)]
+    if not datasets:
+        return None
     headers = ["model"] + [f"{d} {label}" for d in datasets for label in CLASSIFIERS.values()]
-    best = {d: best_cell(summary, d, metric) for d in datasets}
+    def rank(d: str, m: str, c: str) -> float:
+        v = value(summary[d][m]["folds"][c], metric)
+        return -math.inf if math.isnan(v) else v
+
+    best = {d: max((rank(d, m, c), m, c) for m in models for c in CLASSIFIERS)[1:] for d in datasets}
     rows = []
     for model in models:
         row = [model]
         for dataset in datasets:
             for classifier in CLASSIFIERS:
-                m = summary[dataset][model][classifier]
-                cell = f"{m[metric]:.3f} ± {m[metric + '_std']:.3f}"
+                f = summary[dataset][model]["folds"][classifier]
+                cell = f"{value(f, metric):.3f} ± {value(f, metric + '_std'):.3f}"
                 row.append(f"**{cell}**" if best[dataset] == (model, classifier) else cell)
         rows.append(row)
-    return tabulate(rows, headers=headers, tablefmt="github")
-
-
-def comparison_table(summary: dict, models: list[str], metric: str) -> str:
-    """SVM minus dense head: difference, 95 % interval, both p-values."""
-    datasets = [d for d in summary if has_metric(summary, d, metric)]
-    headers = ["model"] + [f"{d} {h}" for d in datasets for h in ("Δ [95 % CI]", "p (t)", "p (Wilcoxon)")]
-    rows = []
-    for model in models:
-        row = [model]
-        for dataset in datasets:
-            c = summary[dataset][model]["svm_minus_dense"][metric]
-            row += [f"{c['mean_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]",
-                    format_p(c["p_value_t"]), format_p(c["p_value_wilcoxon"])]
-        rows.append(row)
-    return tabulate(rows, headers=headers, tablefmt="github")
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def training_images_line(summary: dict) -> str:
     """Which images each classifier learned from, so a reader sees whether the comparison is fair."""
     protocols = {m["svm_train_on"] for d in summary.values() for m in d.values()}
-    counts = []
-    for dataset, results in summary.items():
-        n_train = next(iter(results.values()))["n_train"]       # the folds, and so the counts, are shared
-        counts.append(f"{dataset}: dense head {n_train['dense']:.0f}, SVM {n_train['svm']:.0f}")
-    counts = "; ".join(counts)
+    counts = "; ".join(f"{dataset}: dense head {next(iter(r.values()))['n_train']['dense']:.0f}, "
+                       f"SVM {next(iter(r.values()))['n_train']['svm']:.0f}" for dataset, r in summary.items())
     if protocols == {"fit"}:
-        return (f"Both classifiers learned from the same labelled images in every fold (svm.train_on = fit; "
-                f"mean per fold: {counts}).")
+        return (f"Both classifiers learned from the same labelled images in every split (svm.train_on = fit; "
+                f"mean per split: {counts}).")
     return (f"The SVM learned from the whole training part, the dense head's early-stopping images included "
-            f"(svm.train_on = training): more labelled images than the dense head (mean per fold: {counts}).")
+            f"(svm.train_on = training): more labelled images than the dense head (mean per split: {counts}).")
 
 
-def render_markdown(summary: dict, models: list[str], ft_fraction: float, n_folds: dict[str, int]) -> str:
+def render_markdown(summary: dict, primary: dict, settings: Settings) -> str:
     """The whole ``summary.md``."""
-    folds = ", ".join(f"{d}: {n}" for d, n in n_folds.items())
-    parts = [
-        "# Cross-validated results",
-        "",
-        f"ft_fraction = {ft_fraction}; mean ± sample std over the test folds ({folds}); "
-        "best of each dataset in bold. Malignant is the positive class; macro averages say so.",
-        "", training_images_line(summary),
-    ]
-    for metric, title in TABLE_METRICS.items():
-        if any(has_metric(summary, d, metric) for d in summary):
-            parts += ["", f"## {title}", "", metric_table(summary, metric, models)]
+    models = list(settings.models)
+    parts = ["# Results", "", f"ft_fraction = {settings.ft_fraction}. " + training_images_line(summary), "",
+             *data_section(summary, settings)]
+    for level, title in (("image", "per image"), ("case", "per case")):
+        for dataset, results in summary.items():
+            if any(results[m].get(level) for m in models):
+                parts += ["", f"## {dataset}: {title}", "", headline_table(results, models, level)]
+    parts += reliability_section(summary, models)
     parts += [
-        "", "## SVM minus dense head", "",
-        "Fold-paired difference; 95 % interval and p from the corrected resampled t-test "
-        "(Nadeau & Bengio 2003); Wilcoxon signed-rank p beside it (with 5 folds it cannot go below 0.0625); "
-        "n/a where every fold differs by the same amount (no variance to test against). "
-        "summary.json has the same for every metric.",
+        "", "## Primary comparison: SVM minus dense head, ROC-AUC", "",
+        f"Per split (every fold of every repeat), by the corrected repeated k-fold t-test (Bouckaert & Frank 2004; "
+        f"the training size is the images a classifier learned from, the smaller where the two differ). "
+        f"p (Holm): adjusted over the family of "
+        f"{primary['tests_in_family']} tests, every network × dataset in this report. The pooled difference and its "
+        "bootstrap interval over groups are beside it.",
+        "", primary_table(summary, models),
+        "", "## Secondary comparisons (not adjusted for multiplicity; descriptive)", "",
+        "SVM minus dense head at each classifier's operating point, per split: mean [corrected-t 95 % CI], p.",
+        "", secondary_table(summary, models),
+        "", "## The paper's tables", "",
+        "Argmax reading as in the paper, per image, mean ± sample std over splits; best of each dataset in bold.",
     ]
-    for metric in COMPARED_METRICS:
-        if any(has_metric(summary, d, metric) for d in summary):
-            parts += ["", f"### {TABLE_METRICS[metric]}", "", comparison_table(summary, models, metric)]
+    for metric, title in PAPER_TABLES.items():
+        table = paper_table(summary, metric, models)
+        if table:
+            parts += ["", f"### {title}", "", table]
     return "\n".join(parts) + "\n"
 
 
@@ -159,11 +305,10 @@ def main(argv: list[str]) -> None:
     if argv:
         raise PipelineError(f"usage: python -m stages.report (got arguments {argv}).")
     settings = load_settings()
-    datasets, models = list(settings.datasets), list(settings.models)
-    summary = collect(datasets, models)
-    n_folds = {d: len(read_json(FOLDS_DIR / f"{d}.json")["folds"]) for d in datasets}
-    markdown = render_markdown(summary, models, settings.ft_fraction, n_folds)
-    write_json(SUMMARY_DIR / "summary.json", summary)
+    summary = collect(list(settings.datasets), list(settings.models))
+    primary = adjust_primary(summary)
+    markdown = render_markdown(summary, primary, settings)
+    write_json(SUMMARY_DIR / "summary.json", {"primary": primary, **summary})
     write_atomic(SUMMARY_DIR / "summary.md", lambda tmp: tmp.write_text(markdown))
     print(markdown, flush=True)
     log("report", f"wrote {SUMMARY_DIR / 'summary.md'} and summary.json")

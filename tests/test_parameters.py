@@ -46,6 +46,12 @@ BAD = [   # (change to params.yaml, what the message must say)
     ({"weights": "/tmp/resnet50.h5"}, r"weights = '/tmp/resnet50.h5': a backbone weights file must lie in "
                                       r"models/backbones/.*-S weights=models/backbones/resnet50.h5"),
     ({"weights": "models/backbones/none.h5"}, r"weights = 'models/backbones/none.h5': no such file"),
+    ({"finetune": {"validation_fraction": 0}}, r"evaluation.operating_point = youden is chosen on each fold's inner "
+                                               r"validation images, but finetune.validation_fraction = 0 leaves none"),
+    ({"evaluation": {"operating_point": "f1"}}, r"evaluation.operating_point = 'f1': must be one of youden, "
+                                                r"sensitivity, specificity, argmax"),
+    ({"evaluation": {"target": 0.3}}, r"evaluation.target = 0.3: must be a number in \[0.5, 1\]"),
+    ({"cv": {"repeats": 0}}, r"cv.repeats = 0: must be an integer in \[1, 100\]"),
     ({"weights": "imagenet"}, r"weights = imagenet: no cached ImageNet weights for VGG16, VGG19, ResNet50, "
                               r"ResNet101, InceptionV3 in .*\.keras/models and Keras' store cannot be reached "
                               r"\(URLError: no network\); download https://storage.googleapis.com/.*vgg16_weights"),

@@ -28,7 +28,7 @@ TINY = {
     "image_size": 32,
     "download": {"phantom": {"count": 24, "images_per_patient": 2, "native_size": 48}},
     "cv": {"n_splits": 3},
-    "finetune": {"epochs": 1, "batch_size": 8, "validation_fraction": 0.0},
+    "finetune": {"epochs": 1, "batch_size": 8, "validation_fraction": 0.25},
     "svm": {"C_grid": [0.1, 1.0], "inner_folds": 2},
 }
 
@@ -79,13 +79,17 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline):
     for model in TINY["models"]:
         metrics = json.loads((repo / f"metrics/cv/phantom/{model}.json").read_text())
         for classifier in ("dense", "svm"):
-            assert 0.0 <= metrics[classifier]["accuracy"] <= 1.0
-            assert {"sensitivity", "specificity", "ppv", "f1", "balanced_accuracy", "roc_auc",
-                    "precision_macro", "recall_macro"} <= set(metrics[classifier])
+            image = metrics["image"][classifier]
+            assert image["roc_auc_ci_low"] <= image["roc_auc"] <= image["roc_auc_ci_high"]
+            assert {"sensitivity", "specificity", "ppv", "npv", "brier", "ece", "tp", "fn"} <= set(image)
+            assert 0.0 <= metrics["folds"][classifier]["argmax_accuracy"] <= 1.0
+            assert {"roc_auc", "threshold", "sensitivity", "argmax_sensitivity", "brier"} <= set(
+                metrics["folds"][classifier])
+        assert metrics["case"]["svm"]["roc_auc"] is not None and metrics["operating_point"] == "youden"
         assert len(list((repo / f"models/phantom/{model}/weights").glob("fold*.weights.npz"))) == 3
         assert len(list((repo / f"data/features/phantom/{model}").glob("fold*.npz"))) == 3
     summary = (repo / "metrics/summary.md").read_text()
-    assert "phantom SVM" in summary and "ResNet50" in summary
+    assert "phantom SVM" in summary and "ResNet50" in summary and "## Primary comparison" in summary
     assert "up to date" in run(dvc + ["repro"], repo).stdout
 
 
@@ -94,7 +98,7 @@ def test_plots_render_offline_and_name_every_plot(pipeline):
     run(dvc + ["plots", "show", "-o", "plots_out"], repo)
     html = (repo / "plots_out" / "index.html").read_text()
     for name in ["metrics/plots/confusion/phantom/VGG16.svm.csv", "metrics/plots/roc/phantom/ResNet50.csv",
-                 "metrics/plots/training_loss/phantom/VGG16.csv",
+                 "metrics/plots/training_loss/phantom/VGG16.csv", "metrics/plots/calibration/phantom/VGG16.csv",
                  "metrics/plots/training_accuracy/phantom/ResNet50.csv"]:
         assert name in html, name
     assert "<script src=" not in html            # nothing fetched from a CDN
@@ -121,9 +125,9 @@ def test_experiment_with_other_ft_fraction_and_metrics_diff(pipeline):
     compared = run([sys.executable, "-m", "ultrasound_transfer", "compare"], repo).stdout
     table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in compared.splitlines()
              if line.startswith("| ResNet50")]
-    assert {(row[1], row[2] != "—", row[3] != "—") for row in table} >= {("0.15", True, True), ("0.5", True, True)}
+    assert {(row[1], row[3] != "—", row[4] != "—") for row in table} >= {("0.15", True, True), ("0.5", True, True)}
     assert "Best ft_fraction per model" in compared
-    assert (repo / "metrics/compare/accuracy_vs_ft_fraction.html").is_file()
+    assert (repo / "metrics/compare/roc_auc_vs_ft_fraction.html").is_file()
 
 
 def run_queue(repo: Path, dvc: list[str], experiments: dict[str, list[str]]) -> dict[str, str]:

@@ -34,3 +34,7 @@ AUGMENTATION_LIMITS = {"flip": 1.0, "rotate_deg": 45.0, "shift": 0.5, "scale": 0
 # features and svm
 FEATURE_LAYERS = ("pooled", "head")
 SVM_TRAIN_ON = ("fit", "training")
+
+# evaluate: how a score becomes a decision (ultrasound_transfer.evaluation.operating_points), and a case's score
+OPERATING_POINTS = ("youden", "sensitivity", "specificity", "argmax")
+CASE_SCORES = ("mean", "max")

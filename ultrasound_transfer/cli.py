@@ -105,7 +105,8 @@ def add_compare(commands: argparse._SubParsersAction) -> None:
                                              "ft_fraction per model, tested as a selection.")
     parser.add_argument("--classifier", choices=CLASSIFIERS, default="svm",
                         help="the classifier whose best strategy is tested (default svm)")
-    parser.add_argument("--metric", default="accuracy", choices=METRICS)
+    parser.add_argument("--metric", default="roc_auc", choices=METRICS,
+                        help="the per-split metric compared (default roc_auc, the primary metric)")
     parser.add_argument("--exp-json", type=Path, help="read this saved 'dvc exp show --json' instead of running it")
     parser.set_defaults(run=run_compare)
 

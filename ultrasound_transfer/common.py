@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -151,9 +152,22 @@ def write_atomic(path: Path | str, writer: Callable[[Path], None]) -> None:
         raise
 
 
+def json_ready(data: Any) -> Any:
+    """``data`` with NaN and infinities as null (strict JSON has no NaN) and numpy scalars as Python ones."""
+    if isinstance(data, dict):
+        return {key: json_ready(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_ready(value) for value in data]
+    if hasattr(data, "item") and callable(data.item) and getattr(data, "ndim", None) == 0:
+        data = data.item()
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
+
+
 def write_json(path: Path | str, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    """Write ``data`` as indented JSON, atomically; undefined figures (NaN) become null."""
+    text = json.dumps(json_ready(data), indent=2, sort_keys=False, allow_nan=False) + "\n"
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
 

@@ -116,7 +116,7 @@ SCHEMA: dict[str, Any] = {
         "near_duplicate_bits": integer(0, 64),
         "near_duplicate_cross_label": choice(*choices.NEAR_DUPLICATE_CROSS_LABEL),
     },
-    "cv": {"n_splits": integer(2, 100), "grouping": choice(*choices.GROUPINGS)},
+    "cv": {"n_splits": integer(2, 100), "grouping": choice(*choices.GROUPINGS), "repeats": integer(1, 100)},
     "finetune": {
         "epochs": integer(1, 10_000),
         "batch_size": integer(1, 4096),
@@ -143,6 +143,9 @@ SCHEMA: dict[str, Any] = {
     "features": {"layer": choice(*choices.FEATURE_LAYERS)},
     "svm": {"train_on": choice(*choices.SVM_TRAIN_ON), "C": number(1e-9, 1e9), "C_grid": numbers(1e-9, 1e9),
             "inner_folds": integer(2, 50)},
+    "evaluation": {"operating_point": choice(*choices.OPERATING_POINTS), "target": number(0.5, 1.0),
+                   "bootstrap_resamples": integer(100, 100_000), "confidence_level": number(0.5, 0.999),
+                   "calibration_bins": integer(2, 100), "case_score": choice(*choices.CASE_SCORES)},
 }
 # Sections whose keys may be left out (a dataset's source: no address, no checksum).
 OPTIONAL_SECTIONS = tuple(f"download.{dataset}" for dataset in KNOWN_DATASETS if dataset != "phantom")
@@ -183,6 +186,13 @@ def consistency_problems(params: dict) -> list[str]:
             if minimum and size < minimum:
                 problems.append(f"image_size = {size} is too small for {model}, which needs at least {minimum} px; "
                                 f"run dvc exp run -S image_size={minimum}, or drop {model} from models")
+    finetune, evaluation = params.get("finetune"), params.get("evaluation")
+    if isinstance(finetune, dict) and isinstance(evaluation, dict):
+        rule = evaluation.get("operating_point")
+        if finetune.get("validation_fraction") == 0 and rule in choices.OPERATING_POINTS and rule != "argmax":
+            problems.append(f"evaluation.operating_point = {rule} is chosen on each fold's inner validation images, "
+                            "but finetune.validation_fraction = 0 leaves none; run dvc exp run -S "
+                            "finetune.validation_fraction=0.2, or -S evaluation.operating_point=argmax")
     return problems
 
 

@@ -9,10 +9,11 @@ cannot reach it: the schema refused it first.  What each parameter means is
 said once, in ``params.yaml``'s comments, from which the docs' parameter
 reference is generated (:func:`ultrasound_transfer.parameters.reference_markdown`).
 
-The sections map one to one, with two groupings for readability: the head's
-``finetune.head_units``, ``dropout`` and ``head_norm`` form
-:class:`HeadSettings`, and ``finetune.frozen_prefix_cache``, ``cache_dtype``
-and ``cache_memory_mb`` form :class:`PrefixCacheSettings`.
+The sections map one to one, with these exceptions for readability: the
+head's ``finetune.head_units``, ``dropout`` and ``head_norm`` form
+:class:`HeadSettings`; ``finetune.frozen_prefix_cache``, ``cache_dtype`` and
+``cache_memory_mb`` form :class:`PrefixCacheSettings`; ``download`` becomes
+``phantom`` and ``sources``; and ``features.layer`` is ``feature_layer``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class CvSettings:
 
     n_splits: int
     grouping: str
+    repeats: int = 1
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,18 @@ class SvmSettings:
 
 
 @dataclass(frozen=True)
+class EvaluationSettings:
+    """``evaluation``: operating points, intervals, calibration and case-level scores."""
+
+    operating_point: str = "youden"
+    target: float = 0.9
+    bootstrap_resamples: int = 2000
+    confidence_level: float = 0.95
+    calibration_bins: int = 10
+    case_score: str = "mean"
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of ``params.yaml``, checked and typed."""
 
@@ -138,6 +152,7 @@ class Settings:
     finetune: FinetuneSettings
     feature_layer: str
     svm: SvmSettings
+    evaluation: EvaluationSettings
 
 
 def finetune_settings(section: dict) -> FinetuneSettings:
@@ -175,4 +190,5 @@ def settings_from_params(params: dict) -> Settings:
         feature_layer=params["features"]["layer"],
         svm=SvmSettings(train_on=svm["train_on"], C=float(svm["C"]), C_grid=tuple(float(c) for c in svm["C_grid"]),
                         inner_folds=svm["inner_folds"]),
+        evaluation=EvaluationSettings(**params["evaluation"]),
     )

@@ -30,6 +30,17 @@ def test_inner_validation_split_is_grouped_stratified_and_inside_training_part()
     assert len(inner_validation_split(labels, groups, 0.0, seed=0)[1]) == 0
 
 
-def test_inner_validation_split_needs_enough_groups():
-    with pytest.raises(PipelineError, match="validation_fraction"):
-        inner_validation_split(np.array([0, 0, 1, 1]), np.array([1, 2, 3, 4]), 0.2, seed=0)
+def test_inner_validation_split_needs_two_groups_of_each_class():
+    with pytest.raises(PipelineError, match="validation_fraction.*at least 2 groups of class 1"):
+        inner_validation_split(np.array([0, 0, 1, 1]), np.array([1, 2, 3, 3]), 0.2, seed=0)
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.3, 0.4])
+def test_inner_validation_split_realises_the_fraction_asked_for_to_within_a_group(fraction):
+    # Rounding 1/fraction to a fold count gave 0.34 for 0.3 and 0.50 for 0.4; whole groups of 3 images
+    # of 40 per class put the realised share within half a group (1.5 images) of the target per class.
+    labels = np.repeat([0, 1] * 20, 3)
+    groups = np.repeat(np.arange(40), 3)
+    _, val = inner_validation_split(labels, groups, fraction, seed=1)
+    for c in (0, 1):
+        assert abs(np.sum(labels[val] == c) - fraction * 60) <= 1.5

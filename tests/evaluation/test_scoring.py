@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
-from ultrasound_transfer.evaluation.scoring import classification_metrics, summarize_folds
+from ultrasound_transfer.evaluation.scoring import classification_metrics, summarize_folds, threshold_metrics
 
 
 def test_binary_metrics_take_malignant_as_positive_and_macro_averages_say_so():
@@ -41,14 +41,28 @@ def test_multiclass_has_macro_and_per_class_metrics_and_no_positive_class():
     assert "sensitivity" not in m and "specificity" not in m and "ppv" not in m
 
 
-def test_class_never_predicted_counts_precision_zero():
+def test_a_class_never_predicted_has_an_undefined_precision_not_zero():
     m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0]), np.array([[1, 0]] * 4),
                                ["benign", "malignant"])
-    assert m["ppv"] == 0.0 and m["precision_macro"] == pytest.approx(0.25)   # (0.5 + 0) / 2
+    assert np.isnan(m["ppv"]) and m["npv"] == 0.5
+    assert m["precision_macro"] == pytest.approx(0.5)      # over the classes where it is defined
     assert m["sensitivity"] == 0.0 and m["specificity"] == 1.0 and m["balanced_accuracy"] == 0.5
 
 
-def test_summary_has_mean_and_sample_std():
-    s = summarize_folds([{"accuracy": 0.5}, {"accuracy": 0.7}, {"accuracy": 0.9}])
-    assert s["accuracy"] == pytest.approx(0.7)
+def test_summary_has_mean_and_sample_std_and_counts_undefined_folds():
+    s = summarize_folds([{"accuracy": 0.5, "ppv": 0.4}, {"accuracy": 0.7, "ppv": np.nan},
+                         {"accuracy": 0.9, "ppv": 0.6}])
+    assert s["accuracy"] == pytest.approx(0.7) and "accuracy_undefined_folds" not in s
     assert s["accuracy_std"] == pytest.approx(np.std([0.5, 0.7, 0.9], ddof=1))
+    assert s["ppv"] == pytest.approx(0.5) and s["ppv_undefined_folds"] == 1     # not (0.4 + 0 + 0.6) / 3
+
+
+def test_threshold_metrics_read_the_probability_at_each_images_threshold():
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    probability = np.array([0.9, 0.6, 0.3, 0.55, 0.2, 0.1])
+    m = threshold_metrics(labels, probability, 0.5)
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (2, 1, 1, 2)
+    assert m["sensitivity"] == pytest.approx(2 / 3) and m["ppv"] == pytest.approx(2 / 3)
+    per_image = threshold_metrics(labels, probability, np.array([0.5, 0.5, 0.25, 0.6, 0.5, 0.5]))
+    assert (per_image["tp"], per_image["fp"]) == (3, 0) and per_image["specificity"] == 1.0
+    assert np.isnan(threshold_metrics(labels, probability, 2.0)["ppv"])   # nothing called malignant

@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -8,9 +9,10 @@ from ultrasound_transfer.evaluation.statistics import (
     best_against_rest,
     compare_paired,
     corrected_resampled_t,
+    fold_sizes,
     format_p,
-    friedman_p,
     holm_adjusted,
+    iman_davenport_p,
     wilcoxon_p,
 )
 
@@ -50,11 +52,22 @@ def test_constant_differences_claim_no_p_value_and_paired_helper():
     assert set(result) == {"mean_diff", "ci_low", "ci_high", "p_value_t", "p_value_wilcoxon"}
 
 
-def test_mean_fold_sizes():
-    from ultrasound_transfer.evaluation.statistics import mean_fold_sizes
+def test_fold_sizes_take_the_images_each_classifier_learned_from_the_smaller_if_they_differ():
+    per_fold = pd.DataFrame({"classifier": ["dense", "svm"] * 2, "n_train": [80, 100, 82, 102],
+                             "n_test": [24, 24, 26, 26]})
+    assert fold_sizes(per_fold) == (81.0, 25.0)
 
-    record = {"n_images": 10, "folds": [{"test_indices": [0, 1, 2]}, {"test_indices": [3, 4]}]}
-    assert mean_fold_sizes(record) == (7.5, 2.5)
+
+def test_repeated_cv_t_is_bouckaert_and_franks_definition():
+    # 3 repeats x 5 folds: the k*r differences, variance (1/(k r) + n2/n1) s^2, k r - 1 degrees of freedom.
+    rng = np.random.default_rng(1)
+    d = rng.normal(0.02, 0.03, 15)
+    n_train, n_test = 80.0, 24.0
+    se = math.sqrt((1 / 15 + n_test / n_train) * d.var(ddof=1))
+    expected_p = 2 * stats.t.sf(abs(d.mean() / se), 14)
+    ours = corrected_resampled_t(d, n_train=n_train, n_test=n_test)
+    assert ours["p_value_t"] == pytest.approx(expected_p)
+    assert ours["ci_high"] - ours["mean_diff"] == pytest.approx(stats.t.ppf(0.975, 14) * se)
 
 
 def test_holm_adjustment_matches_its_definition_and_skips_nan():
@@ -64,11 +77,18 @@ def test_holm_adjustment_matches_its_definition_and_skips_nan():
     assert format_p(math.nan) == "n/a" and format_p(0.0123) == "0.012"
 
 
-def test_friedman_equals_scipy_and_needs_three_strategies():
+def test_iman_davenport_matches_its_definition_and_needs_three_strategies():
     rng = np.random.default_rng(0)
     scores = rng.random((5, 4)) + np.array([0, 0.1, 0.3, 0.05])
-    assert friedman_p(scores) == pytest.approx(stats.friedmanchisquare(*scores.T).pvalue)
-    assert math.isnan(friedman_p(scores[:, :2])) and math.isnan(friedman_p(np.ones((5, 3))))
+    ranks = np.apply_along_axis(stats.rankdata, 1, scores)
+    n, k = scores.shape
+    chi2 = 12 * n / (k * (k + 1)) * (np.sum(ranks.mean(axis=0) ** 2) - k * (k + 1) ** 2 / 4)
+    f = (n - 1) * chi2 / (n * (k - 1) - chi2)
+    assert iman_davenport_p(scores) == pytest.approx(stats.f.sf(f, k - 1, (k - 1) * (n - 1)))
+    # With 5 blocks it is less conservative than the chi-square approximation it replaces.
+    assert iman_davenport_p(scores) < stats.friedmanchisquare(*scores.T).pvalue
+    assert math.isnan(iman_davenport_p(scores[:, :2])) and math.isnan(iman_davenport_p(np.ones((5, 3))))
+    assert iman_davenport_p(np.tile([0.1, 0.2, 0.3], (5, 1))) == 0.0      # every block ranks them alike
 
 
 def test_best_strategy_is_tested_against_all_others_not_just_the_runner_up():

@@ -35,3 +35,11 @@ def test_cached_work_saves_exactly_the_prefix_passes():
     cached, plain = unit_work(macs, **size), unit_work(macs, **size, cached=False)
     assert cached.training * macs.ideal_epoch_speedup == pytest.approx(plain.training)
     assert cached.prefix_pass == 2 * 100 * 9.0 and plain.prefix_pass == 0
+
+
+def test_repeats_train_every_fold_again_but_run_the_cached_prefix_once():
+    macs = SplitMacs(prefix=9.0, tail=1.0)
+    size = {"images": 100, "folds": 5, "epochs": 10, "validation_fraction": 0.2}
+    once, thrice = unit_work(macs, **size), unit_work(macs, **size, repeats=3)
+    assert thrice.training == pytest.approx(3 * once.training) and thrice.inference == pytest.approx(3 * once.inference)
+    assert thrice.prefix_pass == once.prefix_pass

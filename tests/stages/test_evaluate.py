@@ -9,15 +9,24 @@ import pytest
 from stages import evaluate
 from tests.conftest import default_params
 from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.data.grouping import inner_validation_split
 
 N, FOLDS = 60, 3
 RNG = np.random.default_rng(0)
 
 
-def toy_project(project, features_of, shuffle_manifest=True, svm=None) -> pd.DataFrame:
-    """A dataset of 60 images (30 patients x 2), its folds, the dense head's outputs and planted features.
+def planted_dense(truth: np.ndarray, part: str) -> np.ndarray:
+    """The dense head's probability of malignant: right at 0.5 on every image."""
+    return np.where(truth == 1, 0.8, 0.2)
 
-    ``features_of(manifest, parts, fold)`` returns the features (N, D) of one fold in manifest order.
+
+def toy_project(project, features_of, shuffle_manifest=True, svm=None, dense_of=planted_dense,
+                evaluation=None, repeats=1) -> pd.DataFrame:
+    """A dataset of 60 images (30 patients x 2), its folds (``repeats`` times), the dense head's outputs and
+    planted features.
+
+    ``features_of(manifest, parts, fold)`` returns the features (N, D) of one fold in manifest order;
+    ``dense_of(truth, part)`` the dense head's probability of malignant of a fold's test or validation images.
     Returns the manifest.
     """
     patients = np.repeat(np.arange(N // 2), 2)
@@ -30,38 +39,44 @@ def toy_project(project, features_of, shuffle_manifest=True, svm=None) -> pd.Dat
         manifest = manifest.sample(frac=1, random_state=1).reset_index(drop=True)
     (project / "data/prepared/phantom").mkdir(parents=True)
     manifest.to_csv(project / "data/prepared/phantom/manifest.csv", index=False)
-    fold_of_patient = RNG.permutation(np.arange(N // 2) % FOLDS)
-    fold_of = fold_of_patient[[int(g[1:]) for g in manifest["group"]]]
-    folds = [np.flatnonzero(fold_of == k) for k in range(FOLDS)]
+    folds, names = [], []
+    for repeat in range(1, repeats + 1):
+        fold_of_patient = RNG.permutation(np.arange(N // 2) % FOLDS)
+        fold_of = fold_of_patient[[int(g[1:]) for g in manifest["group"]]]
+        folds += [np.flatnonzero(fold_of == k) for k in range(FOLDS)]
+        names += [(repeat, k) for k in range(1, FOLDS + 1)]
     (project / "data/folds").mkdir(parents=True)
     (project / "data/folds/phantom.json").write_text(json.dumps({
-        "n_images": N, "groups": list(manifest["group"]),
-        "folds": [{"test_indices": f.tolist()} for f in folds]}))
+        "n_images": N, "n_splits": FOLDS, "repeats": repeats, "grouping": "near", "groups": list(manifest["group"]),
+        "folds": [{"repeat": r, "fold": k, "test_indices": f.tolist()} for (r, k), f in zip(names, folds)]}))
 
     training = project / "models/phantom/M/training"
     training.mkdir(parents=True)
     parts, dense = [], []
     for k, test in enumerate(folds, start=1):
         train = np.setdiff1d(np.arange(N), test)
-        train_groups = manifest["group"].to_numpy()[train]
-        val = train[np.isin(train_groups, np.unique(train_groups)[::4])]     # a quarter of the patients
+        _, val = inner_validation_split(manifest["label"].to_numpy()[train], manifest["group"].to_numpy()[train],
+                                        0.25, seed=k)
+        val = train[val]
         for part, rows in (("fit", np.setdiff1d(train, val)), ("validation", val), ("test", test)):
             parts.append(pd.DataFrame({"id": manifest["id"].to_numpy()[rows], "fold": k, "part": part}))
-        truth = manifest["label"].to_numpy()[test]
-        dense.append(pd.DataFrame({"id": manifest["id"].to_numpy()[test], "fold": k, "true": truth,
-                                   "prob_benign": np.where(truth == 1, 0.2, 0.8),
-                                   "prob_malignant": np.where(truth == 1, 0.8, 0.2)}))
+        for part, rows in (("test", test), ("validation", val)):
+            truth = manifest["label"].to_numpy()[rows]
+            malignant = dense_of(truth, part)
+            dense.append(pd.DataFrame({"id": manifest["id"].to_numpy()[rows], "fold": k, "part": part, "true": truth,
+                                       "prob_benign": 1 - malignant, "prob_malignant": malignant}))
     parts = pd.concat(parts, ignore_index=True)
     parts.to_csv(training / "fold_parts.csv", index=False)
     pd.concat(dense).sample(frac=1, random_state=2).to_csv(training / "dense_predictions.csv", index=False)
     (training / "freezing.json").write_text(json.dumps({"folds": [
         {"total_layers": 10, "trained_layers": 2, "trainable_params": 5}]}))
     (project / "data/features/phantom/M").mkdir(parents=True)
-    for k in range(1, FOLDS + 1):
+    for k in range(1, len(folds) + 1):
         np.savez(project / f"data/features/phantom/M/fold{k}.npz", features=features_of(manifest, parts, k),
                  ids=manifest["id"].to_numpy())
     params = default_params()
     params["svm"].update({"C_grid": [0.01, 0.1, 1.0], "inner_folds": 2, **(svm or {})})
+    params["evaluation"].update({"bootstrap_resamples": 200, **(evaluation or {})})
     project.write_params(params)
     return manifest
 
@@ -87,13 +102,14 @@ def test_a_feature_that_gives_the_label_away_only_in_test_images_is_never_learne
     toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() * rows_of(m, parts, k, "test") * 5.0))
     evaluate.main(["phantom", "M"])
     metrics, _, _ = results(project)
-    assert metrics["svm"]["accuracy"] < 0.75
+    assert metrics["folds"]["svm"]["argmax_accuracy"] < 0.75 and metrics["image"]["svm"]["roc_auc"] < 0.75
 
 
 def test_the_same_leak_in_training_images_is_learned_so_the_test_above_can_fail(project):
     toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() * 5.0))
     evaluate.main(["phantom", "M"])
-    assert results(project)[0]["svm"]["accuracy"] == 1.0
+    metrics = results(project)[0]
+    assert metrics["folds"]["svm"]["argmax_accuracy"] == 1.0 and metrics["image"]["svm"]["roc_auc"] == 1.0
 
 
 @pytest.mark.parametrize("train_on, learns_it", [("fit", False), ("training", True)])
@@ -105,7 +121,8 @@ def test_the_svm_learns_from_the_dense_heads_fit_images_unless_told_otherwise(pr
                 svm={"train_on": train_on})
     evaluate.main(["phantom", "M"])
     metrics, per_fold, _ = results(project)
-    assert (metrics["svm"]["accuracy"] > 0.9) == learns_it and (metrics["svm"]["accuracy"] < 0.75) != learns_it
+    accuracy = metrics["folds"]["svm"]["argmax_accuracy"]
+    assert (accuracy > 0.9) == learns_it and (accuracy < 0.75) != learns_it
     dense, svm = (per_fold[per_fold["classifier"] == c].set_index("fold")["n_train"] for c in ("dense", "svm"))
     assert (dense == svm).all() == (train_on == "fit") and (svm >= dense).all()
     assert metrics["svm_train_on"] == train_on
@@ -115,7 +132,8 @@ def test_ids_stay_aligned_across_a_shuffled_manifest_features_and_dense_predicti
     manifest = toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() * 5.0))
     evaluate.main(["phantom", "M"])
     metrics, _, predictions = results(project)
-    assert metrics["dense"]["accuracy"] == 1.0      # the planted dense outputs are right only if matched by id
+    assert metrics["folds"]["dense"]["argmax_accuracy"] == 1.0    # the planted outputs are right only if matched by id
+    assert metrics["image"]["dense"]["accuracy"] == 1.0
     truth = manifest.set_index("id")["class_name"]
     assert (predictions["true_class"] == truth.loc[predictions["id"]].to_numpy()).all()
     assert sorted(predictions["id"]) == sorted(manifest["id"])        # every image tested exactly once
@@ -132,6 +150,78 @@ def test_features_out_of_manifest_order_are_refused(project):
 def test_a_higher_malignant_score_means_malignant(project):
     toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() + RNG.normal(0, 0.3, N)))
     evaluate.main(["phantom", "M"])
-    metrics, _, predictions = results(project)
-    assert ((predictions["svm_score_malignant"] > 0) == (predictions["svm_class"] == "malignant")).all()
-    assert metrics["svm"]["roc_auc"] > 0.9 and metrics["svm"]["sensitivity"] > 0.8
+    metrics, per_fold, predictions = results(project)
+    called = predictions["svm_prob_malignant"] >= predictions["svm_threshold"]
+    assert (called == (predictions["svm_class"] == "malignant")).all()
+    assert metrics["image"]["svm"]["roc_auc"] > 0.9 and metrics["image"]["svm"]["sensitivity"] > 0.8
+    assert metrics["folds"]["svm"]["roc_auc"] > 0.9
+    assert set(per_fold[["repeat", "fold", "split"]].itertuples(index=False)) == {(1, k, k) for k in (1, 2, 3)}
+
+
+def test_the_operating_point_never_looks_at_test_labels(project):
+    # Test images of benign patients score 0.6, validation ones 0.2; malignant 0.8 everywhere. A threshold
+    # chosen on the validation images (between 0.2 and 0.8) calls every test benign image malignant; one
+    # chosen on the test images would sit between 0.6 and 0.8 and call none.
+    shifted = lambda truth, part: np.where(truth == 1, 0.8, 0.6 if part == "test" else 0.2)  # noqa: E731
+    toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy()), dense_of=shifted)
+    evaluate.main(["phantom", "M"])
+    metrics, per_fold, predictions = results(project)
+    dense = per_fold[per_fold["classifier"] == "dense"]
+    assert (dense["threshold"] < 0.6).all() and (dense["specificity"] == 0).all()
+    assert metrics["image"]["dense"]["specificity"] == 0 and metrics["image"]["dense"]["roc_auc"] == 1.0
+    assert (dense["argmax_specificity"] == 0).all()     # argmax reads 0.6 as malignant too
+
+
+@pytest.mark.parametrize("rule, reaches", [("sensitivity", "sensitivity"), ("specificity", "specificity")])
+def test_the_operating_point_rule_reaches_its_target_on_validation_images(project, rule, reaches):
+    toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() + RNG.normal(0, 1.0, N)),
+                dense_of=lambda truth, part: np.clip(0.5 * truth + RNG.uniform(0.1, 0.6, len(truth)), 0, 1),
+                evaluation={"operating_point": rule, "target": 1.0})
+    evaluate.main(["phantom", "M"])
+    metrics, per_fold, _ = results(project)
+    assert metrics["operating_point"] == rule
+    other = {"sensitivity": "specificity", "specificity": "sensitivity"}[reaches]
+    assert metrics["image"]["dense"][reaches] > metrics["image"]["dense"][other]
+
+
+def test_case_level_figures_come_with_intervals_over_groups(project):
+    toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() + RNG.normal(0, 1.0, N)))
+    evaluate.main(["phantom", "M"])
+    metrics, _, _ = results(project)
+    case = metrics["case"]["svm"]
+    assert case["roc_auc_ci_low"] <= case["roc_auc"] <= case["roc_auc_ci_high"]
+    assert metrics["case"]["cases_with_mixed_labels"] == 0
+    assert metrics["data"] == {"images": 60, "groups": 30, "cases": 30, "cases_with_several_images": 30,
+                               "images_benign": 30, "images_malignant": 30}
+    assert (project / "metrics/plots/calibration/phantom/M.csv").exists()
+
+
+@pytest.mark.parametrize("train_on", ["fit", "training"])
+def test_the_argmax_operating_point_reads_both_classifiers_as_the_paper_does(project, train_on):
+    toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() + RNG.normal(0, 1.0, N)),
+                dense_of=lambda truth, part: np.clip(0.5 * truth + RNG.uniform(0.1, 0.6, len(truth)), 0, 1),
+                svm={"train_on": train_on}, evaluation={"operating_point": "argmax"})
+    evaluate.main(["phantom", "M"])
+    metrics, per_fold, predictions = results(project)
+    for classifier in ("dense", "svm"):
+        assert (predictions[f"{classifier}_class"] == predictions[f"{classifier}_argmax_class"]).all()
+        folds = metrics["folds"][classifier]
+        assert folds["accuracy"] == pytest.approx(folds["argmax_accuracy"])
+    assert (per_fold.loc[per_fold["classifier"] == "dense", "threshold"] == 0.5).all()
+
+
+def test_repeats_give_every_image_one_test_prediction_per_repeat_and_figures_averaged_over_them(project):
+    manifest = toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() + RNG.normal(0, 1.0, N)),
+                           repeats=2)
+    evaluate.main(["phantom", "M"])
+    metrics, per_fold, predictions = results(project)
+    assert metrics["repeats"] == 2 and metrics["splits"] == 6
+    assert sorted(set(per_fold[["repeat", "fold"]].itertuples(index=False))) == [(r, k) for r in (1, 2)
+                                                                                  for k in (1, 2, 3)]
+    assert predictions.groupby("id")["repeat"].agg(lambda r: sorted(r) == [1, 2]).all()
+    assert predictions["id"].nunique() == N
+    # The pooled figure is the mean of each repeat's pooled figure.
+    from sklearn.metrics import roc_auc_score
+    per_repeat = [roc_auc_score(part["true"], part["svm_prob_malignant"]) for _, part in predictions.groupby("repeat")]
+    assert metrics["image"]["svm"]["roc_auc"] == pytest.approx(np.mean(per_repeat))
+    assert len(manifest) == N and metrics["case"]["svm"]["roc_auc"] is not None

@@ -37,6 +37,7 @@ def prepared_phantom(project) -> dict:
     params["download"]["phantom"].update(count=24, images_per_patient=2, native_size=48)
     params["cv"]["n_splits"] = 3
     params["finetune"].update(epochs=2, batch_size=8, validation_fraction=0.0)
+    params["evaluation"]["operating_point"] = "argmax"     # no validation images to choose one on
     project.write_params(params)
     download.main(["phantom"])
     normalize.main(["phantom"])

@@ -36,6 +36,26 @@ def test_folds_are_deterministic_and_seeded():
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
 
 
+def test_repeats_are_new_splits_each_a_grouped_partition_and_the_first_is_the_plain_seeded_one(project):
+    labels, groups = toy_labels_groups()
+    write_manifest(project, "toy", labels, groups)
+    project.write_params({"seed": 3, "cv": {"n_splits": 4, "grouping": "near", "repeats": 3}})
+    folds.main(["toy"])
+    record = json.loads((project / "data/folds/toy.json").read_text())
+    assert record["repeats"] == 3 and len(record["folds"]) == 12
+    assert [(f["repeat"], f["fold"]) for f in record["folds"]] == [(r, k) for r in (1, 2, 3) for k in (1, 2, 3, 4)]
+    by_repeat = [[np.array(f["test_indices"]) for f in record["folds"] if f["repeat"] == r] for r in (1, 2, 3)]
+    for split in by_repeat:
+        assert np.array_equal(np.sort(np.concatenate(split)), np.arange(len(labels)))
+        for test in split:
+            assert not set(groups[test]) & set(groups[np.setdiff1d(np.arange(len(labels)), test)])
+    first = folds.stratified_group_folds(labels, groups, 4, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(by_repeat[0], first))
+    assert not all(np.array_equal(a, b) for a, b in zip(by_repeat[0], by_repeat[1]))
+    # Another seed's second repeat is not this seed's first shifted along.
+    assert folds.repeat_seed(3, 2) not in (3, 4) and folds.repeat_seed(3, 2) != folds.repeat_seed(4, 2)
+
+
 def test_too_few_groups_of_a_class_is_an_error_naming_class_and_fix():
     labels = np.array([0, 0, 0, 1, 1, 1])
     groups = np.array(["a", "b", "c", "d", "d", "e"])

@@ -1,26 +1,16 @@
+"""The report on two networks evaluated by the real evaluate stage: reading order, intervals, Holm over the family."""
+
 import json
+import shutil
 
+import numpy as np
 import pandas as pd
+import pytest
+import yaml
 
-from stages import report
-from ultrasound_transfer.evaluation.scoring import BINARY_METRICS, summarize_folds
-from ultrasound_transfer.evaluation.statistics import compare_paired
-
-METRICS = list(BINARY_METRICS)
-
-
-def write_model(project, model, dense_acc, svm_acc, train_on="fit", svm_images=64):
-    out = project / "metrics/cv/phantom"
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for classifier, accs, n_train in (("dense", dense_acc, 64), ("svm", svm_acc, svm_images)):
-        for k, a in enumerate(accs, start=1):
-            rows.append({"classifier": classifier, "fold": k, "n_train": n_train, **{m: a for m in METRICS}})
-    per_fold = pd.DataFrame(rows)
-    per_fold.to_csv(out / f"{model}.folds.csv", index=False)
-    metrics = {c: summarize_folds(per_fold[per_fold.classifier == c][METRICS].to_dict("records"))
-               for c in ("dense", "svm")}
-    (out / f"{model}.json").write_text(json.dumps({**metrics, "svm_train_on": train_on}))
+from stages import evaluate, report
+from tests.stages.test_evaluate import N, noise_plus, toy_project
+from ultrasound_transfer.evaluation.statistics import holm_adjusted
 
 
 def parse_markdown_tables(text):
@@ -34,46 +24,74 @@ def parse_markdown_tables(text):
     return tables
 
 
-def test_summary_tables_parse_mark_best_and_compare_classifiers(project):
-    (project / "data/folds").mkdir(parents=True)
-    folds = [{"test_indices": list(range(k * 20, k * 20 + 20))} for k in range(5)]
-    (project / "data/folds/phantom.json").write_text(json.dumps({"n_images": 100, "folds": folds}))
-    write_model(project, "VGG16", [0.6, 0.62, 0.58, 0.61, 0.59], [0.7, 0.75, 0.66, 0.72, 0.69])
-    write_model(project, "ResNet50", [0.8, 0.82, 0.78, 0.81, 0.79], [0.79, 0.8, 0.8, 0.78, 0.8])
-    project.write_params({"datasets": ["phantom"], "models": ["VGG16", "ResNet50"], "ft_fraction": 0.15})
-    report.main([])
-
-    summary = json.loads((project / "metrics/summary.json").read_text())
-    comparison = summary["phantom"]["VGG16"]["svm_minus_dense"]["accuracy"]
-    expected = compare_paired([0.7, 0.75, 0.66, 0.72, 0.69], [0.6, 0.62, 0.58, 0.61, 0.59], 80, 20)
-    assert comparison == expected
-    assert any("ci" in k for k in comparison) and any("p_value" in k for k in comparison)
-
-    text = (project / "metrics/summary.md").read_text()
-    tables = parse_markdown_tables(text)
-    for table in tables:
-        assert len({len(row) for row in table}) == 1          # every row as wide as the header
-    accuracy = {row[0]: row[1:] for row in tables[0][2:]}
-    assert accuracy["ResNet50"][0] == "**0.800 ± 0.016**"     # best of the dataset: ResNet50's dense head
-    assert not any(cell.startswith("**") for cell in accuracy["VGG16"])
-    for heading in ("## sensitivity (recall of malignant)", "## PPV (precision of malignant)",
-                    "## precision, macro average over classes", "### specificity (recall of benign)"):
-        assert heading in text
-    assert ("same labelled images in every fold (svm.train_on = fit; mean per fold: phantom: dense head 64, SVM 64)"
-            in text)
-    comparisons = text.split("## SVM minus dense head")[1]
-    vgg = {row[0]: row for row in parse_markdown_tables(comparisons)[0][2:]}["VGG16"]
-    assert vgg[1].startswith("+0.104 [") and float(vgg[2]) < 0.05
+def two_networks(project, svm=None):
+    """Network M's SVM features carry the label; network W's are noise."""
+    rng = np.random.default_rng(5)
+    toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() * 2.0 + rng.normal(0, 1, N)),
+                svm=svm)
+    evaluate.main(["phantom", "M"])
+    shutil.copytree(project / "models/phantom/M", project / "models/phantom/W")
+    (project / "data/features/phantom/W").mkdir(parents=True)
+    for path in (project / "data/features/phantom/M").glob("*.npz"):
+        with np.load(path, allow_pickle=True) as stored:
+            np.savez(project / "data/features/phantom/W" / path.name, features=rng.normal(size=(N, 6)),
+                     ids=stored["ids"])
+    evaluate.main(["phantom", "W"])
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["models"] = ["M", "W"]
+    project.write_params(params)
 
 
-def test_the_other_svm_protocol_and_untestable_differences_are_named(project):
-    (project / "data/folds").mkdir(parents=True)
-    folds = [{"test_indices": list(range(k * 20, k * 20 + 20))} for k in range(5)]
-    (project / "data/folds/phantom.json").write_text(json.dumps({"n_images": 100, "folds": folds}))
-    write_model(project, "VGG16", [0.6] * 5, [0.7] * 5, train_on="training", svm_images=80)
-    project.write_params({"datasets": ["phantom"], "models": ["VGG16"], "ft_fraction": 0.15})
-    report.main([])
-    text = (project / "metrics/summary.md").read_text()
-    assert "svm.train_on = training" in text and "dense head 64, SVM 80" in text
-    row = parse_markdown_tables(text.split("### accuracy")[1])[0][2]
-    assert row[1] == "+0.100 [+0.100, +0.100]" and row[2] == "n/a"    # every fold +0.1: no p = 0 claim
+def run_report(project):
+    # The toy networks M and W are not in the schema's list of models: load settings without it.
+    from ultrasound_transfer import parameters
+    from ultrasound_transfer.common import load_params
+    from ultrasound_transfer.settings import settings_from_params
+
+    report.load_settings = lambda: settings_from_params(load_params())
+    try:
+        report.main([])
+    finally:
+        report.load_settings = parameters.load_settings
+    return (project / "metrics/summary.md").read_text(), json.loads((project / "metrics/summary.json").read_text())
+
+
+def test_the_report_reads_in_a_reviewers_order_with_intervals_and_holm_over_the_family(project):
+    two_networks(project)
+    text, summary = run_report(project)
+    order = ["## Data and splits", "## phantom: per image", "## phantom: per case", "## Calibration: reliability",
+             "## Primary comparison: SVM minus dense head, ROC-AUC", "## Secondary comparisons",
+             "## The paper's tables"]
+    positions = [text.index(heading) for heading in order]
+    assert positions == sorted(positions)
+    data = parse_markdown_tables(text.split("## Data and splits")[1])[0]
+    assert data[2][:3] == ["phantom", "60", "30"] and "benign 30, malignant 30" in data[2]
+
+    per_image = {(row[0], row[1]): row for row in parse_markdown_tables(text.split("## phantom: per image")[1])[0][2:]}
+    auc = per_image[("M", "SVM")][2]
+    point, low, high = (float(x) for x in auc.replace("[", "").replace("]", "").replace(",", "").split())
+    assert low <= point <= high and point > 0.7
+    assert summary["phantom"]["M"]["image"]["svm"]["roc_auc"] == pytest.approx(point, abs=5e-4)
+
+    primary = summary["primary"]
+    assert primary["family"] == ["phantom/M", "phantom/W"] and primary["tests_in_family"] == 2
+    raw = [summary["phantom"][m]["svm_minus_dense"]["roc_auc"]["p_value_t"] for m in ("M", "W")]
+    holm = [summary["phantom"][m]["svm_minus_dense"]["roc_auc"]["p_value_holm"] for m in ("M", "W")]
+    assert holm == pytest.approx(holm_adjusted(raw))
+    rows = parse_markdown_tables(text.split("## Primary comparison")[1])[0][2:]
+    assert [row[1] for row in rows] == ["M", "W"] and rows[0][4] == f"{holm[0]:.3f}"
+    # The training size of the corrected test is the fit part each classifier learned from.
+    per_fold = pd.read_csv(project / "metrics/cv/phantom/M.folds.csv")
+    n_train = per_fold[per_fold["classifier"] == "dense"]["n_train"].mean()
+    assert summary["phantom"]["M"]["svm_minus_dense"]["roc_auc"]["n_train"] == pytest.approx(n_train)
+    assert "Both classifiers learned from the same labelled images" in text
+    reliability = parse_markdown_tables(text.split("## Calibration: reliability")[1])[0]
+    counts = [int(cell.split("(")[1].rstrip(")")) for cell in reliability[2][2:] if cell]
+    assert reliability[2][:2] == ["M", "dense head"] and sum(counts) == N      # every test image in one bin
+    assert "### accuracy" in text and "argmax" in text.split("## The paper's tables")[1].lower()
+
+
+def test_the_other_svm_protocol_is_named(project):
+    two_networks(project, svm={"train_on": "training"})
+    text, _ = run_report(project)
+    assert "svm.train_on = training" in text

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -8,58 +9,103 @@ from ultrasound_transfer.evaluation.statistics import compare_paired
 from ultrasound_transfer.study import comparison as compare
 
 
-def entry(rev, name, ft_fraction, accuracies, seed=42):
-    metrics = {f"metrics/cv/toy/{model}.json": {"data": {"svm": {"accuracy": acc, "accuracy_std": 0.01}}}
-               for model, acc in accuracies.items()}
-    params = {"ft_fraction": ft_fraction, "seed": seed, "datasets": ["toy"], "models": list(accuracies)}
+def entry(rev, name, ft_fraction, seed=42, models=("A", "B"), svm_C=1.0):
+    metrics = {f"metrics/cv/toy/{model}.json": {"data": {"folds": {"svm": {"roc_auc": 0.7}}}} for model in models}
+    params = {"ft_fraction": ft_fraction, "seed": seed, "datasets": ["toy"], "models": list(models),
+              "cv": {"n_splits": 5, "repeats": 1}, "svm": {"C": svm_C}}
     data = {"rev": rev, "params": {"params.yaml": {"data": params}}, "metrics": metrics}
     return {"rev": rev, "name": name, "data": data}
 
 
-SHOW = [
-    {"rev": "workspace", "name": None, **{"data": entry("workspace", None, 0.15, {"A": 0.7})["data"]}},
-    {**entry("base", "main", 0.15, {"A": 0.70, "B": 0.60}),
-     "experiments": [{"revs": [entry("e1", "exp-0", 0.0, {"A": 0.65, "B": 0.62})]},
-                     {"revs": [entry("e2", "exp-05", 0.5, {"A": 0.80, "B": 0.61})]},
-                     {"revs": [entry("e3", "other-seed", 0.5, {"A": 0.99, "B": 0.99}, seed=1)]}]},
-]
-FOLD_SCORES = {"base": [0.70, 0.72, 0.68, 0.71, 0.69], "e1": [0.64, 0.66, 0.65, 0.66, 0.64],
-               "e2": [0.80, 0.82, 0.78, 0.81, 0.79]}
+def show(*entries):
+    base, *experiments = entries
+    return [{"rev": "workspace", "name": None, "data": entry("workspace", None, 0.15)["data"]},
+            {**base, "experiments": [{"revs": [e]} for e in experiments]}]
 
 
-def reader(rev, path):
-    if path.endswith("folds.csv"):
-        scores = FOLD_SCORES[rev]
-        return pd.DataFrame({"classifier": "svm", "fold": range(1, 6), "accuracy": scores}).to_csv(index=False)
-    return json.dumps({"n_images": 100, "folds": [{"test_indices": list(range(20))}] * 5})
+NOISE = np.array([0.0, 0.01, -0.01, 0.02, -0.02])
+LEVEL = {0.0: 0.65, 0.15: 0.70, 0.5: 0.80}
+SHIFT = {0.0: 0, 0.15: 1, 0.5: 2}
 
 
-def test_sweep_keeps_experiments_that_differ_only_in_ft_fraction():
-    runs = compare.sweep(compare.experiment_records(SHOW))
-    assert [(r["name"], r["params"]["ft_fraction"]) for r in runs] == [("exp-0", 0.0), ("main", 0.15), ("exp-05", 0.5)]
+def reader_for(runs_by_rev):
+    """Per-split SVM and dense scores: a level per ft_fraction, noise per seed."""
+    def read(rev, path):
+        ft_fraction, seed = runs_by_rev[rev]
+        scores = LEVEL[ft_fraction] + np.roll(NOISE, seed + SHIFT[ft_fraction])
+        rows = [{"classifier": c, "repeat": 1, "fold": k + 1, "split": k + 1, "n_train": 80, "n_test": 24,
+                 "roc_auc": s - (0.05 if c == "dense" else 0)} for c in ("dense", "svm") for k, s in enumerate(scores)]
+        return pd.DataFrame(rows).to_csv(index=False)
+    return read
 
 
-def test_tables_name_the_best_strategy_with_margin_and_interval():
-    runs = compare.sweep(compare.experiment_records(SHOW))
-    table = compare.paper_table(runs, "toy", ["A", "B"], "accuracy")
-    rows_a = table[table["network"] == "A"]
-    assert rows_a["ft_fraction"].tolist() == [0.0, 0.15, 0.5]
-    assert rows_a["SVM"].tolist() == ["0.650 ± 0.010", "0.700 ± 0.010", "0.800 ± 0.010"]
-    assert rows_a["dense head"].tolist() == ["—"] * 3          # not in these records: said, not invented
-    best = compare.best_strategies(runs, "toy", ["A"], classifier="svm", metric="accuracy", read=reader).iloc[0]
+def test_experiments_differing_in_seed_are_pooled_as_repeats_not_dropped():
+    entries = [entry(f"r{f}{s}", f"exp-{f}-{s}", f, seed=s) for f in (0.0, 0.15, 0.5) for s in (1, 2, 3)]
+    runs, left_out = compare.select_experiments(compare.experiment_records(show(*entries)))
+    assert len(runs) == 9 and left_out == []
+    read = reader_for({f"r{f}{s}": (f, s) for f in (0.0, 0.15, 0.5) for s in (1, 2, 3)})
+    scores = {"A": compare.split_scores(runs, "toy", "A", metric="roc_auc", read=read)}
+    best = compare.best_strategies(scores, classifier="svm", metric="roc_auc").iloc[0]
+    assert best["blocks"] == 15 and best["blocks left out"] == 0         # 3 seeds x 5 folds
     assert (best["best ft_fraction"], best["runner-up"], best["margin"]) == (0.5, 0.15, 0.1)
-    expected = compare_paired(FOLD_SCORES["e2"], FOLD_SCORES["base"], 80, 20)
+    table = compare.paper_table(scores, "roc_auc")
+    assert table["splits"].tolist() == [15, 15, 15]
+
+
+def test_the_margin_interval_is_the_corrected_test_on_the_pooled_blocks():
+    entries = [entry(f"r{f}", f"exp-{f}", f, seed=0) for f in (0.0, 0.15, 0.5)]
+    runs = compare.sweep(compare.experiment_records(show(*entries)))
+    read = reader_for({f"r{f}": (f, 0) for f in (0.0, 0.15, 0.5)})
+    scores = {"A": compare.split_scores(runs, "toy", "A", metric="roc_auc", read=read)}
+    best = compare.best_strategies(scores, classifier="svm", metric="roc_auc").iloc[0]
+    expected = compare_paired(LEVEL[0.5] + np.roll(NOISE, 2), LEVEL[0.15] + np.roll(NOISE, 1), 80, 24)
     assert best["95 % CI"] == f"[{expected['ci_low']:+.3f}, {expected['ci_high']:+.3f}]"
-    # Same ranking in all five folds: Friedman p = exp(-5) with 3 strategies, and the choice holds after Holm.
-    assert float(best["Friedman p"]) == pytest.approx(0.007, abs=1e-3) and best["supported"] == "yes"
+    # The same ranking in all five blocks, three strategies: Iman-Davenport p = 0, and the choice holds.
+    assert float(best["Iman-Davenport p"]) == 0.0 and best["supported"] == "yes"
+
+
+def test_experiments_that_differ_in_anything_else_or_repeat_another_are_listed_with_the_reason():
+    entries = [entry("a", "exp-0", 0.0), entry("b", "exp-05", 0.5), entry("c", "exp-05-again", 0.5),
+               entry("d", "other-C", 0.5, svm_C=10.0)]
+    runs, left_out = compare.select_experiments(compare.experiment_records(show(*entries)))
+    assert [r["name"] for r in runs] == ["exp-0", "exp-05"]
+    assert "exp-05-again: the same params as exp-05, which is newer" in left_out[0] or \
+        "exp-05: the same params as exp-05-again" in left_out[0]
+    assert any(line.startswith("other-C: differs from the compared experiments in svm.C") for line in left_out)
+
+
+def test_run_comparison_writes_the_left_out_list(project):
+    entries = [entry("a", "exp-0", 0.0, seed=0), entry("b", "exp-05", 0.5, seed=0),
+               entry("d", "other-C", 0.5, svm_C=10.0)]
+    (project / "show.json").write_text(json.dumps(show(*entries)))
+    compare.run_comparison(exp_json=project / "show.json", read=reader_for({"a": (0.0, 0), "b": (0.5, 0)}))
+    text = (project / "metrics/compare/toy.md").read_text()
+    assert "Left out:\n- other-C: differs from the compared experiments in svm.C" in text
+    assert "| A " in text and "Iman-Davenport p" in text
 
 
 def test_plot_page_embeds_the_points():
-    page = compare.plot_html(pd.DataFrame([{"dataset": "toy", "model": "A", "ft_fraction": 0.5, "accuracy": 0.8,
-                                            "low": 0.79, "high": 0.81}]), "accuracy")
+    page = compare.plot_html(pd.DataFrame([{"dataset": "toy", "model": "A", "ft_fraction": 0.5, "roc_auc": 0.8,
+                                            "low": 0.79, "high": 0.81}]), "roc_auc")
     assert 'vegaEmbed("#compare"' in page and '"ft_fraction": 0.5' in page
 
 
 def test_no_sweep_is_a_clear_error():
     with pytest.raises(PipelineError, match="fewer than two ft_fraction values"):
-        compare.sweep(compare.experiment_records([entry("base", "main", 0.15, {"A": 0.7})]))
+        compare.sweep(compare.experiment_records(show(entry("base", "main", 0.15))))
+
+
+def test_a_run_whose_splits_are_among_another_runs_is_left_out_not_averaged_in():
+    one, three = entry("a", "seed0-r1", 0.5, seed=0), entry("b", "seed0-r3", 0.5, seed=0)
+    three["data"]["params"]["params.yaml"]["data"]["cv"]["repeats"] = 3
+    runs, left_out = compare.select_experiments(compare.experiment_records(show(entry("c", "base", 0.0), one, three)))
+    assert [r["name"] for r in runs] == ["base", "seed0-r3"]
+    assert left_out == ["seed0-r1: its splits (cv.repeats = 1) are among those of seed0-r3 (cv.repeats = 3), "
+                        "same ft_fraction and seed"]
+
+
+def test_a_metric_no_experiment_has_is_a_clear_error(project):
+    (project / "show.json").write_text(json.dumps(show(entry("a", "exp-0", 0.0, seed=0), entry("b", "x", 0.5, seed=0))))
+    with pytest.raises(PipelineError, match="has the metric 'f1_macro'"):
+        compare.run_comparison(metric="f1_macro", exp_json=project / "show.json",
+                               read=reader_for({"a": (0.0, 0), "b": (0.5, 0)}))

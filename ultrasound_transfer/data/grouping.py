@@ -72,21 +72,44 @@ def inner_validation_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split positions ``0..n-1`` of a training part into fit and validation parts.
 
-    The split is stratified and grouped, like the outer folds, and is taken
-    from the training part only, so early stopping never sees the test fold.
+    The split is grouped (a group's images stay together) and stratified: per
+    class, whole groups are taken in a seeded random order into the
+    validation part whenever that brings its image count closer to
+    ``fraction`` of the class's images.  This greedy pass lands within about
+    one group of the target (not always the closest sum whole groups could
+    reach); ``finetune`` logs the realised share and ``fold_parts.csv``
+    records the parts.  Each class keeps at least one group on each side.  A group
+    counts under its most frequent label.  It is taken from the training part
+    only, so early stopping and the operating point never see the test fold.
     ``fraction = 0`` returns no validation part.
     """
     positions = np.arange(len(labels))
     if fraction <= 0:
         return positions, positions[:0]
-    n_splits = max(2, int(round(1 / fraction)))
-    label, n_groups = fewest_groups_per_class(labels, groups)
-    if n_groups < n_splits:
-        raise PipelineError(
-            f"finetune.validation_fraction = {fraction} needs at least {n_splits} groups per class "
-            f"in each training part, but class {label} has {n_groups}; raise validation_fraction, "
-            "set it to 0 (no early stopping), or lower cv.n_splits."
-        )
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    fit, validation = next(splitter.split(positions, labels, groups))
-    return fit, validation
+    label_of_group: dict = {}
+    for group in np.unique(groups):
+        values, counts = np.unique(labels[groups == group], return_counts=True)
+        label_of_group[group] = values[np.argmax(counts)]
+    rng = np.random.default_rng(seed)
+    chosen: list = []
+    for label in np.unique(labels):
+        members = sorted(g for g, lab in label_of_group.items() if lab == label)
+        if len(members) < 2:
+            raise PipelineError(
+                f"finetune.validation_fraction = {fraction} needs at least 2 groups of class {label} in each "
+                f"training part (one to fit, one to validate), but it has {len(members)}; set "
+                "finetune.validation_fraction to 0 (no early stopping) with evaluation.operating_point: argmax, "
+                "lower cv.n_splits, or add data."
+            )
+        sizes = {g: int(np.sum(groups == g)) for g in members}
+        target = fraction * sum(sizes.values())
+        taken, count = [], 0
+        for g in rng.permutation(members):
+            if len(taken) == len(members) - 1:
+                break
+            if not taken or abs(count + sizes[g] - target) < abs(count - target):
+                taken.append(g)
+                count += sizes[g]
+        chosen += taken
+    validation = np.isin(groups, chosen)
+    return positions[~validation], positions[validation]

@@ -54,16 +54,25 @@ def load_prepared(dataset: str) -> Prepared:
 
 
 def load_test_folds(dataset: str, n_images: int) -> list[np.ndarray]:
-    """Test indices of each fold, checked to partition ``0..n_images-1``."""
+    """Test indices of every split (each fold of each repeat, in order), checked: each repeat's folds
+    partition ``0..n_images-1``."""
     record = read_json(FOLDS_DIR / f"{dataset}.json")
     folds = [np.asarray(f["test_indices"], dtype=int) for f in record["folds"]]
-    covered = np.sort(np.concatenate(folds))
-    if record["n_images"] != n_images or not np.array_equal(covered, np.arange(n_images)):
+    repeats = np.array([f.get("repeat", 1) for f in record["folds"]])
+    partitions = all(np.array_equal(np.sort(np.concatenate([folds[i] for i in np.flatnonzero(repeats == r)])),
+                                    np.arange(n_images)) for r in np.unique(repeats))
+    if record["n_images"] != n_images or not partitions:
         raise PipelineError(
             f"{FOLDS_DIR / dataset}.json does not match data/prepared/{dataset} "
             f"({record['n_images']} vs {n_images} images); rerun 'dvc repro folds@{dataset}'."
         )
     return folds
+
+
+def load_split_names(dataset: str) -> list[tuple[int, int]]:
+    """(repeat, fold within the repeat) of every split, in the order of :func:`load_test_folds`."""
+    folds = read_json(FOLDS_DIR / f"{dataset}.json")["folds"]
+    return [(f.get("repeat", 1), f.get("fold", k)) for k, f in enumerate(folds, start=1)]
 
 
 def load_fold_groups(dataset: str) -> np.ndarray:

@@ -1,11 +1,22 @@
-"""Paired comparisons of two classifiers over cross-validation folds.
+"""Paired comparisons of classifiers or strategies over the folds of (repeated) cross-validation.
 
 Fold scores are not independent (the training parts overlap), so the plain
 paired t-test is too optimistic.  The corrected resampled t-test of Nadeau and
-Bengio (Machine Learning 52, 2003) inflates the variance by ``n_test/n_train``
-to account for it.  The Wilcoxon signed-rank test is given beside it as a
-rank-based check; with 5 folds its smallest possible two-sided p-value is
-0.0625, so it can never reach 0.05 there.
+Bengio (Machine Learning 52, 2003) inflates the variance of the mean
+difference by ``n_test/n_train``; over ``r`` repeats of ``k``-fold
+cross-validation it becomes the corrected repeated k-fold cv test of
+Bouckaert and Frank (PAKDD 2004): the ``k * r`` fold differences, variance
+``(1/(k r) + n_test/n_train) s^2``, ``k r - 1`` degrees of freedom.
+``n_train`` is the number of images a classifier actually learned from in a
+fold (the fit part, recorded per fold by ``evaluate``), not every non-test
+image.  The Wilcoxon signed-rank test is given beside it as a rank-based
+check; with 5 folds its smallest possible two-sided p-value is 0.0625.
+
+Across more than two strategies, the Friedman statistic in the F form of
+Iman and Davenport (Communications in Statistics 9, 1980), which holds its
+level with few blocks where the chi-square approximation does not
+(Demšar, JMLR 7, 2006); then Holm's step-down adjustment (Holm, Scand. J.
+Statistics 6, 1979) over the pairwise tests.
 """
 
 from __future__ import annotations
@@ -50,11 +61,15 @@ def wilcoxon_p(differences: np.ndarray) -> float:
     return float(stats.wilcoxon(d).pvalue)
 
 
-def mean_fold_sizes(folds_record: dict) -> tuple[float, float]:
-    """Mean training and test sizes over the folds of a ``data/folds/<dataset>.json`` record,
-    the ``n_train`` and ``n_test`` of the corrected t-test."""
-    n_test = float(np.mean([len(f["test_indices"]) for f in folds_record["folds"]]))
-    return folds_record["n_images"] - n_test, n_test
+def fold_sizes(per_fold) -> tuple[float, float]:
+    """``n_train`` and ``n_test`` of the corrected t-test from a per-fold table (``evaluate``'s ``folds.csv``).
+
+    ``n_train`` is the mean over folds of the images each classifier learned
+    from, the smaller of the classifiers' where they differ (the larger
+    correction, so the more cautious test).
+    """
+    n_train = per_fold.groupby("classifier")["n_train"].mean().min()
+    return float(n_train), float(per_fold["n_test"].mean())
 
 
 def compare_paired(a: np.ndarray, b: np.ndarray, n_train: float, n_test: float) -> dict:
@@ -79,16 +94,24 @@ def holm_adjusted(p_values: list[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def friedman_p(scores: np.ndarray) -> float:
-    """Friedman test over (folds x strategies) scores: do the strategies differ at all?
+def iman_davenport_p(scores: np.ndarray) -> float:
+    """Do strategies differ at all?  Friedman's test in Iman and Davenport's F form over (blocks x strategies).
 
-    Folds are the blocks.  NaN with fewer than three strategies (the test needs
-    three) or when every score ties within every fold.
+    Blocks are the folds (of every repeat).  ``F = (N-1) chi2 / (N (k-1) - chi2)``
+    on ``k-1`` and ``(k-1)(N-1)`` degrees of freedom, with Friedman's
+    tie-corrected ``chi2``.  NaN with fewer than three strategies or when
+    every score ties within every block.
     """
     scores = np.asarray(scores, dtype=float)
-    if scores.shape[1] < 3 or np.all(scores == scores[:, :1]):
+    n, k = scores.shape
+    if k < 3 or n < 2 or np.all(scores == scores[:, :1]):
         return math.nan
-    return float(stats.friedmanchisquare(*scores.T).pvalue)
+    chi2 = float(stats.friedmanchisquare(*scores.T).statistic)
+    denominator = n * (k - 1) - chi2
+    if denominator <= 0:                       # every block ranks the strategies the same way
+        return 0.0
+    f = (n - 1) * chi2 / denominator
+    return float(stats.f.sf(f, k - 1, (k - 1) * (n - 1)))
 
 
 def best_against_rest(scores: np.ndarray, names: list, n_train: float, n_test: float) -> dict:
@@ -96,10 +119,10 @@ def best_against_rest(scores: np.ndarray, names: list, n_train: float, n_test: f
 
     ``scores`` is (folds x strategies).  The best strategy is the highest mean;
     picking it and then testing it against the runner-up alone would ignore that
-    it was picked.  So: a Friedman test across all strategies (folds as blocks),
-    and the corrected resampled t-test of the best against *every* other
-    strategy with Holm's adjustment over those comparisons.  The best is
-    supported when the Friedman p and every adjusted p are below 0.05.
+    it was picked.  So: the Iman-Davenport test across all strategies (folds as
+    blocks), and the corrected repeated-CV t-test of the best against *every*
+    other strategy with Holm's adjustment over those comparisons.  The best is
+    supported when the Iman-Davenport p and every adjusted p are below 0.05.
     """
     scores = np.asarray(scores, dtype=float)
     means = scores.mean(axis=0)
@@ -108,12 +131,31 @@ def best_against_rest(scores: np.ndarray, names: list, n_train: float, n_test: f
     tests = [corrected_resampled_t(scores[:, best] - scores[:, j], n_train, n_test) for j in others]
     adjusted = holm_adjusted([t["p_value_t"] for t in tests])
     comparisons = [{"against": names[j], **t, "p_value_holm": a} for j, t, a in zip(others, tests, adjusted)]
-    friedman = friedman_p(scores)
+    overall = iman_davenport_p(scores)
     # NaN (no test possible) compares False, so it never counts as support.
-    supported = (len(names) < 3 or friedman < 0.05) and all(c["p_value_holm"] < 0.05 for c in comparisons)
-    return {"best": names[best], "friedman_p": friedman, "comparisons": comparisons, "supported": bool(supported)}
+    supported = (len(names) < 3 or overall < 0.05) and all(c["p_value_holm"] < 0.05 for c in comparisons)
+    return {"best": names[best], "iman_davenport_p": overall, "comparisons": comparisons,
+            "supported": bool(supported)}
 
 
 def format_p(p: float) -> str:
     """A p-value for a table: three decimals, or 'n/a' where no test could be made."""
     return "n/a" if math.isnan(p) else f"{p:.3f}"
+
+
+def compare_classifiers(per_fold, metric: str, *, better: str = "svm", baseline: str = "dense") -> dict:
+    """``better`` minus ``baseline`` on ``metric``, paired by split, by the corrected repeated k-fold t-test.
+
+    ``per_fold`` is ``evaluate``'s ``folds.csv`` (one row per classifier and
+    split).  Splits where either value is undefined are left out and counted
+    (``splits_left_out``).
+    """
+    def by_split(name: str):
+        return per_fold[per_fold["classifier"] == name].set_index("split").sort_index()[metric]
+
+    a, b = by_split(better), by_split(baseline)
+    d = (a - b).dropna()
+    n_train, n_test = fold_sizes(per_fold)
+    result = compare_paired(a.loc[d.index].to_numpy(), b.loc[d.index].to_numpy(), n_train, n_test)
+    return {**result, "splits": int(len(d)), "splits_left_out": int(len(a) - len(d)), "n_train": n_train,
+            "n_test": n_test}

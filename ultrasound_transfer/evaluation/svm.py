@@ -3,19 +3,28 @@
 Features are standardized, then a linear SVM (scikit-learn ``LinearSVC``,
 squared hinge) is fitted.  C is either fixed or chosen by a stratified inner
 cross-validation that is grouped like the outer folds and runs on the
-training rows only, so the test fold never influences the model.
+training rows only, so the test fold never influences the model.  The inner
+score is ROC-AUC (macro one-vs-rest for more classes), a continuous score:
+inner accuracy on a few dozen images ties often, and ties went to the
+grid's smallest C.  Among C values that tie on the best inner AUC, the middle
+one is taken (of an even number, the smaller, the larger margin).
+
+:func:`calibration_decisions` gives the decision values on which the SVM's
+Platt scaling and operating point are fitted: images neither it nor the
+network learned from.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.data.grouping import fewest_groups_per_class
+from ultrasound_transfer.evaluation.scoring import roc_auc
 from ultrasound_transfer.settings import SvmSettings
 
 
@@ -24,32 +33,85 @@ def linear_svm(C: float, seed: int) -> Pipeline:
     return make_pipeline(StandardScaler(), LinearSVC(C=C, max_iter=20_000, random_state=seed))
 
 
-def fit_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, svm: SvmSettings,
-            seed: int) -> Pipeline:
-    """Fit the SVM on one training part, tuning C by inner grouped CV if ``svm.C_grid`` is not empty."""
-    grid = list(svm.C_grid)
-    if not grid:
-        return linear_svm(svm.C, seed).fit(features, labels)
-    inner = svm.inner_folds
-    _, fewest = fewest_groups_per_class(labels, groups)
-    if fewest < inner:
-        raise PipelineError(
-            f"svm.inner_folds = {inner} but a class has only {fewest} groups in a training part; "
-            "lower svm.inner_folds, or set svm.C_grid to [] to use the fixed svm.C."
-        )
-    search = GridSearchCV(
-        linear_svm(svm.C, seed),
-        {"linearsvc__C": grid},
-        cv=StratifiedGroupKFold(n_splits=inner, shuffle=True, random_state=seed),
-        scoring="accuracy",
-    )
-    search.fit(features, labels, groups=groups)
-    return search.best_estimator_
-
-
 def per_class_scores(svm: Pipeline, features: np.ndarray, n_classes: int) -> np.ndarray:
     """SVM decision values as (N, n_classes); for two classes column 1 is the margin."""
     decision = svm.decision_function(features)
     if n_classes == 2:
         return np.stack([-decision, decision], axis=1)
     return decision
+
+
+def inner_auc(estimator: Pipeline, features: np.ndarray, labels: np.ndarray) -> float:
+    """Scorer of the inner search: ROC-AUC of the decision values (macro one-vs-rest for more classes)."""
+    n_classes = len(estimator.classes_)
+    if len(np.unique(labels)) < n_classes:
+        return np.nan
+    return roc_auc(labels, per_class_scores(estimator, features, n_classes), n_classes)
+
+
+def middle_of_best(cv_results: dict) -> int:
+    """Index of the candidate the search refits: the middle of those tied at the best mean inner score."""
+    scores = np.asarray(cv_results["mean_test_score"], dtype=float)
+    if np.isnan(scores).all():
+        raise PipelineError("the SVM's inner ROC-AUC is undefined for every C (an inner fold lacks a class); "
+                            "lower svm.inner_folds.")
+    best = np.nanmax(scores)
+    tied = np.flatnonzero(np.isclose(scores, best, rtol=0, atol=1e-12))
+    C = np.asarray(cv_results["param_linearsvc__C"], dtype=float)[tied]
+    return int(tied[np.argsort(C, kind="stable")][(len(tied) - 1) // 2])
+
+
+def inner_folds_for(labels: np.ndarray, groups: np.ndarray, *, svm: SvmSettings, seed: int,
+                    purpose: str = "choosing C") -> StratifiedGroupKFold:
+    """The grouped, stratified inner split, refused when a class has too few groups for it."""
+    _, fewest = fewest_groups_per_class(labels, groups)
+    if fewest < svm.inner_folds:
+        fix = ("lower svm.inner_folds, or set svm.C_grid to [] to use the fixed svm.C" if purpose == "choosing C"
+               else "lower svm.inner_folds, or give the dense head validation images "
+                    "(finetune.validation_fraction > 0) with svm.train_on: fit")
+        raise PipelineError(
+            f"svm.inner_folds = {svm.inner_folds} for {purpose}, but a class has only {fewest} groups in a "
+            f"training part; {fix}."
+        )
+    return StratifiedGroupKFold(n_splits=svm.inner_folds, shuffle=True, random_state=seed)
+
+
+def fit_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, svm: SvmSettings,
+            seed: int) -> Pipeline:
+    """Fit the SVM on one training part, tuning C by inner grouped CV if ``svm.C_grid`` is not empty."""
+    grid = sorted(svm.C_grid)
+    if not grid:
+        return linear_svm(svm.C, seed).fit(features, labels)
+    search = GridSearchCV(linear_svm(svm.C, seed), {"linearsvc__C": grid},
+                          cv=inner_folds_for(labels, groups, svm=svm, seed=seed), scoring=inner_auc,
+                          refit=middle_of_best)
+    search.fit(features, labels, groups=groups)
+    return search.best_estimator_
+
+
+def chosen_C(model: Pipeline) -> float:
+    return float(model.named_steps["linearsvc"].C)
+
+
+def calibration_decisions(model: Pipeline, features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *,
+                          validation: np.ndarray, train: np.ndarray, svm: SvmSettings,
+                          seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (in manifest order) and malignant decision values of images the SVM did not learn from.
+
+    ``validation`` holds the dense head's inner validation rows.  Under
+    ``svm.train_on: fit`` the SVM never saw them: the fitted SVM's decision
+    values on them.  Under ``training`` it learned from them, so out-of-inner-fold
+    decision values over its training rows at the chosen C, of which the
+    validation rows are kept: the fine-tuned network never trained on those
+    images either (it only stopped early on them), so their features are as
+    new to it as a test image's, where the fit images' are not.  Without
+    validation rows (``finetune.validation_fraction: 0``, allowed only with the
+    argmax operating point) the out-of-inner-fold values of every training row.
+    """
+    if svm.train_on == "fit" and len(validation):
+        return validation, model.decision_function(features[validation])
+    folds = inner_folds_for(labels[train], groups[train], svm=svm, seed=seed, purpose="calibrating the SVM")
+    decision = cross_val_predict(linear_svm(chosen_C(model), seed), features[train], labels[train],
+                                 groups=groups[train], cv=folds, method="decision_function")
+    keep = np.isin(train, validation) if len(validation) else np.ones(len(train), dtype=bool)
+    return train[keep], decision[keep]

@@ -74,9 +74,15 @@ class FreezeReport:
     trained_layers: int        # of which trained
     first_trained_layer: str   # name, or "" when only the head trains
     trainable_params: int      # backbone parameters that train
+    backbone_params: int = 0   # backbone parameters in all (batch-norm statistics included)
+
+    @property
+    def trained_share(self) -> float:
+        """Share of the backbone's parameters that train: the same ft_fraction trains different shares."""
+        return self.trainable_params / self.backbone_params if self.backbone_params else 0.0
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "trained_share": round(self.trained_share, 4)}
 
 
 class BatchNormalizationInInferenceMode(keras.layers.BatchNormalization):
@@ -185,6 +191,7 @@ def freeze_all_but_last(backbone: keras.Model, fraction: float) -> FreezeReport:
         trained_layers=n_train,
         first_trained_layer=layers[first].name if n_train else "",
         trainable_params=trainable_params,
+        backbone_params=sum(int(np.prod(v.shape)) for v in backbone.weights),
     )
 
 

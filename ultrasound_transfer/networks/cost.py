@@ -69,11 +69,13 @@ class UnitWork:
 
 
 def unit_work(macs: SplitMacs, *, images: int, folds: int, epochs: int, validation_fraction: float,
-              cached: bool = True) -> UnitWork:
+              cached: bool = True, repeats: int = 1) -> UnitWork:
     """Multiply-adds of ``finetune`` and ``features`` for one unit, at the maximum number of epochs.
 
     ``cached``: the project's path (prefix once per stage); otherwise a plain
-    study that runs the whole network every epoch and every fold.
+    study that runs the whole network every epoch and every fold.  ``repeats``
+    of the cross-validation train every fold again; the cached prefix still
+    runs once.
     """
     train_part = images * (folds - 1) / folds
     fit, validation, test = train_part * (1 - validation_fraction), train_part * validation_fraction, images / folds
@@ -83,6 +85,7 @@ def unit_work(macs: SplitMacs, *, images: int, folds: int, epochs: int, validati
     else:
         prefix_pass = 0.0
         per_train, per_eval = macs.prefix + 3 * macs.tail, macs.prefix + macs.tail
-    training = folds * epochs * fit * per_train
-    inference = folds * (epochs * validation * per_eval + test * per_eval + images * per_eval)
+    splits = folds * repeats
+    training = splits * epochs * fit * per_train
+    inference = splits * (epochs * validation * per_eval + test * per_eval + images * per_eval)
     return UnitWork(prefix_pass, training, inference)

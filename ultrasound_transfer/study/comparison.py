@@ -3,21 +3,30 @@
 Usage::
 
     ultrasound-transfer protocol paper --strategies 0,0.15,0.5,1    # or: dvc exp run --queue -S ft_fraction=...
-    ultrasound-transfer compare                      # accuracy; best strategy by the SVM (default)
-    ultrasound-transfer compare --classifier dense --metric f1
+    ultrasound-transfer compare                      # ROC-AUC; best strategy by the SVM (default)
+    ultrasound-transfer compare --classifier dense --metric sensitivity
 
-Reads ``dvc exp show --json``, keeps the experiments that differ from each other
-only in ``ft_fraction`` (the largest such set), and for every dataset prints
-and writes the paper's table, network x strategy x classifier (``mean ± std``
-over folds), the best
+Reads ``dvc exp show --json`` and never drops an experiment silently:
+
+* experiments that differ only in ``ft_fraction``, ``seed`` or
+  ``cv.repeats`` are one comparison: those differing in ``seed`` or
+  ``cv.repeats`` are pooled as repeats of the same strategy, each split
+  of each (seed, repeat) a block of the paired tests;
+* an experiment that repeats another's params exactly is left out (the newest
+  is kept), and experiments that differ in anything else form other
+  comparisons; the largest is compared, and every one left out is listed in
+  the output with the reason.
+
+For every dataset it prints and writes the paper's table, network x
+strategy x classifier (``mean ± std`` over every split of every pooled
+experiment, per-split scores read from each experiment's commit), the best
 ``ft_fraction`` per model with its margin over the runner-up and a 95 %
-interval for that margin (fold-paired, corrected resampled t-test; per-fold
-scores are read from each experiment's commit), and a plot of the metric
-against ``ft_fraction`` per model.  Outputs go to ``metrics/compare/``
-(``<dataset>.md`` and ``<metric>_vs_ft_fraction.html``, which renders offline).
-The selection test is Friedman's across all strategies, then the best against
-each other one with the corrected resampled t-test (Nadeau & Bengio 2003) and
-Holm's step-down adjustment (:mod:`ultrasound_transfer.evaluation.statistics`).
+interval for that margin, and a plot of the metric against ``ft_fraction``
+per model.  Outputs go to ``metrics/compare/`` (``<dataset>.md`` and
+``<metric>_vs_ft_fraction.html``, which renders offline).  The selection
+test is Iman and Davenport's across all strategies, then the best against
+each other one with the corrected repeated k-fold t-test and Holm's
+step-down adjustment (:mod:`ultrasound_transfer.evaluation.statistics`).
 """
 
 from __future__ import annotations
@@ -33,15 +42,17 @@ import pandas as pd
 from tabulate import tabulate
 
 from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.evaluation.classifiers import ARGMAX_METRICS
 from ultrasound_transfer.evaluation.scoring import BINARY_METRICS, MULTICLASS_METRICS
-from ultrasound_transfer.evaluation.statistics import best_against_rest, format_p, mean_fold_sizes
-from ultrasound_transfer.paths import FOLDS_DIR, METRICS_DIR
+from ultrasound_transfer.evaluation.statistics import best_against_rest, fold_sizes, format_p
+from ultrasound_transfer.paths import METRICS_DIR
 from ultrasound_transfer.study.experiments import DVC
 
 OUT_DIR = Path("metrics/compare")
 OFFLINE_TEMPLATE = Path(".dvc/plots/offline.html")
 CLASSIFIERS = ("svm", "dense")
-METRICS = tuple(sorted({*BINARY_METRICS, *MULTICLASS_METRICS}))
+# Per-split metrics of evaluate's folds.csv that compare can test.
+METRICS = tuple(sorted({*BINARY_METRICS, *MULTICLASS_METRICS, "brier", *(f"argmax_{m}" for m in ARGMAX_METRICS)}))
 
 
 def experiment_records(show: list[dict]) -> list[dict]:
@@ -66,21 +77,79 @@ def experiment_records(show: list[dict]) -> list[dict]:
     return records
 
 
-def sweep(records: list[dict]) -> list[dict]:
-    """The largest set of experiments that differ only in ``ft_fraction``, one per value."""
-    def rest(record: dict) -> str:
-        return json.dumps({k: v for k, v in record["params"].items() if k != "ft_fraction"}, sort_keys=True)
+# Params whose experiments are pooled as repeats of one strategy.
+POOLED_PARAMS = ("seed", "cv.repeats")
 
+
+def flat_params(params: dict, prefix: str = "") -> dict:
+    """``{"cv": {"repeats": 3}}`` as ``{"cv.repeats": 3}``."""
+    flat = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(flat_params(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def select_experiments(records: list[dict]) -> tuple[list[dict], list[str]]:
+    """The experiments compared (differing only in ft_fraction, seed or cv.repeats), and why each other was not.
+
+    Returns the compared records, sorted by ft_fraction then seed, and one
+    line per experiment left out.
+    """
     if not records:
         raise PipelineError("dvc exp show lists no experiment with metrics; run the sweep first (docs/experiments.md).")
-    groups: dict[str, dict[float, dict]] = {}
-    for record in records:                         # newest first in dvc's listing: keep the first per value
-        groups.setdefault(rest(record), {}).setdefault(float(record["params"]["ft_fraction"]), record)
-    chosen = max(groups.values(), key=len)
-    if len(chosen) < 2:
+    varying = ("ft_fraction", *POOLED_PARAMS)
+    comparisons: dict[str, list[dict]] = {}
+    left_out = []
+    for record in records:                     # newest first in dvc's listing
+        flat = flat_params(record["params"])
+        rest = json.dumps({k: v for k, v in flat.items() if k not in varying}, sort_keys=True, default=str)
+        same = [r for r in comparisons.get(rest, []) if flat_params(r["params"]) == flat]
+        if same:
+            left_out.append(f"{record['name']}: the same params as {same[0]['name']}, which is newer")
+            continue
+        comparisons.setdefault(rest, []).append(record)
+
+    def size(runs: list[dict]) -> tuple[int, int]:
+        return len({float(r["params"]["ft_fraction"]) for r in runs}), len(runs)
+
+    chosen = max(comparisons.values(), key=size)
+    if size(chosen)[0] < 2:
         raise PipelineError("fewer than two ft_fraction values among experiments with equal other params; "
                             "run e.g. dvc exp run --queue -S ft_fraction=0,0.15,0.5,1 && dvc queue start.")
-    return [chosen[f] for f in sorted(chosen)]
+    reference = flat_params(chosen[0]["params"])
+    for runs in comparisons.values():
+        if runs is chosen:
+            continue
+        for record in runs:
+            flat = flat_params(record["params"])
+            differs = sorted(k for k in reference.keys() | flat.keys()
+                             if k not in varying and reference.get(k) != flat.get(k))
+            left_out.append(f"{record['name']}: differs from the compared experiments in {', '.join(differs)}")
+    # Repeat r of a seed is the same split whatever cv.repeats says, so of two runs of one strategy and seed
+    # only the one with more repeats is kept: the other's splits are a subset of it, not new blocks.
+    widest: dict[tuple, dict] = {}
+    for record in chosen:
+        key = (float(record["params"]["ft_fraction"]), record["params"].get("seed", 0))
+        kept = widest.get(key)
+        if kept is None or repeats_of(record) > repeats_of(kept):
+            widest[key], record = record, kept
+        if record is not None:
+            kept = widest[key]
+            left_out.append(f"{record['name']}: its splits (cv.repeats = {repeats_of(record)}) are among those of "
+                            f"{kept['name']} (cv.repeats = {repeats_of(kept)}), same ft_fraction and seed")
+    return [widest[key] for key in sorted(widest)], left_out
+
+
+def repeats_of(record: dict) -> int:
+    return int((record["params"].get("cv") or {}).get("repeats", 1))
+
+
+def sweep(records: list[dict]) -> list[dict]:
+    """The experiments compared (see :func:`select_experiments`)."""
+    return select_experiments(records)[0]
 
 
 def git_reader(repo: Path = Path(".")) -> Callable[[str, str], str]:
@@ -93,50 +162,70 @@ def git_reader(repo: Path = Path(".")) -> Callable[[str, str], str]:
     return read
 
 
-def paper_table(runs: list[dict], dataset: str, models: list[str], metric: str) -> pd.DataFrame:
-    """The paper's table: rows network x ft_fraction, one column per classifier, cells 'mean ± std'."""
+def split_scores(runs: list[dict], dataset: str, model: str, *, metric: str,
+                 read: Callable[[str, str], str]) -> pd.DataFrame:
+    """Per-split scores of every run: ft_fraction, seed, repeat, fold, classifier, n_train, n_test and ``metric``."""
+    tables = []
+    for run in runs:
+        try:
+            text = read(run["rev"], f"{METRICS_DIR}/{dataset}/{model}.folds.csv")
+        except PipelineError:
+            continue
+        table = pd.read_csv(io.StringIO(text))
+        if metric not in table:
+            continue
+        table = table.assign(ft_fraction=float(run["params"]["ft_fraction"]), seed=run["params"].get("seed", 0))
+        if "repeat" not in table:
+            table["repeat"] = 1
+        tables.append(table[["ft_fraction", "seed", "repeat", "fold", "classifier", "n_train", "n_test", metric]])
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def paper_table(scores: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:
+    """The paper's table: rows network x ft_fraction, one column per classifier, 'mean ± std' over pooled splits."""
     rows = []
-    for model in models:
-        for run in runs:
-            scores = run["metrics"].get(f"{METRICS_DIR}/{dataset}/{model}.json", {})
-            row = {"network": model, "ft_fraction": run["params"]["ft_fraction"]}
+    for model, table in scores.items():
+        if table.empty:
+            continue
+        for ft_fraction, part in table.groupby("ft_fraction"):
+            splits = int(len(part) // part["classifier"].nunique())
+            row = {"network": model, "ft_fraction": ft_fraction, "splits": splits}
             for classifier, label in (("dense", "dense head"), ("svm", "SVM")):
-                m = scores.get(classifier, {})
-                row[label] = f"{m[metric]:.3f} ± {m[metric + '_std']:.3f}" if metric in m else "—"
+                values = part.loc[part["classifier"] == classifier, metric].dropna()
+                row[label] = f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else "—"
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def best_strategies(runs: list[dict], dataset: str, models: list[str], *, classifier: str, metric: str,
-                    read: Callable[[str, str], str]) -> pd.DataFrame:
+def best_strategies(scores: dict[str, pd.DataFrame], *, classifier: str, metric: str) -> pd.DataFrame:
     """Per model: the best ft_fraction, tested as a selection among all strategies.
 
-    Friedman test across the strategies (folds as blocks), then the best
-    against every other strategy (corrected resampled t-test, Holm-adjusted);
-    the row names the runner-up with its margin and interval, the largest
-    Holm-adjusted p over all comparisons, and whether the data support the
-    choice (see :func:`ultrasound_transfer.evaluation.statistics.best_against_rest`).
+    Blocks are the splits of each (seed, repeat); a block missing for some
+    strategy is left out of the tests and counted.  The Iman-Davenport test
+    across the strategies, then the best against every other strategy
+    (corrected repeated k-fold t-test, Holm-adjusted); the row names the
+    runner-up with its margin and interval, the largest Holm-adjusted p over
+    all comparisons, and whether the data support the choice (see
+    :func:`ultrasound_transfer.evaluation.statistics.best_against_rest`).
     """
     rows = []
-    for model in models:
-        path = f"{METRICS_DIR}/{dataset}/{model}.json"
-        scored = [r for r in runs if classifier in r["metrics"].get(path, {})]
-        if len(scored) < 2:
+    for model, table in scores.items():
+        if table.empty:
             continue
-
-        def fold_scores(run: dict, model: str = model) -> np.ndarray:
-            table = pd.read_csv(io.StringIO(read(run["rev"], f"{METRICS_DIR}/{dataset}/{model}.folds.csv")))
-            return table[table["classifier"] == classifier].sort_values("fold")[metric].to_numpy()
-
-        n_train, n_test = mean_fold_sizes(json.loads(read(scored[0]["rev"], f"{FOLDS_DIR}/{dataset}.json")))
-        scores = np.stack([fold_scores(r) for r in scored], axis=1)
-        result = best_against_rest(scores, [r["params"]["ft_fraction"] for r in scored], n_train, n_test)
+        mine = table[table["classifier"] == classifier]
+        blocks = mine.pivot_table(index=["seed", "repeat", "fold"], columns="ft_fraction", values=metric)
+        complete = blocks.dropna()
+        if complete.shape[1] < 2 or len(complete) < 2:
+            continue
+        n_train, n_test = fold_sizes(table)
+        result = best_against_rest(complete.to_numpy(), list(complete.columns), n_train, n_test)
         runner_up = result["comparisons"][0]
         rows.append({"model": model, "best ft_fraction": result["best"],
-                     metric: round(float(scores.mean(axis=0).max()), 3),
+                     metric: round(float(complete.to_numpy().mean(axis=0).max()), 3),
                      "runner-up": runner_up["against"], "margin": round(runner_up["mean_diff"], 3),
                      "95 % CI": f"[{runner_up['ci_low']:+.3f}, {runner_up['ci_high']:+.3f}]",
-                     "Friedman p": format_p(result["friedman_p"]),
+                     "blocks": len(complete), "blocks left out": len(blocks) - len(complete),
+                     "Iman-Davenport p": format_p(result["iman_davenport_p"]),
                      "max Holm p": format_p(float(np.max([c["p_value_holm"] for c in result["comparisons"]]))),
                      "supported": "yes" if result["supported"] else "no"})
     return pd.DataFrame(rows)
@@ -175,35 +264,44 @@ def dvc_exp_show() -> list[dict]:
     return json.loads(result.stdout)
 
 
-def run_comparison(*, classifier: str = "svm", metric: str = "accuracy", exp_json: Path | None = None) -> None:
+def run_comparison(*, classifier: str = "svm", metric: str = "roc_auc", exp_json: Path | None = None,
+                   read: Callable[[str, str], str] | None = None) -> None:
     """Print and write the paper's table and the best strategy per model for every dataset, and the plot."""
     show = json.loads(Path(exp_json).read_text()) if exp_json else dvc_exp_show()
-    runs = sweep(experiment_records(show))
+    runs, left_out = select_experiments(experiment_records(show))
     params = runs[0]["params"]
-    read = git_reader()
+    read = read or git_reader()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
+    listing = ", ".join(f"{r['name']} (ft_fraction {r['params']['ft_fraction']}, seed {r['params'].get('seed')})"
+                        for r in runs)
+    omitted = "".join(f"\n- {line}" for line in left_out) or " none"
     points = []
     for dataset in params["datasets"]:
-        table = paper_table(runs, dataset, params["models"], metric)
-        best = best_strategies(runs, dataset, params["models"], classifier=classifier, metric=metric, read=read)
-        listing = ", ".join(f"{r['name']} ({r['params']['ft_fraction']})" for r in runs)
+        scores = {model: split_scores(runs, dataset, model, metric=metric, read=read) for model in params["models"]}
+        if all(table.empty for table in scores.values()):
+            raise PipelineError(f"no experiment's metrics/cv/{dataset}/<model>.folds.csv has the metric '{metric}'; "
+                                "two-class datasets have roc_auc, sensitivity, specificity, ppv, npv, f1, brier and "
+                                "argmax_*, more classes the macro averages (docs/results.md#metric-names).")
+        table = paper_table(scores, metric)
+        best = best_strategies(scores, classifier=classifier, metric=metric)
         text = (f"# {dataset}: {metric} by network, ft_fraction and classifier\n\n"
-                f"Experiments: {listing}\n\n"
+                f"Experiments compared (pooled over seeds and repeats): {listing}\n\nLeft out:{omitted}\n\n"
                 + tabulate(table, headers="keys", tablefmt="github", showindex=False)
                 + f"\n\n## Best ft_fraction per model ({classifier})\n\nMargin over the runner-up with its 95 % "
-                "interval (fold-paired corrected resampled t-test). The choice accounts for having picked the best: "
-                "a Friedman test across all strategies, and the best against every other one with Holm's "
-                "adjustment; 'supported' when all are below 0.05.\n\n"
+                "interval (split-paired corrected repeated k-fold t-test). The choice accounts for having picked the "
+                "best: an Iman-Davenport test across all strategies, and the best against every other one with "
+                "Holm's adjustment; 'supported' when all are below 0.05.\n\n"
                 + tabulate(best, headers="keys", tablefmt="github", showindex=False) + "\n")
         print(text, flush=True)
         (OUT_DIR / f"{dataset}.md").write_text(text)
-        for run in runs:
-            for model in params["models"]:
-                m = run["metrics"].get(f"{METRICS_DIR}/{dataset}/{model}.json", {}).get(classifier, {})
-                if metric in m:
-                    mean, std = m[metric], m[metric + "_std"]
-                    points.append({"dataset": dataset, "model": model, "ft_fraction": run["params"]["ft_fraction"],
-                                   metric: mean, "low": mean - std, "high": mean + std})
+        for model, model_scores in scores.items():
+            if model_scores.empty:
+                continue
+            mine = model_scores[model_scores["classifier"] == classifier]
+            for ft_fraction, part in mine.groupby("ft_fraction"):
+                mean, std = float(part[metric].mean()), float(part[metric].std(ddof=1))
+                points.append({"dataset": dataset, "model": model, "ft_fraction": ft_fraction,
+                               metric: mean, "low": mean - std, "high": mean + std})
     plot = OUT_DIR / f"{metric}_vs_ft_fraction.html"
     plot.write_text(plot_html(pd.DataFrame(points), metric))
     print(f"[compare] wrote {OUT_DIR}/<dataset>.md and {plot}", flush=True)

@@ -62,7 +62,7 @@ def cost_estimate(settings: Settings, strategies: list[float], *, images: dict[s
                     rows.append(row + ["?", "?"])
                     continue
                 work = unit_work(macs, images=n, folds=folds, epochs=cfg.epochs,
-                                 validation_fraction=cfg.validation_fraction)
+                                 validation_fraction=cfg.validation_fraction, repeats=settings.cv.repeats)
                 hours = 2 * work.total / (tflops * 1e12) / 3600 + overhead_min / 60
                 total_hours += hours
                 rows.append(row + [f"{work.total / 1e15:.3g}", f"{hours:.2f}"])

@@ -1,0 +1,108 @@
+"""The two classifiers of one cross-validation split, each read at its own operating point.
+
+Both are read the same way: a probability of malignant, and a threshold on
+it chosen on images neither classifier was tested on
+(:mod:`ultrasound_transfer.evaluation.operating_points`).
+
+* The dense head: its softmax probabilities; the threshold is chosen on the
+  fold's inner validation images (those ``finetune`` stopped early on).
+* The SVM: its decision values, turned into probabilities by Platt scaling
+  fitted on the same validation images, which it did not learn from (see
+  :func:`ultrasound_transfer.evaluation.svm.calibration_decisions` for the
+  other cases), and its threshold chosen on those probabilities.  Under
+  ``argmax`` its threshold is the probability Platt gives decision value 0,
+  so that it reads as the plain SVM does.
+
+For two classes the paper's argmax reading is kept beside the operating
+point's, under ``argmax_`` names.  For more than two classes there is no
+positive class, so no threshold and no Platt scaling: both are read by argmax
+under the plain names, and the SVM's score columns are its decision values
+(ranked, never averaged as probabilities).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ultrasound_transfer.evaluation.calibration import brier_score
+from ultrasound_transfer.evaluation.operating_points import choose_threshold, fit_platt
+from ultrasound_transfer.evaluation.scoring import classification_metrics, roc_auc, threshold_metrics
+from ultrasound_transfer.evaluation.svm import calibration_decisions, chosen_C, fit_svm, per_class_scores
+from ultrasound_transfer.settings import EvaluationSettings, SvmSettings
+
+# The argmax metrics kept beside the operating point's, under argmax_<name>, for the paper's tables.
+ARGMAX_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
+
+
+@dataclass(frozen=True)
+class SplitReading:
+    """One classifier on the test images of one split."""
+
+    probabilities: np.ndarray    # (n_test, n_classes); two classes: column 1 the probability of malignant
+    threshold: float             # on the probability of malignant; NaN for more than two classes
+    argmax: np.ndarray           # the paper's predicted class of each test image
+    n_train: int                 # images it learned from
+    ranking: np.ndarray | None = None   # scores its ROC-AUC ranks, when not the probabilities (SVM decision values)
+    C: float = np.nan            # the SVM's C
+
+    @property
+    def called(self) -> np.ndarray:
+        """Predicted class at the operating point (argmax for more than two classes)."""
+        if np.isnan(self.threshold):
+            return self.argmax
+        return (self.probabilities[:, 1] >= self.threshold).astype(int)
+
+
+def two_columns(malignant: np.ndarray) -> np.ndarray:
+    return np.column_stack([1 - malignant, malignant])
+
+
+def read_dense(test_probabilities: np.ndarray, *, validation_labels: np.ndarray,
+               validation_probabilities: np.ndarray, n_train: int, evaluation: EvaluationSettings) -> SplitReading:
+    """The dense head on one split, its threshold chosen on the validation images."""
+    argmax = test_probabilities.argmax(axis=1)
+    if test_probabilities.shape[1] > 2:
+        return SplitReading(test_probabilities, np.nan, argmax, n_train)
+    threshold = choose_threshold(validation_labels, validation_probabilities[:, 1],
+                                 rule=evaluation.operating_point, target=evaluation.target)
+    return SplitReading(test_probabilities, threshold, argmax, n_train)
+
+
+def read_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, train: np.ndarray, test: np.ndarray,
+             validation: np.ndarray, svm: SvmSettings, evaluation: EvaluationSettings, seed: int) -> SplitReading:
+    """Fit the SVM on ``train`` rows and read it on ``test`` rows, calibrated on rows it did not learn from.
+
+    ``validation`` holds the dense head's validation rows; the SVM calibrates on
+    them only when it did not learn from them (``svm.train_on: fit``).
+    """
+    model = fit_svm(features[train], labels[train], groups[train], svm=svm, seed=seed)
+    n_classes = len(np.unique(labels))
+    decision = per_class_scores(model, features[test], n_classes)
+    argmax = decision.argmax(axis=1)
+    if n_classes > 2:
+        return SplitReading(decision, np.nan, argmax, len(train), C=chosen_C(model))
+    rows, calibration = calibration_decisions(model, features, labels, groups, validation=validation, train=train,
+                                              svm=svm, seed=seed)
+    platt = fit_platt(calibration, labels[rows])
+    if evaluation.operating_point == "argmax":
+        threshold = float(platt.probability(np.zeros(1))[0])    # the SVM's own reading: decision value 0
+    else:
+        threshold = choose_threshold(labels[rows], platt.probability(calibration),
+                                     rule=evaluation.operating_point, target=evaluation.target)
+    return SplitReading(two_columns(platt.probability(decision[:, 1])), threshold, argmax, len(train),
+                        ranking=decision, C=chosen_C(model))
+
+
+def split_metrics(labels: np.ndarray, reading: SplitReading, class_names: list[str]) -> dict[str, float]:
+    """Metrics of one classifier on one test fold: at the operating point, and ``argmax_`` as the paper reads."""
+    n_classes = len(class_names)
+    argmax = classification_metrics(labels, reading.argmax, reading.probabilities, class_names)
+    if n_classes > 2:
+        return argmax
+    malignant = reading.probabilities[:, 1]
+    ranking = reading.probabilities if reading.ranking is None else reading.ranking
+    return {"roc_auc": roc_auc(labels, ranking, n_classes), "threshold": reading.threshold,
+            **threshold_metrics(labels, malignant, reading.threshold), "brier": brier_score(labels, malignant),
+            **{f"argmax_{name}": argmax[name] for name in ARGMAX_METRICS}}

@@ -1,0 +1,155 @@
+"""Headline figures on the pooled out-of-fold predictions, with intervals from a bootstrap over groups.
+
+Every image is a test image once per repeat of the cross-validation, so the
+test folds of one repeat together hold one prediction per image.  A headline
+figure is computed on those pooled predictions, per repeat, and averaged over
+the repeats; each image is read at its own fold's operating point.
+
+Its interval is a percentile bootstrap (Efron & Tibshirani, An Introduction to
+the Bootstrap, 1993, ch. 13) that resamples *groups*, never images: a group is
+a patient or case, joined with its identical and near-duplicate images
+(``normalize``'s ``group``), so that views of one lesion, which are not
+independent, come and go together (the cluster bootstrap; Field & Welsh,
+JRSS B 69, 2007).  One resample of groups serves every classifier and
+repeat, so the intervals of a difference between classifiers are paired.  It
+is seeded: the same predictions and seed give the same interval.
+
+The interval describes the uncertainty from which patients were sampled,
+given the trained networks; it does not include the variation between
+training runs, which the repeated folds and the corrected t-test address
+(:mod:`ultrasound_transfer.evaluation.statistics`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.stats import rankdata
+
+from ultrasound_transfer.evaluation.calibration import brier_score, expected_calibration_error
+from ultrasound_transfer.evaluation.scoring import roc_auc, threshold_metrics
+
+# The headline figures of two classes, and which carry an interval.
+BINARY_HEADLINE = ("roc_auc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "balanced_accuracy",
+                   "brier", "ece")
+MULTICLASS_HEADLINE = ("roc_auc", "accuracy", "balanced_accuracy")
+COUNTS = ("tp", "fp", "tn", "fn")
+
+
+def binary_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC as the Mann-Whitney statistic, ties counted half; NaN without both classes."""
+    malignant = np.asarray(labels) == 1
+    n_pos, n_neg = int(malignant.sum()), int((~malignant).sum())
+    if not n_pos or not n_neg:
+        return np.nan
+    ranks = rankdata(scores)
+    return float((ranks[malignant].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+@dataclass(frozen=True)
+class PooledPredictions:
+    """One classifier's out-of-fold predictions over all repeats: one row per (repeat, image) or (repeat, case)."""
+
+    labels: np.ndarray          # (N,) int
+    probabilities: np.ndarray   # (N, n_classes); column 1 is malignant for two classes
+    thresholds: np.ndarray      # (N,) the operating point of the row's fold (two classes)
+    repeats: np.ndarray         # (N,) the repeat each row comes from
+    groups: np.ndarray          # (N,) the group resampled by the bootstrap
+
+    def rows_of(self, repeat: int) -> np.ndarray:
+        return np.flatnonzero(self.repeats == repeat)
+
+
+def headline_of(pooled: PooledPredictions, rows: np.ndarray, calibration_bins: int) -> dict[str, float]:
+    """The headline figures of ``rows`` (one repeat's pooled predictions, possibly resampled)."""
+    labels, probabilities = pooled.labels[rows], pooled.probabilities[rows]
+    n_classes = probabilities.shape[1]
+    if n_classes > 2:
+        predicted = probabilities.argmax(axis=1)
+        recalls = [np.mean(predicted[labels == c] == c) for c in range(n_classes) if np.any(labels == c)]
+        auc = roc_auc(labels, probabilities, n_classes) if len(np.unique(labels)) == n_classes else np.nan
+        return {"roc_auc": auc, "accuracy": float(np.mean(predicted == labels)),
+                "balanced_accuracy": float(np.mean(recalls))}
+    malignant = probabilities[:, 1]
+    result = threshold_metrics(labels, malignant, pooled.thresholds[rows])
+    result["roc_auc"] = binary_auc(labels, malignant)
+    result["brier"] = brier_score(labels, malignant)
+    result["ece"] = expected_calibration_error(labels, malignant, calibration_bins)
+    return result
+
+
+def averaged_over_repeats(pooled: PooledPredictions, rows: np.ndarray, calibration_bins: int) -> dict[str, float]:
+    """Each figure per repeat on that repeat's rows among ``rows``, averaged over the repeats."""
+    repeats = np.unique(pooled.repeats)
+    if len(repeats) == 1:
+        return headline_of(pooled, rows, calibration_bins)
+    per_repeat = [headline_of(pooled, rows[pooled.repeats[rows] == r], calibration_bins) for r in repeats]
+    return {name: float(np.nanmean([p[name] for p in per_repeat])) if np.isfinite([p[name] for p in per_repeat]).any()
+            else np.nan for name in per_repeat[0]}
+
+
+def group_resamples(groups: np.ndarray, *, resamples: int, seed: int) -> list[np.ndarray]:
+    """Row positions of each bootstrap resample: groups drawn with replacement, each with all its rows."""
+    _, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")          # rows grouped, group by group
+    starts = np.cumsum(sizes) - sizes
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        drawn = rng.integers(0, len(sizes), len(sizes))
+        drawn_sizes = sizes[drawn]
+        within = np.arange(drawn_sizes.sum()) - np.repeat(np.cumsum(drawn_sizes) - drawn_sizes, drawn_sizes)
+        draws.append(order[np.repeat(starts[drawn], drawn_sizes) + within])
+    return draws
+
+
+def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    """The central ``level`` share of the finite bootstrap values."""
+    finite = samples[np.isfinite(samples)]
+    if not len(finite):
+        return np.nan, np.nan
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_figures(statistics: Callable[[np.ndarray], dict[str, float]], groups: np.ndarray, *,
+                      resamples: int, level: float, seed: int) -> dict[str, tuple[float, float]]:
+    """Interval of every figure ``statistics(rows)`` returns, over resamples of ``groups``."""
+    draws = [statistics(rows) for rows in group_resamples(groups, resamples=resamples, seed=seed)]
+    return {name: percentile_interval(np.array([d[name] for d in draws], dtype=float), level) for name in draws[0]}
+
+
+def headline_with_intervals(by_classifier: dict[str, PooledPredictions], *, calibration_bins: int, resamples: int,
+                            level: float, seed: int) -> dict[str, dict[str, float]]:
+    """Per classifier: each headline figure and its ``_ci_low`` / ``_ci_high``, and the paired difference
+    of the second classifier minus the first (``<second>_minus_<first>``) for each figure.
+
+    Every classifier must hold the same rows in the same order (the same
+    images, repeats and groups), so one resample of groups fits all.
+    """
+    names = list(by_classifier)
+    first = by_classifier[names[0]]
+    everything = np.arange(len(first.labels))
+
+    def figures(rows: np.ndarray) -> dict[str, float]:
+        per = {name: averaged_over_repeats(p, rows, calibration_bins) for name, p in by_classifier.items()}
+        flat = {f"{name}.{k}": v for name, figures in per.items() for k, v in figures.items()}
+        if len(names) == 2:
+            flat.update({f"difference.{k}": per[names[1]][k] - per[names[0]][k] for k in per[names[1]]
+                         if k not in COUNTS})
+        return flat
+
+    point = figures(everything)
+    intervals = bootstrap_figures(figures, first.groups, resamples=resamples, level=level, seed=seed)
+    result: dict[str, dict[str, float]] = {}
+    for key, value in point.items():
+        owner, name = key.split(".")
+        owner = f"{names[1]}_minus_{names[0]}" if owner == "difference" else owner
+        section = result.setdefault(owner, {})
+        section[name] = value
+        if name not in COUNTS:
+            section[f"{name}_ci_low"], section[f"{name}_ci_high"] = intervals[key]
+    return result
