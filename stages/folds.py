@@ -1,6 +1,8 @@
 """Stage ``folds``: seeded stratified, grouped K-fold splits of one dataset, ``cv.repeats`` times.
 
-Usage: ``python -m stages.folds DATASET``.  Reads params ``seed`` and ``cv``.
+Usage: ``python -m stages.folds DATASET``.  Reads params ``seed`` and ``cv``, and
+``finetune.validation_fraction`` and ``svm`` to refuse, before any training,
+folds whose inner splits could not be made (:func:`check_inner_splits`).
 
 Each repeat is a new split of the same images (repeated cross-validation;
 Bouckaert & Frank, PAKDD 2004): repeat 1 is seeded by ``seed`` itself, repeat
@@ -32,10 +34,11 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ultrasound_transfer.common import PipelineError, log, parse_args, run_stage, write_json
-from ultrasound_transfer.data.grouping import fewest_groups_per_class
+from ultrasound_transfer.data.grouping import fewest_groups_per_class, inner_validation_split
 from ultrasound_transfer.data.prepared import load_manifest
 from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.paths import FOLDS_DIR
+from ultrasound_transfer.settings import Settings
 
 
 def check_enough_groups(labels: np.ndarray, groups: np.ndarray, class_names: dict[int, str], *, n_splits: int,
@@ -95,6 +98,35 @@ def check_every_class_tested(folds: list[np.ndarray], labels: np.ndarray, class_
             )
 
 
+def check_inner_splits(labels: np.ndarray, groups: np.ndarray, splits: list[dict], class_names: dict[int, str],
+                       settings: Settings) -> None:
+    """Fail now, not after a network is built, if an inner split cannot be made in some split's training part.
+
+    Draws each split's inner validation part exactly as ``finetune`` will
+    (same function, same seed), then checks that the part the SVM learns from
+    has at least ``svm.inner_folds`` groups of every class for its C search
+    (and its calibration, where that uses inner folds).
+    """
+    fraction, svm = settings.finetune.validation_fraction, settings.svm
+    needs_inner_folds = bool(svm.C_grid) or svm.train_on == "training" or fraction == 0
+    for k, split in enumerate(splits, start=1):
+        train = np.setdiff1d(np.arange(len(labels)), split["test_indices"])
+        where = f"repeat {split['repeat']} fold {split['fold']}"
+        try:
+            fit, validation = inner_validation_split(labels[train], groups[train], fraction, settings.seed + k)
+        except PipelineError as error:
+            raise PipelineError(f"{where}: {error}") from None
+        learns = train[fit] if svm.train_on == "fit" else train
+        label, n_groups = fewest_groups_per_class(labels[learns], groups[learns])
+        if needs_inner_folds and n_groups < svm.inner_folds:
+            raise PipelineError(
+                f"{where}: the SVM's training images hold {n_groups} groups of class '{class_names[label]}', fewer "
+                f"than svm.inner_folds = {svm.inner_folds}; "
+                + (f"lower svm.inner_folds to {n_groups}, " if n_groups >= 2 else "")
+                + "lower cv.n_splits, or set svm.C_grid to [] (a fixed svm.C)."
+            )
+
+
 def fold_record(test: np.ndarray, labels: np.ndarray, class_names: dict[int, str]) -> dict:
     """JSON record of one fold: test indices and class counts of both parts."""
     in_test = np.zeros(len(labels), dtype=bool)
@@ -121,6 +153,7 @@ def main(argv: list[str]) -> None:
         check_every_class_tested(folds, labels, class_names, seed, repeat)
         splits += [{"repeat": repeat, "fold": k, **fold_record(test, labels, class_names)}
                    for k, test in enumerate(folds, start=1)]
+    check_inner_splits(labels, groups, splits, class_names, settings)
     record = {
         "dataset": dataset,
         "n_splits": n_splits,

@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from ultrasound_transfer.common import atomic_dir, write_atomic
+from ultrasound_transfer.common import PipelineError, atomic_dir, write_atomic
 
 
 def mode(path):
@@ -65,3 +65,33 @@ def test_temporaries_of_atomic_writes_are_ignored_by_git_and_dvc(tmp_path):
         relative = f"metrics/cv/phantom/{name}"
         assert subprocess.run(["git", "check-ignore", "-q", "--no-index", relative], cwd=REPO).returncode == 0, name
         assert subprocess.run([str(dvc), "check-ignore", "-q", relative], cwd=REPO).returncode == 0, name
+
+
+def test_params_are_read_as_yaml_1_2_like_dvc_reads_them(tmp_path):
+    from ultrasound_transfer.common import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text("rate: 1e-05\nseed: 017\nbig: 1e5\nflag: yes\n")
+    assert load_params(path) == {"rate": 1e-05, "seed": 17, "big": 100000.0, "flag": "yes"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: 1\nb: 2\na: 3\n", r"params.yaml, line 3: found duplicate key \"a\".*keep one of the two"),
+    ("a: [1, 2\nb: 3\n", r"params.yaml, line \d+, column \d+: not valid YAML"),
+    ("a:\n  b: 1\n c: 2\n", r"params.yaml, line 3, column \d+: not valid YAML"),
+])
+def test_duplicate_keys_and_syntax_errors_name_the_line(tmp_path, text, message):
+    from ultrasound_transfer.common import load_params
+
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(PipelineError, match=message):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_a_truncated_json_input_names_the_file_and_the_fix(tmp_path):
+    from ultrasound_transfer.common import read_json
+
+    (tmp_path / "fold.json").write_text('{"folds": [{"test_indices": [1, 2')
+    with pytest.raises(PipelineError, match=r"fold.json is not valid JSON \(line 1, column \d+.*delete it and "
+                                            r"run dvc repro"):
+        read_json(tmp_path / "fold.json")

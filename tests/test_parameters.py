@@ -42,6 +42,9 @@ BAD = [   # (change to params.yaml, what the message must say)
      r"finetune.augmentation.rotate_deg = 90: must be a number in \[0, 45\]"),
     ({"models": ["ResNet-50"]}, r"models = \['ResNet-50'\]: must be a non-empty list, without repeats, of VGG16"),
     ({"datasets": []}, r"datasets = \[\]: must be a non-empty list"),
+    ({"models": [["VGG16"]]}, r"models = \[\['VGG16'\]\]: must be a non-empty list, without repeats, of VGG16"),
+    ({"models": "VGG16"}, r"models = 'VGG16': must be a non-empty list"),
+    ({"finetune": None}, r"finetune = None: must be a section of keys"),
     ({"image_size": 64}, r"image_size = 64 is too small for InceptionV3, which needs at least 75 px"),
     ({"weights": "/tmp/resnet50.h5"}, r"weights = '/tmp/resnet50.h5': a backbone weights file must lie in "
                                       r"models/backbones/.*-S weights=models/backbones/resnet50.h5"),
@@ -52,6 +55,9 @@ BAD = [   # (change to params.yaml, what the message must say)
                                                 r"sensitivity, specificity, argmax"),
     ({"evaluation": {"target": 0.3}}, r"evaluation.target = 0.3: must be a number in \[0.5, 1\]"),
     ({"cv": {"repeats": 0}}, r"cv.repeats = 0: must be an integer in \[1, 100\]"),
+    ({"download": {"busi": {"url": "scholar.cu.edu.eg/Dataset_BUSI.zip"}}},
+     r"download.busi.url = 'scholar.cu.edu.eg/Dataset_BUSI.zip': must be null or an address starting with http"),
+    ({"download": {"busi": {"sha256": "abc"}}}, r"download.busi.sha256 = 'abc': must be null or a SHA-256: 64 hex"),
     ({"weights": "imagenet"}, r"weights = imagenet: no cached ImageNet weights for VGG16, VGG19, ResNet50, "
                               r"ResNet101, InceptionV3 in .*\.keras/models and Keras' store cannot be reached "
                               r"\(URLError: no network\); download https://storage.googleapis.com/.*vgg16_weights"),
@@ -132,3 +138,57 @@ def test_the_stage_refuses_bad_params_in_a_second_with_exit_2_and_writes_nothing
                    env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True)
     checked = yaml.safe_load((project / "data/params_checked.json").read_text())
     assert checked["valid"] and "finetune.epochs" in checked["checked"]
+
+
+def numeric_keys(schema=SCHEMA, prefix=""):
+    """Every numeric parameter of the schema, dotted, with its rule."""
+    for key, rule in schema.items():
+        if isinstance(rule, dict):
+            yield from numeric_keys(rule, f"{prefix}{key}.")
+        elif rule.allowed.startswith(("a number", "an integer")):
+            yield f"{prefix}{key}"
+
+
+def test_every_number_written_back_by_dvc_exp_run_s_reads_as_the_number_given(tmp_path, monkeypatch):
+    # dvc exp run -S goes through dvc.utils.hydra.apply_overrides, which writes params.yaml with ruamel
+    # (0.00001 becomes 1e-05, which YAML 1.1 readers take for a string).
+    from dvc.utils.hydra import apply_overrides
+
+    from ultrasound_transfer.common import load_params
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / ".keras"))
+    params = default_params()
+    checked = 0
+    for key in numeric_keys():
+        node = params
+        for part in key.split("."):
+            node = node[part]
+        for written in {repr(node), f"{node:e}" if isinstance(node, float) else str(node)}:
+            path = tmp_path / "params.yaml"
+            path.write_text((REPO / "params.yaml").read_text())
+            apply_overrides(str(path), [f"{key}={written}"])
+            read = load_params(path)
+            for part in key.split("."):
+                read = read[part]
+            assert read == node and type(read) is type(node), (key, written, read)
+            check_params(load_params(path), reachable=lambda: None)
+            checked += 1
+    assert checked >= 30
+    # The value the issue found unreadable, through DVC's own writer.
+    path.write_text((REPO / "params.yaml").read_text())
+    apply_overrides(str(path), ["finetune.learning_rate=0.00001"])
+    assert "learning_rate: 1e-05" in path.read_text() and load_params(path)["finetune"]["learning_rate"] == 1e-05
+
+
+@pytest.mark.parametrize("link", ["dotdot", "symlink"])
+def test_a_weights_path_that_leaves_models_backbones_is_refused(project, link):
+    outside = project.root / "elsewhere.h5"
+    outside.write_bytes(b"not really weights")
+    (project.root / "models/backbones").mkdir(parents=True)
+    if link == "dotdot":
+        weights = "models/backbones/../../elsewhere.h5"
+    else:
+        (project.root / "models/backbones/linked.h5").symlink_to(outside)
+        weights = "models/backbones/linked.h5"
+    with pytest.raises(PipelineError, match=r"must lie in models/backbones/ \(through '\.\.' or a symbolic link\)"):
+        check_params(merged(default_params(), {"weights": weights}), reachable=lambda: None)

@@ -59,7 +59,7 @@ def test_every_file_a_stage_reads_is_declared_in_dvc_yaml(project):
                           "download": {"phantom": {"count": 24, "images_per_patient": 2, "native_size": 48}},
                           "cv": {"n_splits": 3},
                           "finetune": {"epochs": 1, "batch_size": 8, "validation_fraction": 0.25},
-                          "svm": {"C_grid": [0.1, 1.0], "inner_folds": 2}})
+                          "svm": {"C_grid": [0.1, 1.0], "inner_folds": 2}, "evaluation": {"bootstrap_resamples": 200}})
     root = project.root.resolve()
     undeclared = {}
     for module, args, name, values in STAGES:

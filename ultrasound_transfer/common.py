@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import yaml
-
 PARAMS_FILE = Path("params.yaml")
 
 
@@ -33,13 +31,40 @@ class PipelineError(Exception):
     """
 
 
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text read as DVC reads it: YAML 1.2 (ruamel.yaml's safe loader, which DVC itself uses).
+
+    So every value DVC writes back with ``dvc exp run -S`` (``1e-05``) reads as
+    the number DVC meant, and ``017`` is 17 here as in ``dvc params diff``
+    (PyYAML, YAML 1.1, reads the first as a string and the second as octal 15).
+    A duplicate key or a syntax error is a :class:`PipelineError` naming the
+    line, never a traceback or a silently kept last value.
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.constructor import DuplicateKeyError
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    try:
+        return YAML(typ="safe", pure=True).load(text)
+    except DuplicateKeyError as error:
+        mark = error.problem_mark
+        raise PipelineError(f"{where}, line {mark.line + 1}: {error.problem.strip()}; keep one of the two "
+                            "and delete the other.") from None
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise PipelineError(f"{where}{line}: not valid YAML ({error.problem or error.context}); fix the "
+                            "indentation or quoting there (or restore it with git checkout).") from None
+    except YAMLError as error:
+        raise PipelineError(f"{where}: not valid YAML ({error}).") from None
+
+
 def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
-    """Read ``params.yaml`` (or ``path``) and return it as a dict."""
+    """Read ``params.yaml`` (or ``path``) as DVC reads it (:func:`parse_yaml`) and return it as a dict."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path} not found; run the stage from the repository root.")
-    with open(path) as f:
-        params = yaml.safe_load(f) or {}
+    params = parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(params, dict):
         raise PipelineError(f"{path} must hold a mapping at top level, found {type(params).__name__}.")
     return params
@@ -172,11 +197,17 @@ def write_json(path: Path | str, data: Any) -> None:
 
 
 def read_json(path: Path | str) -> Any:
-    """Read a JSON file, failing with the file's name if it is missing."""
+    """Read a JSON file, failing with the file's name if it is missing, truncated or not JSON."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path} not found; run the stage that makes it first (dvc repro).")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        decoded = isinstance(error, json.JSONDecodeError)
+        where = f" (line {error.lineno}, column {error.colno}: {error.msg})" if decoded else ""
+        raise PipelineError(f"{path} is not valid JSON{where}, truncated or overwritten; delete it and run "
+                            "dvc repro, which writes it again.") from None
 
 
 def run_stage(main: Callable[[list[str]], None]) -> None:

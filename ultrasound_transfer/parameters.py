@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -75,7 +76,8 @@ def choice(*values: Any) -> Rule:
 
 
 def subset(values: tuple[str, ...]) -> Rule:
-    return Rule(lambda v: isinstance(v, list) and bool(v) and len(set(v)) == len(v) and set(v) <= set(values),
+    return Rule(lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v)
+                and len(set(v)) == len(v) and set(v) <= set(values),
                 f"a non-empty list, without repeats, of {', '.join(values)}")
 
 
@@ -93,7 +95,10 @@ def weights_source() -> Rule:
                 f"imagenet, none, or the path of a file in {BACKBONES_DIR}/")
 
 
-URL, SHA256 = optional_text("an http(s) address"), optional_text("a SHA-256 in hex")
+URL = Rule(lambda v: v is None or (isinstance(v, str) and re.match(r"https?://[^/\s]+", v) is not None),
+           "null or an address starting with http:// or https://")
+SHA256 = Rule(lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None),
+              "null or a SHA-256: 64 hexadecimal digits")
 SWITCH = choice(True, False)
 
 SCHEMA: dict[str, Any] = {
@@ -215,9 +220,13 @@ def weights_problems(params: dict, reachable: Callable[[], str | None] = imagene
         return []
     if weights != "imagenet":
         path = Path(weights)
-        if path.is_absolute() or BACKBONES_DIR not in path.parents:
-            return [f"weights = {weights!r}: a backbone weights file must lie in {BACKBONES_DIR}/, which DVC tracks "
-                    f"as a dependency; copy it there and run dvc exp run -S weights={BACKBONES_DIR / path.name}"]
+        # Resolved, so that neither '..' nor a symbolic link can lead out of the folder DVC tracks.
+        inside = path.resolve().is_relative_to(BACKBONES_DIR.resolve())
+        if path.is_absolute() or BACKBONES_DIR not in path.parents or not inside:
+            how = " (through '..' or a symbolic link)" if BACKBONES_DIR in path.parents and not inside else ""
+            return [f"weights = {weights!r}: a backbone weights file must lie in {BACKBONES_DIR}/{how}, which DVC "
+                    f"tracks as a dependency; copy it there and run dvc exp run -S "
+                    f"weights={BACKBONES_DIR / path.name}"]
         if not path.is_file():
             return [f"weights = {weights!r}: no such file; place the backbone weights (saved without the top) "
                     f"there, or use weights=imagenet or weights=none"]

@@ -88,5 +88,48 @@ def test_labels_csv_paths_must_stay_inside_the_dataset_folder(tmp_path, path):
 def test_labels_csv_paths_inside_the_folder_are_kept(tmp_path):
     raw = tmp_path / "salivary"
     raw.mkdir()
-    (raw / "labels.csv").write_text("path,label,case\nb/../a/ok.png,benign,c1\n")
-    assert datasets.scan("salivary", raw).rows == [{"path": "b/../a/ok.png", "label": "benign", "case": "c1"}]
+    (raw / "labels.csv").write_text("path,label,case\nb/../a/ok.png,benign,c1\na/two.png,malignant,c2\n")
+    assert datasets.scan("salivary", raw).rows[0] == {"path": "b/../a/ok.png", "label": "benign", "case": "c1"}
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("a/1.png,benign,c1\na/2.png,malignant,c2\na/./1.png,benign,c3\n",
+     r"labels.csv, line 4: 'a/./1.png' is listed twice \(first on line 2\); keep one row per image"),
+    ("a/1.png,benign,c1\na/2.png,,c2\n", r"line 3: label '' is not a known class; every image needs one"),
+    ("a/1.png,benign ,c1\na/2.png,malignant,c2\n", r"line 2: label 'benign ' .*remove the spaces: 'benign'"),
+    ("a/1.png,Malignant,c1\na/2.png,benign,c2\n", r"line 2: label 'Malignant' .*use one of benign, malignant"),
+    ("a/1.png,benign,c1\na/2.png,benign,c2\n", r"every image is labelled 'benign'; .* at least two classes"),
+])
+def test_labels_csv_labels_are_refused_at_import_naming_the_line(tmp_path, rows, message):
+    raw = tmp_path / "salivary"
+    raw.mkdir()
+    (raw / "labels.csv").write_text("path,label,case\n" + rows)
+    with pytest.raises(PipelineError, match=message):
+        datasets.scan("salivary", raw)
+
+
+def test_a_symlinked_image_or_case_folder_pointing_outside_the_dataset_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    (outside / "case9").mkdir(parents=True)
+    miniatures.write(outside / "case9" / "x.png", miniatures.phantom_pixels(1)[0])
+    miniatures.make_salivary(tmp_path / "salivary")
+    raw = tmp_path / "salivary"
+    case_dir = next(p for p in (raw / "benign").iterdir() if p.is_dir())
+    (case_dir / "linked.png").symlink_to(outside / "case9" / "x.png")
+    with pytest.raises(PipelineError, match=r"linked.png: path .* points outside"):
+        datasets.scan("salivary", raw)
+    (case_dir / "linked.png").unlink()
+    (raw / "benign" / "linked_case").symlink_to(outside / "case9", target_is_directory=True)
+    with pytest.raises(PipelineError, match=r"linked_case/x.png: path .* points outside"):
+        datasets.scan("salivary", raw)
+    (raw / "benign" / "linked_case").unlink()
+    assert datasets.scan("salivary", raw).rows      # and without the links it is accepted
+
+
+@pytest.mark.parametrize("content", [b"", b'path,label,case\n"a/1.png,benign,c1\n', b"\xff\xfe\x00binary"])
+def test_a_malformed_labels_csv_is_refused_naming_the_file(tmp_path, content):
+    raw = tmp_path / "salivary"
+    raw.mkdir()
+    (raw / "labels.csv").write_bytes(content)
+    with pytest.raises(PipelineError, match=r"labels.csv is not a readable CSV|labels.csv lists no images|lacks columns"):
+        datasets.scan("salivary", raw)

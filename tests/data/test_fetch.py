@@ -114,3 +114,38 @@ def test_corrupt_zip_is_an_error(tmp_path):
     archive.write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(PipelineError, match="not a valid zip"):
         extract_zip(archive, tmp_path / "out")
+
+
+def damaged_zip(tmp_path):
+    import zipfile
+
+    path = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("benign/a.png", bytes(range(256)) * 20)      # barely compressible: no bomb
+    data = bytearray(path.read_bytes())
+    start = data.index(b"benign/a.png") + len("benign/a.png")
+    data[start + 5] ^= 0xFF                     # flip a byte of the compressed data
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_damaged_or_unwritable_archive_entries_are_refused_naming_the_entry(tmp_path):
+    import zipfile
+
+    from ultrasound_transfer.data.fetch import extract_zip
+
+    with pytest.raises(PipelineError, match=r"entry 'benign/a.png' is damaged .*download it again"):
+        extract_zip(damaged_zip(tmp_path), tmp_path / "out1")
+    assert not (tmp_path / "out1").exists()
+    clash = tmp_path / "clash.zip"
+    with zipfile.ZipFile(clash, "w") as zf:
+        zf.writestr("a", b"file")
+        zf.writestr("a/b.png", b"inside a folder of the same name")
+    with pytest.raises(PipelineError, match=r"entry 'a/b.png' cannot be written"):
+        extract_zip(clash, tmp_path / "out2")
+    long_name = tmp_path / "long.zip"
+    with zipfile.ZipFile(long_name, "w") as zf:
+        zf.writestr("x" * 300 + ".png", b"name longer than the file system allows")
+    with pytest.raises(PipelineError, match=r"cannot be written .*too long"):
+        extract_zip(long_name, tmp_path / "out3")
+    assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()

@@ -127,3 +127,19 @@ def test_unknown_grouping_is_rejected(project):
     project.write_params({"seed": 0, "cv": {"n_splits": 4, "grouping": "patients"}})
     with pytest.raises(PipelineError, match="cv.grouping = 'patients': must be one of near, exact, none"):
         folds.main(["toy"])
+
+
+def test_inner_splits_that_cannot_be_made_are_refused_at_folds_before_any_training(project):
+    labels, groups = toy_labels_groups()
+    write_manifest(project, "toy", labels, groups)
+    project.write_params({"seed": 3, "cv": {"n_splits": 4, "grouping": "near"},
+                          "svm": {"inner_folds": 12, "C_grid": [0.1, 1.0]}})
+    with pytest.raises(PipelineError, match=r"repeat 1 fold 1: the SVM's training images hold \d+ groups of class "
+                                            r"'\w+', fewer than svm.inner_folds = 12; "
+                                            r"lower svm.inner_folds to \d+, lower cv.n_splits"):
+        folds.main(["toy"])
+    assert not (project / "data/folds/toy.json").exists()
+    project.write_params({"seed": 3, "cv": {"n_splits": 4, "grouping": "near"},
+                          "svm": {"inner_folds": 12, "C_grid": []}})
+    folds.main(["toy"])      # a fixed C needs no inner folds
+    assert (project / "data/folds/toy.json").exists()

@@ -163,9 +163,11 @@ def test_cross_label_near_duplicates_can_be_kept(project):
     assert group["benign/p3.png"] == group["malignant/p6.png"]
 
 
-def test_folds_never_split_near_duplicate_groups(project):
+def test_folds_never_split_near_duplicate_groups(project, monkeypatch):
     from stages import folds
 
+    # Eight images are too few for the inner splits, which folds would refuse; this test is about the outer folds.
+    monkeypatch.setattr(folds, "check_inner_splits", lambda *args: None)
     near_copy_dataset(project)
     project.write_params({**PARAMS, "seed": 0, "cv": {"n_splits": 2, "grouping": "near"}})
     normalize.main(["toy"])

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -109,3 +110,12 @@ def test_a_metric_no_experiment_has_is_a_clear_error(project):
     with pytest.raises(PipelineError, match="has the metric 'f1_macro'"):
         compare.run_comparison(metric="f1_macro", exp_json=project / "show.json",
                                read=reader_for({"a": (0.0, 0), "b": (0.5, 0)}))
+
+
+@pytest.mark.parametrize("text, message", [("[{\"rev\": ", "not valid JSON"), ('{"rev": "x"}', "not the output of"),
+                                           (None, "no such file")])
+def test_a_malformed_exp_json_is_refused_clearly(project, text, message):
+    if text is not None:
+        (project / "show.json").write_text(text)
+    with pytest.raises(PipelineError, match=f"--exp-json show.json: {message}"):
+        compare.run_comparison(exp_json=Path("show.json"))

@@ -70,6 +70,8 @@ SOURCES: dict[str, Source] = {
 }
 
 KNOWN_DATASETS = ("phantom", *SOURCES)
+# The classes a label may name (BUSI's normal only with normalize.busi_classes).
+KNOWN_CLASSES = ("benign", "malignant", "normal")
 
 DDTI_TIRADS = {"2": "benign", "3": "benign", "4a": "malignant", "4b": "malignant", "4c": "malignant", "5": "malignant"}
 BUSI_MASK = re.compile(r"_mask(_\d+)?\.png$", re.IGNORECASE)
@@ -115,7 +117,11 @@ def scan_manifest(raw: Path) -> Scan:
     """A ``labels.csv`` listing ``path,label,case`` (phantom, or a hand-made list)."""
     import pandas as pd
 
-    table = pd.read_csv(raw / "labels.csv", dtype=str, keep_default_na=False)
+    try:
+        table = pd.read_csv(raw / "labels.csv", dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise PipelineError(f"{raw / 'labels.csv'} is not a readable CSV ({str(error).strip()}); it must be UTF-8 "
+                            "text with the header path,label,case and one row per image.") from None
     missing = {"path", "label", "case"} - set(table.columns)
     if missing:
         raise PipelineError(f"{raw / 'labels.csv'} lacks columns {sorted(missing)}; expected path,label,case.")
@@ -237,8 +243,45 @@ def scan_salivary(raw: Path) -> Scan:
     return scan
 
 
+def check_scan(raw: Path, found: Scan, *, from_labels_csv: bool) -> Scan:
+    """Refuse, before any work, what would leak past DVC or corrupt the labels.
+
+    Every image must resolve inside ``raw`` (a symbolic link, or a file in a
+    linked folder, pointing elsewhere would be read without DVC tracking it);
+    no image may be listed twice; every label must be one of the known
+    classes, written exactly (no blank, no padding); and there must be two
+    classes at least.  ``labels.csv`` problems name the line.
+    """
+    first_line: dict[str, int] = {}
+    for number, row in enumerate(found.rows, start=2):
+        where = f"{raw / 'labels.csv'}, line {number}" if from_labels_csv else f"{raw / row['path']}"
+        check_inside(raw, row["path"], where)
+        key = str((raw / row["path"]).resolve())
+        if key in first_line:
+            first = f"line {first_line[key]}" if from_labels_csv else "another entry"
+            raise PipelineError(f"{where}: {row['path']!r} is listed twice (first on {first}); keep one row per image.")
+        first_line[key] = number
+        label = row["label"]
+        if label not in KNOWN_CLASSES:
+            hint = (f"remove the spaces: {label.strip()!r}" if label.strip() in KNOWN_CLASSES else
+                    "every image needs one" if not label.strip() else f"use one of {', '.join(KNOWN_CLASSES)}")
+            raise PipelineError(f"{where}: label {label!r} is not a known class; {hint}.")
+    classes = sorted({row["label"] for row in found.rows})
+    if len(classes) < 2:
+        raise PipelineError(f"{raw}: every image is labelled {classes[0]!r}; a classifier needs images of at least "
+                            "two classes (benign and malignant).")
+    return found
+
+
 def scan(dataset: str, raw: Path, *, busi_classes: tuple[str, ...] = ("benign", "malignant")) -> Scan:
-    """Scan the raw folder of ``dataset`` in its official layout (``busi_classes``: the BUSI classes used)."""
+    """Scan the raw folder of ``dataset`` in its official layout (``busi_classes``: the BUSI classes used),
+    checked by :func:`check_scan`."""
+    from_labels_csv = dataset not in ("busi", "rodrigues", "ddti") and (raw / "labels.csv").exists()
+    return check_scan(raw, scan_layout(dataset, raw, busi_classes=busi_classes), from_labels_csv=from_labels_csv)
+
+
+def scan_layout(dataset: str, raw: Path, *, busi_classes: tuple[str, ...]) -> Scan:
+    """The images of ``dataset``'s raw folder as its layout lists them."""
     if not raw.is_dir() or not any(raw.iterdir()):
         raise PipelineError(f"raw data folder {raw} is missing or empty; run 'dvc repro download@{dataset}' first.")
     if dataset == "busi":

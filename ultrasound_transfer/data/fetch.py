@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from ultrasound_transfer.common import PipelineError, atomic_dir
@@ -189,9 +190,18 @@ def extract_zip(archive: Path, destination: Path, max_bytes: int = MAX_UNPACKED_
                 raise PipelineError(f"archive entry {entry.filename!r} is compressed {entry.file_size // entry.compress_size}x; "
                                     "refusing a possible decompression bomb.")
             out = tmp.joinpath(*relative.parts)
-            if entry.is_dir():
-                out.mkdir(parents=True, exist_ok=True)
-                continue
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(entry) as source, open(out, "wb") as target:
-                shutil.copyfileobj(source, target, CHUNK)
+            try:
+                if entry.is_dir():
+                    out.mkdir(parents=True, exist_ok=True)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(entry) as source, open(out, "wb") as target:
+                    shutil.copyfileobj(source, target, CHUNK)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+                raise PipelineError(f"{archive}: entry {entry.filename!r} is damaged ({error}); delete the archive "
+                                    "and download it again.") from None
+            except OSError as error:
+                raise PipelineError(f"{archive}: entry {entry.filename!r} cannot be written to {out} "
+                                    f"({error.strerror or error}); a file and a folder of the same name, a name "
+                                    "too long for this file system, or a full disk. Unpack it by hand into "
+                                    f"{destination} (docs/datasets.md).") from None

@@ -264,10 +264,25 @@ def dvc_exp_show() -> list[dict]:
     return json.loads(result.stdout)
 
 
+def read_exp_json(path: Path) -> list[dict]:
+    """A saved ``dvc exp show --json``, refused clearly when it is not one."""
+    if not path.is_file():
+        raise PipelineError(f"--exp-json {path}: no such file; save one with dvc exp show --json > {path}.")
+    try:
+        show = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PipelineError(f"--exp-json {path}: not valid JSON ({error}); save it again with "
+                            f"dvc exp show --json > {path}.") from None
+    if not isinstance(show, list) or not all(isinstance(entry, dict) for entry in show):
+        raise PipelineError(f"--exp-json {path}: not the output of dvc exp show --json (a list of revisions); "
+                            f"save it again with dvc exp show --json > {path}.")
+    return show
+
+
 def run_comparison(*, classifier: str = "svm", metric: str = "roc_auc", exp_json: Path | None = None,
                    read: Callable[[str, str], str] | None = None) -> None:
     """Print and write the paper's table and the best strategy per model for every dataset, and the plot."""
-    show = json.loads(Path(exp_json).read_text()) if exp_json else dvc_exp_show()
+    show = read_exp_json(Path(exp_json)) if exp_json else dvc_exp_show()
     runs, left_out = select_experiments(experiment_records(show))
     params = runs[0]["params"]
     read = read or git_reader()

@@ -15,11 +15,10 @@ import itertools
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-import yaml
-
-from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.common import PipelineError, load_params, parse_yaml
 
 # DVC of this interpreter: the commands work without the virtual environment on PATH.
 DVC = [sys.executable, "-m", "dvc"]
@@ -91,15 +90,39 @@ def experiment_name(prefix: str, point: dict[str, str], varied: list[str]) -> st
 
 
 def resolved_params(overrides: dict[str, str], base: str | None = None) -> dict:
-    """``params.yaml`` (or the YAML text ``base``) with the overrides applied, as the experiment sees it."""
-    params = yaml.safe_load(Path("params.yaml").read_text() if base is None else base)
-    for key, text in overrides.items():
+    """``params.yaml`` (or the YAML text ``base``) with the overrides applied as ``dvc exp run -S`` applies
+    them (DVC's own writer, then read back as DVC reads it), so a dry run sees what the real run will.
+
+    A key that is not in the file yet (DVC would ask for ``+key=value``) is
+    added as YAML, so that the parameter check can name it with the nearest
+    known key.
+    """
+    from dvc.utils.hydra import apply_overrides
+
+    text = Path("params.yaml").read_text() if base is None else base
+    present, added = {}, {}
+    known = parse_yaml(text, "params.yaml") or {}
+    for key, value in overrides.items():
+        node = known
+        for part in key.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        (added if node is _MISSING else present)[key] = value
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "params.yaml"
+        path.write_text(text)
+        if present:
+            apply_overrides(str(path), [f"{key}={value}" for key, value in present.items()])
+        params = load_params(path)
+    for key, value in added.items():
         node = params
         *parents, last = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(text)
+        node[last] = parse_yaml(value, f"-S {key}")
     return params
+
+
+_MISSING = object()
 
 
 def existing_experiments(repo: Path | str = ".") -> set[str]:
