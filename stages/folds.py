@@ -108,22 +108,31 @@ def check_inner_splits(labels: np.ndarray, groups: np.ndarray, splits: list[dict
     (and its calibration, where that uses inner folds).
     """
     fraction, svm = settings.finetune.validation_fraction, settings.svm
-    needs_inner_folds = bool(svm.C_grid) or svm.train_on == "training" or fraction == 0
+    # Platt scaling on out-of-inner-fold decision values (two classes only) when no unseen validation images serve.
+    calibrates_by_inner_folds = len(class_names) == 2 and (svm.train_on == "training" or fraction == 0)
+    purposes = [p for p, needed in (("choosing C", bool(svm.C_grid)), ("calibrating the SVM",
+                                                                      calibrates_by_inner_folds)) if needed]
     for k, split in enumerate(splits, start=1):
         train = np.setdiff1d(np.arange(len(labels)), split["test_indices"])
         where = f"repeat {split['repeat']} fold {split['fold']}"
-        try:
-            fit, validation = inner_validation_split(labels[train], groups[train], fraction, settings.seed + k)
-        except PipelineError as error:
-            raise PipelineError(f"{where}: {error}") from None
+        label, n_groups = fewest_groups_per_class(labels[train], groups[train])
+        if fraction > 0 and n_groups < 2:
+            raise PipelineError(f"{where}: the training part holds {n_groups} group of class '{class_names[label]}', "
+                                "too few to set one aside for the inner validation split; lower cv.n_splits, or "
+                                "set finetune.validation_fraction to 0 with evaluation.operating_point: argmax.")
+        fit, _ = inner_validation_split(labels[train], groups[train], fraction, settings.seed + k)
         learns = train[fit] if svm.train_on == "fit" else train
         label, n_groups = fewest_groups_per_class(labels[learns], groups[learns])
-        if needs_inner_folds and n_groups < svm.inner_folds:
+        if purposes and n_groups < svm.inner_folds:
+            fixes = ([f"lower svm.inner_folds to {n_groups}"] if n_groups >= 2 else []) + ["lower cv.n_splits"]
+            if svm.C_grid:
+                fixes.append("set svm.C_grid to [] (a fixed svm.C)")
+            if calibrates_by_inner_folds:
+                fixes.append("use svm.train_on: fit with finetune.validation_fraction > 0 (calibration on the "
+                             "validation images)")
             raise PipelineError(
                 f"{where}: the SVM's training images hold {n_groups} groups of class '{class_names[label]}', fewer "
-                f"than svm.inner_folds = {svm.inner_folds}; "
-                + (f"lower svm.inner_folds to {n_groups}, " if n_groups >= 2 else "")
-                + "lower cv.n_splits, or set svm.C_grid to [] (a fixed svm.C)."
+                f"than svm.inner_folds = {svm.inner_folds} for {' and '.join(purposes)}; " + ", or ".join(fixes) + "."
             )
 
 

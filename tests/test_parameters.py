@@ -55,6 +55,8 @@ BAD = [   # (change to params.yaml, what the message must say)
                                                 r"sensitivity, specificity, argmax"),
     ({"evaluation": {"target": 0.3}}, r"evaluation.target = 0.3: must be a number in \[0.5, 1\]"),
     ({"cv": {"repeats": 0}}, r"cv.repeats = 0: must be an integer in \[1, 100\]"),
+    ({"normalize": {"busi_classes": ["benign", "normal"]}},
+     r"normalize.busi_classes = \['benign', 'normal'\] must hold benign and malignant"),
     ({"download": {"busi": {"url": "scholar.cu.edu.eg/Dataset_BUSI.zip"}}},
      r"download.busi.url = 'scholar.cu.edu.eg/Dataset_BUSI.zip': must be null or an address starting with http"),
     ({"download": {"busi": {"sha256": "abc"}}}, r"download.busi.sha256 = 'abc': must be null or a SHA-256: 64 hex"),

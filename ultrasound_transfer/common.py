@@ -64,7 +64,11 @@ def load_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path} not found; run the stage from the repository root.")
-    params = parse_yaml(path.read_text(), str(path)) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise PipelineError(f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8.") from None
+    params = parse_yaml(text, str(path)) or {}
     if not isinstance(params, dict):
         raise PipelineError(f"{path} must hold a mapping at top level, found {type(params).__name__}.")
     return params

@@ -191,6 +191,10 @@ def consistency_problems(params: dict) -> list[str]:
             if minimum and size < minimum:
                 problems.append(f"image_size = {size} is too small for {model}, which needs at least {minimum} px; "
                                 f"run dvc exp run -S image_size={minimum}, or drop {model} from models")
+    busi = (params.get("normalize") or {}).get("busi_classes") if isinstance(params.get("normalize"), dict) else None
+    if isinstance(busi, list) and not {"benign", "malignant"} <= set(map(str, busi)):
+        problems.append(f"normalize.busi_classes = {busi!r} must hold benign and malignant (malignant is the positive "
+                        "class); add normal beside them for the three-class task")
     finetune, evaluation = params.get("finetune"), params.get("evaluation")
     if isinstance(finetune, dict) and isinstance(evaluation, dict):
         rule = evaluation.get("operating_point")

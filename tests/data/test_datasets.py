@@ -99,6 +99,7 @@ def test_labels_csv_paths_inside_the_folder_are_kept(tmp_path):
     ("a/1.png,benign ,c1\na/2.png,malignant,c2\n", r"line 2: label 'benign ' .*remove the spaces: 'benign'"),
     ("a/1.png,Malignant,c1\na/2.png,benign,c2\n", r"line 2: label 'Malignant' .*use one of benign, malignant"),
     ("a/1.png,benign,c1\na/2.png,benign,c2\n", r"every image is labelled 'benign'; .* at least two classes"),
+    ("a/1.png,benign,c1\na/2.png,normal,c2\n", r"line 3: label 'normal' is not a known class; use one of benign, malignant"),
 ])
 def test_labels_csv_labels_are_refused_at_import_naming_the_line(tmp_path, rows, message):
     raw = tmp_path / "salivary"

@@ -38,8 +38,18 @@ def test_names_match_the_protocol_command_and_are_valid_git_refs():
 
 
 def test_values_are_parsed_as_dvc_parses_them(tmp_path):
-    base = "ft_fraction: 0.15\nfinetune:\n  epochs: 3\n"
+    base = "ft_fraction: 0.15\nmodels: [ResNet50]\nfinetune:\n  epochs: 3\n"
     params = resolved_params({"ft_fraction": "0", "finetune.epochs": "5", "models": "[VGG16]"}, base)
     assert params == {"ft_fraction": 0, "finetune": {"epochs": 5}, "models": ["VGG16"]}
     assert type(params["ft_fraction"]) is int           # as dvc exp run -S ft_fraction=0 writes it
     assert split_override(" seed = 7 ") == ("seed", "7")
+
+
+def test_overrides_dvc_cannot_apply_are_refused_as_dvc_would_refuse_them(tmp_path):
+    base = "models: [VGG16]\ndownload:\n  salivary: {}\n"
+    with pytest.raises(PipelineError, match=r"-S models=\[VGG16: DVC cannot read one of these values"):
+        resolved_params({"models": "[VGG16"}, base)
+    with pytest.raises(PipelineError, match=r"no download.salivary.url yet.*-S \+download.salivary.url"):
+        resolved_params({"download.salivary.url": "https://host/s.zip"}, base)
+    added = resolved_params({"+download.salivary.url": "https://host/s.zip"}, base)
+    assert added["download"]["salivary"] == {"url": "https://host/s.zip"}

@@ -70,7 +70,7 @@ SOURCES: dict[str, Source] = {
 }
 
 KNOWN_DATASETS = ("phantom", *SOURCES)
-# The classes a label may name (BUSI's normal only with normalize.busi_classes).
+# The classes a label may name; normal only in BUSI, and only beside benign and malignant.
 KNOWN_CLASSES = ("benign", "malignant", "normal")
 
 DDTI_TIRADS = {"2": "benign", "3": "benign", "4a": "malignant", "4b": "malignant", "4c": "malignant", "5": "malignant"}
@@ -243,14 +243,16 @@ def scan_salivary(raw: Path) -> Scan:
     return scan
 
 
-def check_scan(raw: Path, found: Scan, *, from_labels_csv: bool) -> Scan:
+def check_scan(raw: Path, found: Scan, *, from_labels_csv: bool, known: tuple[str, ...] = ("benign", "malignant")) -> Scan:
     """Refuse, before any work, what would leak past DVC or corrupt the labels.
 
     Every image must resolve inside ``raw`` (a symbolic link, or a file in a
     linked folder, pointing elsewhere would be read without DVC tracking it);
-    no image may be listed twice; every label must be one of the known
-    classes, written exactly (no blank, no padding); and there must be two
-    classes at least.  ``labels.csv`` problems name the line.
+    no image may be listed twice; every label must be one of the ``known``
+    classes, written exactly (no blank, no padding); and two classes must be
+    benign and malignant (malignant is the positive class of every metric).
+    ``labels.csv`` problems name the line.  An empty scan is left to the
+    caller, which says why each file was left out.
     """
     first_line: dict[str, int] = {}
     for number, row in enumerate(found.rows, start=2):
@@ -262,14 +264,17 @@ def check_scan(raw: Path, found: Scan, *, from_labels_csv: bool) -> Scan:
             raise PipelineError(f"{where}: {row['path']!r} is listed twice (first on {first}); keep one row per image.")
         first_line[key] = number
         label = row["label"]
-        if label not in KNOWN_CLASSES:
-            hint = (f"remove the spaces: {label.strip()!r}" if label.strip() in KNOWN_CLASSES else
-                    "every image needs one" if not label.strip() else f"use one of {', '.join(KNOWN_CLASSES)}")
+        if label not in known:
+            hint = (f"remove the spaces: {label.strip()!r}" if label.strip() in known else
+                    "every image needs one" if not label.strip() else f"use one of {', '.join(known)}")
             raise PipelineError(f"{where}: label {label!r} is not a known class; {hint}.")
     classes = sorted({row["label"] for row in found.rows})
-    if len(classes) < 2:
+    if len(classes) == 1:
         raise PipelineError(f"{raw}: every image is labelled {classes[0]!r}; a classifier needs images of at least "
                             "two classes (benign and malignant).")
+    if len(classes) == 2 and classes != ["benign", "malignant"]:
+        raise PipelineError(f"{raw}: the two classes are {classes[0]!r} and {classes[1]!r}; two classes must be "
+                            "benign and malignant, malignant being the positive class of every metric.")
     return found
 
 
@@ -277,7 +282,9 @@ def scan(dataset: str, raw: Path, *, busi_classes: tuple[str, ...] = ("benign", 
     """Scan the raw folder of ``dataset`` in its official layout (``busi_classes``: the BUSI classes used),
     checked by :func:`check_scan`."""
     from_labels_csv = dataset not in ("busi", "rodrigues", "ddti") and (raw / "labels.csv").exists()
-    return check_scan(raw, scan_layout(dataset, raw, busi_classes=busi_classes), from_labels_csv=from_labels_csv)
+    known = KNOWN_CLASSES if dataset == "busi" else ("benign", "malignant")
+    return check_scan(raw, scan_layout(dataset, raw, busi_classes=busi_classes), from_labels_csv=from_labels_csv,
+                      known=known)
 
 
 def scan_layout(dataset: str, raw: Path, *, busi_classes: tuple[str, ...]) -> Scan:

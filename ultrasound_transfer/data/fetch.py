@@ -200,6 +200,9 @@ def extract_zip(archive: Path, destination: Path, max_bytes: int = MAX_UNPACKED_
             except (zipfile.BadZipFile, zlib.error, EOFError) as error:
                 raise PipelineError(f"{archive}: entry {entry.filename!r} is damaged ({error}); delete the archive "
                                     "and download it again.") from None
+            except (NotImplementedError, RuntimeError) as error:      # a compression method or encryption zipfile lacks
+                raise PipelineError(f"{archive}: entry {entry.filename!r} cannot be unpacked here ({error}); unpack "
+                                    f"it with another tool into {destination} (docs/datasets.md).") from None
             except OSError as error:
                 raise PipelineError(f"{archive}: entry {entry.filename!r} cannot be written to {out} "
                                     f"({error.strerror or error}); a file and a folder of the same name, a name "

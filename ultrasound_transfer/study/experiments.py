@@ -93,25 +93,43 @@ def resolved_params(overrides: dict[str, str], base: str | None = None) -> dict:
     """``params.yaml`` (or the YAML text ``base``) with the overrides applied as ``dvc exp run -S`` applies
     them (DVC's own writer, then read back as DVC reads it), so a dry run sees what the real run will.
 
-    A key that is not in the file yet (DVC would ask for ``+key=value``) is
-    added as YAML, so that the parameter check can name it with the nearest
-    known key.
+    DVC changes only keys the file has; it adds one only when written
+    ``+key=value``.  So a ``+key`` is added here too; a key the file lacks,
+    written without ``+``, is refused as DVC would refuse it when it is a
+    known parameter, and otherwise added so that the parameter check names it
+    with the nearest known key.
     """
+    from dvc.exceptions import InvalidArgumentError
     from dvc.utils.hydra import apply_overrides
+
+    from ultrasound_transfer.parameters import schema_keys
 
     text = Path("params.yaml").read_text() if base is None else base
     present, added = {}, {}
     known = parse_yaml(text, "params.yaml") or {}
     for key, value in overrides.items():
         node = known
-        for part in key.split("."):
+        for part in key.lstrip("+").split("."):
             node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
-        (added if node is _MISSING else present)[key] = value
+        if node is not _MISSING and not key.startswith("+"):
+            present[key] = value
+        elif key.startswith("+") or key not in schema_keys():
+            added[key.lstrip("+")] = value
+        else:
+            raise PipelineError(f"-S {key}={value}: params.yaml has no {key} yet, and DVC adds a key only when "
+                                f"written -S +{key}={value}.")
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "params.yaml"
         path.write_text(text)
         if present:
-            apply_overrides(str(path), [f"{key}={value}" for key, value in present.items()])
+            try:
+                apply_overrides(str(path), [f"{key}={value}" for key, value in present.items()])
+            except InvalidArgumentError as error:
+                cause = error.__cause__ or error
+                listed = " ".join(f"{key}={value}" for key, value in present.items())
+                raise PipelineError(f"-S {listed}: DVC cannot read one of these values ({cause}); quote values "
+                                    "with spaces or &, ? and brackets, e.g. -S 'key=\"a&b\"', and close every "
+                                    "list bracket.") from None
         params = load_params(path)
     for key, value in added.items():
         node = params
