@@ -2,8 +2,8 @@
 
 Usage: ``python -m stages.download DATASET``.  Reads params section ``download``.
 
-* ``phantom`` is generated (see :mod:`ultrasound_transfer.data.phantom`), written as images plus
-  ``labels.csv`` (``path,label,case``).
+* ``phantom`` and ``phantom_site_b`` are generated (see :mod:`ultrasound_transfer.data.phantom`),
+  written as images plus ``labels.csv`` (``path,label,case``).
 * A real dataset is used as found, without network access, when
   ``data/raw/<dataset>/`` already holds it in its official layout (extracted
   by hand), or when its archive lies in ``data/raw/_downloads/`` (checksum
@@ -107,8 +107,8 @@ def main(argv: list[str]) -> None:
     check_choice("datasets", dataset, datasets.KNOWN_DATASETS)
     settings = load_settings()
     clock = Stopwatch()
-    if dataset == "phantom":
-        spec = settings.phantom
+    if dataset in settings.phantoms:
+        spec = settings.phantoms[dataset]
         log("download", f"{dataset}: generating {spec.count} images (difficulty {spec.difficulty}, seed {spec.seed})")
         with atomic_dir(RAW_DIR / dataset) as tmp:
             n = write_phantom(spec, tmp)

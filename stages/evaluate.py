@@ -42,81 +42,33 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ultrasound_transfer.common import (
-    PipelineError,
-    Stopwatch,
-    log,
-    parse_args,
-    read_json,
-    run_stage,
-    write_atomic,
-    write_json,
-)
+from ultrasound_transfer.common import PipelineError, Stopwatch, log, parse_args, run_stage, write_atomic, write_json
 from ultrasound_transfer.data.prepared import (
+    check_class_names,
     class_names_of,
+    dataset_facts,
     load_fold_groups,
     load_manifest,
     load_split_names,
     load_test_folds,
 )
 from ultrasound_transfer.evaluation.calibration import reliability_table
-from ultrasound_transfer.evaluation.cases import case_predictions, cases_straddle_folds, has_multi_image_cases
+from ultrasound_transfer.evaluation.cases import case_headline, cases_straddle_folds, has_multi_image_cases
 from ultrasound_transfer.evaluation.classifiers import SplitReading, read_dense, read_svm, split_metrics
-from ultrasound_transfer.evaluation.intervals import PooledPredictions, headline_with_intervals
+from ultrasound_transfer.evaluation.fold_outputs import (
+    dense_probabilities,
+    load_fold_features,
+    load_training_record,
+    part_rows,
+    svm_training_rows,
+)
+from ultrasound_transfer.evaluation.intervals import headline_with_intervals, interval_options, pooled_from_table
 from ultrasound_transfer.evaluation.scoring import roc_points, summarize_folds
 from ultrasound_transfer.parameters import load_settings
-from ultrasound_transfer.paths import FEATURES_DIR, METRICS_DIR, MODELS_DIR, PLOTS_DIR
+from ultrasound_transfer.paths import METRICS_DIR, PLOTS_DIR
 from ultrasound_transfer.settings import Settings
 
 CLASSIFIERS = ("dense", "svm")
-
-
-def check_class_names(class_names: list[str]) -> list[str]:
-    """Two classes must be benign and malignant: malignant (label 1) is the positive class of every metric."""
-    if len(class_names) == 2 and class_names != ["benign", "malignant"]:
-        raise PipelineError(
-            f"two classes {class_names}: the metrics take 'malignant' as the positive class, so the labels "
-            "must be 'benign' and 'malignant' (rename them in the dataset's labels)."
-        )
-    return class_names
-
-
-def load_fold_features(dataset: str, model: str, k: int, ids: np.ndarray) -> np.ndarray:
-    """Features of split k, checked to be in manifest order."""
-    path = FEATURES_DIR / dataset / model / f"fold{k}.npz"
-    if not path.exists():
-        raise PipelineError(f"{path} is missing; run 'dvc repro features@{dataset}-{model}'.")
-    with np.load(path, allow_pickle=True) as stored:
-        if not np.array_equal(stored["ids"], ids):
-            raise PipelineError(f"{path} is not in the order of the manifest; rerun the features stage.")
-        return stored["features"]
-
-
-def part_rows(parts: pd.DataFrame, fold: int, ids: np.ndarray, *names: str) -> np.ndarray:
-    """Positions (in manifest order) of split ``fold``'s images in the named parts of ``fold_parts.csv``."""
-    chosen = set(parts.loc[(parts["fold"] == fold) & parts["part"].isin(names), "id"])
-    return np.flatnonzero(np.isin(ids, list(chosen)))
-
-
-def svm_training_rows(parts: pd.DataFrame, fold: int, ids: np.ndarray, train_on: str) -> np.ndarray:
-    """Positions of the images the SVM of ``fold`` learns from.
-
-    ``fit``: exactly the images the dense head was fitted on, so both
-    classifiers learn from the same labelled images; ``training``: the whole
-    training part, the dense head's early-stopping images included.
-    """
-    return part_rows(parts, fold, ids, *(("fit",) if train_on == "fit" else ("fit", "validation")))
-
-
-def dense_probabilities(dense: pd.DataFrame, fold: int, part: str, ids: np.ndarray,
-                        columns: list[str]) -> np.ndarray:
-    """The dense head's probabilities of split ``fold``'s images ``ids`` in ``part``, in that order."""
-    rows = dense[(dense["fold"] == fold) & (dense["part"] == part)].set_index("id")
-    missing = set(ids) - set(rows.index)
-    if missing:
-        raise PipelineError(f"dense_predictions.csv has no {part} prediction of {len(missing)} images of split "
-                            f"{fold}, e.g. {sorted(missing)[0]}; rerun the finetune stage.")
-    return rows.loc[ids, columns].to_numpy(dtype=float)
 
 
 def reading_columns(table: pd.DataFrame, name: str, reading: SplitReading, class_names: list[str]) -> None:
@@ -128,42 +80,19 @@ def reading_columns(table: pd.DataFrame, name: str, reading: SplitReading, class
     table[f"{name}_argmax_class"] = [class_names[c] for c in reading.argmax]
 
 
-def pooled_of(predictions: pd.DataFrame, name: str, class_names: list[str], groups: np.ndarray) -> PooledPredictions:
-    """One classifier's pooled out-of-fold predictions from the predictions table."""
-    return PooledPredictions(
-        labels=predictions["true"].to_numpy(),
-        probabilities=predictions[[f"{name}_prob_{c}" for c in class_names]].to_numpy(dtype=float),
-        thresholds=predictions[f"{name}_threshold"].to_numpy(dtype=float),
-        repeats=predictions["repeat"].to_numpy(), groups=groups)
-
-
 def headline(predictions: pd.DataFrame, manifest: pd.DataFrame, class_names: list[str], settings: Settings) -> dict:
     """``image`` and, where the manifest's cases have several images, ``case`` headline figures with intervals."""
-    evaluation = settings.evaluation
-    groups = predictions["group"].astype(str).to_numpy()
-    pooled = {name: pooled_of(predictions, name, class_names, groups) for name in CLASSIFIERS}
-    options = dict(calibration_bins=evaluation.calibration_bins, resamples=evaluation.bootstrap_resamples,
-                   level=evaluation.confidence_level, seed=settings.seed)
+    pooled = {name: pooled_from_table(predictions, name, class_names) for name in CLASSIFIERS}
+    options = interval_options(settings.evaluation, seed=settings.seed)
     result = {"image": headline_with_intervals(pooled, **options)}
     cases = predictions["case"].astype(str).to_numpy()
     if len(class_names) == 2 and has_multi_image_cases(manifest["case"].astype(str).to_numpy()):
         if cases_straddle_folds(cases, predictions["split"].to_numpy(), predictions["repeat"].to_numpy()):
             log("evaluate", "cases straddle test folds (cv.grouping = none): no case-level figures")
         else:
-            by_case = {name: case_predictions(p, cases=cases, score=evaluation.case_score)
-                       for name, p in pooled.items()}
-            result["case"] = headline_with_intervals({n: p for n, (p, _) in by_case.items()}, **options)
-            result["case"]["cases_with_mixed_labels"] = by_case["dense"][1]
+            result["case"] = case_headline(pooled, cases=cases, case_score=settings.evaluation.case_score,
+                                           options=options)
     return result
-
-
-def data_facts(manifest: pd.DataFrame, class_names: list[str]) -> dict[str, int]:
-    """Images, groups, cases (and those with several images) and images per class, for the report."""
-    cases = manifest["case"].astype(str)
-    sizes = cases[cases != ""].value_counts()
-    return {"images": int(len(manifest)), "groups": int(manifest["group"].nunique()), "cases": int(len(sizes)),
-            "cases_with_several_images": int((sizes > 1).sum()),
-            **{f"images_{name}": int((manifest["label"] == c).sum()) for c, name in enumerate(class_names)}}
 
 
 def write_plot_data(dataset: str, model: str, predictions: pd.DataFrame, class_names: list[str],
@@ -195,11 +124,9 @@ def main(argv: list[str]) -> None:
     labels, ids, groups = manifest["label"].to_numpy(), manifest["id"].to_numpy(), load_fold_groups(dataset)
     class_names = check_class_names(class_names_of(manifest))
     folds, names = load_test_folds(dataset, len(manifest)), load_split_names(dataset)
-    training_dir = MODELS_DIR / dataset / model_name / "training"
-    dense = pd.read_csv(training_dir / "dense_predictions.csv")
-    parts = pd.read_csv(training_dir / "fold_parts.csv")
+    record = load_training_record(dataset, model_name)
+    dense, parts, freezing = record.dense, record.parts, record.freezing
     prob_columns = [f"prob_{name}" for name in class_names]
-    freezing = read_json(training_dir / "freezing.json")["folds"][0]
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
 
@@ -208,7 +135,7 @@ def main(argv: list[str]) -> None:
         train = svm_training_rows(parts, k, ids, svm_cfg.train_on)
         fit, validation = part_rows(parts, k, ids, "fit"), part_rows(parts, k, ids, "validation")
         if np.intersect1d(train, test).size or np.intersect1d(validation, test).size:
-            raise PipelineError(f"{training_dir / 'fold_parts.csv'} puts test images of split {k} in its training "
+            raise PipelineError(f"{record.folder / 'fold_parts.csv'} puts test images of split {k} in its training "
                                 f"part; it does not match {dataset}'s folds: rerun "
                                 f"'dvc repro finetune@{dataset}-{model_name}'.")
         readings = {
@@ -243,7 +170,7 @@ def main(argv: list[str]) -> None:
     per_split_metrics = [c for c in per_fold.columns
                          if c not in ("classifier", "repeat", "fold", "split", "n_test", "svm_C")]
     metrics = {
-        "data": data_facts(manifest, class_names),
+        "data": dataset_facts(manifest, class_names),
         **headline(predictions, manifest, class_names, settings),
         "folds": {name: summarize_folds(per_fold.loc[per_fold["classifier"] == name, per_split_metrics]
                                         .to_dict("records")) for name in CLASSIFIERS},

@@ -1,4 +1,4 @@
-"""Stage ``normalize``: decode, gray, letterbox; one array file, a manifest and a report.
+"""Stage ``normalize``: decode, gray, square; one array file, a manifest, a report with the shortcut audit.
 
 Usage: ``python -m stages.normalize DATASET``.  Reads params ``image_size`` and
 section ``normalize``.
@@ -6,11 +6,16 @@ section ``normalize``.
 Input: ``data/raw/<dataset>/`` in the dataset's official layout (see
 :mod:`ultrasound_transfer.data.datasets`).  Output in ``data/prepared/<dataset>/``:
 
-* ``images.npy``: uint8 array (N, image_size, image_size);
+* ``images.npy``: uint8 array (N, image_size, image_size), each frame made square
+  by ``normalize.resize`` (letterbox, crop or stretch);
 * ``manifest.csv``: one row per image, in the array's order, with ``id, source,
-  label, class_name, group, case, sha256, height, width``;
+  label, class_name, group, case, sha256, height, width`` and what the shortcut
+  audit reads (``padding_share, mean_gray, bright_share``);
 * ``report.json``: counts per class, files left out and why, image size range,
-  exact and near-duplicate groups; also printed as a table;
+  exact and near-duplicate groups, and the shortcut audit
+  (:mod:`ultrasound_transfer.evaluation.shortcuts`), with a warning when the
+  label can be told from non-lesion features with ROC-AUC of at least
+  ``normalize.shortcut_warning_auc``; also printed as a table;
 * ``near_duplicates.png``: the closest pairs of images from different cases,
   linked or not, to check the near-duplicate threshold by eye.
 
@@ -43,6 +48,7 @@ from ultrasound_transfer.data.manifest import (
     reindex_pairs,
 )
 from ultrasound_transfer.data.near_duplicates import contact_sheet, near_pairs
+from ultrasound_transfer.evaluation.shortcuts import shortcut_audit
 from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.paths import PREPARED_DIR, RAW_DIR
 
@@ -93,6 +99,8 @@ def report_table(dataset: str, report: dict) -> str:
              ["exact-duplicate sets", report["exact_duplicate_sets"]],
              ["near-duplicate groups", report["near_duplicate_groups"]],
              ["cross-label near-duplicate pairs", len(report["cross_label_near_duplicates"])]]
+    for name, model in report["shortcut_audit"]["models"].items():
+        rows.append([f"shortcut audit: ROC-AUC from {name.replace('_', ' ')}", f"{model['roc_auc']:.2f}"])
     rows += [[f"excluded: {k}", v] for k, v in report["excluded_images"].items()]
     rows += [[f"ignored file: {k}", v] for k, v in report["ignored_files"].items()]
     return tabulate(rows, headers=[dataset, "count"], tablefmt="simple")
@@ -120,8 +128,8 @@ def main(argv: list[str]) -> None:
     clock = Stopwatch()
     raw_dir = RAW_DIR / dataset
     scan = datasets.scan(dataset, raw_dir, busi_classes=cfg.busi_classes)
-    log("normalize", f"{dataset}: decoding {len(scan.rows)} images, letterboxing to {size}x{size}")
-    stack, prints, rows, excluded = decode_all(raw_dir, scan.rows, size, cfg.on_undecodable)
+    log("normalize", f"{dataset}: decoding {len(scan.rows)} images, to {size}x{size} by {cfg.resize}")
+    stack, prints, rows, excluded = decode_all(raw_dir, scan.rows, size, cfg.on_undecodable, cfg.resize)
 
     conflicts = conflicting_duplicates(rows)
     drop = {path for c in conflicts for path in c["files"]}
@@ -142,6 +150,8 @@ def main(argv: list[str]) -> None:
     manifest = build_manifest(dataset, rows, candidates[distances <= threshold])
     near = {"threshold": threshold, "pairs": int((distances <= threshold).sum()), "cross_label": cross_label}
     report = dataset_report(manifest, scan.ignored, excluded, conflicts, near)
+    report["resize"] = cfg.resize
+    report["shortcut_audit"] = shortcut_audit(manifest, warning_auc=cfg.shortcut_warning_auc)
     sheet = closest_pairs_sheet(stack, manifest, candidates, distances, threshold=threshold)
     with atomic_dir(PREPARED_DIR / dataset) as tmp:
         np.save(tmp / "images.npy", stack)
@@ -149,6 +159,8 @@ def main(argv: list[str]) -> None:
         write_json(tmp / "report.json", report)
         cv2.imwrite(str(tmp / "near_duplicates.png"), sheet)
     print(report_table(dataset, report), flush=True)
+    for warning in report["shortcut_audit"]["warnings"]:
+        log("normalize", f"{dataset}: WARNING: {warning}")
     log("normalize", f"{dataset}: wrote {len(manifest)} images to {PREPARED_DIR / dataset} ({clock})")
 
 

@@ -1,19 +1,22 @@
 """Stage ``report``: the results in the order a reviewer reads them, and the paper's tables.
 
 Usage: ``python -m stages.report``.  Reads params ``datasets``, ``models``,
-``ft_fraction`` and ``evaluation``.
+``ft_fraction``, ``external`` and ``evaluation``.
 
 Outputs:
 
 * ``metrics/summary.md``, in this order:
 
   1. *Data and splits*: images, groups, cases and classes per dataset; the
-     folds and repeats, and the controls against leakage;
+     folds and repeats, and the controls against leakage; the shortcut audit
+     of ``normalize`` (how well non-lesion features tell the label);
   2. per network and classifier, on the pooled out-of-fold predictions:
      ROC-AUC, sensitivity and specificity at the operating point, each with
      its interval from a bootstrap over groups, then Brier score and ECE;
      per image, and per case where cases have several images; the
-     reliability diagram as a table;
+     reliability diagram as a table; then external validation, where params
+     ``external`` lists pairs: internal (cross-validated) and external
+     figures and the gap between them, with intervals;
   3. the primary comparison, SVM minus dense head on ROC-AUC per split, by
      the corrected repeated k-fold t-test with Holm's adjustment over the
      family of every network x dataset the report tests; then secondary
@@ -21,8 +24,10 @@ Outputs:
   4. the paper's tables: argmax reading, mean ± std over splits, per image.
 
 * ``metrics/summary.json``: every figure the page shows, under the same
-  names: ``data``, ``primary`` (the family and its tests) and dataset ->
-  model -> ``image`` / ``case`` / ``folds`` / ``svm_minus_dense``.
+  names: ``primary`` (the family and its tests), ``shortcut_audit``
+  (dataset -> the audit), ``external`` (``<train>-to-<test>`` -> model -> the
+  external stage's figures) and dataset -> model -> ``image`` / ``case`` /
+  ``folds`` / ``svm_minus_dense``.
 
 Why the corrected t-test on per-split AUC and not DeLong's test on the
 pooled predictions: DeLong's variance treats the classifiers as fixed and
@@ -42,7 +47,7 @@ from tabulate import tabulate
 from ultrasound_transfer.common import PipelineError, log, read_json, run_stage, write_atomic, write_json
 from ultrasound_transfer.evaluation.statistics import compare_classifiers, format_p, holm_adjusted
 from ultrasound_transfer.parameters import load_settings
-from ultrasound_transfer.paths import FOLDS_DIR, METRICS_DIR, PLOTS_DIR, SUMMARY_DIR
+from ultrasound_transfer.paths import FOLDS_DIR, METRICS_DIR, PLOTS_DIR, PREPARED_DIR, SUMMARY_DIR, external_pair_dir
 from ultrasound_transfer.settings import Settings
 
 CLASSIFIERS = {"dense": "dense head", "svm": "SVM"}
@@ -79,6 +84,68 @@ def collect(datasets: list[str], models: list[str]) -> dict:
     return summary
 
 
+def collect_external(settings: Settings) -> dict:
+    """``<train>-to-<test>`` -> model -> the external stage's figures, for every pair of params ``external``."""
+    return {external_pair_dir(p.train, p.test).name: {model: read_json(external_pair_dir(p.train, p.test) /
+                                                                       f"{model}.json")
+                                                      for model in settings.models}
+            for p in settings.external}
+
+
+def collect_audits(datasets: list[str]) -> dict:
+    """dataset -> ``normalize``'s shortcut audit."""
+    return {dataset: read_json(PREPARED_DIR / dataset / "report.json").get("shortcut_audit", {})
+            for dataset in datasets}
+
+
+def audit_section(audits: dict) -> list[str]:
+    """The shortcut audit: ROC-AUC of the label from non-lesion features, per dataset."""
+    rows = []
+    for dataset, audit in audits.items():
+        models = audit.get("models", {})
+        if not models:
+            rows.append([dataset, "—", "—", audit.get("skipped", "not run"), ""])
+            continue
+        features = audit["features"]
+        strongest = sorted(features, key=lambda name: -abs(features[name] - 0.5))[:2]
+        rows.append([dataset, with_interval(models["all_features"], "roc_auc"),
+                     with_interval(models["visible_features"], "roc_auc"),
+                     ", ".join(f"{name} {features[name]:.2f}" for name in strongest),
+                     "**warning**" if audit["warnings"] else ""])
+    level = next(iter(audits.values()), {}).get("warning_auc", math.nan)
+    return ["", "### Shortcut audit", "",
+            "How well the label is told from what is not the lesion (native size and aspect, padding, mean gray, "
+            "bright overlay pixels), by a logistic model under grouped cross-validation; 0.5 is chance. "
+            f"A warning is raised at ROC-AUC {level:g} or more (normalize.shortcut_warning_auc); each dataset's "
+            "data/prepared/<dataset>/report.json has every feature.", "",
+            tabulate(rows, headers=["dataset", "all features", "visible to the network", "strongest alone (AUC)",
+                                    ""], tablefmt="github", disable_numparse=True)]
+
+
+def external_section(external: dict, models: list[str]) -> list[str]:
+    """External validation: per pair, network and classifier, internal and external ROC-AUC and the gap."""
+    if not external:
+        return []
+    rows = []
+    for pair, results in external.items():
+        for model in models:
+            for classifier, label in CLASSIFIERS.items():
+                gap, image = results[model]["gap"][classifier], results[model]["image"][classifier]
+                rows.append([pair, model, label, f"{value(gap, 'internal_roc_auc'):.3f}",
+                             with_interval(image, "roc_auc"),
+                             with_interval(gap, "external_minus_internal_roc_auc", signed=True),
+                             with_interval(image, "sensitivity"), with_interval(image, "specificity"),
+                             f"{value(image, 'brier'):.3f}", f"{value(image, 'ece'):.3f}"])
+    return ["", "## External validation: trained on one dataset, read on another", "",
+            "The ensemble of the training dataset's split networks (mean probability, mean operating point; "
+            "nothing learns from the test dataset) on every image of the test dataset, beside its cross-validated "
+            "(internal) ROC-AUC. Intervals: bootstrap over the test dataset's groups; the gap's resamples both "
+            "datasets' groups independently.", "",
+            tabulate(rows, headers=["train-to-test", "network", "classifier", "internal ROC-AUC", "external ROC-AUC",
+                                    "gap (external − internal)", "sensitivity", "specificity", "Brier", "ECE"],
+                     tablefmt="github", disable_numparse=True)]
+
+
 def adjust_primary(summary: dict) -> dict:
     """Holm-adjust the primary comparison over every network x dataset; record the family."""
     family = [(d, m) for d, results in summary.items() for m in results]
@@ -95,12 +162,14 @@ def value(figures: dict, name: str) -> float:
     return math.nan if v is None else float(v)
 
 
-def with_interval(figures: dict, name: str) -> str:
-    """'0.912 [0.850, 0.960]', or '—' where undefined."""
+def with_interval(figures: dict, name: str, *, signed: bool = False) -> str:
+    """'0.912 [0.850, 0.960]' (or '+0.012 [-0.050, +0.060]' for a difference), or '—' where undefined."""
     point = value(figures, name)
     if math.isnan(point):
         return "—"
-    return f"{point:.3f} [{value(figures, name + '_ci_low'):.3f}, {value(figures, name + '_ci_high'):.3f}]"
+    form = "+.3f" if signed else ".3f"
+    return (f"{point:{form}} [{value(figures, name + '_ci_low'):{form}}, "
+            f"{value(figures, name + '_ci_high'):{form}}]")
 
 
 def data_section(summary: dict, settings: Settings) -> list[str]:
@@ -270,16 +339,17 @@ def training_images_line(summary: dict) -> str:
             f"(svm.train_on = training): more labelled images than the dense head (mean per split: {counts}).")
 
 
-def render_markdown(summary: dict, primary: dict, settings: Settings) -> str:
+def render_markdown(summary: dict, primary: dict, settings: Settings, *, audits: dict, external: dict) -> str:
     """The whole ``summary.md``."""
     models = list(settings.models)
     parts = ["# Results", "", f"ft_fraction = {settings.ft_fraction}. " + training_images_line(summary), "",
-             *data_section(summary, settings)]
+             *data_section(summary, settings), *audit_section(audits)]
     for level, title in (("image", "per image"), ("case", "per case")):
         for dataset, results in summary.items():
             if any(results[m].get(level) for m in models):
                 parts += ["", f"## {dataset}: {title}", "", headline_table(results, models, level)]
     parts += reliability_section(summary, models)
+    parts += external_section(external, models)
     parts += [
         "", "## Primary comparison: SVM minus dense head, ROC-AUC", "",
         f"Per split (every fold of every repeat), by the corrected repeated k-fold t-test (Bouckaert & Frank 2004; "
@@ -307,8 +377,10 @@ def main(argv: list[str]) -> None:
     settings = load_settings()
     summary = collect(list(settings.datasets), list(settings.models))
     primary = adjust_primary(summary)
-    markdown = render_markdown(summary, primary, settings)
-    write_json(SUMMARY_DIR / "summary.json", {"primary": primary, **summary})
+    audits, external = collect_audits(list(settings.datasets)), collect_external(settings)
+    markdown = render_markdown(summary, primary, settings, audits=audits, external=external)
+    write_json(SUMMARY_DIR / "summary.json", {"primary": primary, "shortcut_audit": audits, "external": external,
+                                              **summary})
     write_atomic(SUMMARY_DIR / "summary.md", lambda tmp: tmp.write_text(markdown))
     print(markdown, flush=True)
     log("report", f"wrote {SUMMARY_DIR / 'summary.md'} and summary.json")

@@ -60,6 +60,22 @@ BAD = [   # (change to params.yaml, what the message must say)
     ({"download": {"busi": {"url": "scholar.cu.edu.eg/Dataset_BUSI.zip"}}},
      r"download.busi.url = 'scholar.cu.edu.eg/Dataset_BUSI.zip': must be null or an address starting with http"),
     ({"download": {"busi": {"sha256": "abc"}}}, r"download.busi.sha256 = 'abc': must be null or a SHA-256: 64 hex"),
+    ({"external": [{"train": "phantom", "test": "phantom_site_b"}]},
+     r"external entry 1 \(\{train: phantom, test: phantom_site_b\}\): phantom_site_b must also be in datasets.*"
+     r"-S 'datasets=\[phantom, phantom_site_b\]'"),
+    ({"datasets": ["phantom"], "external": [{"train": "phantom", "test": "phantom"}]},
+     r"external entry 1 .*: a dataset's own images are its cross-validation"),
+    ({"datasets": ["phantom", "phantom_site_b"], "external": [{"train": "phantom", "test": "phantom_site_b"}] * 2},
+     r"external entry 2 .*: listed twice"),
+    ({"datasets": ["busi", "rodrigues"], "external": [{"train": "busi", "test": "rodrigues"}],
+      "normalize": {"busi_classes": ["benign", "malignant", "normal"]}},
+     r"external entry 1 .*: BUSI with normal is three classes.*-S 'normalize.busi_classes=\[benign,malignant\]'"),
+    ({"external": [{"train": "phantom", "to": "busi"}]}, r"external = .*: must be a list \(empty allowed\) of "
+                                                          r"\{train: <dataset>, test: <dataset>\} entries"),
+    ({"external": {"train": "phantom", "test": "phantom_site_b"}}, r"external = .*: must be a list"),
+    ({"normalize": {"resize": "pad"}}, r"normalize.resize = 'pad': must be one of letterbox, crop, stretch"),
+    ({"download": {"phantom_site_b": {"overlay": "logo"}}},
+     r"download.phantom_site_b.overlay = 'logo': must be one of none, text, ruler"),
     ({"weights": "imagenet"}, r"weights = imagenet: no cached ImageNet weights for VGG16, VGG19, ResNet50, "
                               r"ResNet101, InceptionV3 in .*\.keras/models and Keras' store cannot be reached "
                               r"\(URLError: no network\); download https://storage.googleapis.com/.*vgg16_weights"),
@@ -72,6 +88,13 @@ def test_each_bad_parameter_is_named_with_its_value_what_is_allowed_and_the_fix(
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / ".keras"))     # no cached ImageNet weights
     with pytest.raises(PipelineError, match=message):
         check_params(merged(default_params(), change), reachable=lambda: "URLError: no network")
+
+
+def test_an_external_pair_of_studied_datasets_passes():
+    params = merged(default_params(), {"datasets": ["phantom", "phantom_site_b"],
+                                       "external": [{"train": "phantom", "test": "phantom_site_b"},
+                                                    {"train": "phantom_site_b", "test": "phantom"}]})
+    assert check_params(params) is params
 
 
 def test_every_problem_is_listed_at_once():

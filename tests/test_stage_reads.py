@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import check_params, download, evaluate, features, finetune, folds, normalize, report
+from stages import check_params, download, evaluate, external, features, finetune, folds, normalize, report
 from tests.conftest import REPO
 
 RECORDING: list[Path] | None = None
@@ -35,6 +35,13 @@ STAGES = [   # (module, arguments, dvc.yaml name, template values)
     (finetune, ["phantom", "VGG16"], "finetune", {"item.dataset": "phantom", "item.model": "VGG16"}),
     (features, ["phantom", "VGG16"], "features", {"item.dataset": "phantom", "item.model": "VGG16"}),
     (evaluate, ["phantom", "VGG16"], "evaluate", {"item.dataset": "phantom", "item.model": "VGG16"}),
+    *[(module, args, name, {"item": "phantom_site_b"}) for module, args, name in
+      [(download, ["phantom_site_b"], "download"), (normalize, ["phantom_site_b"], "normalize"),
+       (folds, ["phantom_site_b"], "folds")]],
+    *[(module, ["phantom_site_b", "VGG16"], name, {"item.dataset": "phantom_site_b", "item.model": "VGG16"})
+      for module, name in [(finetune, "finetune"), (features, "features"), (evaluate, "evaluate")]],
+    (external, ["phantom", "phantom_site_b", "VGG16"], "external",
+     {"item.pair.train": "phantom", "item.pair.test": "phantom_site_b", "item.model": "VGG16"}),
     (report, [], "report", {}),
 ]
 
@@ -55,8 +62,10 @@ def declared_paths(name: str, values: dict) -> list[str]:
 
 def test_every_file_a_stage_reads_is_declared_in_dvc_yaml(project):
     global RECORDING
-    project.write_params({"datasets": ["phantom"], "models": ["VGG16"], "image_size": 32,
-                          "download": {"phantom": {"count": 24, "images_per_patient": 2, "native_size": 48}},
+    project.write_params({"datasets": ["phantom", "phantom_site_b"], "models": ["VGG16"], "image_size": 32,
+                          "external": [{"train": "phantom", "test": "phantom_site_b"}],
+                          "download": {"phantom": {"count": 24, "images_per_patient": 2, "native_size": 48},
+                                       "phantom_site_b": {"count": 24, "images_per_patient": 2, "native_size": 56}},
                           "cv": {"n_splits": 3},
                           "finetune": {"epochs": 1, "batch_size": 8, "validation_fraction": 0.25},
                           "svm": {"C_grid": [0.1, 1.0], "inner_folds": 2}, "evaluation": {"bootstrap_resamples": 200}})
@@ -70,7 +79,8 @@ def test_every_file_a_stage_reads_is_declared_in_dvc_yaml(project):
         finally:
             RECORDING = None
         declared = declared_paths(name, values)
-        internal = ("params.yaml", "models/phantom/VGG16/.unfinished/")   # params are declared apart; resume state
+        internal = ("params.yaml", "models/phantom/VGG16/.unfinished/",   # params are declared apart; resume state
+                    "models/phantom_site_b/VGG16/.unfinished/")
         missing = sorted(r for r in reads if not r.startswith(internal) and ".tmp-" not in r   # its own temporaries
                          and not any(r == d or r.startswith(d.rstrip("/") + "/") for d in declared))
         if missing:

@@ -5,8 +5,13 @@ This is the one home of each such fact: the schema of ``params.yaml``
 library code that acts on a value (:mod:`ultrasound_transfer.networks`,
 :mod:`ultrasound_transfer.evaluation`) is keyed by the same names.  It imports
 nothing, so checking the parameters never loads a framework.  The dataset
-names live with their sources, in :data:`ultrasound_transfer.data.datasets.KNOWN_DATASETS`.
+names live with their sources, in :data:`ultrasound_transfer.data.datasets.KNOWN_DATASETS`; the
+generated ones are here, since the typed settings describe their generator.
 """
+
+# The datasets generated offline (ultrasound_transfer.data.phantom): one lesion model seen at two sites.
+PHANTOMS = ("phantom", "phantom_site_b")
+PHANTOM_OVERLAYS = ("none", "text", "ruler")
 
 # Smallest square input each network's strides allow, px (keras.applications refuses less).
 MODEL_MIN_SIZES = {"VGG16": 32, "VGG19": 32, "ResNet50": 32, "ResNet101": 32, "InceptionV3": 75}
@@ -14,6 +19,8 @@ MODELS = tuple(MODEL_MIN_SIZES)
 
 # normalize
 BUSI_CLASSES = ("benign", "malignant", "normal")
+# How a frame becomes the network's square (ultrasound_transfer.data.imaging.fit_square).
+RESIZE_MODES = ("letterbox", "crop", "stretch")
 ON_UNDECODABLE = ("error", "skip")
 NEAR_DUPLICATE_CROSS_LABEL = ("exclude", "keep")
 

@@ -100,6 +100,17 @@ URL = Rule(lambda v: v is None or (isinstance(v, str) and re.match(r"https?://[^
 SHA256 = Rule(lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None),
               "null or a SHA-256: 64 hexadecimal digits")
 SWITCH = choice(True, False)
+PAIRS = Rule(lambda v: isinstance(v, list) and all(isinstance(p, dict) and set(p) == {"train", "test"}
+                                                   and {p["train"], p["test"]} <= set(KNOWN_DATASETS) for p in v),
+             "a list (empty allowed) of {train: <dataset>, test: <dataset>} entries, each dataset one of "
+             + ", ".join(KNOWN_DATASETS))
+# download.phantom and download.phantom_site_b: the generator of each built-in site.
+PHANTOM_RULES = {"count": integer(4, 1_000_000), "malignant_fraction": number(0.0, 1.0),
+                 "images_per_patient": integer(1, 1000), "difficulty": number(0.0, 1.0),
+                 "native_size": integer(32, 4096), "near_copies": integer(0, 1_000_000),
+                 "seed": integer(0, 2**32 - 1), "gain_db": number(-20.0, 20.0), "speckle_scale": number(0.25, 4.0),
+                 "depth": number(0.5, 2.0), "overlay": choice(*choices.PHANTOM_OVERLAYS),
+                 "size_shortcut": number(0.0, 1.0), "caliper_shortcut": number(0.0, 1.0)}
 
 SCHEMA: dict[str, Any] = {
     "datasets": subset(KNOWN_DATASETS),
@@ -109,17 +120,16 @@ SCHEMA: dict[str, Any] = {
     "image_size": integer(32, 2048),
     "seed": integer(0, 2**32 - 1),
     "download": {
-        "phantom": {"count": integer(4, 1_000_000), "malignant_fraction": number(0.0, 1.0),
-                    "images_per_patient": integer(1, 1000), "difficulty": number(0.0, 1.0),
-                    "native_size": integer(32, 4096), "near_copies": integer(0, 1_000_000),
-                    "seed": integer(0, 2**32 - 1)},
-        **{dataset: {"url": URL, "sha256": SHA256} for dataset in KNOWN_DATASETS if dataset != "phantom"},
+        **{dataset: PHANTOM_RULES for dataset in choices.PHANTOMS},
+        **{dataset: {"url": URL, "sha256": SHA256} for dataset in KNOWN_DATASETS if dataset not in choices.PHANTOMS},
     },
     "normalize": {
         "busi_classes": subset(choices.BUSI_CLASSES),
         "on_undecodable": choice(*choices.ON_UNDECODABLE),
         "near_duplicate_bits": integer(0, 64),
         "near_duplicate_cross_label": choice(*choices.NEAR_DUPLICATE_CROSS_LABEL),
+        "resize": choice(*choices.RESIZE_MODES),
+        "shortcut_warning_auc": number(0.5, 1.0),
     },
     "cv": {"n_splits": integer(2, 100), "grouping": choice(*choices.GROUPINGS), "repeats": integer(1, 100)},
     "finetune": {
@@ -148,12 +158,13 @@ SCHEMA: dict[str, Any] = {
     "features": {"layer": choice(*choices.FEATURE_LAYERS)},
     "svm": {"train_on": choice(*choices.SVM_TRAIN_ON), "C": number(1e-9, 1e9), "C_grid": numbers(1e-9, 1e9),
             "inner_folds": integer(2, 50)},
+    "external": PAIRS,
     "evaluation": {"operating_point": choice(*choices.OPERATING_POINTS), "target": number(0.5, 1.0),
                    "bootstrap_resamples": integer(100, 100_000), "confidence_level": number(0.5, 0.999),
                    "calibration_bins": integer(2, 100), "case_score": choice(*choices.CASE_SCORES)},
 }
 # Sections whose keys may be left out (a dataset's source: no address, no checksum).
-OPTIONAL_SECTIONS = tuple(f"download.{dataset}" for dataset in KNOWN_DATASETS if dataset != "phantom")
+OPTIONAL_SECTIONS = tuple(f"download.{dataset}" for dataset in KNOWN_DATASETS if dataset not in choices.PHANTOMS)
 
 
 def fix_hint(key: str) -> str:
@@ -195,6 +206,7 @@ def consistency_problems(params: dict) -> list[str]:
     if isinstance(busi, list) and not {"benign", "malignant"} <= set(map(str, busi)):
         problems.append(f"normalize.busi_classes = {busi!r} must hold benign and malignant (malignant is the positive "
                         "class); add normal beside them for the three-class task")
+    problems += external_problems(params)
     finetune, evaluation = params.get("finetune"), params.get("evaluation")
     if isinstance(finetune, dict) and isinstance(evaluation, dict):
         rule = evaluation.get("operating_point")
@@ -202,6 +214,32 @@ def consistency_problems(params: dict) -> list[str]:
             problems.append(f"evaluation.operating_point = {rule} is chosen on each fold's inner validation images, "
                             "but finetune.validation_fraction = 0 leaves none; run dvc exp run -S "
                             "finetune.validation_fraction=0.2, or -S evaluation.operating_point=argmax")
+    return problems
+
+
+def external_problems(params: dict) -> list[str]:
+    """Each ``external`` pair names two different datasets of ``datasets``, both of benign and malignant, once."""
+    pairs, studied = params.get("external"), params.get("datasets")
+    if not isinstance(pairs, list) or not isinstance(studied, list):
+        return []
+    busi = (params.get("normalize") or {}).get("busi_classes") or []
+    problems, seen = [], set()
+    for number, pair in enumerate(pairs, start=1):
+        train, test = pair["train"], pair["test"]
+        where = f"external entry {number} ({{train: {train}, test: {test}}})"
+        missing = [d for d in (train, test) if d not in studied]
+        if missing:
+            problems.append(f"{where}: {' and '.join(missing)} must also be in datasets, whose folds and "
+                            f"networks it reads; run dvc exp run -S 'datasets=[{', '.join(studied + missing)}]'")
+        if train == test:
+            problems.append(f"{where}: a dataset's own images are its cross-validation; name two datasets")
+        if (train, test) in seen:
+            problems.append(f"{where}: listed twice; keep one")
+        seen.add((train, test))
+        if "busi" in (train, test) and "normal" in busi:
+            problems.append(f"{where}: BUSI with normal is three classes and the other dataset two; external "
+                            "validation compares benign and malignant: run dvc exp run -S "
+                            "'normalize.busi_classes=[benign,malignant]'")
     return problems
 
 

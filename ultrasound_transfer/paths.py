@@ -13,5 +13,11 @@ FEATURES_DIR = Path("data/features")      # features: <dataset>/<model>/fold<k>.
 MODELS_DIR = Path("models")               # finetune: <dataset>/<model>/{weights,training}
 BACKBONES_DIR = Path("models/backbones")   # backbone weight files the user provides (a dep of finetune)
 METRICS_DIR = Path("metrics/cv")          # evaluate: <dataset>/<model>.json, .folds.csv, .predictions.csv
+EXTERNAL_DIR = Path("metrics/external")   # external: <train>-to-<test>/<model>.json, .predictions.csv
+
+
+def external_pair_dir(train: str, test: str) -> Path:
+    """Where the external stage writes the networks of ``train`` read on ``test``."""
+    return EXTERNAL_DIR / f"{train}-to-{test}"
 PLOTS_DIR = Path("metrics/plots")         # finetune, evaluate: data for dvc plots
 SUMMARY_DIR = Path("metrics")             # report: summary.json, summary.md

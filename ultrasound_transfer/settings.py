@@ -13,17 +13,20 @@ The sections map one to one, with these exceptions for readability: the
 head's ``finetune.head_units``, ``dropout`` and ``head_norm`` form
 :class:`HeadSettings`; ``finetune.frozen_prefix_cache``, ``cache_dtype`` and
 ``cache_memory_mb`` form :class:`PrefixCacheSettings`; ``download`` becomes
-``phantom`` and ``sources``; and ``features.layer`` is ``feature_layer``.
+``phantoms`` and ``sources``; and ``features.layer`` is ``feature_layer``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ultrasound_transfer.choices import PHANTOMS
+
 
 @dataclass(frozen=True)
 class PhantomSettings:
-    """``download.phantom``: the built-in dataset (:mod:`ultrasound_transfer.data.phantom`); defaults for tests."""
+    """``download.phantom`` (or ``phantom_site_b``): a built-in dataset (:mod:`ultrasound_transfer.data.phantom`);
+    defaults for tests."""
 
     count: int = 160
     malignant_fraction: float = 0.5
@@ -32,6 +35,12 @@ class PhantomSettings:
     native_size: int = 128
     near_copies: int = 0
     seed: int = 7
+    gain_db: float = 0.0
+    speckle_scale: float = 1.0
+    depth: float = 1.0
+    overlay: str = "none"
+    size_shortcut: float = 0.0
+    caliper_shortcut: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,8 @@ class NormalizeSettings:
     on_undecodable: str
     near_duplicate_bits: int
     near_duplicate_cross_label: str
+    resize: str = "letterbox"
+    shortcut_warning_auc: float = 0.7
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,14 @@ class EvaluationSettings:
 
 
 @dataclass(frozen=True)
+class ExternalPair:
+    """One entry of ``external``: the networks trained on ``train``'s folds, read on every image of ``test``."""
+
+    train: str
+    test: str
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of ``params.yaml``, checked and typed."""
 
@@ -145,7 +164,7 @@ class Settings:
     weights: str
     image_size: int
     seed: int
-    phantom: PhantomSettings
+    phantoms: dict[str, PhantomSettings]      # download.phantom, download.phantom_site_b
     sources: dict[str, SourceSettings]
     normalize: NormalizeSettings
     cv: CvSettings
@@ -153,6 +172,7 @@ class Settings:
     feature_layer: str
     svm: SvmSettings
     evaluation: EvaluationSettings
+    external: tuple[ExternalPair, ...] = ()
 
 
 def finetune_settings(section: dict) -> FinetuneSettings:
@@ -181,8 +201,9 @@ def settings_from_params(params: dict) -> Settings:
         datasets=tuple(params["datasets"]), models=tuple(params["models"]),
         ft_fraction=float(params["ft_fraction"]), weights=params["weights"], image_size=params["image_size"],
         seed=params["seed"],
-        phantom=PhantomSettings(**download["phantom"]),
-        sources={name: SourceSettings(**(section or {})) for name, section in download.items() if name != "phantom"},
+        phantoms={name: PhantomSettings(**section) for name, section in download.items() if name in PHANTOMS},
+        sources={name: SourceSettings(**(section or {})) for name, section in download.items()
+                 if name not in PHANTOMS},
         normalize=NormalizeSettings(**{**params["normalize"],
                                        "busi_classes": tuple(params["normalize"]["busi_classes"])}),
         cv=CvSettings(**params["cv"]),
@@ -191,4 +212,5 @@ def settings_from_params(params: dict) -> Settings:
         svm=SvmSettings(train_on=svm["train_on"], C=float(svm["C"]), C_grid=tuple(float(c) for c in svm["C_grid"]),
                         inner_folds=svm["inner_folds"]),
         evaluation=EvaluationSettings(**params["evaluation"]),
+        external=tuple(ExternalPair(**pair) for pair in params["external"]),
     )

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from ultrasound_transfer.common import PipelineError
-from ultrasound_transfer.data.imaging import letterbox, pixel_sha256, read_gray
+from ultrasound_transfer.data.imaging import fit_square, letterbox, pixel_sha256, read_gray
 
 
 @pytest.fixture
@@ -69,6 +69,21 @@ def test_letterbox_keeps_aspect_ratio_and_centres():
 def test_letterbox_upscales_small_images():
     out = letterbox(np.full((4, 8), 100, dtype=np.uint8), 16)
     assert out.shape == (16, 16) and out[4:12].min() == 100 and out[:4].max() == 0
+
+
+def test_each_resize_mode_says_what_share_is_padding():
+    wide = np.full((20, 40), 200, dtype=np.uint8)
+    boxed, padding = fit_square(wide, 32, "letterbox")
+    assert np.array_equal(boxed, letterbox(wide, 32)) and padding == pytest.approx(1 - (boxed > 0).mean())
+    cropped, none = fit_square(wide, 32, "crop")
+    assert none == 0 and cropped.min() == 200                     # the centre square, no padding
+    marked = wide.copy()
+    marked[:, :5] = 0                                             # the left edge is cut off by the crop...
+    assert fit_square(marked, 32, "crop")[0].min() == 200
+    stretched, none = fit_square(marked, 32, "stretch")           # ...and kept, widened, by the stretch
+    assert none == 0 and stretched[:, :3].max() == 0 and stretched[:, 5:].min() == 200
+    with pytest.raises(PipelineError, match="normalize.resize = 'pad' is not known"):
+        fit_square(wide, 32, "pad")
 
 
 def test_pixel_hash_depends_on_pixels_and_shape(gray):

@@ -74,3 +74,30 @@ def test_near_copies_are_new_patients_and_near_duplicates_of_their_source():
     assert linked == {20, 21, 22}
     for i, j in pairs:
         assert images[i].label == images[j].label
+
+
+def test_a_second_site_changes_the_scanner_not_the_lesions():
+    """Same seed and lesions, another site: brighter (gain), coarser speckle, a header burned in, a smaller lesion."""
+    base = PhantomSettings(count=8, native_size=96, images_per_patient=2)
+    site = PhantomSettings(**{**base.__dict__, "gain_db": 3.0, "speckle_scale": 1.4, "overlay": "text"})
+    here, there = generate(base), generate(site)
+    assert [im.label for im in here] == [im.label for im in there]
+    assert np.mean([b.pixels.mean() - a.pixels.mean() for a, b in zip(here, there)]) > 5
+
+    def grain(pixels):   # correlation of neighbouring pixels along x: larger speckle, higher correlation
+        x = pixels[20:60, 10:-10].astype(float)
+        return np.corrcoef(x[:, :-1].ravel(), x[:, 1:].ravel())[0, 1]
+    assert np.mean([grain(b.pixels) - grain(a.pixels) for a, b in zip(here, there)]) > 0.03
+    header = lambda im: (im.pixels[:10] == 255).mean()   # noqa: E731
+    assert min(header(im) for im in there) > 0.01 and max(header(im) for im in here) < 0.005
+
+
+def test_planted_shortcuts_mark_malignant_patients_only_and_change_nothing_at_zero():
+    base = PhantomSettings(count=24, native_size=64, images_per_patient=2)
+    planted = generate(PhantomSettings(**{**base.__dict__, "size_shortcut": 1.0, "caliper_shortcut": 1.0}))
+    for plain, marked in zip(generate(base), planted):
+        if plain.label == "benign":
+            assert np.array_equal(plain.pixels, marked.pixels)
+        else:
+            assert marked.pixels.shape == (48, 80) and plain.pixels.shape == (48, 64)
+            assert (marked.pixels == 255).sum() >= (plain.pixels == 255).sum() + 10     # two caliper crosses

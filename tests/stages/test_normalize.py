@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import normalize
+from stages import download, normalize
 from tests import miniatures
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.data.imaging import letterbox
@@ -177,3 +177,17 @@ def test_folds_never_split_near_duplicate_groups(project, monkeypatch):
         record = json.loads((project / "data/folds/toy.json").read_text())
         test_of = {i: k for k, f in enumerate(record["folds"]) for i in f["test_indices"]}
         assert test_of[0] == test_of[1]      # p1 and its near-copy p2
+
+
+@pytest.mark.parametrize("resize, visible_warns", [("letterbox", True), ("crop", False), ("stretch", False)])
+def test_the_audit_shows_what_each_resize_leaves_visible_of_a_planted_size_shortcut(project, resize, visible_warns):
+    """Malignant phantom images saved 25 % wider: the file betrays the class under every resize; only the
+    letterbox lets it into the network's input, as padding."""
+    project.write_params({"download": {"phantom": {"count": 80, "native_size": 64, "size_shortcut": 1.0}},
+                          "normalize": {"resize": resize}})
+    download.main(["phantom"])
+    normalize.main(["phantom"])
+    audit = json.loads((project / "data/prepared/phantom/report.json").read_text())["shortcut_audit"]
+    assert audit["models"]["all_features"]["roc_auc"] > 0.95
+    assert (audit["models"]["visible_features"]["roc_auc"] >= 0.7) == visible_warns
+    assert len(audit["warnings"]) == 1 + visible_warns

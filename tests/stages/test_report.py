@@ -10,6 +10,7 @@ import yaml
 
 from stages import evaluate, report
 from tests.stages.test_evaluate import N, noise_plus, toy_project
+from ultrasound_transfer.evaluation.shortcuts import shortcut_audit
 from ultrasound_transfer.evaluation.statistics import holm_adjusted
 
 
@@ -25,10 +26,15 @@ def parse_markdown_tables(text):
 
 
 def two_networks(project, svm=None):
-    """Network M's SVM features carry the label; network W's are noise."""
+    """Network M's SVM features carry the label; network W's are noise. Malignant images are saved wider:
+    normalize's shortcut audit (run here on the toy manifest) must see it."""
     rng = np.random.default_rng(5)
-    toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() * 2.0 + rng.normal(0, 1, N)),
-                svm=svm)
+    manifest = toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() * 2.0 + rng.normal(0, 1, N)),
+                           svm=svm)
+    audited = manifest.assign(height=300, width=400 + 100 * manifest["label"], padding_share=0.1,
+                              mean_gray=rng.normal(100, 5, N), bright_share=0.0)
+    (project / "data/prepared/phantom/report.json").write_text(
+        json.dumps({"shortcut_audit": shortcut_audit(audited, warning_auc=0.7)}))
     evaluate.main(["phantom", "M"])
     shutil.copytree(project / "models/phantom/M", project / "models/phantom/W")
     (project / "data/features/phantom/W").mkdir(parents=True)
@@ -59,13 +65,17 @@ def run_report(project):
 def test_the_report_reads_in_a_reviewers_order_with_intervals_and_holm_over_the_family(project):
     two_networks(project)
     text, summary = run_report(project)
-    order = ["## Data and splits", "## phantom: per image", "## phantom: per case", "## Calibration: reliability",
+    order = ["## Data and splits", "### Shortcut audit", "## phantom: per image", "## phantom: per case",
+             "## Calibration: reliability",
              "## Primary comparison: SVM minus dense head, ROC-AUC", "## Secondary comparisons",
              "## The paper's tables"]
     positions = [text.index(heading) for heading in order]
     assert positions == sorted(positions)
     data = parse_markdown_tables(text.split("## Data and splits")[1])[0]
     assert data[2][:3] == ["phantom", "60", "30"] and "benign 30, malignant 30" in data[2]
+    audit = parse_markdown_tables(text.split("### Shortcut audit")[1])[0][2]
+    assert audit[0] == "phantom" and audit[1].startswith("1.000") and audit[-1] == "**warning**"
+    assert "native_width 1.00" in audit[3] and summary["shortcut_audit"]["phantom"]["warnings"]
 
     per_image = {(row[0], row[1]): row for row in parse_markdown_tables(text.split("## phantom: per image")[1])[0][2:]}
     auc = per_image[("M", "SVM")][2]

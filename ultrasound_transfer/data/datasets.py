@@ -8,6 +8,7 @@ every file left out with the reason, so that ``normalize`` can report both.
 dataset        layout under ``data/raw/<dataset>/``
 =============  ===================================================================
 phantom        ``labels.csv`` (``path,label,case``) + images (generated)
+phantom_site_b the same, generated as another site's scanner would show it
 busi           ``Dataset_BUSI_with_GT/{benign,malignant,normal}/<class> (N).png``
                with masks ``<class> (N)_mask.png``, ``_mask_1.png`` beside them
 rodrigues      ``originals/{benign,malignant}/*.bmp`` (anywhere below the folder)
@@ -23,6 +24,7 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ultrasound_transfer.choices import PHANTOMS
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.data.imaging import IMAGE_SUFFIXES
 
@@ -69,7 +71,7 @@ SOURCES: dict[str, Source] = {
     ),
 }
 
-KNOWN_DATASETS = ("phantom", *SOURCES)
+KNOWN_DATASETS = (*PHANTOMS, *SOURCES)
 # The classes a label may name; normal only in BUSI, and only beside benign and malignant.
 KNOWN_CLASSES = ("benign", "malignant", "normal")
 

@@ -1,4 +1,4 @@
-"""Decoding ultrasound image files into one common form: square, gray, uint8."""
+"""Decoding ultrasound image files into one common form: square, gray, uint8 (letterboxed, cropped or stretched)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.choices import RESIZE_MODES
+from ultrasound_transfer.common import PipelineError, check_choice
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg")
 
@@ -60,6 +61,44 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
     top, left = (size - new_h) // 2, (size - new_w) // 2
     out[top : top + new_h, left : left + new_w] = resized
     return out
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The centred square of side ``min(height, width)``, scaled to ``size``: no padding, the sides cut off."""
+    height, width = image.shape
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return _resized(image[top : top + side, left : left + side], size, size)
+
+
+def stretch(image: np.ndarray, size: int) -> np.ndarray:
+    """The whole frame scaled to ``size`` x ``size``: no padding, nothing cut off, shapes distorted."""
+    return _resized(image, size, size)
+
+
+def _resized(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def fit_square(image: np.ndarray, size: int, mode: str = "letterbox") -> tuple[np.ndarray, float]:
+    """``image`` as the network's ``size`` x ``size`` square by ``normalize.resize``, and the share that is padding.
+
+    ``letterbox`` (the default) keeps the whole frame and its shape, at the cost
+    of padding whose extent shows the native aspect ratio (a possible
+    shortcut, which the shortcut audit measures); ``crop`` keeps the shape and
+    hides the aspect ratio but may cut a lesion near the side; ``stretch``
+    keeps everything but distorts shapes (taller-than-wide is a malignancy sign).
+    """
+    check_choice("normalize.resize", mode, RESIZE_MODES)
+    if mode == "crop":
+        return center_crop(image, size), 0.0
+    if mode == "stretch":
+        return stretch(image, size), 0.0
+    height, width = image.shape
+    scale = size / max(height, width)
+    covered = max(1, round(height * scale)) * max(1, round(width * scale))
+    return letterbox(image, size), 1.0 - covered / size**2
 
 
 def pixel_sha256(image: np.ndarray) -> str:

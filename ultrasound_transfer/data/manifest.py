@@ -1,6 +1,9 @@
 """From a scanned raw folder to the prepared dataset: decoded images, exclusions and the manifest.
 
-Images are decoded to gray, letterboxed and fingerprinted.  Identical pixels
+Images are decoded to gray, fitted to the square (``normalize.resize``) and
+fingerprinted, and what the shortcut audit reads of each is recorded: its
+native size, the share of the square that is padding, its mean gray level and
+the share of bright pixels (burned-in text and calipers are drawn white).  Identical pixels
 under different labels cannot both be right, and near-duplicates under
 different labels are suspect: both are found here so the stage can leave them
 out and report them.  The manifest numbers classes in sorted order of their
@@ -17,17 +20,22 @@ import pandas as pd
 
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.data.grouping import merge_groups
-from ultrasound_transfer.data.imaging import letterbox, pixel_sha256, read_gray
+from ultrasound_transfer.data.imaging import fit_square, pixel_sha256, read_gray
 from ultrasound_transfer.data.near_duplicates import N_VARIANTS, fingerprints
 
 
+# A native pixel at least this bright counts as overlay-like (text, calipers, markers are drawn white).
+BRIGHT_LEVEL = 250
+
+
 def decode_all(
-    raw_dir: Path, rows: list[dict], size: int, on_undecodable: str
+    raw_dir: Path, rows: list[dict], size: int, on_undecodable: str, resize: str = "letterbox"
 ) -> tuple[np.ndarray, np.ndarray, list[dict], list[dict]]:
-    """Decode and letterbox every listed image, and fingerprint it.
+    """Decode every listed image, fit it to the square by ``resize``, and fingerprint it.
 
     Returns the stack, the fingerprints (N, variants, 2), the rows kept (with
-    sha256 and native size added) and the files left out.  An undecodable file
+    sha256, native size, padding share, mean gray and bright share added) and
+    the files left out.  An undecodable file
     is an error, or with ``on_undecodable='skip'`` left out and reported.
     """
     stack, prints, kept, excluded = [], [], [], []
@@ -42,9 +50,12 @@ def decode_all(
                 raise PipelineError(f"{problem} (or set normalize.on_undecodable: skip to leave such files out)") from None
             excluded.append({"path": row["path"], "reason": "undecodable image"})
             continue
-        stack.append(letterbox(image, size))
+        square, padding = fit_square(image, size, resize)
+        stack.append(square)
         prints.append(fingerprints(image))
-        kept.append({**row, "sha256": pixel_sha256(image), "height": image.shape[0], "width": image.shape[1]})
+        kept.append({**row, "sha256": pixel_sha256(image), "height": image.shape[0], "width": image.shape[1],
+                     "padding_share": padding, "mean_gray": float(square.mean()),
+                     "bright_share": float(np.mean(image >= BRIGHT_LEVEL))})
     if not stack:
         return np.zeros((0, size, size), np.uint8), np.zeros((0, N_VARIANTS, 2), np.uint64), kept, excluded
     return np.stack(stack), np.stack(prints), kept, excluded
@@ -72,6 +83,10 @@ def cross_label_near_duplicates(rows: list[dict], pairs: np.ndarray, distances: 
     return sorted(found, key=lambda pair: pair["distance"])
 
 
+# Columns beside the native size that the shortcut audit reads (ultrasound_transfer.evaluation.shortcuts).
+AUDITED_COLUMNS = ("padding_share", "mean_gray", "bright_share")
+
+
 def build_manifest(dataset: str, rows: list[dict], near: np.ndarray) -> pd.DataFrame:
     """The manifest of the kept images, with groups joined over cases, identical pixels
     and (column ``group``) the near-duplicate pairs ``near``."""
@@ -90,6 +105,7 @@ def build_manifest(dataset: str, rows: list[dict], near: np.ndarray) -> pd.DataF
             "sha256": table["sha256"],
             "height": table["height"],
             "width": table["width"],
+            **{column: table[column] for column in AUDITED_COLUMNS if column in table},
         }
     )
 

@@ -21,6 +21,21 @@ uneven crop, another gain) of randomly chosen images, filed under new patient
 ids, as public datasets hold them: only near-duplicate grouping keeps such a
 copy in the fold of its original.
 
+A *site* is the scanner and the habits of the people who saved the images:
+``gain_db``, ``speckle_scale`` (the point-spread width, so the speckle's
+grain), ``depth`` (a deeper setting shows a smaller lesion and more tissue),
+``native_size`` and a burned-in ``overlay`` on every frame (``text``: a
+header line; ``ruler``: depth ticks at the right edge).  The built-in
+``phantom_site_b`` is the same lesion model seen through another site, so
+that external validation (:mod:`ultrasound_transfer.evaluation.transfer`)
+runs offline.  Two *planted shortcuts* tie something that is not the lesion
+to the label, for the shortcut audit (:mod:`ultrasound_transfer.evaluation.shortcuts`)
+and its tests: ``size_shortcut`` is the share of malignant patients whose
+images are saved 25 % wider (the aspect ratio, and under letterboxing the
+padding, then betray the class), ``caliper_shortcut`` the share whose images
+carry calipers at the lesion (as suspicious lesions are measured).  Both are
+0 by default.
+
 ``difficulty`` in [0, 1] controls how much the two classes overlap.  Every
 lesion feature is drawn at a "malignancy level" t in [0, 1] and rendered by
 interpolating between the benign and the malignant look.  For a benign
@@ -123,9 +138,9 @@ def lesion_radius(lesion: Lesion, theta: np.ndarray, scale: float) -> np.ndarray
     return r
 
 
-def tissue_echogenicity(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """Echogenicity of the layered background tissue, in [0, 1]."""
-    y = np.arange(height)[:, None] / height
+def tissue_echogenicity(rng: np.random.Generator, height: int, width: int, depth: float = 1.0) -> np.ndarray:
+    """Echogenicity of the layered background tissue, in [0, 1]; ``depth`` > 1 shows more of it below."""
+    y = np.arange(height)[:, None] / height * depth
     x = np.arange(width)[None, :] / width
     phase = rng.uniform(0, 2 * np.pi)
     undulation = 0.02 * np.sin(2 * np.pi * (1.3 * x) + phase)
@@ -179,27 +194,72 @@ def render_lesion(
     return echo
 
 
-def speckle_image(rng: np.random.Generator, echo: np.ndarray, gain_db: float, dynamic_range_db: float = 40.0) -> np.ndarray:
+def speckle_image(rng: np.random.Generator, echo: np.ndarray, gain_db: float, dynamic_range_db: float = 40.0,
+                  speckle_scale: float = 1.0) -> np.ndarray:
     """Turn an echogenicity map into a log-compressed 8-bit B-mode image with speckle."""
     height, width = echo.shape
     scatter = (rng.normal(size=(height, width)) + 1j * rng.normal(size=(height, width))) * echo
     # Lateral resolution is coarser than axial: a wider blur along x.
-    real = cv2.GaussianBlur(scatter.real, (0, 0), sigmaX=1.8, sigmaY=0.9)
-    imag = cv2.GaussianBlur(scatter.imag, (0, 0), sigmaX=1.8, sigmaY=0.9)
+    sigma_x, sigma_y = 1.8 * speckle_scale, 0.9 * speckle_scale
+    real = cv2.GaussianBlur(scatter.real, (0, 0), sigmaX=sigma_x, sigmaY=sigma_y)
+    imag = cv2.GaussianBlur(scatter.imag, (0, 0), sigmaX=sigma_x, sigmaY=sigma_y)
     envelope = np.hypot(real, imag)
     db = 20 * np.log10(envelope / (np.median(envelope) + 1e-12) + 1e-6) + gain_db
     pixels = (db + dynamic_range_db * 0.45) / dynamic_range_db * 255
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def render_image(rng: np.random.Generator, lesion: Lesion, height: int, width: int) -> np.ndarray:
-    """One view of ``lesion``: new probe position, size, tilt, gain and speckle."""
-    echo = tissue_echogenicity(rng, height, width)
+@dataclass(frozen=True)
+class View:
+    """One rendered view and where its lesion lies (for calipers)."""
+
+    pixels: np.ndarray
+    center: tuple[float, float]     # (y, x), px
+    half_width: float               # the lesion's horizontal semi-axis, px
+
+
+def render_image(rng: np.random.Generator, lesion: Lesion, height: int, width: int, *,
+                 site: PhantomSettings = PhantomSettings(), lesion_width: int | None = None) -> View:
+    """One view of ``lesion`` at ``site``: new probe position, size, tilt, gain and speckle.
+
+    ``lesion_width`` is the frame width the lesion's size refers to (the
+    site's usual one, when a frame is saved wider).
+    """
+    echo = tissue_echogenicity(rng, height, width, depth=site.depth)
     center = (rng.uniform(0.40, 0.58) * height, rng.uniform(0.35, 0.65) * width)
-    scale = lesion.radius * width * rng.uniform(0.9, 1.1)
+    scale = lesion.radius * (lesion_width or width) * rng.uniform(0.9, 1.1) / site.depth
     rotation = rng.uniform(-0.15, 0.15)
     echo = render_lesion(rng, echo, lesion, center=center, scale=scale, rotation=rotation)
-    return speckle_image(rng, echo, gain_db=rng.uniform(-3, 3))
+    pixels = speckle_image(rng, echo, gain_db=rng.uniform(-3, 3) + site.gain_db, speckle_scale=site.speckle_scale)
+    return View(burn_overlay(pixels, site.overlay), center, scale * np.sqrt(lesion.aspect))
+
+
+def burn_overlay(pixels: np.ndarray, style: str) -> np.ndarray:
+    """The site's burned-in annotation, drawn in white as scanners do: none, a text header, or depth ticks."""
+    if style == "none":
+        return pixels
+    out = pixels.copy()
+    height, width = out.shape
+    if style == "text":
+        text = np.zeros_like(out)
+        cv2.putText(text, "SITE B 7.5MHz", (2, max(10, height // 10)), cv2.FONT_HERSHEY_SIMPLEX,
+                    max(0.35, width / 350), 255, 1)
+        out[text >= 128] = 255      # crisp, as burned-in text is (OpenCV 5 draws text antialiased)
+    else:
+        for y in range(height // 8, height, height // 8):
+            cv2.line(out, (width - 1 - max(2, width // 40), y), (width - 1, y), 255, 1)
+    return out
+
+
+def draw_calipers(pixels: np.ndarray, view: View) -> np.ndarray:
+    """Two caliper crosses at the lesion's left and right edge, as a sonographer measures it."""
+    out = pixels.copy()
+    cy = int(round(view.center[0]))
+    for cx in (view.center[1] - view.half_width, view.center[1] + view.half_width):
+        x = int(round(cx))
+        cv2.line(out, (x - 3, cy), (x + 3, cy), 255, 1)
+        cv2.line(out, (x, cy - 3), (x, cy + 3), 255, 1)
+    return out
 
 
 def patient_labels(n_patients: int, malignant_fraction: float, seed: int) -> list[str]:
@@ -237,8 +297,14 @@ def generate(spec: PhantomSettings) -> list[PhantomImage]:
     images = []
     for j in range(spec.count):
         p, k = divmod(j, spec.images_per_patient)
-        lesion = draw_lesion(np.random.default_rng([spec.seed, 1, p]), labels[p] == CLASS_NAMES[1], spec.difficulty)
-        pixels = render_image(np.random.default_rng([spec.seed, 2, p, k]), lesion, height, width)
+        malignant = labels[p] == CLASS_NAMES[1]
+        lesion = draw_lesion(np.random.default_rng([spec.seed, 1, p]), malignant, spec.difficulty)
+        # The planted shortcuts draw from streams of their own, so that at 0 nothing else changes.
+        wider = malignant and np.random.default_rng([spec.seed, 4, p]).uniform() < spec.size_shortcut
+        measured = malignant and np.random.default_rng([spec.seed, 5, p]).uniform() < spec.caliper_shortcut
+        view = render_image(np.random.default_rng([spec.seed, 2, p, k]), lesion, height,
+                            int(round(width * 1.25)) if wider else width, site=spec, lesion_width=width)
+        pixels = draw_calipers(view.pixels, view) if measured else view.pixels
         images.append(PhantomImage(pixels, labels[p], f"P{p + 1:04d}", k + 1))
     copy_rng = np.random.default_rng([spec.seed, 3])
     sources = np.sort(copy_rng.choice(spec.count, size=min(spec.near_copies, spec.count), replace=False))

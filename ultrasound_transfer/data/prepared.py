@@ -33,6 +33,25 @@ def class_names_of(manifest: pd.DataFrame) -> list[str]:
     return list(pairs["class_name"])
 
 
+def check_class_names(class_names: list[str]) -> list[str]:
+    """Two classes must be benign and malignant: malignant (label 1) is the positive class of every metric."""
+    if len(class_names) == 2 and class_names != ["benign", "malignant"]:
+        raise PipelineError(
+            f"two classes {class_names}: the metrics take 'malignant' as the positive class, so the labels "
+            "must be 'benign' and 'malignant' (rename them in the dataset's labels)."
+        )
+    return class_names
+
+
+def dataset_facts(manifest: pd.DataFrame, class_names: list[str]) -> dict[str, int]:
+    """Images, groups, cases (and those with several images) and images per class, for the report."""
+    cases = manifest["case"].astype(str)
+    sizes = cases[cases != ""].value_counts()
+    return {"images": int(len(manifest)), "groups": int(manifest["group"].nunique()), "cases": int(len(sizes)),
+            "cases_with_several_images": int((sizes > 1).sum()),
+            **{f"images_{name}": int((manifest["label"] == c).sum()) for c, name in enumerate(class_names)}}
+
+
 def load_manifest(dataset: str) -> pd.DataFrame:
     """The manifest of a normalized dataset."""
     path = PREPARED_DIR / dataset / "manifest.csv"

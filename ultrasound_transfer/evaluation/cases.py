@@ -17,7 +17,7 @@ import pandas as pd
 
 from ultrasound_transfer.choices import CASE_SCORES
 from ultrasound_transfer.common import check_choice
-from ultrasound_transfer.evaluation.intervals import PooledPredictions
+from ultrasound_transfer.evaluation.intervals import PooledPredictions, headline_with_intervals
 
 
 def has_multi_image_cases(cases: np.ndarray) -> bool:
@@ -53,3 +53,13 @@ def case_predictions(pooled: PooledPredictions, *, cases: np.ndarray, score: str
                                                                                                   malignant]),
                              thresholds=kept["threshold"].to_numpy(dtype=float), repeats=kept["repeat"].to_numpy(),
                              groups=kept["group"].to_numpy()), n_mixed
+
+
+def case_headline(pooled: dict[str, PooledPredictions], *, cases: np.ndarray, case_score: str, options: dict) -> dict:
+    """Per classifier, the headline figures of its case-level predictions (with intervals, as
+    :func:`~ultrasound_transfer.evaluation.intervals.headline_with_intervals` takes ``options``), and
+    ``cases_with_mixed_labels``."""
+    by_case = {name: case_predictions(p, cases=cases, score=case_score) for name, p in pooled.items()}
+    result = headline_with_intervals({name: p for name, (p, _) in by_case.items()}, **options)
+    result["cases_with_mixed_labels"] = next(iter(by_case.values()))[1]
+    return result

@@ -25,9 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.pipeline import Pipeline
 
 from ultrasound_transfer.evaluation.calibration import brier_score
-from ultrasound_transfer.evaluation.operating_points import choose_threshold, fit_platt
+from ultrasound_transfer.evaluation.operating_points import PlattScaling, choose_threshold, fit_platt
 from ultrasound_transfer.evaluation.scoring import classification_metrics, roc_auc, threshold_metrics
 from ultrasound_transfer.evaluation.svm import calibration_decisions, chosen_C, fit_svm, per_class_scores
 from ultrasound_transfer.settings import EvaluationSettings, SvmSettings
@@ -59,30 +60,54 @@ def two_columns(malignant: np.ndarray) -> np.ndarray:
     return np.column_stack([1 - malignant, malignant])
 
 
+def dense_threshold(validation_labels: np.ndarray, validation_probabilities: np.ndarray, *,
+                    evaluation: EvaluationSettings) -> float:
+    """The dense head's operating point, chosen on its validation images; NaN for more than two classes."""
+    if validation_probabilities.shape[1] > 2:
+        return np.nan
+    return choose_threshold(validation_labels, validation_probabilities[:, 1],
+                            rule=evaluation.operating_point, target=evaluation.target)
+
+
 def read_dense(test_probabilities: np.ndarray, *, validation_labels: np.ndarray,
                validation_probabilities: np.ndarray, n_train: int, evaluation: EvaluationSettings) -> SplitReading:
     """The dense head on one split, its threshold chosen on the validation images."""
-    argmax = test_probabilities.argmax(axis=1)
-    if test_probabilities.shape[1] > 2:
-        return SplitReading(test_probabilities, np.nan, argmax, n_train)
-    threshold = choose_threshold(validation_labels, validation_probabilities[:, 1],
-                                 rule=evaluation.operating_point, target=evaluation.target)
-    return SplitReading(test_probabilities, threshold, argmax, n_train)
+    threshold = dense_threshold(validation_labels, validation_probabilities, evaluation=evaluation)
+    return SplitReading(test_probabilities, threshold, test_probabilities.argmax(axis=1), n_train)
 
 
-def read_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, train: np.ndarray, test: np.ndarray,
-             validation: np.ndarray, svm: SvmSettings, evaluation: EvaluationSettings, seed: int) -> SplitReading:
-    """Fit the SVM on ``train`` rows and read it on ``test`` rows, calibrated on rows it did not learn from.
+@dataclass(frozen=True)
+class FittedSvm:
+    """One split's SVM as the study reads it: the fitted model, its Platt scaling and its operating point."""
+
+    model: Pipeline
+    n_classes: int
+    platt: PlattScaling | None     # None for more than two classes
+    threshold: float               # on the Platt probability; NaN for more than two classes
+    n_train: int                   # images it learned from
+
+    def read(self, features: np.ndarray) -> SplitReading:
+        """The SVM on the images of ``features`` (test images, or another dataset's)."""
+        decision = per_class_scores(self.model, features, self.n_classes)
+        argmax = decision.argmax(axis=1)
+        if self.platt is None:
+            return SplitReading(decision, np.nan, argmax, self.n_train, C=chosen_C(self.model))
+        return SplitReading(two_columns(self.platt.probability(decision[:, 1])), self.threshold, argmax,
+                            self.n_train, ranking=decision, C=chosen_C(self.model))
+
+
+def fit_svm_reading(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, train: np.ndarray,
+                    validation: np.ndarray, svm: SvmSettings, evaluation: EvaluationSettings,
+                    seed: int) -> FittedSvm:
+    """Fit the SVM on ``train`` rows, and its Platt scaling and threshold on rows it did not learn from.
 
     ``validation`` holds the dense head's validation rows; the SVM calibrates on
     them only when it did not learn from them (``svm.train_on: fit``).
     """
     model = fit_svm(features[train], labels[train], groups[train], svm=svm, seed=seed)
     n_classes = len(np.unique(labels))
-    decision = per_class_scores(model, features[test], n_classes)
-    argmax = decision.argmax(axis=1)
     if n_classes > 2:
-        return SplitReading(decision, np.nan, argmax, len(train), C=chosen_C(model))
+        return FittedSvm(model, n_classes, None, np.nan, len(train))
     rows, calibration = calibration_decisions(model, features, labels, groups, validation=validation, train=train,
                                               svm=svm, seed=seed)
     platt = fit_platt(calibration, labels[rows])
@@ -91,8 +116,14 @@ def read_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, tr
     else:
         threshold = choose_threshold(labels[rows], platt.probability(calibration),
                                      rule=evaluation.operating_point, target=evaluation.target)
-    return SplitReading(two_columns(platt.probability(decision[:, 1])), threshold, argmax, len(train),
-                        ranking=decision, C=chosen_C(model))
+    return FittedSvm(model, n_classes, platt, threshold, len(train))
+
+
+def read_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, train: np.ndarray, test: np.ndarray,
+             validation: np.ndarray, svm: SvmSettings, evaluation: EvaluationSettings, seed: int) -> SplitReading:
+    """Fit the SVM on ``train`` rows (:func:`fit_svm_reading`) and read it on ``test`` rows."""
+    return fit_svm_reading(features, labels, groups, train=train, validation=validation, svm=svm,
+                           evaluation=evaluation, seed=seed).read(features[test])
 
 
 def split_metrics(labels: np.ndarray, reading: SplitReading, class_names: list[str]) -> dict[str, float]:

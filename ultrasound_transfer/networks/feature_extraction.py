@@ -20,17 +20,54 @@ import keras
 import numpy as np
 
 from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, to_network_input
-from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, model_upto, split_at_frozen_prefix
+from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, split_at_frozen_prefix
 from ultrasound_transfer.networks.training_paths import FoldBatches, as_float32
 from ultrasound_transfer.settings import PrefixCacheSettings
 
 
 def predict_all(model: keras.Model, inputs: list[np.ndarray], batch_size: int,
-                prepare: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """``model`` over every row of ``inputs``, in order, as float32."""
+                prepare: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+    """``model`` over every row of ``inputs``, in order: one float32 array per output of ``model``."""
     rows = np.arange(len(inputs[0]))
     outputs = model.predict(FoldBatches(inputs, rows, batch_size, prepare=prepare), verbose=0)
-    return np.asarray(outputs, dtype=np.float32)
+    return [np.asarray(o, dtype=np.float32) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+
+
+@contextlib.contextmanager
+def layers_pass(
+    model: keras.Model,
+    images: np.ndarray,
+    *,
+    layer_names: list[str],
+    model_name: str,
+    batch_size: int,
+    cache: PrefixCacheSettings = PrefixCacheSettings(),
+    scratch_dir: Path | str | None = None,
+) -> Iterator[Callable[[], list[np.ndarray]]]:
+    """Yield a function giving the outputs of ``layer_names`` for all ``images`` under ``model``'s current weights.
+
+    Load a fold's weights into ``model``, call the function, repeat; the
+    frozen prefix ran once, when the block was entered (always: ``cache.enabled``
+    concerns training only).  A layer the prefix ends at is read from the cache.
+    """
+    to_input = lambda batch: to_network_input(batch, model_name)  # noqa: E731
+    outputs_of = lambda names: [model.get_layer(n).output for n in names]  # noqa: E731
+    if not has_frozen_part(model):
+        whole = keras.Model(model.inputs, outputs_of(layer_names))
+        yield lambda: predict_all(whole, [images], batch_size, to_input)
+        return
+    split = split_at_frozen_prefix(model)
+    with PrefixCache(split, images, to_input=to_input, batch_size=batch_size, dtype=cache.dtype,
+                     memory_limit_mb=cache.memory_mb, scratch_dir=scratch_dir) as prefix:
+        computed = [n for n in layer_names if n not in split.cut]
+        tail = keras.Model(outputs_of(split.cut), outputs_of(computed)) if computed else None
+
+        def outputs() -> list[np.ndarray]:
+            fresh = iter(predict_all(tail, prefix.arrays, batch_size, as_float32) if tail else [])
+            return [np.array(prefix.arrays[split.cut.index(n)], dtype=np.float32) if n in split.cut else next(fresh)
+                    for n in layer_names]
+
+        yield outputs
 
 
 @contextlib.contextmanager
@@ -44,24 +81,8 @@ def feature_pass(
     cache: PrefixCacheSettings = PrefixCacheSettings(),
     scratch_dir: Path | str | None = None,
 ) -> Iterator[Callable[[], np.ndarray]]:
-    """Yield a function giving the ``layer`` features (N, D) of all ``images`` under ``model``'s current weights.
-
-    Load a fold's weights into ``model``, call the function, repeat; the
-    frozen prefix ran once, when the block was entered (always: ``cache.enabled``
-    concerns training only).
-    """
-    target = model.get_layer(FEATURE_LAYERS[layer])
-    to_input = lambda batch: to_network_input(batch, model_name)  # noqa: E731
-    if not has_frozen_part(model):
-        whole = model_upto(model, [], target.name)
-        yield lambda: predict_all(whole, [images], batch_size, to_input)
-        return
-    split = split_at_frozen_prefix(model)
-    with PrefixCache(split, images, to_input=to_input, batch_size=batch_size, dtype=cache.dtype,
-                     memory_limit_mb=cache.memory_mb, scratch_dir=scratch_dir) as prefix:
-        if target.name in split.cut:
-            cached = np.asarray(prefix.arrays[split.cut.index(target.name)], dtype=np.float32)
-            yield lambda: cached.copy()
-            return
-        tail = model_upto(model, split.cut, target.name)
-        yield lambda: predict_all(tail, prefix.arrays, batch_size, as_float32)
+    """Yield a function giving the ``layer`` features (N, D) of all ``images`` under ``model``'s current weights
+    (:func:`layers_pass` of that one layer)."""
+    with layers_pass(model, images, layer_names=[FEATURE_LAYERS[layer]], model_name=model_name,
+                     batch_size=batch_size, cache=cache, scratch_dir=scratch_dir) as outputs:
+        yield lambda: outputs()[0]

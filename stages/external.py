@@ -1,0 +1,161 @@
+"""Stage ``external``: the networks of one dataset's folds read on every image of another (external validation).
+
+Usage: ``python -m stages.external TRAIN TEST MODEL``, one stage per entry of
+params ``external`` and network.  Reads params ``external``, ``features``,
+``ft_fraction``, ``weights``, ``seed`` and what shapes the network in
+``finetune``, ``svm`` and ``evaluation``.
+
+Nothing learns from the TEST dataset.  Each split of TRAIN (each fold of each
+repeat) is rebuilt as ``features`` rebuilds it and run over every TEST image,
+giving its dense head's probabilities and its feature layer; the split's SVM,
+Platt scaling and both operating points are fitted again exactly as
+``evaluate`` fits them, on TRAIN's images (:mod:`ultrasound_transfer.evaluation.classifiers`).
+The splits are then averaged into one ensemble per classifier
+(:mod:`ultrasound_transfer.evaluation.transfer`).
+
+Outputs in ``metrics/external/<train>-to-<test>/``:
+
+* ``<model>.json`` (DVC metrics): ``image`` (and ``case``, where TEST's cases
+  have several images) headline figures of both classifiers on TEST, with
+  intervals from a bootstrap over TEST's groups; ``gap``: per classifier the
+  source's cross-validated figure, the external one and their difference with
+  its interval; ``data``: TEST's counts;
+* ``<model>.predictions.csv``: per TEST image its id, true class, group, case
+  and per classifier the ensemble's probabilities, threshold and called class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ultrasound_transfer.common import PipelineError, Stopwatch, log, parse_args, run_stage, write_atomic, write_json
+from ultrasound_transfer.data.prepared import (
+    check_class_names,
+    class_names_of,
+    dataset_facts,
+    load_fold_groups,
+    load_manifest,
+    load_prepared,
+    load_test_folds,
+)
+from ultrasound_transfer.evaluation.cases import case_headline, has_multi_image_cases
+from ultrasound_transfer.evaluation.classifiers import SplitReading, dense_threshold, fit_svm_reading
+from ultrasound_transfer.evaluation.fold_outputs import (
+    dense_probabilities,
+    load_fold_features,
+    load_training_record,
+    part_rows,
+    svm_training_rows,
+)
+from ultrasound_transfer.evaluation.intervals import headline_with_intervals, interval_options, pooled_from_table
+from ultrasound_transfer.evaluation.transfer import ensemble_predictions, transfer_gap
+from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, OUTPUT_LAYER, build_classifier
+from ultrasound_transfer.networks.feature_extraction import layers_pass
+from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, load_fold_weights
+from ultrasound_transfer.networks.runtime import seed_everything, set_precision
+from ultrasound_transfer.parameters import load_settings
+from ultrasound_transfer.paths import METRICS_DIR, MODELS_DIR, external_pair_dir
+from ultrasound_transfer.settings import Settings
+
+CLASSIFIERS = ("dense", "svm")
+
+
+def check_pair(settings: Settings, train: str, test: str, *, source_classes: list[str],
+               target_classes: list[str]) -> None:
+    """Refuse a pair that params do not list, or whose datasets' classes differ, before any network is built."""
+    if (train, test) not in {(p.train, p.test) for p in settings.external}:
+        raise PipelineError(f"{train} -> {test} is not an entry of params external; add "
+                            f"{{train: {train}, test: {test}}} there.")
+    if len(source_classes) != 2:
+        raise PipelineError(f"external {train} -> {test}: {train} has classes {source_classes}; external validation "
+                            "reads two classes, benign and malignant (for BUSI, normalize.busi_classes: "
+                            "[benign, malignant]).")
+    if source_classes != target_classes:
+        raise PipelineError(f"external {train} -> {test}: {train} has classes {source_classes} and {test} "
+                            f"{target_classes}; the networks can only be read on a dataset of the same classes "
+                            "(for BUSI, normalize.busi_classes: [benign, malignant]).")
+
+
+def source_split_readers(train: str, model_name: str, settings: Settings):
+    """Per split of ``train``: the dense head's operating point and the fitted SVM, as ``evaluate`` makes them."""
+    manifest = load_manifest(train)
+    labels, ids, groups = manifest["label"].to_numpy(), manifest["id"].to_numpy(), load_fold_groups(train)
+    record = load_training_record(train, model_name)
+    columns = [f"prob_{name}" for name in class_names_of(manifest)]
+    for k in range(1, len(load_test_folds(train, len(manifest))) + 1):
+        fit, validation = part_rows(record.parts, k, ids, "fit"), part_rows(record.parts, k, ids, "validation")
+        threshold = dense_threshold(labels[validation],
+                                    dense_probabilities(record.dense, k, "validation", ids[validation], columns),
+                                    evaluation=settings.evaluation)
+        svm = fit_svm_reading(load_fold_features(train, model_name, k, ids), labels, groups,
+                              train=svm_training_rows(record.parts, k, ids, settings.svm.train_on),
+                              validation=validation, svm=settings.svm, evaluation=settings.evaluation,
+                              seed=settings.seed)
+        yield k, threshold, len(fit), svm
+
+
+def main(argv: list[str]) -> None:
+    train, test, model_name = parse_args(argv, ["train", "test", "model"], "python -m stages.external TRAIN TEST MODEL")
+    settings = load_settings()
+    cfg = settings.finetune
+    target = load_prepared(test)
+    class_names = check_class_names(class_names_of(load_manifest(train)))
+    check_pair(settings, train, test, source_classes=class_names, target_classes=target.class_names)
+    tag = f"{train}->{test}/{model_name}"
+    clock = Stopwatch()
+    set_precision(cfg.precision)
+    seed_everything(settings.seed, cfg.deterministic_ops)
+    model, _ = build_classifier(model_name, image_size=target.images.shape[1], n_classes=len(class_names),
+                                weights=settings.weights, ft_fraction=settings.ft_fraction, head=cfg.head,
+                                batch_norm=cfg.batch_norm)
+    frozen = frozen_fingerprint(model)
+    weights_dir = MODELS_DIR / train / model_name / "weights"
+    readings: dict[str, list[SplitReading]] = {name: [] for name in CLASSIFIERS}
+    with layers_pass(model, target.images, layer_names=[FEATURE_LAYERS[settings.feature_layer], OUTPUT_LAYER],
+                     model_name=model_name, batch_size=cfg.batch_size, cache=cfg.cache,
+                     scratch_dir=MODELS_DIR / train / model_name) as outputs:
+        log("external", f"{tag}: frozen prefix over {len(target.images)} {test} images done ({clock})")
+        for k, threshold, n_fit, svm in source_split_readers(train, model_name, settings):
+            load_fold_weights(model, weights_dir / f"fold{k}.weights.npz", frozen,
+                              rerun=f"dvc repro finetune@{train}-{model_name}")
+            features, probabilities = outputs()
+            readings["dense"].append(SplitReading(probabilities, threshold, probabilities.argmax(axis=1), n_fit))
+            readings["svm"].append(svm.read(features))
+            log("external", f"{tag} split {k}: read ({clock})")
+
+    labels, groups = target.labels, target.manifest["group"].astype(str).to_numpy()
+    external = {name: ensemble_predictions(r, labels=labels, groups=groups) for name, r in readings.items()}
+    table = pd.DataFrame({"id": target.manifest["id"], "repeat": 1, "true": labels,
+                          "true_class": [class_names[c] for c in labels], "group": groups,
+                          "case": target.manifest["case"].astype(str)})
+    for name, pooled in external.items():
+        for c, class_name in enumerate(class_names):
+            table[f"{name}_prob_{class_name}"] = pooled.probabilities[:, c]
+        table[f"{name}_threshold"] = pooled.thresholds
+        called = pooled.probabilities[:, 1] >= pooled.thresholds
+        table[f"{name}_class"] = np.where(called, class_names[1], class_names[0])
+
+    options = interval_options(settings.evaluation, seed=settings.seed)
+    internal_table = pd.read_csv(METRICS_DIR / train / f"{model_name}.predictions.csv", dtype={"group": str})
+    internal = {name: pooled_from_table(internal_table, name, class_names) for name in CLASSIFIERS}
+    metrics = {"train": train, "test": test, "data": dataset_facts(target.manifest, class_names),
+               "image": headline_with_intervals(external, **options)}
+    if has_multi_image_cases(table["case"].to_numpy()):
+        metrics["case"] = case_headline(external, cases=table["case"].to_numpy(),
+                                        case_score=settings.evaluation.case_score, options=options)
+    metrics |= {"gap": transfer_gap(internal, external, **options), "splits": len(readings["dense"]),
+                "operating_point": settings.evaluation.operating_point}
+    out = external_pair_dir(train, test)
+    write_atomic(out / f"{model_name}.predictions.csv", lambda tmp: table.to_csv(tmp, index=False))
+    write_json(out / f"{model_name}.json", metrics)
+    gap = metrics["gap"]
+    log("external", f"{tag}: ROC-AUC " + ", ".join(
+        f"{name} {gap[name]['internal_roc_auc']:.3f} internal -> {gap[name]['external_roc_auc']:.3f} external "
+        f"(gap {gap[name]['external_minus_internal_roc_auc']:+.3f} "
+        f"[{gap[name]['external_minus_internal_roc_auc_ci_low']:+.3f}, "
+        f"{gap[name]['external_minus_internal_roc_auc_ci_high']:+.3f}])" for name in CLASSIFIERS) + f" ({clock})")
+
+
+if __name__ == "__main__":
+    run_stage(main)

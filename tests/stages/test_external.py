@@ -1,0 +1,127 @@
+"""The external stage on real tiny networks: trained on the phantom, read on the phantom's second site."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages import download, evaluate, external, features, finetune, folds, normalize, report
+from tests.conftest import Project, default_params, merged
+from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.settings import ExternalPair
+
+pytestmark = pytest.mark.slow
+
+PAIR = "phantom-to-phantom_site_b"
+TINY = {"datasets": ["phantom", "phantom_site_b"], "models": ["VGG16"], "image_size": 32,
+        "external": [{"train": "phantom", "test": "phantom_site_b"}],
+        "download": {"phantom": {"count": 24, "images_per_patient": 2, "native_size": 48},
+                     "phantom_site_b": {"count": 24, "images_per_patient": 2, "native_size": 56}},
+        "cv": {"n_splits": 3}, "finetune": {"epochs": 1, "batch_size": 8, "validation_fraction": 0.25},
+        "svm": {"C_grid": [0.1, 1.0], "inner_folds": 2}, "evaluation": {"bootstrap_resamples": 200}}
+
+
+def train_and_read_externally(root, change=None) -> Project:
+    """The phantom's VGG16 trained and evaluated, the second site prepared and its folds made, and the
+    phantom's networks read on the second site, in one project at ``root``."""
+    project = Project(root)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        project.write_params(merged(merged(default_params(), TINY), change or {}))
+        for dataset in TINY["datasets"]:
+            download.main([dataset])
+            normalize.main([dataset])
+            folds.main([dataset])
+        finetune.main(["phantom", "VGG16"])
+        features.main(["phantom", "VGG16"])
+        evaluate.main(["phantom", "VGG16"])
+        external.main(["phantom", "phantom_site_b", "VGG16"])
+    return project
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_and_read_externally(tmp_path_factory.mktemp("external"))
+
+
+def outputs(project):
+    folder = project / f"metrics/external/{PAIR}"
+    return json.loads((folder / "VGG16.json").read_text()), pd.read_csv(folder / "VGG16.predictions.csv")
+
+
+def test_every_target_image_is_read_with_intervals_over_its_groups_beside_the_internal_figures(trained):
+    metrics, predictions = outputs(trained)
+    target = pd.read_csv(trained / "data/prepared/phantom_site_b/manifest.csv")
+    assert predictions["id"].tolist() == target["id"].tolist()
+    assert metrics["data"]["images"] == len(target) and metrics["splits"] == 3
+    internal = json.loads((trained / "metrics/cv/phantom/VGG16.json").read_text())["image"]
+    for classifier in ("dense", "svm"):
+        image, gap = metrics["image"][classifier], metrics["gap"][classifier]
+        assert image["roc_auc_ci_low"] <= image["roc_auc"] <= image["roc_auc_ci_high"]
+        # The internal figure is evaluate's own pooled cross-validated figure, not a recomputation of another kind.
+        assert gap["internal_roc_auc"] == pytest.approx(internal[classifier]["roc_auc"])
+        assert gap["external_roc_auc"] == pytest.approx(image["roc_auc"])
+        assert gap["external_minus_internal_roc_auc"] == pytest.approx(image["roc_auc"] - gap["internal_roc_auc"])
+        low, high = gap["external_minus_internal_roc_auc_ci_low"], gap["external_minus_internal_roc_auc_ci_high"]
+        assert low <= gap["external_minus_internal_roc_auc"] <= high
+        malignant = predictions[f"{classifier}_prob_malignant"].to_numpy()
+        called = predictions[f"{classifier}_class"] == "malignant"
+        assert np.array_equal(called, malignant >= predictions[f"{classifier}_threshold"])
+    assert "case" in metrics                      # the second site has two views per patient
+
+
+def test_nothing_learns_from_the_target_labels(trained, tmp_path, monkeypatch):
+    """With the target's labels shuffled, every probability and threshold stays; only the figures move."""
+    copy = tmp_path / "copy"
+    for folder in ("data", "models", "metrics"):
+        shutil.copytree(trained / folder, copy / folder)
+    shutil.copy(trained / "params.yaml", copy / "params.yaml")
+    manifest_path = copy / "data/prepared/phantom_site_b/manifest.csv"
+    manifest = pd.read_csv(manifest_path, keep_default_na=False)
+    flipped = 1 - manifest["label"]
+    manifest.assign(label=flipped, class_name=np.where(flipped == 1, "malignant", "benign")).to_csv(
+        manifest_path, index=False)
+    monkeypatch.chdir(copy)
+    external.main(["phantom", "phantom_site_b", "VGG16"])
+    before, after = outputs(trained), outputs(Project(copy))
+    scores = [c for c in before[1].columns if "_prob_" in c or c.endswith("_threshold")]
+    assert np.array_equal(before[1][scores].to_numpy(), after[1][scores].to_numpy())
+    for classifier in ("dense", "svm"):
+        assert after[0]["image"][classifier]["roc_auc"] == pytest.approx(1 - before[0]["image"][classifier]["roc_auc"])
+
+
+def test_the_report_shows_the_gap_for_each_network_and_classifier(trained, monkeypatch):
+    monkeypatch.chdir(trained.root)
+    folds.main(["phantom_site_b"])
+    for stage in (finetune, features, evaluate):
+        stage.main(["phantom_site_b", "VGG16"])
+    report.main([])
+    text = (trained / "metrics/summary.md").read_text()
+    section = text.split("## External validation")[1].split("## Primary comparison")[0]
+    rows = [line for line in section.splitlines() if line.startswith(f"| {PAIR}")]
+    assert len(rows) == 2 and "dense head" in rows[0] and "SVM" in rows[1]
+    summary = json.loads((trained / "metrics/summary.json").read_text())
+    assert summary["external"][PAIR]["VGG16"]["gap"]["svm"]["internal_roc_auc"] is not None
+
+
+def test_a_pair_not_in_params_or_of_other_classes_is_refused_before_any_network(trained, monkeypatch):
+    monkeypatch.chdir(trained.root)
+    with pytest.raises(PipelineError, match="not an entry of params external"):
+        external.main(["phantom_site_b", "phantom", "VGG16"])
+    settings = type("S", (), {"external": (ExternalPair("busi", "rodrigues"),)})()
+    with pytest.raises(PipelineError, match=r"busi has classes \['benign', 'malignant', 'normal'\]"):
+        external.check_pair(settings, "busi", "rodrigues", source_classes=["benign", "malignant", "normal"],
+                            target_classes=["benign", "malignant"])
+
+
+def test_a_site_shift_lowers_a_shortcut_reading_model_more_than_a_lesion_reading_one(trained, tmp_path):
+    """Trained where every malignant frame is saved 25 % wider (letterboxed: thinner black bands), the SVM
+    reads the bands; the second site saves every frame alike, and that model loses more than the one trained
+    without the cue."""
+    shortcut = train_and_read_externally(tmp_path, {"download": {"phantom": {"size_shortcut": 1.0}}})
+    lesion_gap, shortcut_gap = (outputs(p)[0]["gap"]["svm"] for p in (trained, shortcut))
+    assert shortcut_gap["internal_roc_auc"] > 0.95
+    assert (shortcut_gap["external_minus_internal_roc_auc"]
+            < lesion_gap["external_minus_internal_roc_auc"] - 0.15)
