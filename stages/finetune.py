@@ -46,7 +46,16 @@ import keras
 import numpy as np
 import pandas as pd
 
-from ultrasound_transfer.common import Stopwatch, atomic_dir, log, parse_args, run_stage, write_atomic, write_json
+from ultrasound_transfer.common import (
+    Stopwatch,
+    atomic_dir,
+    exclusive_lock,
+    log,
+    parse_args,
+    run_stage,
+    write_atomic,
+    write_json,
+)
 from ultrasound_transfer.data.grouping import inner_validation_split
 from ultrasound_transfer.data.prepared import Prepared, load_fold_groups, load_prepared, load_test_folds, train_indices
 from ultrasound_transfer.networks.backbones import build_classifier, check_image_size, check_model_name
@@ -198,6 +207,13 @@ def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.finetune DATASET MODEL")
     settings = load_settings()
     check_model_name(model_name)
+    # One run per output: a second would overwrite this one's folds and resume state.
+    with exclusive_lock(MODELS_DIR / dataset / model_name / ".finetune.lock", f"finetune of {dataset}/{model_name}"):
+        finetune_model(dataset, model_name, settings)
+
+
+def finetune_model(dataset: str, model_name: str, settings: Settings) -> None:
+    """Train every fold of ``dataset`` x ``model_name`` (resuming an interrupted run) and write the outputs."""
     cfg = settings.finetune
     check_data_parallel_supported(cfg.data_parallel)
     ft_fraction, seed = settings.ft_fraction, settings.seed

@@ -1,8 +1,9 @@
-"""A loopback HTTP server for download tests: Range requests, cut-off transfers."""
+"""A loopback HTTP server for download tests: Range and If-Range requests, ETags, cut-off transfers."""
 
 from __future__ import annotations
 
 import threading
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -15,6 +16,7 @@ class Files:
         self.chunked_cut_after: dict[str, int] = {}   # the same, in a chunked answer that stops mid-chunk
         self.status: dict[str, int] = {}      # path -> an error status to answer with
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.validators = True                # send an ETag, and honour If-Range
 
 
 def make_handler(files: Files):
@@ -41,7 +43,9 @@ def make_handler(files: Files):
                 self.send_error(404)
                 return
             start = 0
-            if self.headers.get("Range"):
+            etag = f'"{zlib.crc32(body):08x}"'
+            if_range = self.headers.get("If-Range")
+            if self.headers.get("Range") and (if_range is None or if_range == etag):
                 start = int(self.headers["Range"].split("=")[1].split("-")[0])
                 if start >= len(body):
                     self.send_error(416)
@@ -50,6 +54,8 @@ def make_handler(files: Files):
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             else:
                 self.send_response(200)
+            if files.validators:
+                self.send_header("ETag", etag)
             cut = files.chunked_cut_after.pop(self.path, None)
             if cut is not None:   # announce a chunk of the whole rest, send part of it, hang up
                 self.send_header("Transfer-Encoding", "chunked")

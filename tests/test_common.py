@@ -1,9 +1,12 @@
 import os
 import stat
+import subprocess
+import sys
+import time
 
 import pytest
 
-from ultrasound_transfer.common import PipelineError, atomic_dir, write_atomic
+from ultrasound_transfer.common import PipelineError, atomic_dir, exclusive_lock, run_stage, write_atomic
 
 
 def mode(path):
@@ -95,3 +98,67 @@ def test_a_truncated_json_input_names_the_file_and_the_fix(tmp_path):
     with pytest.raises(PipelineError, match=r"fold.json is not valid JSON \(line 1, column \d+.*delete it and "
                                             r"run dvc repro"):
         read_json(tmp_path / "fold.json")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_a_full_disk_is_a_clear_error_naming_the_path_and_the_free_space(monkeypatch, capsys):
+    """/dev/full answers every write with ENOSPC, as a full disk does."""
+    def stage(argv):
+        with open("/dev/full", "wb") as out:
+            out.write(b"x" * 65536)
+            out.flush()
+    monkeypatch.setattr(sys, "argv", ["stage"])
+    with pytest.raises(SystemExit) as stopped:
+        run_stage(stage)
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err
+    assert "cannot write an output of this stage: the disk is full (" in message
+    assert "GB free on its file system); free space there" in message
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_an_output_that_fills_the_disk_is_named_with_what_it_had_written_and_leaves_nothing(tmp_path):
+    def writer(tmp):
+        tmp.write_bytes(b"x" * 3_000_000)             # what fitted
+        with open("/dev/full", "wb") as full:      # then the disk is full
+            full.write(b"x")
+            full.flush()
+    with pytest.raises(PipelineError, match=rf"cannot write {tmp_path / 'big.npy'}: the disk is full \(.* GB free "
+                                            r"on its file system, after 3.0 MB of it were written: it needs more\)"):
+        write_atomic(tmp_path / "big.npy", writer)
+    with pytest.raises(PipelineError, match=rf"cannot write {tmp_path / 'out'}: the disk is full"):
+        with atomic_dir(tmp_path / "out") as tmp:
+            writer(tmp / "a.npy")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_os_errors_still_raise(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["stage"])
+    with pytest.raises(FileNotFoundError):
+        run_stage(lambda argv: open("/nonexistent/dir/file"))
+
+
+def test_a_second_process_on_a_locked_output_is_refused_naming_the_first(tmp_path):
+    lock = tmp_path / "m" / ".finetune.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]);"
+         "from pathlib import Path; from ultrasound_transfer.common import exclusive_lock\n"
+         "with exclusive_lock(Path(sys.argv[1]), 'x'):\n    print('held', flush=True); time.sleep(60)",
+         str(lock), os.getcwd()], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(PipelineError, match=rf"finetune of phantom/VGG16 is already running \(pid {holder.pid} "
+                                                rf"on .*; lock {lock}\)"):
+            with exclusive_lock(lock, "finetune of phantom/VGG16"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    for _ in range(50):     # the kernel drops the lock with the process: nothing to clean up
+        try:
+            with exclusive_lock(lock, "finetune of phantom/VGG16"):
+                break
+        except PipelineError:
+            time.sleep(0.1)
+    else:
+        pytest.fail("the lock outlived its process")

@@ -47,7 +47,8 @@ def copy_repository(target: Path) -> None:
     listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], REPO).stdout
     for relative in filter(None, listed.split("\0")):
         source = REPO / relative
-        if source.is_file() and not relative.startswith(("metrics/", "dvc.lock")):
+        generated = relative.startswith(("metrics/", "dvc.lock")) and not relative.endswith(".gitkeep")
+        if source.is_file() and not generated:
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / relative)
 

@@ -9,11 +9,13 @@ instead of a traceback.  Outputs are written through :func:`atomic_dir` or
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -141,8 +143,11 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     tmp = _fresh_sibling(path, "tmp")
     try:
         yield tmp
-    except BaseException:
+    except BaseException as error:
+        problem = storage_error(error, path, tree_bytes(tmp))
         shutil.rmtree(tmp, ignore_errors=True)
+        if problem:
+            raise problem from error
         raise
     _usual_mode(tmp, directory=True)
     _fsync_tree(tmp)
@@ -176,8 +181,11 @@ def write_atomic(path: Path | str, writer: Callable[[Path], None]) -> None:
         _fsync(Path(tmp))
         os.replace(tmp, path)
         _fsync(path.parent)
-    except BaseException:
+    except BaseException as error:
+        problem = storage_error(error, path, tree_bytes(Path(tmp)))
         Path(tmp).unlink(missing_ok=True)
+        if problem:
+            raise problem from error
         raise
 
 
@@ -214,8 +222,79 @@ def read_json(path: Path | str) -> Any:
                             "dvc repro, which writes it again.") from None
 
 
+# Errors of the file system a user can fix, and how.
+STORAGE_ERRORS = {
+    errno.ENOSPC: ("the disk is full", "free space there"),
+    errno.EDQUOT: ("the disk quota is used up", "free space there or raise the quota"),
+    errno.EROFS: ("the file system is read-only", "remount it writable, or run from a copy of the project on a "
+                                                   "writable disk"),
+    errno.EACCES: ("permission denied", "make it readable and writable for this user (chmod, chown)"),
+    errno.EPERM: ("operation not permitted", "make it readable and writable for this user (chmod, chown)"),
+}
+
+
+def storage_error(error: BaseException, path: Path | None = None, written_bytes: int = 0) -> PipelineError | None:
+    """A :class:`PipelineError` naming the path (``path``, or the error's file), the reason, the free space, what
+    was written before the failure (the least the output needs) and the fix; None if not such an error."""
+    if not isinstance(error, OSError) or error.errno not in STORAGE_ERRORS:
+        return None
+    reason, fix = STORAGE_ERRORS[error.errno]
+    path = path or (Path(error.filename) if error.filename else None)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path.cwd()) if path else Path.cwd()
+    free = shutil.disk_usage(existing).free
+    need = f", after {written_bytes / 1e6:.1f} MB of it were written: it needs more" if written_bytes else ""
+    return PipelineError(f"cannot write {path or 'an output of this stage'}: {reason} ({free / 1e9:.2f} GB free on "
+                         f"its file system{need}); {fix}, then run the stage again. Outputs are renamed into place "
+                         "only when complete, so none was left half-written.")
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files below ``path`` (of ``path`` itself, if a file)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def free_space_problem(folder: Path | str, needed_bytes: float) -> str | None:
+    """Why ``needed_bytes`` will not fit below ``folder`` (None when they will)."""
+    free = shutil.disk_usage(folder).free
+    if free >= needed_bytes:
+        return None
+    return f"{needed_bytes / 1e9:.2f} GB are needed in {folder} and {free / 1e9:.2f} GB are free"
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an advisory lock on ``path`` for the block; refuse at once, naming the holder, if another process has it.
+
+    ``flock`` locks go with the process, so a killed run leaves nothing to
+    delete; they hold between processes of one machine (on NFS, only where
+    the server supports them).
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise PipelineError(f"{what} is already running ({holder}; lock {path}); wait for it to end or stop it. "
+                                "Two runs on one output would overwrite each other's folds.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+
+
 def run_stage(main: Callable[[list[str]], None]) -> None:
-    """Run a stage's ``main(argv)``; on :class:`PipelineError` print it and exit 2.
+    """Run a stage's ``main(argv)``; on :class:`PipelineError`, or a full, read-only or forbidden disk
+    (:func:`storage_error`), print the message and exit 2.
 
     SIGTERM (a killed ``dvc repro``) becomes ``SystemExit``, so that
     :func:`atomic_dir` and :func:`write_atomic` still remove their temporaries.
@@ -225,6 +304,12 @@ def run_stage(main: Callable[[list[str]], None]) -> None:
         main(sys.argv[1:])
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except OSError as error:
+        problem = storage_error(error)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 

@@ -63,6 +63,13 @@ def test_ddti_refuses_entities(tmp_path):
         datasets.scan("ddti", tmp_path)
 
 
+def test_ddti_reads_a_case_whose_comment_only_mentions_a_doctype(tmp_path):
+    miniatures.make_ddti(tmp_path, {1: "2", 2: "5"})
+    text = (tmp_path / "1.xml").read_text().replace("<case>", "<!-- exported without <!DOCTYPE> --><case>")
+    (tmp_path / "1.xml").write_text(text)
+    assert {row["label"] for row in datasets.scan("ddti", tmp_path).rows} == {"benign", "malignant"}
+
+
 def test_salivary_class_case_image_layout(tmp_path):
     miniatures.make_salivary(tmp_path, cases_per_class=2)
     scan = datasets.scan("salivary", tmp_path)

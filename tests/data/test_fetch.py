@@ -47,6 +47,48 @@ def test_cut_off_transfer_resumes_with_range(server, tmp_path, how):
     assert ranges == [None, "bytes=100000-"]
 
 
+def interrupted_run(server, tmp_path, data) -> None:
+    """An earlier run that gave up after 100,000 bytes, leaving the partial file and its record."""
+    server.files.content["/a.bin"] = data
+    server.files.cut_after["/a.bin"] = 100_000
+    with pytest.raises(PipelineError, match="could not download"):
+        download(server.url("/a.bin"), tmp_path / "a.bin", None, retries=0)
+    assert (tmp_path / "a.bin.part").stat().st_size == 100_000
+    server.files.requests.clear()
+
+
+def test_a_partial_file_of_an_earlier_run_resumes_only_while_the_server_vouches_for_it(server, tmp_path):
+    data = payload()
+    interrupted_run(server, tmp_path, data)
+    assert download(server.url("/a.bin"), tmp_path / "a.bin", None, backoff=0).read_bytes() == data
+    assert [r for _, r in server.files.requests] == ["bytes=100000-"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_a_partial_file_of_a_file_changed_since_comes_back_whole(server, tmp_path):
+    interrupted_run(server, tmp_path, payload())
+    changed = payload()[::-1]
+    server.files.content["/a.bin"] = changed          # new ETag: If-Range fails, the server sends it all
+    assert download(server.url("/a.bin"), tmp_path / "a.bin", None, backoff=0).read_bytes() == changed
+
+
+@pytest.mark.parametrize("origin", ["unknown", "other address", "no validator"])
+def test_a_partial_file_that_cannot_be_shown_to_be_the_start_is_discarded(server, tmp_path, origin, capsys):
+    data = payload()
+    if origin == "no validator":
+        server.files.validators = False
+    interrupted_run(server, tmp_path, data)
+    (tmp_path / "a.bin.part").write_bytes(b"stale bytes of something else" * 1000)
+    record = tmp_path / "a.bin.part.json"
+    if origin == "unknown":
+        record.unlink()
+    elif origin == "other address":
+        record.write_text('{"url": "https://elsewhere.example/a.bin", "validator": "\\"x\\""}')
+    assert download(server.url("/a.bin"), tmp_path / "a.bin", None, backoff=0).read_bytes() == data
+    assert [r for _, r in server.files.requests] == [None]
+    assert "discarding" in capsys.readouterr().err
+
+
 def test_wrong_checksum_is_an_error_and_leaves_nothing(server, tmp_path):
     server.files.content["/a.bin"] = payload()
     with pytest.raises(PipelineError, match=r"SHA-256 .* expected 0{64}"):

@@ -1,3 +1,6 @@
+import struct
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -42,10 +45,10 @@ def test_rgba_drops_alpha(tmp_path, gray):
 
 
 def test_16_bit_maps_linearly_to_8_bit(tmp_path):
-    values = np.array([[0, 257, 65535, 32896]], dtype=np.uint16)
+    values = np.tile(np.array([[0, 257, 65535, 32896]], dtype=np.uint16), (16, 4))
     path = tmp_path / "deep.png"
     cv2.imwrite(str(path), values)
-    assert read_gray(path).tolist() == [[0, 1, 255, 128]]
+    assert read_gray(path)[0].tolist() == [0, 1, 255, 128] * 4
 
 
 def test_undecodable_file_names_the_file(tmp_path):
@@ -69,6 +72,25 @@ def test_letterbox_keeps_aspect_ratio_and_centres():
 def test_letterbox_upscales_small_images():
     out = letterbox(np.full((4, 8), 100, dtype=np.uint8), 16)
     assert out.shape == (16, 16) and out[4:12].min() == 100 and out[:4].max() == 0
+
+
+@pytest.mark.parametrize("shape", [(1, 50), (50, 1), (15, 200)])
+def test_a_strip_or_thumbnail_is_refused_naming_the_file_and_its_size(tmp_path, shape):
+    path = tmp_path / "strip.png"
+    cv2.imwrite(str(path), np.full(shape, 100, dtype=np.uint8))
+    with pytest.raises(PipelineError, match=rf"strip.png is {shape[1]} x {shape[0]} px, under 16 px on a side"):
+        read_gray(path)
+
+
+def test_a_file_declaring_over_a_billion_pixels_is_refused_before_decoding(tmp_path):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", 40_000, 40_000, 8, 0, 0, 0, 0)      # 1.6e9 gray pixels
+    path = tmp_path / "huge.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    with pytest.raises(PipelineError, match=r"huge.png: it declares more pixels than OpenCV decodes"):
+        read_gray(path)
 
 
 def test_each_resize_mode_says_what_share_is_padding():

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.networks.backbones import build_classifier, to_network_input
 from ultrasound_transfer.networks.fitting import compile_classifier, fit_fold
 from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, split_at_frozen_prefix
@@ -92,6 +93,19 @@ def test_cache_on_disk_equals_cache_in_memory_and_is_removed(tmp_path):
             for a, b in zip(in_memory.arrays, half.arrays):
                 assert b.dtype == np.float16
                 np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3 * np.abs(a).max())
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_cache_the_disk_cannot_hold_is_refused_before_the_prefix_runs(tmp_path):
+    """A memory map on a full disk would kill the process (SIGBUS) halfway; the space is checked first."""
+    model, _ = build_classifier("VGG16", image_size=32, n_classes=2, weights="none",
+                                ft_fraction=0.15, head=HeadSettings(8, 0.5))
+    split = split_at_frozen_prefix(model)
+    many = np.broadcast_to(gray_images(1, 32), (10**9, 32, 32))      # a billion images, no memory: terabytes of cache
+    never = lambda batch: pytest.fail("the prefix ran")  # noqa: E731
+    with pytest.raises(PipelineError, match=rf"the frozen-prefix cache does not fit: .* GB are needed in {tmp_path} "
+                                            r"and .* GB are free; .*finetune.cache_memory_mb.*float16"):
+        PrefixCache(split, many, to_input=never, batch_size=4, memory_limit_mb=0, scratch_dir=tmp_path)
     assert not list(tmp_path.iterdir())
 
 

@@ -84,7 +84,8 @@ def test_undecodable_image_is_an_error_or_skipped_when_asked(project):
     project.write_params({**PARAMS, "normalize": {**PARAMS["normalize"], "on_undecodable": "skip"}})
     normalize.main(["toy"])
     _, manifest, report = prepared(project)
-    assert len(manifest) == 2 and report["excluded"] == [{"path": "malignant/c.png", "reason": "undecodable image"}]
+    assert len(manifest) == 2
+    assert report["excluded"] == [{"path": "malignant/c.png", "reason": "undecodable or degenerate image"}]
 
 
 def test_missing_raw_folder_says_which_stage_to_run(project):

@@ -185,7 +185,8 @@ def scan_rodrigues(raw: Path) -> Scan:
 def read_ddti_case(path: Path) -> tuple[str, str]:
     """(case number, TI-RADS text) of a DDTI case file, parsed without DTDs or entities."""
     text = path.read_text(encoding="utf-8", errors="replace")
-    if "<!DOCTYPE" in text or "<!ENTITY" in text:
+    declarations = re.sub(r"<!--.*?-->", "", text, flags=re.DOTALL)     # a comment may mention a DTD harmlessly
+    if "<!DOCTYPE" in declarations or "<!ENTITY" in declarations:
         raise PipelineError(f"{path} declares a DTD or entities, which DDTI files never do; refusing to parse it.")
     try:
         root = ElementTree.fromstring(text)

@@ -3,7 +3,12 @@
 * :func:`download` streams a URL to a file with a progress line, resumes an
   interrupted transfer (a reset, a time-out, a truncated chunked answer) with
   an HTTP ``Range`` request, retries with exponential back-off, and verifies a
-  SHA-256 checksum before the file gets its final name.  What asking again
+  SHA-256 checksum before the file gets its final name.  A partial file left
+  by an earlier run is resumed only when it can be shown to be the start of
+  the same file: it was fetched from the same address, and the server's
+  validator (ETag or Last-Modified, sent back as ``If-Range``, RFC 9110
+  13.1.5) still matches, so a changed file comes back whole; otherwise it is
+  discarded and the download starts afresh.  What asking again
   cannot fix (an unknown host, a 4xx answer) fails at once, naming the address
   and where to place the file by hand.
 * :func:`extract_zip` unpacks into a temporary folder that is renamed into
@@ -74,19 +79,57 @@ class Progress:
         print(f"\r[download] {self.label}: {size}", end="\n" if final else "", file=sys.stderr, flush=True)
 
 
-def _open(url: str, offset: int, timeout: float):
+def _open(url: str, offset: int, timeout: float, if_range: str | None = None):
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
+        if if_range:
+            headers["If-Range"] = if_range
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
+def validator_file(partial: Path) -> Path:
+    """Beside ``x.part``: ``x.part.json``, the address and the server's validator of the bytes in it."""
+    return partial.with_name(partial.name + ".json")
+
+
+def response_validator(response) -> str | None:
+    """What ``If-Range`` may send back: a strong ETag, else Last-Modified; None when the server gave neither."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified")
+
+
+def stale_partial_problem(url: str, partial: Path) -> str | None:
+    """Why a partial file from an earlier run cannot be resumed (None when it can)."""
+    import json
+
+    if not partial.exists():
+        return None
+    try:
+        record = json.loads(validator_file(partial).read_text())
+    except (OSError, ValueError):
+        return "nothing records where its bytes came from"
+    if record.get("url") != url:
+        return f"it was fetched from {record.get('url')}"
+    if not record.get("validator"):
+        return "the server gave no ETag or Last-Modified to check that the file is unchanged"
+    return None
+
+
 def _transfer(url: str, partial: Path, timeout: float, label: str) -> None:
-    """Append the rest of ``url`` to ``partial``; restart if the server ignores Range."""
+    """Append the rest of ``url`` to ``partial``; restart if the server ignores Range or the file changed."""
+    import json
+
     offset = partial.stat().st_size if partial.exists() else 0
-    with _open(url, offset, timeout) as response:
-        if offset and response.status != 206:   # server sent the whole file again
+    record = validator_file(partial)
+    known = json.loads(record.read_text()).get("validator") if offset and record.exists() else None
+    with _open(url, offset, timeout, if_range=known) as response:
+        if offset and response.status != 206:   # the whole file again: Range ignored, or If-Range failed
             offset = 0
+        if not offset:
+            record.write_text(json.dumps({"url": url, "validator": response_validator(response)}))
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length else None
         progress = Progress(label, total)
@@ -119,6 +162,12 @@ def download(
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
+    problem = stale_partial_problem(url, partial)
+    if problem:
+        print(f"[download] {target.name}: discarding {partial} ({partial.stat().st_size} bytes) from an earlier "
+              f"run: {problem}, so it may not be the start of {url}; downloading afresh", file=sys.stderr,
+              flush=True)
+        partial.unlink()
     last_error: Exception | None = None
     for attempt in range(retries + 1):
         try:
@@ -153,8 +202,10 @@ def download(
         verify_checksum(partial, sha256)
     except PipelineError:
         partial.unlink(missing_ok=True)
+        validator_file(partial).unlink(missing_ok=True)
         raise
     os.replace(partial, target)
+    validator_file(partial).unlink(missing_ok=True)
     return target
 
 

@@ -12,6 +12,8 @@ from ultrasound_transfer.choices import RESIZE_MODES
 from ultrasound_transfer.common import PipelineError, check_choice
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg")
+# Smaller frames hold no lesion to read (a thumbnail, an icon, a one-line strip) and cannot be fingerprinted.
+MIN_SIDE = 16
 
 
 def read_gray(path: Path | str) -> np.ndarray:
@@ -20,11 +22,22 @@ def read_gray(path: Path | str) -> np.ndarray:
     8- and 16-bit files, gray, RGB and RGBA are accepted.  16-bit values are
     mapped linearly onto 0..255 (65535 -> 255); alpha is dropped, since
     ultrasound frames carry no meaningful transparency; colour is converted
-    with the ITU-R BT.601 weights (OpenCV's ``COLOR_BGR2GRAY``).
+    with the ITU-R BT.601 weights (OpenCV's ``COLOR_BGR2GRAY``).  A frame
+    with a side under :data:`MIN_SIDE` px, or one declaring more pixels than
+    OpenCV decodes (2**30), is refused naming the file.
     """
     path = Path(path)
     data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as error:
+        limit = "CV_IO_MAX_IMAGE_PIXELS" in str(error)
+        raise PipelineError(
+            f"cannot decode image file {path}: "
+            + ("it declares more pixels than OpenCV decodes (2**30); no ultrasound frame is that large, so the "
+               "file is damaged or not a frame. Replace or remove it." if limit else
+               f"OpenCV refused it ({str(error).strip().splitlines()[-1]}). Replace or remove the file.")
+        ) from None
     if image is None:
         raise PipelineError(
             f"cannot decode image file {path}; it is empty, truncated or not PNG/BMP/JPEG. "
@@ -42,6 +55,9 @@ def read_gray(path: Path | str) -> np.ndarray:
         image = image[:, :, 0]
     if image.ndim != 2:
         raise PipelineError(f"{path} has an unsupported shape {image.shape}.")
+    if min(image.shape) < MIN_SIDE:
+        raise PipelineError(f"{path} is {image.shape[1]} x {image.shape[0]} px, under {MIN_SIDE} px on a side: "
+                            "a thumbnail or a strip, not an ultrasound frame. Replace or remove the file.")
     return np.ascontiguousarray(image)
 
 

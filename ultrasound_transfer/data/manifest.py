@@ -48,7 +48,7 @@ def decode_all(
         except PipelineError as problem:
             if on_undecodable != "skip":
                 raise PipelineError(f"{problem} (or set normalize.on_undecodable: skip to leave such files out)") from None
-            excluded.append({"path": row["path"], "reason": "undecodable image"})
+            excluded.append({"path": row["path"], "reason": "undecodable or degenerate image"})
             continue
         square, padding = fit_square(image, size, resize)
         stack.append(square)

@@ -36,6 +36,8 @@ from typing import Callable
 import keras
 import numpy as np
 
+from ultrasound_transfer.common import PipelineError, free_space_problem
+
 # Weightless layers whose output differs between training and inference: they
 # must run inside the training step, so they never go into the prefix.
 TRAINING_DEPENDENT = (
@@ -137,6 +139,15 @@ class PrefixCache:
     ) -> None:
         self.size_mb = cache_size_mb(split, len(images), dtype)
         self.on_disk = self.size_mb > memory_limit_mb
+        if self.on_disk:
+            # A memory map on a disk that fills up kills the process (SIGBUS), so the space is checked first.
+            folder = Path(scratch_dir) if scratch_dir is not None else Path(tempfile.gettempdir())
+            folder.mkdir(parents=True, exist_ok=True)
+            problem = free_space_problem(folder, self.size_mb * 2**20)
+            if problem:
+                raise PipelineError(f"the frozen-prefix cache does not fit: {problem}; free space there, or keep it "
+                                    f"in memory (raise finetune.cache_memory_mb above {self.size_mb:.0f}), or halve "
+                                    "it with finetune.cache_dtype: float16.")
         self._scratch = (
             tempfile.TemporaryDirectory(prefix=".prefix-cache-", dir=scratch_dir) if self.on_disk else None
         )
