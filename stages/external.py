@@ -77,6 +77,16 @@ def check_pair(settings: Settings, train: str, test: str, *, source_classes: lis
                             "(for BUSI, normalize.busi_classes: [benign, malignant]).")
 
 
+def check_no_shared_images(train: str, test: str, *, source: pd.DataFrame, target: pd.DataFrame) -> None:
+    """Refuse a pair whose datasets hold identical pixels: the networks would be tested on images they learned."""
+    shared = target[target["sha256"].isin(set(source["sha256"]))]
+    if len(shared):
+        raise PipelineError(f"external {train} -> {test}: {len(shared)} image(s) of {test} have the pixels of an "
+                            f"image of {train} (e.g. {shared['source'].iloc[0]}), so the networks would be tested on "
+                            f"images they learned from; remove them from data/raw/{test} (re-hosted copies of one "
+                            "set are common).")
+
+
 def source_split_readers(train: str, model_name: str, settings: Settings):
     """Per split of ``train``: the dense head's operating point and the fitted SVM, as ``evaluate`` makes them."""
     manifest = load_manifest(train)
@@ -99,9 +109,13 @@ def main(argv: list[str]) -> None:
     train, test, model_name = parse_args(argv, ["train", "test", "model"], "python -m stages.external TRAIN TEST MODEL")
     settings = load_settings()
     cfg = settings.finetune
-    target = load_prepared(test)
-    class_names = check_class_names(class_names_of(load_manifest(train)))
+    target, source = load_prepared(test), load_manifest(train)
+    class_names = check_class_names(class_names_of(source))
     check_pair(settings, train, test, source_classes=class_names, target_classes=target.class_names)
+    check_no_shared_images(train, test, source=source, target=target.manifest)
+    internal_path = METRICS_DIR / train / f"{model_name}.predictions.csv"
+    if not internal_path.is_file():
+        raise PipelineError(f"{internal_path} is missing; run 'dvc repro evaluate@{train}-{model_name}'.")
     tag = f"{train}->{test}/{model_name}"
     clock = Stopwatch()
     set_precision(cfg.precision)
@@ -137,7 +151,7 @@ def main(argv: list[str]) -> None:
         table[f"{name}_class"] = np.where(called, class_names[1], class_names[0])
 
     options = interval_options(settings.evaluation, seed=settings.seed)
-    internal_table = pd.read_csv(METRICS_DIR / train / f"{model_name}.predictions.csv", dtype={"group": str})
+    internal_table = pd.read_csv(internal_path, dtype={"group": str})
     internal = {name: pooled_from_table(internal_table, name, class_names) for name in CLASSIFIERS}
     metrics = {"train": train, "test": test, "data": dataset_facts(target.manifest, class_names),
                "image": headline_with_intervals(external, **options)}

@@ -112,7 +112,7 @@ def test_a_full_disk_is_a_clear_error_naming_the_path_and_the_free_space(monkeyp
         run_stage(stage)
     assert stopped.value.code == 2
     message = capsys.readouterr().err
-    assert "cannot write an output of this stage: the disk is full (" in message
+    assert "cannot read or write an output of this stage: the disk is full (" in message
     assert "GB free on its file system); free space there" in message
 
 
@@ -123,10 +123,11 @@ def test_an_output_that_fills_the_disk_is_named_with_what_it_had_written_and_lea
         with open("/dev/full", "wb") as full:      # then the disk is full
             full.write(b"x")
             full.flush()
-    with pytest.raises(PipelineError, match=rf"cannot write {tmp_path / 'big.npy'}: the disk is full \(.* GB free "
-                                            r"on its file system, after 3.0 MB of it were written: it needs more\)"):
+    with pytest.raises(PipelineError, match=rf"cannot read or write {tmp_path / 'big.npy'}: the disk is full "
+                                            r"\(.* GB free on its file system, after 3.0 MB of it were written: "
+                                            r"it needs more\)"):
         write_atomic(tmp_path / "big.npy", writer)
-    with pytest.raises(PipelineError, match=rf"cannot write {tmp_path / 'out'}: the disk is full"):
+    with pytest.raises(PipelineError, match=rf"cannot read or write {tmp_path / 'out'}: the disk is full"):
         with atomic_dir(tmp_path / "out") as tmp:
             writer(tmp / "a.npy")
     assert list(tmp_path.iterdir()) == []
@@ -162,3 +163,10 @@ def test_a_second_process_on_a_locked_output_is_refused_naming_the_first(tmp_pat
             time.sleep(0.1)
     else:
         pytest.fail("the lock outlived its process")
+
+
+def test_a_failing_input_is_named_not_the_output_being_written(tmp_path):
+    import errno
+    with pytest.raises(PipelineError, match=rf"cannot read or write {tmp_path / 'in.npz'}: permission denied"):
+        with atomic_dir(tmp_path / "out"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "in.npz"))

@@ -234,18 +234,25 @@ STORAGE_ERRORS = {
 
 
 def storage_error(error: BaseException, path: Path | None = None, written_bytes: int = 0) -> PipelineError | None:
-    """A :class:`PipelineError` naming the path (``path``, or the error's file), the reason, the free space, what
-    was written before the failure (the least the output needs) and the fix; None if not such an error."""
+    """A :class:`PipelineError` naming the path (the error's own file, else the output ``path`` being written),
+    the reason, the free space, what was written before the failure (the least the output needs) and the fix;
+    None if not such an error."""
     if not isinstance(error, OSError) or error.errno not in STORAGE_ERRORS:
         return None
     reason, fix = STORAGE_ERRORS[error.errno]
-    path = path or (Path(error.filename) if error.filename else None)
+    failed = Path(error.filename) if error.filename else None
+    in_temporary = failed is not None and path is not None and any(
+        part.startswith(f".{path.name}.tmp-") for part in failed.parts)
+    if failed is not None and not in_temporary:     # another file failed: name it, not the output
+        path, written_bytes = failed, 0
+    elif path is None:
+        written_bytes = 0
     existing = next((p for p in (path, *path.parents) if p.exists()), Path.cwd()) if path else Path.cwd()
     free = shutil.disk_usage(existing).free
     need = f", after {written_bytes / 1e6:.1f} MB of it were written: it needs more" if written_bytes else ""
-    return PipelineError(f"cannot write {path or 'an output of this stage'}: {reason} ({free / 1e9:.2f} GB free on "
-                         f"its file system{need}); {fix}, then run the stage again. Outputs are renamed into place "
-                         "only when complete, so none was left half-written.")
+    return PipelineError(f"cannot read or write {path or 'an output of this stage'}: {reason} ({free / 1e9:.2f} GB "
+                         f"free on its file system{need}); {fix}, then run the stage again. Outputs are renamed into "
+                         "place only when complete, so none was left half-written.")
 
 
 def tree_bytes(path: Path) -> int:

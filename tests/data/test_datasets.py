@@ -63,6 +63,14 @@ def test_ddti_refuses_entities(tmp_path):
         datasets.scan("ddti", tmp_path)
 
 
+def test_ddti_refuses_a_dtd_hidden_between_processing_instructions(tmp_path):
+    miniatures.make_ddti(tmp_path, {1: "2", 2: "5"})
+    (tmp_path / "1.xml").write_text('<?x <!-- ?><!DOCTYPE case [<!ENTITY e "5">]><?x --> ?>'
+                                    "<case><number>1</number><tirads>&e;</tirads></case>")
+    with pytest.raises(PipelineError, match="1.xml declares a DTD"):
+        datasets.scan("ddti", tmp_path)
+
+
 def test_ddti_reads_a_case_whose_comment_only_mentions_a_doctype(tmp_path):
     miniatures.make_ddti(tmp_path, {1: "2", 2: "5"})
     text = (tmp_path / "1.xml").read_text().replace("<case>", "<!-- exported without <!DOCTYPE> --><case>")

@@ -191,3 +191,17 @@ def test_damaged_or_unwritable_archive_entries_are_refused_naming_the_entry(tmp_
     with pytest.raises(PipelineError, match=r"cannot be written .*too long"):
         extract_zip(long_name, tmp_path / "out3")
     assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
+
+
+def test_a_full_disk_during_a_download_is_not_retried_as_a_network_fault(server, tmp_path):
+    """The .part file is /dev/full: every write fails with ENOSPC, as on a full disk."""
+    import os
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs Linux's /dev/full")
+    server.files.content["/a.bin"] = payload()
+    target = tmp_path / "a.bin"
+    (tmp_path / "a.bin.part").symlink_to("/dev/full")
+    (tmp_path / "a.bin.part.json").write_text('{"url": "%s", "validator": "\\"v\\""}' % server.url("/a.bin"))
+    with pytest.raises(PipelineError, match="the disk is full"):
+        download(server.url("/a.bin"), target, None, retries=3, backoff=60)
+    assert len(server.files.requests) == 1

@@ -125,3 +125,13 @@ def test_a_site_shift_lowers_a_shortcut_reading_model_more_than_a_lesion_reading
     assert shortcut_gap["internal_roc_auc"] > 0.95
     assert (shortcut_gap["external_minus_internal_roc_auc"]
             < lesion_gap["external_minus_internal_roc_auc"] - 0.15)
+
+
+def test_a_pair_whose_datasets_share_images_is_refused(trained):
+    source = pd.read_csv(trained / "data/prepared/phantom/manifest.csv")
+    target = pd.read_csv(trained / "data/prepared/phantom_site_b/manifest.csv")
+    external.check_no_shared_images("phantom", "phantom_site_b", source=source, target=target)     # none shared
+    copied = target.copy()
+    copied.loc[3, "sha256"] = source["sha256"].iloc[0]
+    with pytest.raises(PipelineError, match=r"1 image\(s\) of phantom_site_b have the pixels of an image of phantom"):
+        external.check_no_shared_images("phantom", "phantom_site_b", source=source, target=copied)

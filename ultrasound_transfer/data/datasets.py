@@ -182,11 +182,33 @@ def scan_rodrigues(raw: Path) -> Scan:
     return scan
 
 
+def declares_dtd(text: str) -> bool:
+    """Whether the XML parser meets a DOCTYPE or an entity declaration (a comment that mentions one is no such
+    declaration); malformed XML is left to the caller's parse, which names the error."""
+    from xml.parsers import expat
+
+    class Declared(Exception):
+        pass
+
+    def refuse(*_):
+        raise Declared
+
+    parser = expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    try:
+        parser.Parse(text, True)
+    except Declared:
+        return True
+    except expat.ExpatError:
+        return False
+    return False
+
+
 def read_ddti_case(path: Path) -> tuple[str, str]:
     """(case number, TI-RADS text) of a DDTI case file, parsed without DTDs or entities."""
     text = path.read_text(encoding="utf-8", errors="replace")
-    declarations = re.sub(r"<!--.*?-->", "", text, flags=re.DOTALL)     # a comment may mention a DTD harmlessly
-    if "<!DOCTYPE" in declarations or "<!ENTITY" in declarations:
+    if declares_dtd(text):
         raise PipelineError(f"{path} declares a DTD or entities, which DDTI files never do; refusing to parse it.")
     try:
         root = ElementTree.fromstring(text)

@@ -32,7 +32,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from ultrasound_transfer.common import PipelineError, atomic_dir
+from ultrasound_transfer.common import PipelineError, atomic_dir, storage_error
 
 CHUNK = 1 << 20
 # Some hosts refuse Python's default User-Agent.
@@ -186,6 +186,9 @@ def download(
             if isinstance(error.reason, socket.gaierror):   # unknown host: no retry will find it
                 break
         except (http.client.HTTPException, ConnectionError, TimeoutError, OSError) as error:
+            problem = storage_error(error, partial, partial.stat().st_size if partial.exists() else 0)
+            if problem:                                 # a full or read-only disk: asking again cannot help
+                raise problem from error
             last_error = error                          # a cut transfer (IncompleteRead, reset): resume it
         if attempt < retries:
             wait = backoff * 2**attempt

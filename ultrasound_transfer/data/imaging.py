@@ -79,12 +79,19 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The centred square of side ``min(height, width)``, scaled to ``size``: no padding, the sides cut off."""
+def kept_region(image: np.ndarray, mode: str) -> np.ndarray:
+    """The part of the frame that ``mode`` keeps: the centred square for ``crop``, else all of it."""
+    if mode != "crop":
+        return image
     height, width = image.shape
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    return _resized(image[top : top + side, left : left + side], size, size)
+    return image[top : top + side, left : left + side]
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The centred square of side ``min(height, width)``, scaled to ``size``: no padding, the sides cut off."""
+    return _resized(kept_region(image, "crop"), size, size)
 
 
 def stretch(image: np.ndarray, size: int) -> np.ndarray:

@@ -3,7 +3,8 @@
 Images are decoded to gray, fitted to the square (``normalize.resize``) and
 fingerprinted, and what the shortcut audit reads of each is recorded: its
 native size, the share of the square that is padding, its mean gray level and
-the share of bright pixels (burned-in text and calipers are drawn white).  Identical pixels
+the share of bright pixels in the part of the frame the square keeps
+(burned-in text and calipers are drawn white).  Identical pixels
 under different labels cannot both be right, and near-duplicates under
 different labels are suspect: both are found here so the stage can leave them
 out and report them.  The manifest numbers classes in sorted order of their
@@ -20,7 +21,7 @@ import pandas as pd
 
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.data.grouping import merge_groups
-from ultrasound_transfer.data.imaging import fit_square, pixel_sha256, read_gray
+from ultrasound_transfer.data.imaging import fit_square, kept_region, pixel_sha256, read_gray
 from ultrasound_transfer.data.near_duplicates import N_VARIANTS, fingerprints
 
 
@@ -55,7 +56,7 @@ def decode_all(
         prints.append(fingerprints(image))
         kept.append({**row, "sha256": pixel_sha256(image), "height": image.shape[0], "width": image.shape[1],
                      "padding_share": padding, "mean_gray": float(square.mean()),
-                     "bright_share": float(np.mean(image >= BRIGHT_LEVEL))})
+                     "bright_share": float(np.mean(kept_region(image, resize) >= BRIGHT_LEVEL))})
     if not stack:
         return np.zeros((0, size, size), np.uint8), np.zeros((0, N_VARIANTS, 2), np.uint64), kept, excluded
     return np.stack(stack), np.stack(prints), kept, excluded

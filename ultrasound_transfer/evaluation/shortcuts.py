@@ -16,7 +16,8 @@ The features of each image (columns of ``normalize``'s manifest):
 * of what reaches the network: ``padding_share`` (the share of the square that
   is padding: under letterboxing it shows the native aspect ratio, under
   ``crop`` and ``stretch`` it is 0), ``mean_gray`` of the square, and
-  ``bright_share``, the share of pixels at gray level 250 or more (text,
+  ``bright_share``, the share of pixels at gray level 250 or more in the part
+  of the frame the square keeps (counted at native resolution, where text,
   calipers and markers are drawn white; a proxy, since bright tissue counts too).
 
 Each feature's own ROC-AUC is reported (the raw value as the score, so below
