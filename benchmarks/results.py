@@ -47,14 +47,15 @@ def markdown_table(rows: list[list], headers: list[str]) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def write_results(name: str, data: object, tables: dict[str, str], note: str = "") -> Path:
+def write_results(name: str, data: object, tables: dict[str, str], note: str = "",
+                  directory: Path = RESULTS_DIR) -> Path:
     """``<name>.json`` with ``data``; ``<name>.md`` with the provenance line, ``note`` and each table in its section."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     parts = [provenance(name)] + ([note] if note else [])
     for section, table in tables.items():
         parts.append(f"<!-- --8<-- [start:{section}] -->\n{table}\n<!-- --8<-- [end:{section}] -->")
-    markdown = RESULTS_DIR / f"{name}.md"
+    markdown = directory / f"{name}.md"
     markdown.write_text("\n\n".join(parts) + "\n")
-    print(f"written to {RESULTS_DIR / name}.json and .md", flush=True)
+    print(f"written to {directory / name}.json and .md", flush=True)
     return markdown

@@ -14,7 +14,7 @@ two CPU cores), and writes ``benchmarks/results/study_cost.json`` and the tables
   of the cached path (the tail on the frozen prefix's outputs), the fixed
   costs of each (graph building, tracing, the prefix pass) apart, and the
   ideal speedup from multiply-adds, ``1 + prefix / (3 * tail)``;
-* ``unit`` rows: ``finetune + features + evaluate`` of one dataset x network
+* ``unit`` rows: ``finetune`` (training and features) + ``evaluate`` of one dataset x network
   over 5 folds, the project's stages against a plain-Keras study (fit per fold
   on the full network, features per fold with the full network, the same
   SVM), with the project's time split into prefix passes, tail training,
@@ -154,10 +154,10 @@ UNIT_PARAMS = {"datasets": ["phantom"], "image_size": 224, "cv": {"n_splits": 5}
 
 
 def project_unit(workdir: str, model_name: str, ft_fraction: float) -> dict:
-    """The project's finetune, features and evaluate stages in ``workdir`` as DVC runs them, timed, logs kept."""
+    """The project's finetune (which extracts the features) and evaluate stages in ``workdir``, timed, logs kept."""
     times, logs = {}, {}
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for name in ("finetune", "features", "evaluate"):
+    for name in ("finetune", "evaluate"):
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", f"stages.{name}", "phantom", model_name], cwd=workdir, env=env,
                               capture_output=True, text=True, check=True)
@@ -197,7 +197,7 @@ def plain_unit(workdir: str, model_name: str, ft_fraction: float, epochs: int, b
 
 def seconds_in(log: str, pattern: str) -> float:
     """Sum of the '(N.N s)' figures that end lines matching ``pattern`` (the stages print epoch times so)."""
-    return sum(float(m) for m in re.findall(pattern + r".*\((\d+\.\d+) s\)\s*$", log, flags=re.M))
+    return sum(float(m) for m in re.findall(pattern + r".*\((\d+\.\d+) s[;)]", log))
 
 
 def unit_rows(models: list[str], epochs: int, batch_size: int) -> list[dict]:
@@ -224,7 +224,7 @@ def unit_rows(models: list[str], epochs: int, batch_size: int) -> list[dict]:
             training = seconds_in(log, r"epoch \d+/\d+")
             prefix = float(re.search(r"path=.*\((\d+\.\d+) s\)", log).group(1)) - float(
                 re.search(r"trains \d+/\d+ weight layers.*\((\d+\.\d+) s\)", log).group(1))
-            features = project["times"]["features"]
+            features = seconds_in(log, r"features of \d+ images")
             evaluation = project["times"]["evaluate"]
             other = total - training - prefix - features - evaluation
             rows.append({"kind": "unit", "model": model_name, "ft_fraction": ft, "image_size": 224,

@@ -1,6 +1,7 @@
 """Stage ``evaluate``: the SVM on the cached features, both classifiers read at their operating points, and scored.
 
-Usage: ``python -m stages.evaluate DATASET MODEL``.  Reads params ``seed`` and
+Usage: ``python -m stages.evaluate DATASET MODEL``.  Reads params ``seed``,
+``features.layer`` (which of ``finetune``'s feature layers the SVM reads) and
 sections ``svm`` and ``evaluation``.
 
 For each split (each fold of each repeat): StandardScaler + linear SVM
@@ -144,7 +145,8 @@ def main(argv: list[str]) -> None:
                                 validation_probabilities=dense_probabilities(dense, k, "validation", ids[validation],
                                                                              prob_columns),
                                 n_train=len(fit), evaluation=settings.evaluation),
-            "svm": read_svm(load_fold_features(dataset, model_name, k, ids), labels, groups, train=train, test=test,
+            "svm": read_svm(load_fold_features(dataset, model_name, k, ids=ids, layer=settings.feature_layer),
+                            labels, groups, train=train, test=test,
                             validation=validation, svm=svm_cfg, evaluation=settings.evaluation, seed=seed),
         }
         table = pd.DataFrame({"id": ids[test], "repeat": repeat, "fold": fold, "split": k, "true": labels[test],

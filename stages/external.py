@@ -98,7 +98,8 @@ def source_split_readers(train: str, model_name: str, settings: Settings):
         threshold = dense_threshold(labels[validation],
                                     dense_probabilities(record.dense, k, "validation", ids[validation], columns),
                                     evaluation=settings.evaluation)
-        svm = fit_svm_reading(load_fold_features(train, model_name, k, ids), labels, groups,
+        features = load_fold_features(train, model_name, k, ids=ids, layer=settings.feature_layer)
+        svm = fit_svm_reading(features, labels, groups,
                               train=svm_training_rows(record.parts, k, ids, settings.svm.train_on),
                               validation=validation, svm=settings.svm, evaluation=settings.evaluation,
                               seed=settings.seed)

@@ -1,4 +1,4 @@
-"""Stage ``finetune``: train one network on every fold of one dataset.
+"""Stage ``finetune``: train one network on every fold of one dataset, and extract the SVM's features.
 
 Usage: ``python -m stages.finetune DATASET MODEL``.  Reads params
 ``ft_fraction``, ``weights``, ``seed`` and section ``finetune``.
@@ -25,6 +25,13 @@ done, so an interrupted run resumes at the first unfinished fold
 * ``training/fold_parts.csv``: per fold, which images the head was fitted on
   (``fit``), stopped early on (``validation``) and tested on (``test``); the
   SVM in ``evaluate`` learns from the same ``fit`` images;
+* ``data/features/<dataset>/<model>/fold<k>.npz``: the SVM's input, both
+  feature layers of every image (in manifest order, with their ``ids``) under
+  fold k's network: ``pooled`` (the global-average-pooled backbone output that
+  feeds the head) and ``head`` (the head's hidden Dense layer); ``evaluate``
+  reads the one ``features.layer`` names.  They come from the same pass over
+  the frozen prefix that training used, so the prefix runs once per dataset
+  and network;
 * ``training/freezing.json``: per fold, weight-carrying layers in total and
   trained, trainable parameters and their share of the backbone's, first
   trained layer; and under ``training``
@@ -47,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from ultrasound_transfer.common import (
+    Progress,
     Stopwatch,
     atomic_dir,
     exclusive_lock,
@@ -58,7 +66,7 @@ from ultrasound_transfer.common import (
 )
 from ultrasound_transfer.data.grouping import inner_validation_split
 from ultrasound_transfer.data.prepared import Prepared, load_fold_groups, load_prepared, load_test_folds, train_indices
-from ultrasound_transfer.networks.backbones import build_classifier, check_image_size, check_model_name
+from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, build_classifier, check_image_size, check_model_name
 from ultrasound_transfer.networks.checkpoints import FoldCheckpoints, run_fingerprint
 from ultrasound_transfer.networks.fitting import EpochLog, FoldReset, class_weights, compile_classifier, fit_fold
 from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, save_fold_weights
@@ -68,9 +76,14 @@ from ultrasound_transfer.networks.runtime import (
     seed_everything,
     set_precision,
 )
-from ultrasound_transfer.networks.training_paths import TrainingPath, choose_training_path, standardize_head_input
+from ultrasound_transfer.networks.training_paths import (
+    TrainingPath,
+    choose_training_path,
+    layer_outputs,
+    standardize_head_input,
+)
 from ultrasound_transfer.parameters import load_settings
-from ultrasound_transfer.paths import FOLDS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR
+from ultrasound_transfer.paths import FEATURES_DIR, FOLDS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR
 from ultrasound_transfer.settings import FinetuneSettings, Settings
 from ultrasound_transfer.source_files import REPO_ROOT, imported_source_files
 
@@ -91,6 +104,12 @@ def parts_table(ids: pd.Series, fold: int, parts: dict[str, np.ndarray]) -> pd.D
     """Which images fold ``fold`` fitted on, validated on and tested on: rows (id, fold, part)."""
     return pd.concat([pd.DataFrame({"id": ids.iloc[rows].to_numpy(), "fold": fold, "part": part})
                       for part, rows in parts.items()], ignore_index=True)
+
+
+def fold_features(path: TrainingPath, network: keras.Model, n_images: int) -> dict[str, np.ndarray]:
+    """Every feature layer the SVM may read (``features.layer``), for all images, under the fold's trained weights."""
+    outputs = layer_outputs(path, network, list(FEATURE_LAYERS.values()), np.arange(n_images))
+    return dict(zip(FEATURE_LAYERS, outputs))
 
 
 def history_table(history: dict[str, list[float]], fold: int) -> pd.DataFrame:
@@ -125,14 +144,17 @@ def checkpoint_fingerprint(settings: Settings, dataset: str, model_name: str) ->
     return run_fingerprint(what, files)
 
 
-def write_outputs(dataset: str, model_name: str, checkpoints: FoldCheckpoints, *, n_folds: int,
+def write_outputs(dataset: str, model_name: str, checkpoints: FoldCheckpoints, *, ids: np.ndarray, n_folds: int,
                   freezing: dict) -> None:
     """Move the finished folds into the stage's outputs, all or nothing."""
     out = MODELS_DIR / dataset / model_name
     folds = range(1, n_folds + 1)
-    with atomic_dir(out / "weights") as weights_dir, atomic_dir(out / "training") as training_dir:
+    with atomic_dir(out / "weights") as weights_dir, atomic_dir(out / "training") as training_dir, \
+            atomic_dir(FEATURES_DIR / dataset / model_name) as features_dir:
         for k in folds:
             shutil.copyfile(checkpoints.weights(k), weights_dir / checkpoints.weights(k).name)
+            with np.load(checkpoints.features(k)) as features:
+                np.savez(features_dir / f"fold{k}.npz", ids=np.asarray(ids, dtype=str), **features)
         history = pd.concat([checkpoints.table(k, "history") for k in folds])
         history.to_csv(training_dir / "history.csv", index=False)
         predictions = pd.concat([checkpoints.table(k, "predictions") for k in folds])
@@ -170,8 +192,10 @@ def train_folds(
     reset = FoldReset(path.model)
     data, folds, groups, seed = job.data, job.folds, job.groups, job.seed
     y = data.labels
+    progress = Progress(cfg.epochs * len(folds), "epochs", upper_bound=True)
     for k, test in enumerate(folds, start=1):
         if checkpoints.is_finished(k):
+            progress.skip(cfg.epochs)
             continue
         prefix = f"{tag} fold {k}/{len(folds)}"
         reset.restore()
@@ -185,7 +209,7 @@ def train_folds(
         history = fit_fold(
             path.model, path.batches(fit, y, seed=seed + k), path.batches(val, y) if len(val) else None,
             epochs=cfg.epochs, patience=cfg.patience, class_weight=class_weights(y[fit], cfg.class_weight),
-            progress=EpochLog("finetune", prefix, cfg.epochs),
+            progress=EpochLog("finetune", prefix, cfg.epochs, progress),
         )
         probs = path.model.predict(path.batches(test), verbose=0)
         predicted = [predictions_table(data.manifest["id"].iloc[test], k, part="test", labels=y[test], probs=probs,
@@ -194,11 +218,14 @@ def train_folds(
             predicted.append(predictions_table(data.manifest["id"].iloc[val], k, part="validation", labels=y[val],
                                                probs=path.model.predict(path.batches(val), verbose=0),
                                                class_names=data.class_names))
+        extraction = Stopwatch()
+        features = fold_features(path, network, len(y))
+        log("finetune", f"{prefix}: features of {len(y)} images ({extraction})")
         checkpoints.save(k, save_weights, {
             "predictions": pd.concat(predicted, ignore_index=True),
             "history": history_table(history, k),
             "parts": parts_table(data.manifest["id"], k, {"fit": fit, "validation": val, "test": test}),
-        })
+        }, features=features)
         accuracy = float(np.mean(probs.argmax(axis=1) == y[test]))
         log("finetune", f"{prefix}: dense-head test accuracy {accuracy:.3f} ({clock})")
 
@@ -256,7 +283,8 @@ def finetune_model(dataset: str, model_name: str, settings: Settings) -> None:
         "model": model_name, "ft_fraction": ft_fraction, "batch_norm": cfg.batch_norm, "training": path.description,
         "folds": [{"fold": k, **freeze.as_dict()} for k in range(1, len(folds) + 1)],
     }
-    write_outputs(dataset, model_name, checkpoints, n_folds=len(folds), freezing=freezing)
+    write_outputs(dataset, model_name, checkpoints, ids=data.manifest["id"].to_numpy(), n_folds=len(folds),
+                  freezing=freezing)
     checkpoints.remove()
     log("finetune", f"{tag}: done in {clock}")
 

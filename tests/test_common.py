@@ -1,4 +1,5 @@
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -6,7 +7,15 @@ import time
 
 import pytest
 
-from ultrasound_transfer.common import PipelineError, atomic_dir, exclusive_lock, run_stage, write_atomic
+from ultrasound_transfer.common import (
+    PipelineError,
+    Progress,
+    atomic_dir,
+    clock_time,
+    exclusive_lock,
+    run_stage,
+    write_atomic,
+)
 
 
 def mode(path):
@@ -170,3 +179,22 @@ def test_a_failing_input_is_named_not_the_output_being_written(tmp_path):
     with pytest.raises(PipelineError, match=rf"cannot read or write {tmp_path / 'in.npz'}: permission denied"):
         with atomic_dir(tmp_path / "out"):
             raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "in.npz"))
+
+
+def test_progress_counts_work_done_and_skipped_and_says_the_time_left_at_the_pace_so_far():
+    progress = Progress(10, "epochs", upper_bound=True)
+    assert str(progress).startswith("0/10 epochs, 0:00 so far") and "left" not in str(progress)
+    time.sleep(0.05)
+    progress.done(2)
+    progress.skip(3)          # a fold stopped early: its remaining epochs will not run
+    left = progress.seconds_left()
+    assert left is not None and 0.05 * 5 / 2 <= left < 1.0      # 5 to go at >= 25 ms each
+    assert re.fullmatch(r"5/10 epochs, 0:00 so far, at most 0:00 left", str(progress))
+    assert "at most" not in str(Progress(3, "images"))
+    assert [clock_time(s) for s in (0, 65, 3725)] == ["0:00", "1:05", "1:02:05"]
+
+
+def test_progress_is_due_once_per_interval():
+    progress = Progress(3, "images")
+    assert not progress.due(every_s=60)
+    assert progress.due(every_s=0) and progress.due(every_s=0)

@@ -75,7 +75,7 @@ def pipeline(tmp_path_factory):
 def test_repro_runs_every_stage_and_writes_metrics(pipeline):
     repo, dvc, repro = pipeline
     for stage in ["download@phantom", "normalize@phantom", "folds@phantom", "finetune@phantom-VGG16",
-                  "features@phantom-ResNet50", "evaluate@phantom-ResNet50", "report"]:
+                  "finetune@phantom-ResNet50", "evaluate@phantom-ResNet50", "report"]:
         assert f"Running stage '{stage}'" in repro.stdout
     assert "fold 3/3" in repro.stdout
     for model in TINY["models"]:
@@ -162,7 +162,7 @@ def test_queued_experiments_rerun_only_what_their_params_touch(pipeline):
     ran = {name: set(re.findall(r"Running stage '([^'@]+)", log)) - {"check_params", "folds"}
            for name, log in logs.items()}
     assert ran["svm-only"] == {"evaluate", "report"}, logs["svm-only"]
-    assert ran["head-only"] == {"finetune", "features", "evaluate", "report"}, logs["head-only"]
+    assert ran["head-only"] == {"finetune", "evaluate", "report"}, logs["head-only"]
     # A later experiment on that strategy, changing only the SVM, finds its folds in DVC's run-cache.
     again = run_queue(repo, dvc, {"head-only-svm": ["-S", "ft_fraction=0", *svm]})["head-only-svm"]
     reran = set(re.findall(r"Running stage '([^'@]+)", again)) - {"check_params", "folds"}
@@ -295,7 +295,7 @@ class KillFirstFinetune(threading.Thread):
 
 def test_sweep_on_two_dask_workers_gives_the_plain_experiments_metrics(pipeline, tmp_path):
     """A 2 x 2 grid on a LocalCluster of 2 workers and a local-folder remote, one unit killed once:
-    the same metrics as plain ``dvc exp run``, bit for bit, and no finetune or features at assembly."""
+    the same metrics as plain ``dvc exp run``, bit for bit, and no finetune at assembly."""
     plain_repo, dvc, _ = pipeline
     repo = tmp_path / "repo"
     copy_repository(repo)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import check_params, download, evaluate, external, features, finetune, folds, normalize, report
+from stages import check_params, download, evaluate, external, finetune, folds, normalize, report
 from tests.conftest import REPO
 
 RECORDING: list[Path] | None = None
@@ -33,13 +33,12 @@ STAGES = [   # (module, arguments, dvc.yaml name, template values)
     (normalize, ["phantom"], "normalize", {"item": "phantom"}),
     (folds, ["phantom"], "folds", {"item": "phantom"}),
     (finetune, ["phantom", "VGG16"], "finetune", {"item.dataset": "phantom", "item.model": "VGG16"}),
-    (features, ["phantom", "VGG16"], "features", {"item.dataset": "phantom", "item.model": "VGG16"}),
     (evaluate, ["phantom", "VGG16"], "evaluate", {"item.dataset": "phantom", "item.model": "VGG16"}),
     *[(module, args, name, {"item": "phantom_site_b"}) for module, args, name in
       [(download, ["phantom_site_b"], "download"), (normalize, ["phantom_site_b"], "normalize"),
        (folds, ["phantom_site_b"], "folds")]],
     *[(module, ["phantom_site_b", "VGG16"], name, {"item.dataset": "phantom_site_b", "item.model": "VGG16"})
-      for module, name in [(finetune, "finetune"), (features, "features"), (evaluate, "evaluate")]],
+      for module, name in [(finetune, "finetune"), (evaluate, "evaluate")]],
     (external, ["phantom", "phantom_site_b", "VGG16"], "external",
      {"item.pair.train": "phantom", "item.pair.test": "phantom_site_b", "item.model": "VGG16"}),
     (report, [], "report", {}),

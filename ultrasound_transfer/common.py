@@ -100,6 +100,58 @@ class Stopwatch:
         return f"{time.perf_counter() - self.start:.1f} s"
 
 
+class Progress:
+    """Units of work done out of a known total, with the time left at the pace so far.
+
+    ``done(n)`` counts ``n`` more units; :meth:`__str__` reads
+    ``17/75 epochs, 0:41 so far, at most 2:20 left`` (``at most``: where
+    ``total`` is an upper bound, as epochs are under early stopping; units
+    skipped, such as the epochs early stopping saved, are counted with
+    ``skip``).  The pace is that of the units actually run, so the first
+    (tracing, compiling) makes the early estimates high.
+    """
+
+    def __init__(self, total: int, unit: str, *, upper_bound: bool = False) -> None:
+        self.total, self.unit, self.upper_bound = total, unit, upper_bound
+        self.run = self.skipped = 0
+        self.start = self.last_shown = time.perf_counter()
+
+    def due(self, every_s: float = 10.0) -> bool:
+        """Whether ``every_s`` seconds have passed since the last time this said yes (for loops over many items)."""
+        now = time.perf_counter()
+        if now - self.last_shown < every_s:
+            return False
+        self.last_shown = now
+        return True
+
+    def done(self, count: int = 1) -> None:
+        self.run += count
+
+    def skip(self, count: int) -> None:
+        self.skipped += count
+
+    def seconds_left(self) -> float | None:
+        if not self.run:
+            return None
+        pace = (time.perf_counter() - self.start) / self.run
+        return pace * max(0, self.total - self.run - self.skipped)
+
+    def __str__(self) -> str:
+        elapsed = time.perf_counter() - self.start
+        shown = f"{self.run + self.skipped}/{self.total} {self.unit}, {clock_time(elapsed)} so far"
+        left = self.seconds_left()
+        if left is not None:
+            shown += f", {'at most ' if self.upper_bound else ''}{clock_time(left)} left"
+        return shown
+
+
+def clock_time(seconds: float) -> str:
+    """``h:mm:ss`` (or ``m:ss`` under an hour), for progress lines."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def _usual_mode(path: Path, directory: bool) -> None:
     """Give ``path`` the permissions a plain ``open``/``mkdir`` would have.
 

@@ -12,15 +12,17 @@ def test_saved_folds_are_found_and_tables_come_back_exact(tmp_path):
     checkpoints = FoldCheckpoints(tmp_path / "unfinished", "abc")
     assert checkpoints.finished() == []
     table = pd.DataFrame({"id": ["a", "b"], "prob": [0.1 + 0.2, 1 / 3]})
-    checkpoints.save(2, write_weights, {"predictions": table})
+    checkpoints.save(2, write_weights, {"predictions": table}, features={"pooled": np.arange(6.0).reshape(2, 3)})
     assert checkpoints.finished() == [2] and checkpoints.is_finished(2) and not checkpoints.is_finished(1)
     assert checkpoints.weights(2).is_file()
+    with np.load(checkpoints.features(2)) as features:
+        np.testing.assert_array_equal(features["pooled"], np.arange(6.0).reshape(2, 3))
     pd.testing.assert_frame_equal(checkpoints.table(2, "predictions"), table)
     assert FoldCheckpoints(tmp_path / "unfinished", "abc").finished() == [2]   # same run: kept
 
 
 def test_other_fingerprint_discards_saved_folds(tmp_path):
-    FoldCheckpoints(tmp_path / "unfinished", "abc").save(1, write_weights, {})
+    FoldCheckpoints(tmp_path / "unfinished", "abc").save(1, write_weights, {}, features={})
     assert FoldCheckpoints(tmp_path / "unfinished", "changed").finished() == []
 
 
@@ -46,12 +48,12 @@ import os, numpy as np, pandas as pd
 from ultrasound_transfer.networks.checkpoints import FoldCheckpoints
 FoldCheckpoints._mark_finished = lambda self, fold: os._exit(9)     # killed right before the marker
 FoldCheckpoints({str(tmp_path / "unfinished")!r}, "abc").save(1, lambda p: np.savez(p, w=np.ones(3)),
-                                                     {{"predictions": pd.DataFrame({{"id": ["a"]}})}})
+                                                     {{"predictions": pd.DataFrame({{"id": ["a"]}})}}, features={{}})
 """
     killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={"PYTHONPATH": str(REPO)})
     assert killed.returncode == 9
     checkpoints = FoldCheckpoints(tmp_path / "unfinished", "abc")
     assert checkpoints.weights(1).is_file()                  # the data were written ...
     assert checkpoints.finished() == [] and not checkpoints.is_finished(1)   # ... but never declared done
-    checkpoints.save(1, write_weights, {})
+    checkpoints.save(1, write_weights, {}, features={})
     assert checkpoints.finished() == [1]

@@ -4,8 +4,8 @@ import pytest
 
 from tests.networks.test_fold_weights import imitate_training, seeded_classifier
 from tests.networks.test_frozen_prefix import gray_images
-from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, to_network_input
-from ultrasound_transfer.networks.feature_extraction import feature_pass
+from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, OUTPUT_LAYER, to_network_input
+from ultrasound_transfer.networks.feature_extraction import layers_pass
 
 pytestmark = pytest.mark.keras_backend
 
@@ -16,12 +16,14 @@ pytestmark = pytest.mark.keras_backend
     ("VGG16", 0.5, "head"),          # the head's hidden layer
     ("VGG16", 1.0, "pooled"),        # nothing frozen: the whole network per fold
 ])
-def test_features_equal_the_whole_network_for_every_fold(name, fraction, layer):
+def test_layer_outputs_equal_the_whole_network_for_every_fold(name, fraction, layer):
     model = seeded_classifier(fraction, name=name)
     images = gray_images(10, 32)
-    whole = keras.Model(model.inputs, model.get_layer(FEATURE_LAYERS[layer]).output)
-    with feature_pass(model, images, layer=layer, model_name=name, batch_size=4) as features_now:
+    names = [FEATURE_LAYERS[layer], OUTPUT_LAYER]
+    whole = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    with layers_pass(model, images, layer_names=names, model_name=name, batch_size=4) as outputs_now:
         for _fold in range(2):                     # a second fold: new trained weights, same prefix
             imitate_training(model)
             expected = whole.predict(to_network_input(images, name), verbose=0)
-            np.testing.assert_allclose(features_now(), expected, rtol=1e-4, atol=1e-5)
+            for got, want in zip(outputs_now(), expected, strict=True):
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

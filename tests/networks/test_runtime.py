@@ -1,15 +1,25 @@
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+
 import keras
+import numpy as np
 import pytest
 
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.networks.backbones import build_classifier
+from ultrasound_transfer.networks.fitting import compile_classifier, fit_fold
 from ultrasound_transfer.networks.runtime import (
     check_data_parallel_supported,
     data_parallel_scope,
     gpu_devices,
+    seed_everything,
     set_precision,
 )
-from ultrasound_transfer.settings import HeadSettings
+from ultrasound_transfer.networks.training_paths import choose_training_path
+from ultrasound_transfer.settings import HeadSettings, PrefixCacheSettings
 
 pytestmark = pytest.mark.keras_backend
 
@@ -57,3 +67,46 @@ def test_gpu_devices_answers_on_every_backend():
 def test_an_unknown_precision_is_refused_naming_the_parameter():
     with pytest.raises(PipelineError, match="finetune.precision = 'float8'"):
         set_precision("float8")
+
+
+@contextlib.contextmanager
+def cpu_load(processes: int):
+    """Keep ``processes`` other processes spinning on the CPU while the block runs."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def training_digest() -> str:
+    """SHA-256 of the weights and predictions of a short training of ResNet50 (frozen prefix, tail with batch norm)."""
+    rng = np.random.default_rng(0)
+    images = np.kron(rng.normal(size=(24, 5, 5)), np.ones((8, 8)))[:, :32, :32]
+    images, labels = np.clip(128 + 60 * images, 0, 255).astype(np.uint8), np.array([0, 1] * 12)
+    seed_everything(0)
+    model, _ = build_classifier("ResNet50", image_size=32, n_classes=2, weights="none", ft_fraction=0.15,
+                                head=HeadSettings(16, 0.5))
+    with choose_training_path(model, images, model_name="ResNet50", batch_size=8,
+                              cache=PrefixCacheSettings(enabled=True)) as path:
+        compile_classifier(path.model, optimizer="adam", learning_rate=1e-3)
+        seed_everything(1)
+        fit_fold(path.model, path.batches(np.arange(16), labels, seed=2), path.batches(np.arange(16, 20), labels),
+                 epochs=2, patience=5, class_weight=None, progress=keras.callbacks.Callback())
+        probs = path.model.predict(path.batches(np.arange(20, 24)), verbose=0)
+    digest = hashlib.sha256(np.asarray(probs, dtype=np.float32).tobytes())
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="run on the default backend only, for CI's time")
+def test_training_repeats_bit_for_bit_while_other_processes_load_every_core():
+    """The claim of docs/reproducibility.md: on one machine the results do not depend on how busy it is."""
+    idle = training_digest()
+    with cpu_load(os.cpu_count() or 2):
+        busy = training_digest()
+    assert busy == idle

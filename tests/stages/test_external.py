@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import download, evaluate, external, features, finetune, folds, normalize, report
+from stages import download, evaluate, external, finetune, folds, normalize, report
 from tests.conftest import Project, default_params, merged
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.settings import ExternalPair
@@ -35,7 +35,6 @@ def train_and_read_externally(root, change=None) -> Project:
             normalize.main([dataset])
             folds.main([dataset])
         finetune.main(["phantom", "VGG16"])
-        features.main(["phantom", "VGG16"])
         evaluate.main(["phantom", "VGG16"])
         external.main(["phantom", "phantom_site_b", "VGG16"])
     return project
@@ -95,7 +94,7 @@ def test_nothing_learns_from_the_target_labels(trained, tmp_path, monkeypatch):
 def test_the_report_shows_the_gap_for_each_network_and_classifier(trained, monkeypatch):
     monkeypatch.chdir(trained.root)
     folds.main(["phantom_site_b"])
-    for stage in (finetune, features, evaluate):
+    for stage in (finetune, evaluate):
         stage.main(["phantom_site_b", "VGG16"])
     report.main([])
     text = (trained / "metrics/summary.md").read_text()

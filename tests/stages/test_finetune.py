@@ -1,15 +1,23 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from stages import download, finetune, folds, normalize
 from tests.conftest import REPO, default_params
 from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.data.prepared import load_prepared
+from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, build_classifier
+from ultrasound_transfer.networks.feature_extraction import layers_pass
+from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, load_fold_weights
+from ultrasound_transfer.networks.runtime import seed_everything
+from ultrasound_transfer.parameters import load_settings
 
 pytestmark = pytest.mark.keras_backend
 
@@ -91,3 +99,29 @@ def test_augmentation_takes_the_plain_path_and_records_why(project):
     finetune.main(["phantom", "VGG16"])
     training = json.loads((project / "models/phantom/VGG16/training/freezing.json").read_text())["training"]
     assert training["path"] == "frozen-prefix cache" and training["cached_layers"] == ["block5_conv1"]
+
+
+@pytest.mark.parametrize("fraction", [0.5, 1.0], ids=["frozen-prefix cache", "full network"])
+def test_the_features_are_those_of_each_fold_network_rebuilt_from_its_saved_weights(project, fraction, capsys):
+    """What the SVM reads is what the saved fold networks compute, for both feature layers and every image."""
+    params = prepared_phantom(project)
+    params["ft_fraction"] = fraction
+    project.write_params(params)
+    finetune.main(["phantom", "VGG16"])
+    # Each epoch line says where the stage is: 3 folds x 2 epochs.
+    shown = capsys.readouterr().out
+    assert re.search(r"fold 3/3 epoch 2/2 .*; 6/6 epochs, \d+:\d\d so far, at most 0:00 left\)", shown)
+    settings, data = load_settings(), load_prepared("phantom")
+    seed_everything(settings.seed)
+    model, _ = build_classifier("VGG16", image_size=32, n_classes=2, weights="none", ft_fraction=fraction,
+                                head=settings.finetune.head)
+    frozen = frozen_fingerprint(model)
+    with layers_pass(model, data.images, layer_names=list(FEATURE_LAYERS.values()), model_name="VGG16",
+                     batch_size=8) as outputs_now:
+        for k in (1, 2, 3):
+            load_fold_weights(model, project / f"models/phantom/VGG16/weights/fold{k}.weights.npz", frozen, rerun="")
+            with np.load(project / f"data/features/phantom/VGG16/fold{k}.npz", allow_pickle=False) as stored:
+                assert list(stored["ids"]) == list(data.manifest["id"])
+                for layer, expected in zip(FEATURE_LAYERS, outputs_now(), strict=True):
+                    assert stored[layer].shape == expected.shape
+                    np.testing.assert_allclose(stored[layer], expected, rtol=1e-4, atol=1e-5)

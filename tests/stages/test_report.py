@@ -39,8 +39,8 @@ def two_networks(project, svm=None):
     shutil.copytree(project / "models/phantom/M", project / "models/phantom/W")
     (project / "data/features/phantom/W").mkdir(parents=True)
     for path in (project / "data/features/phantom/M").glob("*.npz"):
-        with np.load(path, allow_pickle=True) as stored:
-            np.savez(project / "data/features/phantom/W" / path.name, features=rng.normal(size=(N, 6)),
+        with np.load(path) as stored:
+            np.savez(project / "data/features/phantom/W" / path.name, pooled=rng.normal(size=(N, 6)),
                      ids=stored["ids"])
     evaluate.main(["phantom", "W"])
     params = yaml.safe_load((project / "params.yaml").read_text())

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.common import PipelineError, Progress, log
 from ultrasound_transfer.data.grouping import merge_groups
 from ultrasound_transfer.data.imaging import fit_square, kept_region, pixel_sha256, read_gray
 from ultrasound_transfer.data.near_duplicates import N_VARIANTS, fingerprints
@@ -40,7 +40,11 @@ def decode_all(
     is an error, or with ``on_undecodable='skip'`` left out and reported.
     """
     stack, prints, kept, excluded = [], [], [], []
+    progress = Progress(len(rows), "images")
     for row in rows:
+        if progress.due():
+            log("normalize", f"{raw_dir.name}: decoded {progress}")
+        progress.done()
         path = raw_dir / row["path"]
         if not path.exists():
             raise PipelineError(f"{raw_dir}: the listed image {row['path']} does not exist at {path}.")

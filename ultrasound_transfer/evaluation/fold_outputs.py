@@ -38,15 +38,19 @@ def load_training_record(dataset: str, model: str) -> TrainingRecord:
                           freezing=read_json(folder / "freezing.json")["folds"][0], folder=folder)
 
 
-def load_fold_features(dataset: str, model: str, k: int, ids: np.ndarray) -> np.ndarray:
-    """Features of split k, checked to be in manifest order."""
+def load_fold_features(dataset: str, model: str, k: int, *, ids: np.ndarray, layer: str) -> np.ndarray:
+    """Split k's ``layer`` features (``features.layer``) from ``finetune``, checked to be in manifest order."""
     path = FEATURES_DIR / dataset / model / f"fold{k}.npz"
+    rerun = f"dvc repro finetune@{dataset}-{model}"
     if not path.exists():
-        raise PipelineError(f"{path} is missing; run 'dvc repro features@{dataset}-{model}'.")
-    with np.load(path, allow_pickle=True) as stored:
+        raise PipelineError(f"{path} is missing; run '{rerun}'.")
+    with np.load(path, allow_pickle=False) as stored:
+        if layer not in stored.files:
+            raise PipelineError(f"{path} holds no '{layer}' features (it has {', '.join(stored.files)}); "
+                                f"it was written by an older finetune: run '{rerun}'.")
         if not np.array_equal(stored["ids"], ids):
-            raise PipelineError(f"{path} is not in the order of the manifest; rerun the features stage.")
-        return stored["features"]
+            raise PipelineError(f"{path} is not in the order of the manifest; run '{rerun}'.")
+        return stored[layer]
 
 
 def part_rows(parts: pd.DataFrame, fold: int, ids: np.ndarray, *names: str) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 A run over five folds of ResNet101 on real data takes hours; a power cut or a
 Ctrl-C in fold 4 should not cost folds 1 to 3.  After each fold, ``finetune``
-saves that fold's weights, test predictions and history here; the stage's
+saves that fold's weights, predictions, features and history here; the stage's
 real outputs are only written, all at once, after the last fold.  A rerun
 with the *same* inputs, params and code skips the folds found here and starts
 at the first unfinished one.  Each fold starts from the same restored initial
@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from ultrasound_transfer.common import write_atomic
@@ -59,12 +60,18 @@ class FoldCheckpoints:
     def weights(self, fold: int) -> Path:
         return self.directory / f"fold{fold}.weights.npz"
 
-    def save(self, fold: int, write_weights: Callable[[Path], None], tables: dict[str, pd.DataFrame]) -> None:
+    def features(self, fold: int) -> Path:
+        return self.directory / f"fold{fold}.features.npz"
+
+    def save(self, fold: int, write_weights: Callable[[Path], None], tables: dict[str, pd.DataFrame],
+             features: dict[str, np.ndarray]) -> None:
         """Save a finished fold; the ``.done`` marker, written last, makes it count.
 
-        ``write_weights(path)`` writes the fold's network to ``path``.
+        ``write_weights(path)`` writes the fold's network to ``path``;
+        ``features`` are arrays saved together in one ``.npz``.
         """
         write_atomic(self.weights(fold), write_weights)
+        write_atomic(self.features(fold), lambda tmp: np.savez(tmp, **features))
         for name, table in tables.items():
             write_atomic(self.directory / f"fold{fold}.{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))
         self._mark_finished(fold)

@@ -1,10 +1,12 @@
-"""Features of every image under each fold's network, paying for the frozen part once.
+"""Layer outputs of every image under each fold's network, paying for the frozen part once.
 
-The SVM of each fold reads a feature layer of that fold's fine-tuned network
-(``pooled``: the global-average-pooled backbone output that feeds the head;
-``head``: the head's hidden Dense layer).  Every fold shares the frozen
-prefix, so it runs once over all images (:class:`~ultrasound_transfer.networks.frozen_prefix.PrefixCache`)
-and each fold runs only its trained tail up to the feature layer.  At
+``external`` reads another dataset's images through the fold networks of
+``finetune``: the SVM's feature layer and the dense head's output (``finetune``
+itself takes its features from its training path,
+:func:`~ultrasound_transfer.networks.training_paths.layer_outputs`).  Every
+fold shares the frozen prefix, so it runs once over all images
+(:class:`~ultrasound_transfer.networks.frozen_prefix.PrefixCache`) and each
+fold runs only its trained tail up to the layers asked for.  At
 ``ft_fraction = 0`` the pooled features are the cached tensor itself: one
 pass serves every fold.  With nothing frozen (``ft_fraction = 1``) each fold
 runs the whole network, as there is nothing to share.
@@ -19,7 +21,7 @@ from typing import Callable, Iterator
 import keras
 import numpy as np
 
-from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, to_network_input
+from ultrasound_transfer.networks.backbones import to_network_input
 from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, split_at_frozen_prefix
 from ultrasound_transfer.networks.training_paths import FoldBatches, as_float32
 from ultrasound_transfer.settings import PrefixCacheSettings
@@ -68,21 +70,3 @@ def layers_pass(
                     for n in layer_names]
 
         yield outputs
-
-
-@contextlib.contextmanager
-def feature_pass(
-    model: keras.Model,
-    images: np.ndarray,
-    *,
-    layer: str,
-    model_name: str,
-    batch_size: int,
-    cache: PrefixCacheSettings = PrefixCacheSettings(),
-    scratch_dir: Path | str | None = None,
-) -> Iterator[Callable[[], np.ndarray]]:
-    """Yield a function giving the ``layer`` features (N, D) of all ``images`` under ``model``'s current weights
-    (:func:`layers_pass` of that one layer)."""
-    with layers_pass(model, images, layer_names=[FEATURE_LAYERS[layer]], model_name=model_name,
-                     batch_size=batch_size, cache=cache, scratch_dir=scratch_dir) as outputs:
-        yield lambda: outputs()[0]

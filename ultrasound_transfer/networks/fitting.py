@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
 from ultrasound_transfer.choices import CLASS_WEIGHTS, JIT_COMPILE
-from ultrasound_transfer.common import check_choice, log
+from ultrasound_transfer.common import Progress, check_choice, log
 from ultrasound_transfer.networks.backbones import HEAD_LAYERS
 from ultrasound_transfer.networks.training_paths import FoldBatches
 
@@ -106,19 +106,34 @@ def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One progress line per epoch: losses, accuracies and seconds."""
+    """One progress line per epoch: losses, accuracies, seconds, and the stage's epochs done and time left.
 
-    def __init__(self, stage: str, prefix: str, epochs: int) -> None:
+    ``progress`` counts epochs over all folds of the stage; the epochs that
+    early stopping saves are counted as skipped when a fold ends, so the time
+    left is an upper bound that tightens as folds finish.
+    """
+
+    def __init__(self, stage: str, prefix: str, epochs: int, progress: Progress | None = None) -> None:
         super().__init__()
         self.stage, self.prefix, self.epochs = stage, prefix, epochs
+        self.progress, self.epochs_run = progress, 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        self.epochs_run += 1
         shown = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+        overall = ""
+        if self.progress is not None:
+            self.progress.done()
+            overall = f"; {self.progress}"
         log(self.stage, f"{self.prefix} epoch {epoch + 1}/{self.epochs} {shown} "
-            f"({time.perf_counter() - self.start:.1f} s)")
+            f"({time.perf_counter() - self.start:.1f} s{overall})")
+
+    def on_train_end(self, logs=None):
+        if self.progress is not None:
+            self.progress.skip(self.epochs - self.epochs_run)
 
 
 def fit_fold(

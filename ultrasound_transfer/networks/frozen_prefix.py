@@ -99,15 +99,15 @@ def split_at_frozen_prefix(model: keras.Model) -> FrozenSplit:
     )
 
 
-def model_upto(network: keras.Model, cut: list[str], name: str) -> keras.Model:
-    """``network`` from the cached tensors ``cut`` (its input when nothing is cut) to layer ``name``.
+def model_upto(network: keras.Model, cut: list[str], names: list[str]) -> keras.Model:
+    """``network`` from the cached tensors ``cut`` (its input when nothing is cut) to the layers ``names``.
 
     The inputs are the cut layers' outputs in ``network``'s own graph: a model
     built on inner tensors gets input layers of its own (the tail's), from
     which the network's later layers are not reachable.
     """
     inputs = [network.get_layer(n).output for n in cut] if cut else network.inputs
-    return keras.Model(inputs, network.get_layer(name).output)
+    return keras.Model(inputs, [network.get_layer(n).output for n in names])
 
 
 def cache_size_mb(split: FrozenSplit, n_images: int, dtype: str) -> float:

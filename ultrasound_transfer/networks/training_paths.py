@@ -137,17 +137,27 @@ def choose_training_path(
     yield TrainingPath(model, [images], to_input, batch_size, augmentation, {"path": "full network", "reason": reason})
 
 
-def layer_output(path: TrainingPath, network: keras.Model, name: str, rows: np.ndarray) -> np.ndarray:
-    """The output of ``network``'s layer ``name`` for ``rows``, computed through the path's model.
+def layer_outputs(path: TrainingPath, network: keras.Model, names: list[str], rows: np.ndarray) -> list[np.ndarray]:
+    """The outputs of ``network``'s layers ``names`` for ``rows``, computed through the path's model in one pass.
 
     On the cached path a cached tensor is read as it is; anything later runs
-    the tail up to that layer.
+    the tail up to those layers (once for all of them).
     """
     cached = path.description.get("cached_layers", [])
-    if name in cached:
-        return np.asarray(path.inputs[cached.index(name)][rows], dtype=np.float32)
-    upto = model_upto(network, cached, name)
-    return np.asarray(upto.predict(path.batches(rows), verbose=0), dtype=np.float32)
+    computed = [name for name in names if name not in cached]
+    fresh = []
+    if computed:
+        upto = model_upto(network, cached, computed)
+        outputs = upto.predict(path.batches(rows), verbose=0)
+        fresh = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    fresh = iter([np.asarray(output, dtype=np.float32) for output in fresh])
+    return [np.asarray(path.inputs[cached.index(name)][rows], dtype=np.float32) if name in cached else next(fresh)
+            for name in names]
+
+
+def layer_output(path: TrainingPath, network: keras.Model, name: str, rows: np.ndarray) -> np.ndarray:
+    """The output of ``network``'s layer ``name`` for ``rows`` (:func:`layer_outputs` of one layer)."""
+    return layer_outputs(path, network, [name], rows)[0]
 
 
 def standardize_head_input(path: TrainingPath, network: keras.Model, rows: np.ndarray) -> bool:

@@ -143,7 +143,7 @@ def run_protocol(request: ProtocolRequest) -> None:
         settings = settings_from_params(resolved_params(overrides))
         table, hours = cost_estimate(settings, request.strategies, images=request.images, tflops=request.tflops,
                                      overhead_min=request.overhead_min)
-        print(f"\nWork of the grid (finetune + features, {settings.cv.n_splits} folds x {settings.cv.repeats} "
+        print(f"\nWork of the grid (finetune, {settings.cv.n_splits} folds x {settings.cv.repeats} "
               f"repeats, up to "
               f"{settings.finetune.epochs} epochs, {settings.image_size} px; frozen prefix cached):\n\n{table}\n\n"
               f"About {hours:.1f} h at {request.tflops:g} TFLOP/s sustained plus {request.overhead_min:g} min per row "

@@ -18,13 +18,13 @@ as ``ultrasound-transfer protocol`` names them).  The command:
 2. runs the data stages (``download``, ``normalize``, ``folds``) once per grid
    point in a scratch clone next to this repository, sharing its DVC cache
    (DVC skips what is done), and pushes their outputs to the remote;
-3. sends one *unit* per dataset x network x grid point (its ``finetune`` and
-   ``features`` stages) to Dask; each worker runs it with ``dvc repro --pull``
+3. sends one *unit* per dataset x network x grid point (its ``finetune``
+   stage, which writes the fold networks and the SVM's features) to Dask; each worker runs it with ``dvc repro --pull``
    in its own clone and pushes outputs and run-cache to the remote
    (:mod:`ultrasound_transfer.study.sweep_units`); a failed unit is retried
    ``--retries`` times by Dask;
 4. assembles each grid point, as soon as its units are done, with ``dvc exp
-   run --pull`` in the scratch clone: ``finetune`` and ``features`` come from
+   run --pull`` in the scratch clone: ``finetune`` comes from
    the run-cache (the command says so, and warns if any ran), ``evaluate``
    and ``report`` run (seconds); ``dvc exp push`` brings the experiment into
    this repository, so ``dvc exp show``, ``dvc metrics diff`` and
@@ -75,7 +75,8 @@ from ultrasound_transfer.study.sweep_units import (
 # What a worker needs from this folder is in git; these must be committed.
 CODE_PATHS = ["dvc.yaml", "stages", "ultrasound_transfer", "pyproject.toml", "requirements.txt"]
 # Params read only by evaluate and report: units that differ only in these are the same unit.
-ASSEMBLY_ONLY_PARAMS = ("svm", "datasets", "models")
+# What only evaluate and report read (finetune writes both feature layers, so features.layer is among them).
+ASSEMBLY_ONLY_PARAMS = ("svm", "evaluation", "features", "datasets", "models")
 DATA_STAGES = ["download", "normalize", "folds"]
 
 
@@ -189,7 +190,7 @@ def build_grid(request: SweepRequest, base_params: str) -> tuple[list[GridPoint]
 
 
 def unit_key(point: GridPoint, dataset: str, model: str) -> tuple:
-    """Units with equal keys compute the same thing: the params that reach finetune and features."""
+    """Units with equal keys compute the same thing: the params that reach finetune."""
     relevant = {key: value for key, value in point.params.items() if key not in ASSEMBLY_ONLY_PARAMS}
     return dataset, model, yaml.safe_dump(relevant, sort_keys=True)
 
@@ -274,8 +275,8 @@ def assemble(clone: Path, point: GridPoint, base_params: str) -> list[str]:
     output = run_command(command, clone, f"{point.name}: assembly")
     run_command([*DVC, "exp", "push", "origin", point.name], clone, f"{point.name}: dvc exp push")
     ran = executed_stages(output)
-    retrained = [stage for stage in ran if stage.startswith(("finetune@", "features@"))]
-    restored = [stage for stage in restored_stages(output) if stage.startswith(("finetune@", "features@"))]
+    retrained = [stage for stage in ran if stage.startswith("finetune@")]
+    restored = [stage for stage in restored_stages(output) if stage.startswith("finetune@")]
     log("sweep", f"{point.name}: experiment assembled ({len(restored)} stages from the run-cache; ran "
         f"{', '.join(ran) or 'nothing'})" + (f"; ran again: {', '.join(retrained)}" if retrained else ""))
     return retrained

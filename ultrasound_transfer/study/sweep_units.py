@@ -1,14 +1,14 @@
 """One unit of a sweep, as a Dask worker runs it: real DVC work in the worker's own clone.
 
-A *unit* is one dataset x network of one grid point: its ``finetune`` and
-``features`` stages, the expensive ones, which DVC's run-cache can restore
+A *unit* is one dataset x network of one grid point: its ``finetune`` stage
+(the fold networks and the SVM's features), the expensive one, which DVC's run-cache can restore
 anywhere.  A worker runs it as a user would by hand, in a clone of the
 repository at the sweep's commit:
 
 1. ``git checkout`` of the commit, the grid point's ``params.yaml`` and the
    ``dvc.lock`` of the shared data stages (written by the machine that ran
    them once), the shared DVC remote as the clone's default;
-2. ``dvc repro --pull finetune@<dataset>-<network> features@...``: the data stages'
+2. ``dvc repro --pull finetune@<dataset>-<network>``: the data stages'
    outputs come from the remote, ``folds`` reruns (seconds; its output is
    not cached), and a unit some machine already ran is restored from the
    run-cache instead of trained again;
@@ -77,7 +77,7 @@ class Unit:
 
     @property
     def targets(self) -> list[str]:
-        return [f"finetune@{self.dataset}-{self.model}", f"features@{self.dataset}-{self.model}"]
+        return [f"finetune@{self.dataset}-{self.model}"]
 
 
 @dataclass

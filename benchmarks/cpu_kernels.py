@@ -1,0 +1,130 @@
+"""Where TensorFlow's CPU time goes: one epoch of the demo's training under each backend and kernel choice.
+
+``python -m benchmarks.cpu_kernels`` trains, in a fresh process per
+configuration and side by side in one run, the same fold the demo trains
+(phantom images at 80 px, 80 training and 20 validation images, the demo's
+``finetune`` settings from ``params.yaml``: batch 16, the head's
+standardization, the backbone's learning-rate factor; ``ft_fraction`` 0.15,
+the frozen-prefix cache, random weights) for a few
+epochs, and reports the median epoch after the first (which traces or
+compiles) and the first epoch itself:
+
+* TensorFlow with op determinism (``finetune.deterministic_ops: true``, the
+  default) and without it;
+* TensorFlow with XLA (``finetune.jit_compile: true``), which Keras allows
+  only with op determinism off;
+* TensorFlow without oneDNN (``TF_ENABLE_ONEDNN_OPTS=0``);
+* JAX and PyTorch where installed, with their deterministic settings.
+
+Each row also says whether two runs of it gave bit-identical weights and
+predictions (``--repeat``).  Writes ``benchmarks/results/cpu_kernels.json``
+and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+from benchmarks.results import REPO, markdown_table, write_results
+
+# (label, KERAS_BACKEND, finetune.deterministic_ops, jit_compile, extra environment)
+CONFIGURATIONS = [
+    ("TensorFlow, op determinism (the default)", "tensorflow", True, False, {}),
+    ("TensorFlow, no op determinism", "tensorflow", False, False, {}),
+    ("TensorFlow, XLA (needs op determinism off)", "tensorflow", False, True, {}),
+    ("TensorFlow, op determinism, no oneDNN", "tensorflow", True, False, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    ("JAX", "jax", True, "auto", {}),
+    ("PyTorch, deterministic algorithms", "torch", True, "auto", {}),
+]
+
+
+def one_fold(model_name: str, deterministic_ops: bool, jit_compile, epochs: int) -> dict:
+    """Train one demo fold in this process; epoch seconds and a digest of what it gave."""
+    import time
+
+    import keras
+    import numpy as np
+
+    from benchmarks.finetune_speed import phantom_images
+    from ultrasound_transfer.networks.backbones import build_classifier
+    from ultrasound_transfer.networks.fitting import compile_classifier, fit_fold
+    from ultrasound_transfer.networks.runtime import seed_everything
+    from ultrasound_transfer.networks.training_paths import choose_training_path, standardize_head_input
+    from ultrasound_transfer.parameters import load_settings
+
+    cfg = load_settings(REPO / "params.yaml").finetune
+
+    images, labels = phantom_images(80)
+    seed_everything(42, deterministic_ops=deterministic_ops)
+    model, _ = build_classifier(model_name, image_size=80, n_classes=2, weights="none", ft_fraction=0.15,
+                                head=cfg.head)
+    seconds = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.started)
+
+    with choose_training_path(model, images, model_name=model_name, batch_size=cfg.batch_size) as path:
+        compile_classifier(path.model, optimizer=cfg.optimizer, learning_rate=cfg.learning_rate,
+                           jit_compile=jit_compile, backbone_lr_factor=cfg.backbone_lr_factor)
+        standardize_head_input(path, model, np.arange(80))
+        fit_fold(path.model, path.batches(np.arange(80), labels, seed=1), path.batches(np.arange(80, 100), labels),
+                 epochs=epochs, patience=epochs, class_weight=None, progress=Timer())
+        probs = np.asarray(path.model.predict(path.batches(np.arange(100, 128)), verbose=0), dtype=np.float32)
+    digest = hashlib.sha256(probs.tobytes())
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return {"first_epoch_s": seconds[0], "epoch_s": float(np.median(seconds[1:])), "digest": digest.hexdigest()}
+
+
+def in_fresh_process(backend: str, env: dict, *args) -> dict:
+    script = (f"import json, sys; sys.path.insert(0, {str(REPO)!r}); from benchmarks.cpu_kernels import one_fold; "
+              f"print('RESULT', json.dumps(one_fold(*{args!r})))")
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "KERAS_BACKEND": backend, **env,
+                                                                 "TF_CPP_MIN_LOG_LEVEL": "2"},
+                          capture_output=True, text=True, check=True)
+    return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))[7:])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["ResNet50", "VGG16"])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--repeat", type=int, default=2, help="runs per configuration, compared bit for bit")
+    args = parser.parse_args(argv)
+    rows = []
+    for model_name in args.models:
+        for label, backend, determinism, jit, env in CONFIGURATIONS:
+            if importlib.util.find_spec({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]) is None:
+                continue
+            runs = [in_fresh_process(backend, env, model_name, determinism, jit, args.epochs)
+                    for _ in range(args.repeat)]
+            rows.append({"model": model_name, "configuration": label,
+                         "epoch_s": min(r["epoch_s"] for r in runs), "first_epoch_s": runs[0]["first_epoch_s"],
+                         "repeats_bit_for_bit": len({r["digest"] for r in runs}) == 1})
+            print(json.dumps(rows[-1]), flush=True)
+    for model_name in args.models:
+        fastest = min(r["epoch_s"] for r in rows if r["model"] == model_name)
+        for row in rows:
+            if row["model"] == model_name:
+                row["over_fastest"] = row["epoch_s"] / fastest
+    table = markdown_table(
+        [[r["model"], r["configuration"], f"{r['epoch_s']:.2f}", f"{r['over_fastest']:.2f}×",
+          f"{r['first_epoch_s']:.1f}", "yes" if r["repeats_bit_for_bit"] else "**no**"] for r in rows],
+        ["model", "configuration", "epoch, s", "over the fastest", "first epoch, s",
+         f"{args.repeat} runs bit for bit"])
+    print(table)
+    write_results("cpu_kernels", rows, {"table": table})
+
+
+if __name__ == "__main__":
+    main()
