@@ -58,9 +58,15 @@ def device_name() -> str:
         import torch
 
         return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    from ultrasound_transfer.networks.runtime import gpu_devices
+    if keras.backend.backend() == "jax":
+        import jax
 
-    return gpu_devices()[0] if gpu_devices() else "CPU"
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        return gpus[0].device_kind if gpus else "CPU"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU"
 
 
 def peak_macs_per_s(device: str, precision: str, peak_tflops: float | None) -> float | None:
@@ -109,6 +115,10 @@ def measure(model_name: str, precision: str, *, image_size: int, batch_size: int
 
     set_precision(precision)
     seed_everything(0, deterministic_ops=False)   # the fastest kernels: this measures speed, not repeatability
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.backends.cudnn.benchmark = True       # cuDNN's autotuning, during the warm-up steps
     model, _ = build_classifier(model_name, image_size=image_size, n_classes=2, weights="none",
                                 ft_fraction=0.15, head=HeadSettings(256, 0.5))
     macs = split_macs(model)

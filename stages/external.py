@@ -6,7 +6,7 @@ params ``external`` and network.  Reads params ``external``, ``features``,
 ``finetune``, ``svm`` and ``evaluation``.
 
 Nothing learns from the TEST dataset.  Each split of TRAIN (each fold of each
-repeat) is rebuilt as ``features`` rebuilds it and run over every TEST image,
+repeat) is rebuilt from its fold file (the frozen part checked) and run over every TEST image,
 giving its dense head's probabilities and its feature layer; the split's SVM,
 Platt scaling and both operating points are fitted again exactly as
 ``evaluate`` fits them, on TRAIN's images (:mod:`ultrasound_transfer.evaluation.classifiers`).

@@ -29,9 +29,9 @@ done, so an interrupted run resumes at the first unfinished fold
   feature layers of every image (in manifest order, with their ``ids``) under
   fold k's network: ``pooled`` (the global-average-pooled backbone output that
   feeds the head) and ``head`` (the head's hidden Dense layer); ``evaluate``
-  reads the one ``features.layer`` names.  They come from the same pass over
-  the frozen prefix that training used, so the prefix runs once per dataset
-  and network;
+  (and ``external``) read the one ``features.layer`` names.  On the cached
+  path they come from the same pass over the frozen prefix that training
+  used, so the prefix runs once per dataset and network;
 * ``training/freezing.json``: per fold, weight-carrying layers in total and
   trained, trainable parameters and their share of the backbone's, first
   trained layer; and under ``training``

@@ -1,4 +1,4 @@
-"""What ``finetune`` and ``features`` wrote for each split, read as the classifiers need it.
+"""What ``finetune`` wrote for each split, read as the classifiers need it.
 
 ``evaluate`` reads a dataset's own test folds from these files, and
 ``external`` refits each split's SVM and operating points from them to read

@@ -57,9 +57,9 @@ def split_macs(model: keras.Model) -> SplitMacs:
 
 @dataclass(frozen=True)
 class UnitWork:
-    """The multiply-adds of one dataset x network x strategy: finetune + features over all folds."""
+    """The multiply-adds of one dataset x network x strategy: ``finetune`` (training and features) over all folds."""
 
-    prefix_pass: float     # the frozen prefix over every image, once (finetune and features share nothing)
+    prefix_pass: float     # the frozen prefix over every image, once per unit
     training: float        # forward + backward of what trains, every fit image and epoch
     inference: float       # validation every epoch, the test fold, and the features of every image per fold
 
@@ -70,7 +70,7 @@ class UnitWork:
 
 def unit_work(macs: SplitMacs, *, images: int, folds: int, epochs: int, validation_fraction: float,
               cached: bool = True, repeats: int = 1) -> UnitWork:
-    """Multiply-adds of ``finetune`` and ``features`` for one unit, at the maximum number of epochs.
+    """Multiply-adds of ``finetune`` (training and the features) for one unit, at the maximum number of epochs.
 
     ``cached``: the project's path (prefix once per stage); otherwise a plain
     study that runs the whole network every epoch and every fold.  ``repeats``
@@ -80,7 +80,7 @@ def unit_work(macs: SplitMacs, *, images: int, folds: int, epochs: int, validati
     train_part = images * (folds - 1) / folds
     fit, validation, test = train_part * (1 - validation_fraction), train_part * validation_fraction, images / folds
     if cached:
-        prefix_pass = 2 * images * macs.prefix                      # once in finetune, once in features
+        prefix_pass = images * macs.prefix       # once; the features read the same cache
         per_train, per_eval = 3 * macs.tail, macs.tail
     else:
         prefix_pass = 0.0

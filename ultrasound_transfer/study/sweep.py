@@ -74,8 +74,8 @@ from ultrasound_transfer.study.sweep_units import (
 
 # What a worker needs from this folder is in git; these must be committed.
 CODE_PATHS = ["dvc.yaml", "stages", "ultrasound_transfer", "pyproject.toml", "requirements.txt"]
-# Params read only by evaluate and report: units that differ only in these are the same unit.
-# What only evaluate and report read (finetune writes both feature layers, so features.layer is among them).
+# Params read only at assembly (evaluate, report): units that differ only in these are the same unit
+# (finetune writes both feature layers, so features.layer is among them).
 ASSEMBLY_ONLY_PARAMS = ("svm", "evaluation", "features", "datasets", "models")
 DATA_STAGES = ["download", "normalize", "folds"]
 
