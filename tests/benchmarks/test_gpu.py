@@ -1,11 +1,7 @@
 import json
 import re
 
-import pytest
-
 from benchmarks import gpu
-
-pytestmark = pytest.mark.keras_backend
 
 
 def test_the_gpu_benchmark_runs_on_the_cpu_at_tiny_sizes_and_writes_its_results(tmp_path, capsys):
