@@ -34,22 +34,13 @@ from ultrasound_transfer.data.prepared import (
     check_class_names,
     class_names_of,
     dataset_facts,
-    load_fold_groups,
     load_manifest,
     load_prepared,
-    load_test_folds,
 )
 from ultrasound_transfer.evaluation.cases import case_headline, has_multi_image_cases
-from ultrasound_transfer.evaluation.classifiers import SplitReading, dense_threshold, fit_svm_reading
-from ultrasound_transfer.evaluation.fold_outputs import (
-    dense_probabilities,
-    load_fold_features,
-    load_training_record,
-    part_rows,
-    svm_training_rows,
-)
+from ultrasound_transfer.evaluation.classifiers import SplitReading
 from ultrasound_transfer.evaluation.intervals import headline_with_intervals, interval_options, pooled_from_table
-from ultrasound_transfer.evaluation.transfer import ensemble_predictions, transfer_gap
+from ultrasound_transfer.evaluation.transfer import ensemble_predictions, split_classifiers, transfer_gap
 from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, OUTPUT_LAYER, build_classifier
 from ultrasound_transfer.networks.feature_extraction import layers_pass
 from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, load_fold_weights
@@ -87,25 +78,6 @@ def check_no_shared_images(train: str, test: str, *, source: pd.DataFrame, targe
                             "set are common).")
 
 
-def source_split_readers(train: str, model_name: str, settings: Settings):
-    """Per split of ``train``: the dense head's operating point and the fitted SVM, as ``evaluate`` makes them."""
-    manifest = load_manifest(train)
-    labels, ids, groups = manifest["label"].to_numpy(), manifest["id"].to_numpy(), load_fold_groups(train)
-    record = load_training_record(train, model_name)
-    columns = [f"prob_{name}" for name in class_names_of(manifest)]
-    for k in range(1, len(load_test_folds(train, len(manifest))) + 1):
-        fit, validation = part_rows(record.parts, k, ids, "fit"), part_rows(record.parts, k, ids, "validation")
-        threshold = dense_threshold(labels[validation],
-                                    dense_probabilities(record.dense, k, "validation", ids[validation], columns),
-                                    evaluation=settings.evaluation)
-        features = load_fold_features(train, model_name, k, ids=ids, layer=settings.feature_layer)
-        svm = fit_svm_reading(features, labels, groups,
-                              train=svm_training_rows(record.parts, k, ids, settings.svm.train_on),
-                              validation=validation, svm=settings.svm, evaluation=settings.evaluation,
-                              seed=settings.seed)
-        yield k, threshold, len(fit), svm
-
-
 def main(argv: list[str]) -> None:
     train, test, model_name = parse_args(argv, ["train", "test", "model"], "python -m stages.external TRAIN TEST MODEL")
     settings = load_settings()
@@ -131,13 +103,14 @@ def main(argv: list[str]) -> None:
                      model_name=model_name, batch_size=cfg.batch_size, cache=cfg.cache,
                      scratch_dir=MODELS_DIR / train / model_name) as outputs:
         log("external", f"{tag}: frozen prefix over {len(target.images)} {test} images done ({clock})")
-        for k, threshold, n_fit, svm in source_split_readers(train, model_name, settings):
-            load_fold_weights(model, weights_dir / f"fold{k}.weights.npz", frozen,
+        for split in split_classifiers(train, model_name, settings):
+            load_fold_weights(model, weights_dir / f"fold{split.k}.weights.npz", frozen,
                               rerun=f"dvc repro finetune@{train}-{model_name}")
             features, probabilities = outputs()
-            readings["dense"].append(SplitReading(probabilities, threshold, probabilities.argmax(axis=1), n_fit))
-            readings["svm"].append(svm.read(features))
-            log("external", f"{tag} split {k}: read ({clock})")
+            readings["dense"].append(SplitReading(probabilities, split.dense_threshold, probabilities.argmax(axis=1),
+                                                  split.n_fit))
+            readings["svm"].append(split.svm.read(features))
+            log("external", f"{tag} split {split.k}: read ({clock})")
 
     labels, groups = target.labels, target.manifest["group"].astype(str).to_numpy()
     external = {name: ensemble_predictions(r, labels=labels, groups=groups) for name, r in readings.items()}

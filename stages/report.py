@@ -23,6 +23,9 @@ Outputs:
      comparisons, labelled secondary and not adjusted;
   4. the paper's tables: argmax reading, mean ± std over splits, per image.
 
+* ``metrics/errors/<dataset>/<model>.png`` (two-class datasets): the most
+  confident false negatives and false positives of the test folds, per
+  classifier (:mod:`ultrasound_transfer.evaluation.errors`), listed at the end of the page;
 * ``metrics/summary.json``: every figure the page shows, under the same
   names: ``primary`` (the family and its tests), ``shortcut_audit``
   (dataset -> the audit), ``external`` (``<train>-to-<test>`` -> model -> the
@@ -41,13 +44,32 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from ultrasound_transfer.common import PipelineError, log, read_json, run_stage, write_atomic, write_json
+from ultrasound_transfer.common import (
+    PipelineError,
+    atomic_dir,
+    log,
+    read_json,
+    run_stage,
+    write_atomic,
+    write_json,
+)
+from ultrasound_transfer.evaluation.errors import errors_sheet
 from ultrasound_transfer.evaluation.statistics import compare_classifiers, format_p, holm_adjusted
 from ultrasound_transfer.parameters import load_settings
-from ultrasound_transfer.paths import FOLDS_DIR, METRICS_DIR, PLOTS_DIR, PREPARED_DIR, SUMMARY_DIR, external_pair_dir
+from ultrasound_transfer.paths import (
+    ERRORS_DIR,
+    FOLDS_DIR,
+    METRICS_DIR,
+    PLOTS_DIR,
+    PREPARED_DIR,
+    SUMMARY_DIR,
+    external_pair_dir,
+)
 from ultrasound_transfer.settings import Settings
 
 CLASSIFIERS = {"dense": "dense head", "svm": "SVM"}
@@ -339,7 +361,37 @@ def training_images_line(summary: dict) -> str:
             f"(svm.train_on = training): more labelled images than the dense head (mean per split: {counts}).")
 
 
-def render_markdown(summary: dict, primary: dict, settings: Settings, *, audits: dict, external: dict) -> str:
+def write_error_sheets(settings: Settings) -> list[str]:
+    """``metrics/errors/<dataset>/<model>.png`` for every two-class dataset x network; returns the files written."""
+    written = []
+    with atomic_dir(ERRORS_DIR) as folder:
+        for dataset in settings.datasets:
+            manifest = pd.read_csv(PREPARED_DIR / dataset / "manifest.csv", keep_default_na=False)
+            classes = sorted(manifest["class_name"].unique())
+            if len(classes) != 2:
+                continue
+            images = np.load(PREPARED_DIR / dataset / "images.npy")
+            for model in settings.models:
+                predictions = pd.read_csv(METRICS_DIR / dataset / f"{model}.predictions.csv", keep_default_na=False)
+                sheet = errors_sheet(predictions, images, manifest["id"].tolist(), malignant=classes[1])
+                (folder / dataset).mkdir(exist_ok=True)
+                cv2.imwrite(str(folder / dataset / f"{model}.png"), sheet)
+                written.append(str(ERRORS_DIR / dataset / f"{model}.png"))
+    return written
+
+
+def errors_section(sheets: list[str]) -> list[str]:
+    if not sheets:
+        return []
+    return ["", "## Most confident errors", "",
+            "Per network, the malignant images of the test folds given the lowest probability of malignant and the "
+            "benign ones given the highest, each misread at the operating point, per classifier "
+            "(`ultrasound-transfer explain` on a file shows where the network looked):", "",
+            *[f"* `{sheet}`" for sheet in sheets]]
+
+
+def render_markdown(summary: dict, primary: dict, settings: Settings, *, audits: dict, external: dict,
+                    sheets: list[str] = ()) -> str:
     """The whole ``summary.md``."""
     models = list(settings.models)
     parts = ["# Results", "", f"ft_fraction = {settings.ft_fraction}. " + training_images_line(summary), "",
@@ -368,6 +420,7 @@ def render_markdown(summary: dict, primary: dict, settings: Settings, *, audits:
         table = paper_table(summary, metric, models)
         if table:
             parts += ["", f"### {title}", "", table]
+    parts += errors_section(list(sheets))
     return "\n".join(parts) + "\n"
 
 
@@ -378,7 +431,8 @@ def main(argv: list[str]) -> None:
     summary = collect(list(settings.datasets), list(settings.models))
     primary = adjust_primary(summary)
     audits, external = collect_audits(list(settings.datasets)), collect_external(settings)
-    markdown = render_markdown(summary, primary, settings, audits=audits, external=external)
+    sheets = write_error_sheets(settings)
+    markdown = render_markdown(summary, primary, settings, audits=audits, external=external, sheets=sheets)
     write_json(SUMMARY_DIR / "summary.json", {"primary": primary, "shortcut_audit": audits, "external": external,
                                               **summary})
     write_atomic(SUMMARY_DIR / "summary.md", lambda tmp: tmp.write_text(markdown))

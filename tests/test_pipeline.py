@@ -7,9 +7,7 @@ two models, then experiments, a real queue, the protocol command and a Dask swee
 import json
 import os
 import re
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -19,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, merged
+from tests.scratch_repository import commit_all, copy_repository, run
 
 pytestmark = pytest.mark.slow
 
@@ -34,25 +33,6 @@ TINY = {
 }
 
 
-def run(args, cwd, check=True):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        pytest.fail(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def copy_repository(target: Path) -> None:
-    """Copy what git tracks or would track, as a fresh clone plus uncommitted work would have."""
-    listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], REPO).stdout
-    for relative in filter(None, listed.split("\0")):
-        source = REPO / relative
-        generated = relative.startswith(("metrics/", "dvc.lock")) and not relative.endswith(".gitkeep")
-        if source.is_file() and not generated:
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / relative)
-
-
 def tiny_params() -> str:
     """The repository's params.yaml with TINY merged in."""
     return yaml.safe_dump(merged(yaml.safe_load((REPO / "params.yaml").read_text()), TINY), sort_keys=False)
@@ -66,8 +46,7 @@ def pipeline(tmp_path_factory):
     dvc = [sys.executable, "-m", "dvc"]
     run(["git", "init", "-q"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "empty"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "tiny params"], repo)
+    commit_all(repo, "tiny params")
     repro = run(dvc + ["repro"], repo)
     return repo, dvc, repro
 

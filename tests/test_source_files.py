@@ -14,7 +14,7 @@ CODE_ROOTS = ("stages/", "ultrasound_transfer/")
 # Each layer may import itself and the layers after it in this list, never one before.
 LAYERS = [
     ("ultrasound_transfer.cli", "ultrasound_transfer.__main__"),
-    ("stages", "ultrasound_transfer.study"),
+    ("stages", "ultrasound_transfer.study", "ultrasound_transfer.deployment"),
     ("ultrasound_transfer.networks", "ultrasound_transfer.evaluation"),
     ("ultrasound_transfer.parameters",),
     ("ultrasound_transfer.data",),
@@ -99,7 +99,8 @@ def test_imports_only_point_down_the_layers():
 
 def test_wings_of_one_layer_do_not_import_each_other():
     apart = (("ultrasound_transfer.evaluation", "ultrasound_transfer.networks"),
-             ("stages", "ultrasound_transfer.study"))
+             ("stages", "ultrasound_transfer.study"), ("stages", "ultrasound_transfer.deployment"),
+             ("ultrasound_transfer.study", "ultrasound_transfer.deployment"))
     for module, path in project_modules().items():
         for one, other in apart + tuple((b, a) for a, b in apart):
             if module == one or module.startswith(one + "."):

@@ -6,6 +6,9 @@
     ultrasound-transfer protocol paper                # run it as named DVC experiments (paper-ft0.15, ...)
     ultrasound-transfer sweep -S ft_fraction=0,0.15,0.5,1 --remote /shared/dvc-remote   # the same on Dask workers
     ultrasound-transfer compare                       # the paper's table and the best strategy, tested
+    ultrasound-transfer predict --dataset busi --model ResNet50 scans/       # the trained ensemble on new scans
+    ultrasound-transfer explain --dataset busi --model ResNet50 scans/       # Grad-CAM overlays
+    ultrasound-transfer export --dataset busi --model ResNet50               # .keras, ONNX and a model card
 
 Each subcommand parses its options here and hands them, typed, to its module
 in :mod:`ultrasound_transfer.study`, where the logic lives.  A
@@ -117,12 +120,77 @@ def run_compare(args: argparse.Namespace) -> None:
     run_comparison(classifier=args.classifier, metric=args.metric, exp_json=args.exp_json)
 
 
+def add_trained_network(parser: argparse.ArgumentParser, *, out: str, scans: bool) -> None:
+    """The options that name one trained dataset x network (predict, explain, export), its scans and output."""
+    parser.add_argument("--dataset", required=True, help="the dataset the network was trained on (params datasets)")
+    parser.add_argument("--model", required=True, help="the network (params models), e.g. ResNet50")
+    parser.add_argument("--experiment", help="a DVC experiment's networks (dvc exp show) instead of the workspace's")
+    parser.add_argument("--out", type=Path, help=f"what is written (default {out})")
+    if scans:
+        parser.add_argument("paths", nargs="+", metavar="PATH", help="image or DICOM files, or folders of them")
+
+
+def add_predict(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("predict", help="apply a trained network to new scans (images, DICOM)",
+                                 description="The study's ensemble of split networks on new scans: one row per "
+                                             "frame with each classifier's probability of malignant and call.")
+    add_trained_network(parser, out="predictions/<dataset>-<model>.csv", scans=True)
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first file that cannot be read, writing nothing")
+    parser.set_defaults(run=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from ultrasound_transfer.deployment.predict import PredictRequest
+    from ultrasound_transfer.deployment.predict import run_predict as run
+
+    run(PredictRequest(dataset=args.dataset, model=args.model, paths=args.paths, out=args.out,
+                       experiment=args.experiment, strict=args.strict))
+
+
+def add_explain(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("explain", help="Grad-CAM heat maps of a trained network on scans",
+                                 description="Grad-CAM overlays (PNG) of the study's ensemble for the malignant "
+                                             "score, one per frame.")
+    add_trained_network(parser, out="the folder explanations/<dataset>-<model>/", scans=True)
+    parser.set_defaults(run=run_explain)
+
+
+def run_explain(args: argparse.Namespace) -> None:
+    from ultrasound_transfer.deployment.gradcam import ExplainRequest
+    from ultrasound_transfer.deployment.gradcam import run_explain as run
+
+    run(ExplainRequest(dataset=args.dataset, model=args.model, paths=args.paths, out=args.out,
+                       experiment=args.experiment))
+
+
+def add_export(commands: argparse._SubParsersAction) -> None:
+    from ultrasound_transfer.deployment.export import FORMATS
+
+    parser = commands.add_parser("export", help="write a trained network as .keras and ONNX with a model card",
+                                 description="One self-contained file per format of the study's ensemble, its "
+                                             "facts (export.json) and a model card.")
+    add_trained_network(parser, out="the folder exports/<dataset>-<model>/", scans=False)
+    parser.add_argument("--formats", default=",".join(FORMATS),
+                        help=f"comma-separated, among {', '.join(FORMATS)} (default all)")
+    parser.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from ultrasound_transfer.deployment.export import ExportRequest
+    from ultrasound_transfer.deployment.export import run_export as run
+
+    run(ExportRequest(dataset=args.dataset, model=args.model, out=args.out,
+                      formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
+                      experiment=args.experiment))
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per command."""
     top = argparse.ArgumentParser(prog=PROG, description="The commands a person types, beside the DVC stages "
                                   "(run from the repository root).")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_protocol, add_sweep, add_compare):
+    for add in (add_protocol, add_sweep, add_compare, add_predict, add_explain, add_export):
         add(commands)
     return top
 

@@ -21,3 +21,4 @@ def external_pair_dir(train: str, test: str) -> Path:
     return EXTERNAL_DIR / f"{train}-to-{test}"
 PLOTS_DIR = Path("metrics/plots")         # finetune, evaluate: data for dvc plots
 SUMMARY_DIR = Path("metrics")             # report: summary.json, summary.md
+ERRORS_DIR = Path("metrics/errors")       # report: <dataset>/<model>.png, the most confident errors

@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,6 +34,7 @@ def two_networks(project, svm=None):
                            svm=svm)
     audited = manifest.assign(height=300, width=400 + 100 * manifest["label"], padding_share=0.1,
                               mean_gray=rng.normal(100, 5, N), bright_share=0.0)
+    np.save(project / "data/prepared/phantom/images.npy", rng.integers(0, 256, (N, 32, 32)).astype(np.uint8))
     (project / "data/prepared/phantom/report.json").write_text(
         json.dumps({"shortcut_audit": shortcut_audit(audited, warning_auc=0.7)}))
     evaluate.main(["phantom", "M"])
@@ -99,6 +101,11 @@ def test_the_report_reads_in_a_reviewers_order_with_intervals_and_holm_over_the_
     counts = [int(cell.split("(")[1].rstrip(")")) for cell in reliability[2][2:] if cell]
     assert reliability[2][:2] == ["M", "dense head"] and sum(counts) == N      # every test image in one bin
     assert "### accuracy" in text and "argmax" in text.split("## The paper's tables")[1].lower()
+    errors = text.split("## Most confident errors")[1]
+    for model in ("M", "W"):
+        assert f"`metrics/errors/phantom/{model}.png`" in errors
+        sheet = cv2.imread(str(project / f"metrics/errors/phantom/{model}.png"), cv2.IMREAD_GRAYSCALE)
+        assert sheet.shape[0] > 4 * 112 and sheet.std() > 0     # four rows: dense and SVM, FN and FP
 
 
 def test_the_other_svm_protocol_is_named(project):

@@ -43,20 +43,31 @@ def read_gray(path: Path | str) -> np.ndarray:
             f"cannot decode image file {path}; it is empty, truncated or not PNG/BMP/JPEG. "
             "Replace or remove the file."
         )
+    return gray_frame(image, path, channel_order="BGR")
+
+
+def gray_frame(image: np.ndarray, source: Path | str, *, channel_order: str) -> np.ndarray:
+    """A decoded frame (8- or 16-bit; gray, colour or with alpha) as 2-D uint8 gray, checked for size.
+
+    ``channel_order`` is how colour channels come: ``BGR`` from OpenCV,
+    ``RGB`` from DICOM.  16-bit values map linearly onto 0..255 (65535 -> 255);
+    alpha is dropped; colour becomes gray by the ITU-R BT.601 weights.  A frame
+    with a side under :data:`MIN_SIDE` px is refused naming ``source``.
+    """
     if image.dtype == np.uint16:
         image = np.round(image / 257.0).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise PipelineError(f"{path} has pixel type {image.dtype}; only 8- and 16-bit images are supported.")
+        raise PipelineError(f"{source} has pixel type {image.dtype}; only 8- and 16-bit images are supported.")
     if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if channel_order == "BGR" else cv2.COLOR_RGBA2GRAY)
     elif image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if channel_order == "BGR" else cv2.COLOR_RGB2GRAY)
     elif image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim != 2:
-        raise PipelineError(f"{path} has an unsupported shape {image.shape}.")
+        raise PipelineError(f"{source} has an unsupported shape {image.shape}.")
     if min(image.shape) < MIN_SIDE:
-        raise PipelineError(f"{path} is {image.shape[1]} x {image.shape[0]} px, under {MIN_SIDE} px on a side: "
+        raise PipelineError(f"{source} is {image.shape[1]} x {image.shape[0]} px, under {MIN_SIDE} px on a side: "
                             "a thumbnail or a strip, not an ultrasound frame. Replace or remove the file.")
     return np.ascontiguousarray(image)
 

@@ -1,0 +1,123 @@
+"""How fast ``ultrasound-transfer predict`` reads new scans, beside the networks' own forward time.
+
+``python -m benchmarks.predict`` (after ``dvc repro``: it reads the
+workspace's trained study) writes ``--images`` PNG files (the dataset's raw
+frames, copied round-robin under new names), and per network, side by side
+in one process:
+
+* **predict**: what the command does after loading, files to table: decode,
+  gray, square, the ensemble network, the rows (images/s);
+* **ensemble forward**: the ensemble network alone on the same squares: the
+  frozen prefix once, each split's tail;
+* **K plain networks**: each split's fine-tuned network through plain Keras
+  ``predict``, one after the other, as an ensemble without the shared prefix
+  would run;
+* the **arithmetic**: multiply-adds per image of the ensemble (prefix + K
+  tails) against K whole networks, the gain sharing the prefix can give.
+
+Loading (building K networks, fitting K SVMs) and tracing the ensemble's
+graph for the batch shapes are fixed costs per command, reported apart.
+Writes ``benchmarks/results/predict.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.results import RESULTS_DIR, markdown_table, write_results
+
+
+def timed(call) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = call()
+    return time.perf_counter() - start, result
+
+
+def scan_folder(dataset: str, count: int, folder: Path) -> list[Path]:
+    """``count`` PNG files: the dataset's raw frames, copied round-robin."""
+    from ultrasound_transfer.paths import RAW_DIR
+
+    sources = sorted((RAW_DIR / dataset).rglob("*.png"))
+    if not sources:
+        raise SystemExit(f"no PNG frames under {RAW_DIR / dataset}; run 'dvc repro' first.")
+    files = []
+    for i in range(count):
+        target = folder / f"scan{i:05d}.png"
+        shutil.copy(sources[i % len(sources)], target)
+        files.append(target)
+    return files
+
+
+def measure(dataset: str, model_name: str, files: list[Path]) -> dict:
+    from ultrasound_transfer.deployment.predict import PREDICT_BATCH, ensemble_probabilities, prediction_rows
+    from ultrasound_transfer.deployment.scans import network_squares, read_scans
+    from ultrasound_transfer.deployment.trained import load_trained_network
+    from ultrasound_transfer.networks.backbones import to_network_input
+    from ultrasound_transfer.networks.cost import split_macs
+    from ultrasound_transfer.parameters import load_settings
+
+    settings = load_settings()
+    loading, trained = timed(lambda: load_trained_network(dataset, model_name, settings))
+    # Trace both batch shapes the timed calls use (full batches and the last, shorter one), apart: tracing is a
+    # fixed cost of a command, like loading, not a cost per image.
+    warm = np.zeros((PREDICT_BATCH + len(files) % PREDICT_BATCH, settings.image_size, settings.image_size), np.float32)
+    tracing, _ = timed(lambda: ensemble_probabilities(trained, warm))
+
+    def predict_files():
+        frames, problems = read_scans(files)
+        squares = network_squares(frames, image_size=settings.image_size, resize=settings.normalize.resize)
+        return prediction_rows(trained, frames, problems, ensemble_probabilities(trained, squares)), squares
+
+    whole, (table, squares) = timed(predict_files)
+    forward, _ = timed(lambda: ensemble_probabilities(trained, squares))
+    inputs = to_network_input(squares.astype(np.uint8), model_name)
+    for fold in trained.folds:
+        fold.predict(inputs[:len(warm)], batch_size=PREDICT_BATCH, verbose=0)     # traced, as the ensemble was
+    plain, _ = timed(lambda: [fold.predict(inputs, batch_size=PREDICT_BATCH, verbose=0) for fold in trained.folds])
+    macs = split_macs(trained.folds[0])
+    k = len(trained.folds)
+    return {"model": model_name, "images": len(files), "splits": k, "loading_s": loading, "tracing_s": tracing,
+            "predict_s": whole,
+            "ensemble_forward_s": forward, "plain_networks_s": plain, "rows": len(table),
+            "ensemble_macs_per_image": macs.prefix + k * macs.tail,
+            "plain_macs_per_image": k * (macs.prefix + macs.tail)}
+
+
+def main() -> None:
+    from ultrasound_transfer.choices import MODELS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="phantom")
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where predict.json and .md go")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="predict-benchmark-") as folder:
+        files = scan_folder(args.dataset, args.images, Path(folder))
+        figures = [measure(args.dataset, name, files) for name in args.models]
+    rows = [[f["model"], f"{f['images'] / f['predict_s']:.0f}", f"{f['images'] / f['ensemble_forward_s']:.0f}",
+             f"{f['predict_s'] / f['ensemble_forward_s']:.2f}×",
+             f"{f['plain_networks_s'] / f['ensemble_forward_s']:.2f}×",
+             f"{f['plain_macs_per_image'] / f['ensemble_macs_per_image']:.2f}×",
+             f"{f['loading_s']:.1f} + {f['tracing_s']:.1f}"]
+            for f in figures]
+    table = markdown_table(rows, ["network", "predict, images/s", "ensemble forward, images/s",
+                                  "predict / forward", f"{figures[0]['splits']} plain networks / ensemble",
+                                  "arithmetic limit of that", "loading + tracing, s"])
+    note = (f"{args.images} PNG frames of `{args.dataset}` at the study's `image_size`, the ensemble of "
+            f"{figures[0]['splits']} splits. *predict / forward*: the whole command after loading (decoding, "
+            "squaring, rows) over the network alone; *plain networks / ensemble*: the splits' networks run one "
+            "by one through plain Keras over the ensemble, which runs the frozen prefix once; its arithmetic "
+            "limit is the ratio of their multiply-adds.")
+    write_results("predict", {"dataset": args.dataset, "figures": figures}, {"predict": table}, note=note,
+                  directory=args.results_dir)
+
+
+if __name__ == "__main__":
+    main()

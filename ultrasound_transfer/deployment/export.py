@@ -1,0 +1,188 @@
+"""``ultrasound-transfer export``: the ensemble as files another tool loads, with a model card.
+
+One folder per dataset x network (default ``exports/<dataset>-<model>/``):
+
+* ``<dataset>-<model>.keras``: the ensemble network
+  (:mod:`ultrasound_transfer.deployment.trained`) of built-in Keras layers
+  only, so ``keras.saving.load_model`` reads it without this project;
+* ``<dataset>-<model>.onnx``: the same network through Keras' own ONNX export
+  (``model.export(format="onnx")``; on TensorFlow it goes through tf2onnx),
+  for ONNX Runtime and other ONNX tools; left out with ``--formats keras``;
+* ``export.json``: what a program needs beside the file (input size and
+  resize rule, class names, outputs, each classifier's operating point,
+  the frozen part's fingerprint, the parameters);
+* ``model_card.md``: the model card (:mod:`ultrasound_transfer.deployment.model_card`).
+
+The folder is written whole or not at all.  What the files do not hold is
+decoding and squaring a frame (``normalize.resize``): that depends on the
+image's size and is done beforehand, as docs/using-the-model.md shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ultrasound_transfer.common import PipelineError, atomic_dir, load_params, log, read_json, write_json
+from ultrasound_transfer.deployment.experiment import experiment_workspace
+from ultrasound_transfer.deployment.model_card import model_card
+from ultrasound_transfer.deployment.trained import (
+    CLASSIFIERS,
+    GRAY_INPUT,
+    EnsembleParts,
+    TrainedNetwork,
+    load_trained_network,
+)
+from ultrasound_transfer.parameters import load_settings
+from ultrasound_transfer.paths import METRICS_DIR, external_pair_dir
+
+EXPORTS_DIR = Path("exports")
+FORMATS = ("keras", "onnx")
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What ``ultrasound-transfer export`` was asked."""
+
+    dataset: str
+    model: str
+    out: Path | None = None                  # default exports/<dataset>-<model>/
+    formats: tuple[str, ...] = FORMATS
+    experiment: str | None = None
+
+    @property
+    def out_dir(self) -> Path:
+        return (self.out or EXPORTS_DIR / f"{self.dataset}-{self.model}").absolute()
+
+
+def export_facts(trained: TrainedNetwork, files: dict[str, str], params: dict) -> dict:
+    """``export.json``: how to feed the files and read their outputs."""
+    benign, malignant = trained.class_names
+    return {
+        "dataset": trained.dataset, "model": trained.model_name, "files": files,
+        "input": {"name": GRAY_INPUT, "shape": [None, trained.image_size, trained.image_size], "dtype": "float32",
+                  "values": "gray levels 0..255 of the frame after decoding to gray and squaring",
+                  "resize": trained.settings.normalize.resize},
+        "classes": trained.class_names, "positive_class": malignant,
+        "outputs": {name: f"ensemble probability of {malignant}, (N, 1)" for name in CLASSIFIERS}
+        | {f"{name}_splits": f"each split's probability of {malignant}, (N, {len(trained.splits)})"
+           for name in CLASSIFIERS},
+        "operating_points": {name: {"threshold": value, "rule": trained.settings.evaluation.operating_point,
+                                    "call": f"{malignant} when the probability >= threshold, else {benign}"}
+                             for name, value in trained.thresholds.items()},
+        "splits": len(trained.splits), "frozen_sha256": trained.frozen_sha256,
+        "keras": keras.__version__, "backend": keras.backend.backend(), "params": params,
+    }
+
+
+def internal_metrics(dataset: str, model: str) -> dict:
+    path = METRICS_DIR / dataset / f"{model}.json"
+    if not path.is_file():
+        raise PipelineError(f"{path} is missing; run 'dvc repro evaluate@{dataset}-{model}'.")
+    return read_json(path)
+
+
+def external_metrics(dataset: str, model: str, params: dict) -> dict[str, dict]:
+    """External results of this network, where params ``external`` had it read on another dataset."""
+    found = {}
+    for pair in params.get("external") or []:
+        path = external_pair_dir(pair["train"], pair["test"]) / f"{model}.json"
+        if pair["train"] == dataset and path.is_file():
+            found[pair["test"]] = read_json(path)
+    return found
+
+
+def export_part(part: keras.Model, path: Path, sample) -> None:
+    """One part through Keras' own ONNX export, or a refusal that says what is missing."""
+    part.predict(sample, verbose=0)     # Keras exports only models that were called
+    try:
+        part.export(str(path), format="onnx", verbose=False)
+    except ImportError as error:
+        raise PipelineError(f"ONNX export needs {error.name or 'onnx'}: pip install -e '.[onnx]' "
+                            "(or export --formats keras).") from None
+    except Exception as error:  # noqa: BLE001 - the converter's own error, with the way around it
+        raise PipelineError(f"Keras' ONNX export failed on the {keras.backend.backend()} backend "
+                            f"({type(error).__name__}: {error}); export --formats keras, or run it on "
+                            "KERAS_BACKEND=tensorflow.") from None
+
+
+def write_onnx(parts: EnsembleParts, path: Path, *, image_size: int, scratch: Path) -> None:
+    """The ensemble as one ONNX graph, assembled from the ONNX exports of its parts.
+
+    Converting the whole ensemble at once holds every split's graph in the
+    converter together (tf2onnx needs about 40 bytes per weight byte: some
+    10 GB for a ResNet50 ensemble of five splits); part by part, the largest
+    part sets the peak.  The front runs once, each split's tail reads its
+    outputs (``Identity`` links), and ``Mean`` and ``Concat`` nodes give the
+    outputs the Keras ensemble gives.
+    """
+    import onnx
+    from onnx import TensorProto, compose, helper
+
+    sample = np.zeros((1, image_size, image_size), np.float32)
+    export_part(parts.front, scratch / "front.onnx", sample)
+    front = onnx.load(scratch / "front.onnx")
+    cut_names = [output.name for output in front.graph.output]
+    nodes, initializers = list(front.graph.node), list(front.graph.initializer)
+    cached = parts.front.predict(sample, verbose=0)
+    readings: dict[str, list[str]] = {name: [] for name in CLASSIFIERS}
+    for tail in parts.tails:
+        export_part(tail, scratch / f"{tail.name}.onnx", [cached[name] for name in sorted(cached)])
+        graph = compose.add_prefix(onnx.load(scratch / f"{tail.name}.onnx"), f"{tail.name}/").graph
+        inputs = {i.name.removeprefix(f"{tail.name}/"): i.name for i in graph.input}
+        if set(inputs) != set(cut_names):
+            raise PipelineError(f"ONNX export: the tail {tail.name} reads {sorted(inputs)}, the front gives "
+                                f"{sorted(cut_names)}; the parts do not fit together.")
+        nodes += [helper.make_node("Identity", [name], [inputs[name]], name=f"{tail.name}/link_{name}")
+                  for name in cut_names]
+        nodes += list(graph.node)
+        initializers += list(graph.initializer)
+        for name in CLASSIFIERS:
+            readings[name].append(f"{tail.name}/{name}")
+    outputs = []
+    for name, values in readings.items():
+        nodes.append(helper.make_node("Mean", values, [name], name=f"mean_{name}"))
+        nodes.append(helper.make_node("Concat", values, [f"{name}_splits"], axis=1, name=f"concat_{name}"))
+        outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 1]),
+                    helper.make_tensor_value_info(f"{name}_splits", TensorProto.FLOAT, ["batch", len(values)])]
+    graph = helper.make_graph(nodes, f"{parts.front.name.removesuffix('_front')}_ensemble", list(front.graph.input),
+                              outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=list(front.opset_import), ir_version=front.ir_version,
+                              producer_name="ultrasound-transfer")
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    for part in scratch.glob("*.onnx"):
+        part.unlink()
+
+
+def run_export(request: ExportRequest) -> Path:
+    """Write the export folder of one dataset x network; returns it."""
+    unknown = sorted(set(request.formats) - set(FORMATS))
+    if unknown or not request.formats:
+        raise PipelineError(f"--formats {','.join(request.formats)}: choose among {', '.join(FORMATS)}.")
+    out = request.out_dir
+    with experiment_workspace(request.experiment, dataset=request.dataset, model=request.model):
+        params = load_params()
+        settings = load_settings()
+        trained = load_trained_network(request.dataset, request.model, settings)
+        internal = internal_metrics(request.dataset, request.model)
+        external = external_metrics(request.dataset, request.model, params)
+    stem = f"{request.dataset}-{request.model}"
+    files = {fmt: f"{stem}.{fmt}" for fmt in request.formats}
+    with atomic_dir(out) as folder:
+        if "keras" in files:
+            trained.network.save(folder / files["keras"])
+        if "onnx" in files:
+            scratch = folder / ".onnx-parts"
+            scratch.mkdir()
+            write_onnx(trained.parts, folder / files["onnx"], image_size=trained.image_size, scratch=scratch)
+            scratch.rmdir()
+        write_json(folder / "export.json", export_facts(trained, files, params))
+        (folder / "model_card.md").write_text(model_card(trained, internal=internal, external=external,
+                                                         files=files, experiment=request.experiment))
+    log("export", f"{request.dataset}/{request.model}: {', '.join(files.values())}, export.json and "
+                  f"model_card.md in {out}")
+    return out
