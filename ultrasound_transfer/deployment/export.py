@@ -29,6 +29,7 @@ import numpy as np
 from ultrasound_transfer.common import PipelineError, atomic_dir, load_params, log, read_json, write_json
 from ultrasound_transfer.deployment.experiment import experiment_workspace
 from ultrasound_transfer.deployment.model_card import model_card
+from ultrasound_transfer.deployment.scans import check_output_folder
 from ultrasound_transfer.deployment.trained import (
     CLASSIFIERS,
     GRAY_INPUT,
@@ -113,9 +114,9 @@ def write_onnx(parts: EnsembleParts, path: Path, *, image_size: int, scratch: Pa
     """The ensemble as one ONNX graph, assembled from the ONNX exports of its parts.
 
     Converting the whole ensemble at once holds every split's graph in the
-    converter together (tf2onnx needs about 40 bytes per weight byte: some
-    10 GB for a ResNet50 ensemble of five splits); part by part, the largest
-    part sets the peak.  The front runs once, each split's tail reads its
+    converter together: for the demo's ResNet50 ensemble of five splits that
+    was killed for memory on a 24 GB machine, where part by part (the largest
+    part sets the peak) it peaked at 9 GB (docs/using-the-model.md).  The front runs once, each split's tail reads its
     outputs (``Identity`` links), and ``Mean`` and ``Concat`` nodes give the
     outputs the Keras ensemble gives.
     """
@@ -130,7 +131,7 @@ def write_onnx(parts: EnsembleParts, path: Path, *, image_size: int, scratch: Pa
     cached = parts.front.predict(sample, verbose=0)
     readings: dict[str, list[str]] = {name: [] for name in CLASSIFIERS}
     for tail in parts.tails:
-        export_part(tail, scratch / f"{tail.name}.onnx", [cached[name] for name in sorted(cached)])
+        export_part(tail, scratch / f"{tail.name}.onnx", [cached[f"cut{i}"] for i in range(len(cached))])
         graph = compose.add_prefix(onnx.load(scratch / f"{tail.name}.onnx"), f"{tail.name}/").graph
         inputs = {i.name.removeprefix(f"{tail.name}/"): i.name for i in graph.input}
         if set(inputs) != set(cut_names):
@@ -152,6 +153,10 @@ def write_onnx(parts: EnsembleParts, path: Path, *, image_size: int, scratch: Pa
                               outputs, initializer=initializers)
     model = helper.make_model(graph, opset_imports=list(front.opset_import), ir_version=front.ir_version,
                               producer_name="ultrasound-transfer")
+    size = model.ByteSize()
+    if size >= 2**31:
+        raise PipelineError(f"the ONNX ensemble would be {size / 2**30:.1f} GB, over the 2 GB a single ONNX file "
+                            "holds (protobuf's limit); export --formats keras, or fewer splits (cv.repeats).")
     onnx.checker.check_model(model)
     onnx.save(model, path)
     for part in scratch.glob("*.onnx"):
@@ -164,6 +169,7 @@ def run_export(request: ExportRequest) -> Path:
     if unknown or not request.formats:
         raise PipelineError(f"--formats {','.join(request.formats)}: choose among {', '.join(FORMATS)}.")
     out = request.out_dir
+    check_output_folder(out, marker="export.json")
     with experiment_workspace(request.experiment, dataset=request.dataset, model=request.model):
         params = load_params()
         settings = load_settings()

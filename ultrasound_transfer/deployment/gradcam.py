@@ -32,10 +32,17 @@ from pathlib import Path
 import cv2
 import keras
 import numpy as np
+import pandas as pd
 
 from ultrasound_transfer.common import PipelineError, atomic_dir, log
 from ultrasound_transfer.deployment.experiment import experiment_workspace
-from ultrasound_transfer.deployment.scans import Frame, network_squares, read_scans, scan_files
+from ultrasound_transfer.deployment.scans import (
+    Frame,
+    check_output_folder,
+    network_squares,
+    read_scans,
+    scan_files,
+)
 from ultrasound_transfer.deployment.trained import TrainedNetwork, load_trained_network, preprocessing_affine
 from ultrasound_transfer.networks.backbones import HIDDEN_LAYER, OUTPUT_LAYER
 from ultrasound_transfer.parameters import load_settings
@@ -59,8 +66,10 @@ EARLIER_LAYERS = {
 }
 GRADIENT_BACKENDS = ("tensorflow", "torch")
 EXPLANATIONS_DIR = Path("explanations")
+INDEX_FILE = "explanations.csv"     # which overlay shows which frame, and what the ensemble read there
 OVERLAY_WEIGHT = 0.4      # share of the heat map in the overlay
 OVERLAY_SIDE = 256        # px: the square is drawn at least this large, so a 80-px input stays readable
+CAM_BATCH = 32            # frames per gradient pass: the tape holds every activation of the batch
 
 
 def gradcam_layer(network: keras.Model, model_name: str) -> str:
@@ -96,15 +105,18 @@ def score_gradients(upper: keras.Model, maps: np.ndarray, kernel: np.ndarray, bi
     return keras.ops.convert_to_numpy(tensor.grad)
 
 
-def grad_cam(fold: keras.Model, inputs: np.ndarray, layer: str) -> np.ndarray:
+def grad_cam(fold: keras.Model, inputs: np.ndarray, layer: str, batch_size: int = CAM_BATCH) -> np.ndarray:
     """Grad-CAM maps (N, h, w) of ``fold`` for the preprocessed ``inputs``, at ``layer``, not yet scaled."""
     lower = keras.Model(fold.inputs, fold.get_layer(layer).output)
     upper = keras.Model(fold.get_layer(layer).output, fold.get_layer(HIDDEN_LAYER).output)
     kernel, bias = (keras.ops.convert_to_numpy(v).astype(np.float32) for v in fold.get_layer(OUTPUT_LAYER).weights)
-    maps = np.asarray(keras.ops.convert_to_numpy(lower([inputs], training=False)), dtype=np.float32)
-    gradients = score_gradients(upper, maps, kernel, bias)
-    alpha = gradients.mean(axis=(1, 2), keepdims=True)
-    return np.maximum((alpha * maps).sum(axis=-1), 0.0)
+    found = []
+    for start in range(0, len(inputs), batch_size):    # a cine loop of hundreds of frames, a batch at a time
+        maps = np.asarray(keras.ops.convert_to_numpy(lower([inputs[start:start + batch_size]], training=False)),
+                          dtype=np.float32)
+        alpha = score_gradients(upper, maps, kernel, bias).mean(axis=(1, 2), keepdims=True)
+        found.append(np.maximum((alpha * maps).sum(axis=-1), 0.0))
+    return np.concatenate(found)
 
 
 def ensemble_cam(trained: TrainedNetwork, squares: np.ndarray) -> np.ndarray:
@@ -158,6 +170,7 @@ class ExplainRequest:
 def run_explain(request: ExplainRequest) -> list[Path]:
     """Write one Grad-CAM overlay per frame into the request's folder (replaced as a whole, or left as it was)."""
     check_gradient_backend()
+    check_output_folder(request.out_dir, marker=INDEX_FILE)
     files = scan_files(request.paths)
     frames, problems = read_scans(files)
     if problems:
@@ -167,17 +180,22 @@ def run_explain(request: ExplainRequest) -> list[Path]:
         settings = load_settings()
         trained = load_trained_network(request.dataset, request.model, settings)
     squares = network_squares(frames, image_size=settings.image_size, resize=settings.normalize.resize)
+    layer = gradcam_layer(trained.folds[0], trained.model_name)
     cams = ensemble_cam(trained, squares)
     outputs = trained.network.predict(squares, verbose=0)
     threshold = trained.thresholds["dense"]
-    written = []
+    written, index = [], []
     with atomic_dir(request.out_dir) as folder:
         for i, (frame, square, cam) in enumerate(zip(frames, squares, cams), start=1):
             p = float(outputs["dense"][i - 1, 0])
             called = trained.class_names[1] if p >= threshold else trained.class_names[0]
             name = picture_name(i, frame)
             caption = f"{trained.model_name} p(malignant) {p:.2f} at {threshold:.2f}: {called}"
-            cv2.imwrite(str(folder / name), overlay(square, cam, caption))
+            if not cv2.imwrite(str(folder / name), overlay(square, cam, caption)):
+                raise PipelineError(f"could not write {request.out_dir / name} (OpenCV refused it).")
             written.append(request.out_dir / name)
+            index.append({"overlay": name, "file": frame.file, "frame": frame.frame, "gradcam_layer": layer,
+                          "dense_prob_malignant": p, "dense_threshold": threshold, "dense_class": called})
+        pd.DataFrame(index).to_csv(folder / INDEX_FILE, index=False)
     log("explain", f"{request.dataset}/{request.model}: {len(written)} Grad-CAM overlays in {request.out_dir}")
     return written

@@ -90,6 +90,22 @@ def read_scans(files: list[Path]) -> tuple[list[Frame], list[ScanProblem]]:
     return frames, problems
 
 
+def check_output_folder(folder: Path, *, marker: str, option: str = "--out") -> None:
+    """Refuse to replace a folder that is not this command's own earlier output.
+
+    The folder is written whole (``atomic_dir``), which replaces what was there;
+    so it must be new, or hold ``marker`` (the file the command writes into
+    each output), and must not hold the working directory.
+    """
+    folder = folder.absolute()
+    if Path.cwd().absolute().is_relative_to(folder):
+        raise PipelineError(f"{option} {folder} holds the working directory; the command replaces that folder "
+                            "whole. Name a new folder.")
+    if folder.exists() and not (folder / marker).is_file():
+        raise PipelineError(f"{option} {folder} exists and is not an output of this command (no {marker} in it); "
+                            "the command replaces that folder whole. Name a new folder, or remove this one.")
+
+
 def network_square(gray: np.ndarray, *, image_size: int, resize: str) -> np.ndarray:
     """A gray frame as the study's square (``normalize.resize``), float32 0..255: the ensemble network's input."""
     square, _ = fit_square(gray, image_size, resize)
