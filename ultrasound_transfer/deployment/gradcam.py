@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ultrasound_transfer.common import PipelineError, atomic_dir, log
-from ultrasound_transfer.deployment.experiment import experiment_workspace
+from ultrasound_transfer.deployment.predict import ensemble_probabilities
 from ultrasound_transfer.deployment.scans import (
     Frame,
     check_output_folder,
@@ -43,9 +43,8 @@ from ultrasound_transfer.deployment.scans import (
     read_scans,
     scan_files,
 )
-from ultrasound_transfer.deployment.trained import TrainedNetwork, load_trained_network, preprocessing_affine
-from ultrasound_transfer.networks.backbones import HIDDEN_LAYER, OUTPUT_LAYER
-from ultrasound_transfer.parameters import load_settings
+from ultrasound_transfer.deployment.trained import TrainedNetwork, load_requested_network
+from ultrasound_transfer.networks.backbones import HIDDEN_LAYER, OUTPUT_LAYER, to_network_input
 
 # Keyed by the names of ultrasound_transfer.choices.MODELS (a test checks each is the last convolutional block).
 GRADCAM_LAYERS = {
@@ -119,15 +118,10 @@ def grad_cam(fold: keras.Model, inputs: np.ndarray, layer: str, batch_size: int 
     return np.concatenate(found)
 
 
-def ensemble_cam(trained: TrainedNetwork, squares: np.ndarray) -> np.ndarray:
-    """The mean of the splits' Grad-CAM maps, upsampled to the square and scaled to 0..1 per image."""
+def ensemble_cam(trained: TrainedNetwork, squares: np.ndarray, *, layer: str) -> np.ndarray:
+    """The mean of the splits' Grad-CAM maps at ``layer``, upsampled to the square and scaled to 0..1 per image."""
     check_gradient_backend()
-    scale, offset = preprocessing_affine(trained.model_name)
-    inputs = (squares[..., None] * scale + offset).astype(np.float32)
-    layer = gradcam_layer(trained.folds[0], trained.model_name)
-    if layer != GRADCAM_LAYERS[trained.model_name]:
-        log("explain", f"{trained.model_name}: {GRADCAM_LAYERS[trained.model_name]} is under 2 x 2 at "
-                       f"{trained.image_size} px; the map is read at {layer}, the block before")
+    inputs = to_network_input(squares, trained.model_name)
     maps = np.mean([grad_cam(fold, inputs, layer) for fold in trained.folds], axis=0)
     size = squares.shape[1]
     cams = np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in maps])
@@ -176,13 +170,14 @@ def run_explain(request: ExplainRequest) -> list[Path]:
     if problems:
         raise PipelineError(f"{problems[0].error} ({len(problems)} of {len(files)} files cannot be read; "
                             "nothing was written)")
-    with experiment_workspace(request.experiment, dataset=request.dataset, model=request.model):
-        settings = load_settings()
-        trained = load_trained_network(request.dataset, request.model, settings)
-    squares = network_squares(frames, image_size=settings.image_size, resize=settings.normalize.resize)
+    trained = load_requested_network(request.dataset, request.model, experiment=request.experiment)
+    squares = network_squares(frames, image_size=trained.image_size, resize=trained.settings.normalize.resize)
     layer = gradcam_layer(trained.folds[0], trained.model_name)
-    cams = ensemble_cam(trained, squares)
-    outputs = trained.network.predict(squares, verbose=0)
+    if layer != GRADCAM_LAYERS[trained.model_name]:
+        log("explain", f"{trained.model_name}: {GRADCAM_LAYERS[trained.model_name]} is under 2 x 2 at "
+                       f"{trained.image_size} px; the map is read at {layer}, the block before")
+    cams = ensemble_cam(trained, squares, layer=layer)
+    outputs = ensemble_probabilities(trained, squares)
     threshold = trained.thresholds["dense"]
     written, index = [], []
     with atomic_dir(request.out_dir) as folder:

@@ -21,10 +21,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from ultrasound_transfer.common import PipelineError, Stopwatch, log, write_atomic
-from ultrasound_transfer.deployment.experiment import experiment_workspace
 from ultrasound_transfer.deployment.scans import Frame, ScanProblem, network_squares, read_scans, scan_files
-from ultrasound_transfer.deployment.trained import CLASSIFIERS, TrainedNetwork, load_trained_network
-from ultrasound_transfer.parameters import load_settings
+from ultrasound_transfer.deployment.trained import CLASSIFIERS, TrainedNetwork, load_requested_network
 
 PREDICTIONS_DIR = Path("predictions")
 # Images per forward pass of the ensemble: inference holds no gradients, so more than training's batch fits.
@@ -93,10 +91,8 @@ def run_predict(request: PredictRequest) -> pd.DataFrame:
         raise PipelineError(f"none of the {len(files)} files could be read; nothing was written. First: "
                             f"{problems[0].error}")
     clock = Stopwatch()
-    with experiment_workspace(request.experiment, dataset=request.dataset, model=request.model):
-        settings = load_settings()
-        trained = load_trained_network(request.dataset, request.model, settings)
-    squares = network_squares(frames, image_size=settings.image_size, resize=settings.normalize.resize)
+    trained = load_requested_network(request.dataset, request.model, experiment=request.experiment)
+    squares = network_squares(frames, image_size=trained.image_size, resize=trained.settings.normalize.resize)
     started = time.perf_counter()
     probabilities = ensemble_probabilities(trained, squares)
     rate = len(frames) / max(time.perf_counter() - started, 1e-9)

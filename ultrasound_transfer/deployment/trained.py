@@ -43,6 +43,7 @@ import yaml
 
 from ultrasound_transfer.common import PipelineError, Stopwatch, load_params, log
 from ultrasound_transfer.data.prepared import check_class_names, class_names_of, load_manifest, load_test_folds
+from ultrasound_transfer.deployment.experiment import experiment_workspace
 from ultrasound_transfer.evaluation.classifiers import FittedSvm
 from ultrasound_transfer.evaluation.transfer import SplitClassifiers, split_classifiers
 from ultrasound_transfer.networks.backbones import (
@@ -57,6 +58,7 @@ from ultrasound_transfer.networks.backbones import (
 from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, load_fold_weights
 from ultrasound_transfer.networks.frozen_prefix import has_frozen_part, split_at_frozen_prefix
 from ultrasound_transfer.networks.runtime import seed_everything, set_precision
+from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.paths import MODELS_DIR
 from ultrasound_transfer.settings import Settings
 
@@ -303,3 +305,9 @@ def load_trained_network(dataset: str, model_name: str, settings: Settings) -> T
     log("predict", f"{dataset}/{model_name}: the ensemble of {len(folds)} splits is ready ({clock})")
     return TrainedNetwork(dataset, model_name, settings, class_names, splits, folds, frozen, parts,
                           ensemble_network(parts))
+
+
+def load_requested_network(dataset: str, model_name: str, *, experiment: str | None) -> TrainedNetwork:
+    """:func:`load_trained_network` under the parameters of the workspace, or of DVC experiment ``experiment``."""
+    with experiment_workspace(experiment, dataset=dataset, model=model_name):
+        return load_trained_network(dataset, model_name, load_settings())
