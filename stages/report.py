@@ -58,6 +58,7 @@ from ultrasound_transfer.common import (
     write_atomic,
     write_json,
 )
+from ultrasound_transfer.data.prepared import class_names_of
 from ultrasound_transfer.evaluation.errors import errors_sheet
 from ultrasound_transfer.evaluation.statistics import compare_classifiers, format_p, holm_adjusted
 from ultrasound_transfer.parameters import load_settings
@@ -367,7 +368,7 @@ def write_error_sheets(settings: Settings) -> list[str]:
     with atomic_dir(ERRORS_DIR) as folder:
         for dataset in settings.datasets:
             manifest = pd.read_csv(PREPARED_DIR / dataset / "manifest.csv", keep_default_na=False)
-            classes = sorted(manifest["class_name"].unique())
+            classes = class_names_of(manifest)
             if len(classes) != 2:
                 continue
             images = np.load(PREPARED_DIR / dataset / "images.npy")
@@ -381,12 +382,14 @@ def write_error_sheets(settings: Settings) -> list[str]:
 
 
 def errors_section(sheets: list[str]) -> list[str]:
+    """The summary's list of error sheets (none where no dataset has two classes)."""
     if not sheets:
         return []
     return ["", "## Most confident errors", "",
             "Per network, the malignant images of the test folds given the lowest probability of malignant and the "
             "benign ones given the highest, each misread at the operating point, per classifier "
-            "(`ultrasound-transfer explain` on a file shows where the network looked):", "",
+            "(each the error of the split whose test fold held the image; `ultrasound-transfer explain` reads the "
+            "ensemble, most of whose splits trained on these images):", "",
             *[f"* `{sheet}`" for sheet in sheets]]
 
 

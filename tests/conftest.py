@@ -54,3 +54,11 @@ def merged(base: dict, update: dict) -> dict:
 def default_params() -> dict:
     """The repository's params.yaml, as a dict to modify."""
     return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_study(tmp_path_factory):
+    """The TINY study trained once per session by a real ``dvc repro``; tests take copies (``copy_to``)."""
+    from tests.scratch_repository import train_tiny_study
+
+    return train_tiny_study(tmp_path_factory.mktemp("tiny-study"))

@@ -4,11 +4,25 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, merged
+
+# The end-to-end tests' study: two networks (VGG16: one cached tensor; ResNet50: a cut inside a residual block).
+TINY = {
+    "datasets": ["phantom"],
+    "models": ["VGG16", "ResNet50"],
+    "image_size": 32,
+    "download": {"phantom": {"count": 24, "images_per_patient": 2, "native_size": 48}},
+    "cv": {"n_splits": 3},
+    "finetune": {"epochs": 1, "batch_size": 8, "validation_fraction": 0.25},
+    "svm": {"C_grid": [0.1, 1.0], "inner_folds": 2},
+    "evaluation": {"bootstrap_resamples": 200},     # the intervals' machinery, at a tenth of the demo's cost
+}
 
 
 def run(args, cwd, check=True):
@@ -34,3 +48,31 @@ def commit_all(repo: Path, message: str) -> None:
     """``git add -A`` and commit, as a person would before ``dvc exp run``."""
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message], repo)
+
+
+def tiny_params() -> str:
+    """The repository's params.yaml with TINY merged in."""
+    return yaml.safe_dump(merged(yaml.safe_load((REPO / "params.yaml").read_text()), TINY), sort_keys=False)
+
+
+@dataclass(frozen=True)
+class TrainedStudy:
+    """A scratch repository after ``dvc repro`` of the TINY study (committed before the run, not after)."""
+
+    root: Path
+    repro: subprocess.CompletedProcess
+
+    def copy_to(self, target: Path) -> Path:
+        """A copy of the whole project, git history, DVC cache and outputs included, to change freely."""
+        shutil.copytree(self.root, target, symlinks=True, dirs_exist_ok=True)
+        return target
+
+
+def train_tiny_study(root: Path) -> TrainedStudy:
+    """Copy the repository to ``root``, commit it with TINY params, and run the whole pipeline there."""
+    copy_repository(root)
+    (root / "params.yaml").write_text(tiny_params())
+    run(["git", "init", "-q"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "empty"], root)
+    commit_all(root, "tiny params")
+    return TrainedStudy(root, run([sys.executable, "-m", "dvc", "repro"], root))

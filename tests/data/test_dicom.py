@@ -105,3 +105,44 @@ def test_a_header_without_pixels_a_damaged_file_and_a_tiny_frame_are_refused_by_
         read_dicom_frames(tmp_path / "broken.dcm")
     with pytest.raises(PipelineError, match=r"tiny\.dcm is 8 x 8 px"):
         read_dicom_frames(write_dicom(tmp_path / "tiny.dcm", np.zeros((8, 8), np.uint8), "MONOCHROME2"))
+
+
+def test_a_header_without_its_file_meta_is_refused_by_name_not_with_a_traceback(tmp_path):
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ds = Dataset()
+    ds.set_pixel_data(np.zeros((64, 64), np.uint8), "MONOCHROME2", 8)
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, ds)
+    (tmp_path / "no_meta.dcm").write_bytes(b"\0" * 128 + b"DICM" + body.getvalue())   # no transfer syntax
+    with pytest.raises(PipelineError, match=r"no_meta\.dcm: not a readable DICOM file"):
+        read_dicom_frames(tmp_path / "no_meta.dcm")
+
+
+def test_burned_in_annotation_is_read_with_a_warning_that_names_the_file(tmp_path, frame, capsys):
+    ds = dicom_dataset()
+    ds.set_pixel_data(frame, "MONOCHROME2", 8)
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(tmp_path / "burned.dcm", enforce_file_format=True)
+    (gray,) = read_dicom_frames(tmp_path / "burned.dcm")
+    assert np.array_equal(gray, frame)
+    shown = capsys.readouterr().out
+    assert "burned.dcm: BurnedInAnnotation is YES" in shown
+    assert PATIENT_NAME not in shown and PATIENT_ID not in shown
+    read_dicom_frames(write_dicom(tmp_path / "clean.dcm", frame, "MONOCHROME2"))
+    assert "BurnedInAnnotation" not in capsys.readouterr().out
+
+
+def test_a_frame_count_that_is_not_a_number_is_refused_by_name(tmp_path, frame):
+    ds = dicom_dataset()
+    ds.set_pixel_data(frame, "MONOCHROME2", 8)
+    ds.NumberOfFrames = 12
+    ds.save_as(tmp_path / "frames.dcm", enforce_file_format=True)
+    element = bytes([0x28, 0, 0x08, 0, ord("I"), ord("S"), 2, 0]) + b"12"     # (0028,0008) IS, explicit VR
+    written = (tmp_path / "frames.dcm").read_bytes()
+    assert written.count(element) == 1
+    (tmp_path / "frames.dcm").write_bytes(written.replace(element, element[:-2] + b"1x"))   # parsed on access
+    with pytest.raises(PipelineError, match=r"frames\.dcm: not a readable DICOM file"):
+        read_dicom_frames(tmp_path / "frames.dcm")

@@ -9,12 +9,9 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from tests.conftest import REPO, merged
 from tests.data.test_dicom import PATIENT_ID, PATIENT_NAME, write_dicom
-from tests.scratch_repository import commit_all, copy_repository, run
-from tests.test_pipeline import TINY
+from tests.scratch_repository import TINY, commit_all, run
 from ultrasound_transfer.deployment.scans import network_squares, read_scans
 
 pytestmark = pytest.mark.slow
@@ -23,14 +20,9 @@ MODELS = TINY["models"]          # VGG16 (one cached tensor) and ResNet50 (a cut
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    """The tiny study trained and evaluated by DVC, committed, with a folder of scans beside it."""
-    repo = tmp_path_factory.mktemp("study")
-    copy_repository(repo)
-    (repo / "params.yaml").write_text(yaml.safe_dump(merged(yaml.safe_load((REPO / "params.yaml").read_text()),
-                                                            TINY), sort_keys=False))
-    run(["git", "init", "-q"], repo)
-    run([sys.executable, "-m", "dvc", "repro", *(f"evaluate@phantom-{m}" for m in MODELS)], repo)
+def study(trained_tiny_study, tmp_path_factory):
+    """The trained TINY study (tests.scratch_repository), committed, to run the commands in."""
+    repo = trained_tiny_study.copy_to(tmp_path_factory.mktemp("study"))
     commit_all(repo, "trained")
     return repo
 
@@ -52,7 +44,18 @@ def scans(study, tmp_path_factory):
 
 
 def ultrasound_transfer(repo, *args):
+    """The command in a fresh process, as a person or a script runs it (exit status, stdout, stderr)."""
     return run([sys.executable, "-m", "ultrasound_transfer", *args], repo, check=False)
+
+
+def refusal(*args) -> str:
+    """The message of the command run in this process (the working directory is the study), which must refuse."""
+    from ultrasound_transfer.cli import run as run_command
+    from ultrasound_transfer.common import PipelineError
+
+    with pytest.raises(PipelineError) as refused:
+        run_command(list(args))
+    return str(refused.value)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -98,16 +101,20 @@ def test_predict_reads_png_and_dicom_alike_and_gives_each_bad_file_its_row(study
     everything = (study / "scans.csv").read_text() + result.stdout + result.stderr
     assert PATIENT_NAME not in everything and PATIENT_ID not in everything and "Doe" not in everything
 
-    strict = ultrasound_transfer(study, "predict", "--dataset", "phantom", "--model", "VGG16", "--out",
-                                 "strict.csv", "--strict", str(scans))
-    assert strict.returncode == 2 and "notes.png" in strict.stderr and not (study / "strict.csv").exists()
+
+def test_strict_stops_at_the_first_bad_file_and_writes_nothing(study, scans, monkeypatch):
+    monkeypatch.chdir(study)
+    message = refusal("predict", "--dataset", "phantom", "--model", "VGG16", "--out", "strict.csv", "--strict",
+                      str(scans))
+    assert "notes.png" in message and "--strict" in message and not (study / "strict.csv").exists()
 
 
-def test_an_untrained_stale_or_reparametrized_network_is_refused_before_anything_is_written(study, scans):
+def test_an_untrained_stale_or_reparametrized_network_is_refused_before_anything_is_written(study, scans,
+                                                                                          monkeypatch):
+    monkeypatch.chdir(study)
     png = str(next(scans.glob("*.png")))
-    refused = ultrasound_transfer(study, "predict", "--dataset", "phantom", "--model", "ResNet101", "--out", "x.csv",
-                                  png)
-    assert refused.returncode == 2 and "ResNet101 was never trained here" in refused.stderr
+    assert "ResNet101 was never trained here" in refusal("predict", "--dataset", "phantom", "--model", "ResNet101",
+                                                         "--out", "x.csv", png)
     fold = study / "models/phantom/VGG16/weights/fold2.weights.npz"
     kept = fold.read_bytes()
     try:
@@ -116,16 +123,15 @@ def test_an_untrained_stale_or_reparametrized_network_is_refused_before_anything
         meta = json.loads(str(arrays["__meta__"][()]))
         arrays["__meta__"] = np.array(json.dumps({**meta, "frozen_sha256": "0" * 64}))
         np.savez(fold, **arrays)
-        stale = ultrasound_transfer(study, "predict", "--dataset", "phantom", "--model", "VGG16", "--out", "x.csv",
-                                    png)
-        assert stale.returncode == 2 and "fold2.weights.npz was trained on a different frozen part" in stale.stderr
+        assert "fold2.weights.npz was trained on a different frozen part" in refusal(
+            "predict", "--dataset", "phantom", "--model", "VGG16", "--out", "x.csv", png)
     finally:
         fold.write_bytes(kept)
     params = (study / "params.yaml").read_text()
     try:
         (study / "params.yaml").write_text(params.replace("ft_fraction: 0.15", "ft_fraction: 0.5"))
-        changed = ultrasound_transfer(study, "export", "--dataset", "phantom", "--model", "VGG16", "--out", "x")
-        assert changed.returncode == 2 and "ft_fraction 0.15 when it ran, 0.5 now" in changed.stderr
+        assert "ft_fraction 0.15 when it ran, 0.5 now" in refusal("export", "--dataset", "phantom", "--model",
+                                                                   "VGG16", "--out", "x")
     finally:
         (study / "params.yaml").write_text(params)
     assert not (study / "x.csv").exists() and not (study / "x").exists()
@@ -141,71 +147,92 @@ def test_explain_draws_one_grad_cam_overlay_per_frame(study, scans):
     assert written[-1].name.endswith("loop-frame3.png")
     picture = cv2.imread(str(written[0]))
     assert picture.shape[1] >= 256 and picture[30:].std(axis=2).mean() > 1     # coloured by the heat map
+    outputs = b"".join(p.read_bytes() for p in (study / "cams").iterdir()) + (result.stdout + result.stderr).encode()
+    for identifier in (PATIENT_NAME, PATIENT_ID, "Doe"):        # loop.dcm's header carries them
+        assert identifier.encode() not in outputs
 
 
-def test_export_gives_the_predictions_in_fresh_processes_with_plain_keras_and_onnx_runtime(study, scans, tmp_path):
-    formats = "keras,onnx"
+@pytest.fixture(scope="module")
+def exported(study, scans, tmp_path_factory):
+    """ResNet50 exported (its cut lies inside a residual block, so the ONNX parts join on several tensors), the
+    frames that predict read, and predict's table of them."""
     try:
         import onnxruntime  # noqa: F401
+        formats = "keras,onnx"
     except ImportError:
         formats = "keras"
-    result = ultrasound_transfer(study, "export", "--dataset", "phantom", "--model", "VGG16", "--out", "exported",
+    result = ultrasound_transfer(study, "export", "--dataset", "phantom", "--model", "ResNet50", "--out", "exported",
                                  "--formats", formats)
     assert result.returncode == 0, result.stderr
     folder = study / "exported"
     facts = json.loads((folder / "export.json").read_text())
     pngs = sorted(p for p in scans.glob("*.png") if p.name != "notes.png")
-    predicted = ultrasound_transfer(study, "predict", "--dataset", "phantom", "--model", "VGG16", "--out",
+    predicted = ultrasound_transfer(study, "predict", "--dataset", "phantom", "--model", "ResNet50", "--out",
                                     "pngs.csv", *map(str, pngs))
     assert predicted.returncode == 0, predicted.stderr
-    table = pd.read_csv(study / "pngs.csv")
     frames, _ = read_scans(pngs)
-    np.save(tmp_path / "squares.npy", network_squares(frames, image_size=32, resize=facts["input"]["resize"]))
-    script = f"""
-import sys, numpy as np, keras
-squares = np.load({str(tmp_path / "squares.npy")!r})
-out = keras.saving.load_model({str(folder / facts["files"]["keras"])!r}).predict(squares, verbose=0)
-np.save({str(tmp_path / "keras.npy")!r}, np.hstack([out["dense"], out["svm"]]))
-if "onnx" in {facts["files"]!r}:
-    import onnxruntime
-    session = onnxruntime.InferenceSession({str(folder / "phantom-VGG16.onnx")!r})
-    dense, svm = session.run(["dense", "svm"], {{"gray": squares}})
-    np.save({str(tmp_path / "onnx.npy")!r}, np.hstack([dense, svm]))
-assert not any(name.startswith("ultrasound_transfer") for name in sys.modules)
-"""
-    fresh = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    squares = tmp_path_factory.mktemp("squares") / "squares.npy"
+    np.save(squares, network_squares(frames, image_size=32, resize=facts["input"]["resize"]))
+    return folder, facts, squares, pd.read_csv(study / "pngs.csv")
+
+
+def in_a_fresh_process(script: str, cwd) -> np.ndarray:
+    """Run ``script`` (which saves ``out.npy``) in a Python process that must not import this project."""
+    script += "\nimport sys\nassert not any(name.startswith('ultrasound_transfer') for name in sys.modules)\n"
+    fresh = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True)
     assert fresh.returncode == 0, fresh.stderr[-2000:]
-    expected = table[["dense_prob_malignant", "svm_prob_malignant"]].to_numpy()
-    assert np.abs(np.load(tmp_path / "keras.npy") - expected).max() < 1e-4
-    if "onnx" in facts["files"]:
-        assert np.abs(np.load(tmp_path / "onnx.npy") - expected).max() < 1e-4
+    return np.load(cwd / "out.npy")
+
+
+def test_the_keras_file_gives_predicts_probabilities_with_plain_keras_and_carries_its_card(exported, study,
+                                                                                           tmp_path):
+    folder, facts, squares, table = exported
+    out = in_a_fresh_process(f"""
+import numpy as np, keras
+out = keras.saving.load_model({str(folder / facts["files"]["keras"])!r}).predict(np.load({str(squares)!r}), verbose=0)
+np.save("out.npy", np.hstack([out["dense"], out["svm"]]))
+""", tmp_path)
+    assert np.abs(out - table[["dense_prob_malignant", "svm_prob_malignant"]].to_numpy()).max() < 1e-4
     assert facts["operating_points"]["svm"]["threshold"] == pytest.approx(table["svm_threshold"].iloc[0])
     card = (folder / "model_card.md").read_text()
-    internal = json.loads((study / "metrics/cv/phantom/VGG16.json").read_text())
-    level = "case" if "case" in internal else "image"
-    assert f"| ROC-AUC | {internal[level]['dense']['roc_auc']:.3f} [" in card
-    for section in ("## Intended use", "not a medical device", "## Training data and folds", "grouped by `near`",
+    internal = json.loads((study / "metrics/cv/phantom/ResNet50.json").read_text())
+    image_part, case_part = card.split("### Case level")          # the phantom has cases of two images
+    assert f"| ROC-AUC | {internal['image']['dense']['roc_auc']:.3f} [" in image_part
+    assert f"| ROC-AUC | {internal['case']['dense']['roc_auc']:.3f} [" in case_part.split("##")[0]
+    for section in ("## Intended use", "not a medical device", "## Training data and folds", "grouping `near` (",
                     "**Random initial weights**", "## Operating point and calibration", "## Known limits"):
         assert section in card, section
 
 
-def test_predict_reads_an_experiments_networks_not_the_workspaces(study, scans):
+def test_the_onnx_file_gives_predicts_probabilities_with_onnx_runtime(exported, tmp_path):
+    pytest.importorskip("onnxruntime", reason="pip install -e '.[onnx]' to export and check ONNX")
+    folder, facts, squares, table = exported
+    out = in_a_fresh_process(f"""
+import numpy as np, onnxruntime
+session = onnxruntime.InferenceSession({str(folder / facts["files"]["onnx"])!r})
+np.save("out.npy", np.hstack(session.run(["dense", "svm"], {{"gray": np.load({str(squares)!r})}})))
+""", tmp_path)
+    assert np.abs(out - table[["dense_prob_malignant", "svm_prob_malignant"]].to_numpy()).max() < 1e-4
+
+
+def test_predict_reads_an_experiments_networks_not_the_workspaces(study, scans, monkeypatch):
+    from ultrasound_transfer.deployment.predict import PredictRequest, run_predict
+
     png = str(next(p for p in sorted(scans.glob("*.png")) if p.name != "notes.png"))
     dvc = [sys.executable, "-m", "dvc"]
+    # Only VGG16's evaluation: an experiment may run part of the pipeline, and predict reads only that part.
     run(dvc + ["exp", "run", "--name", "sensitive", "-S", "evaluation.operating_point=sensitivity",
-               "-S", "evaluation.target=0.95"], study)
+               "-S", "evaluation.target=0.95", "evaluate@phantom-VGG16"], study)
     read = pd.read_csv(study / "metrics/cv/phantom/VGG16.predictions.csv")
     expected = read.groupby("fold")["dense_threshold"].first().mean()
-    run(["git", "checkout", "--", "params.yaml", "dvc.lock"], study)
+    run(["git", "checkout", "--", "."], study)            # params.yaml, dvc.lock and the uncached metrics
     run(dvc + ["checkout", "--force"], study)
-    baseline = ultrasound_transfer(study, "predict", "--dataset", "phantom", "--model", "VGG16", "--out",
-                                   "baseline.csv", png)
-    chosen = ultrasound_transfer(study, "predict", "--dataset", "phantom", "--model", "VGG16", "--experiment",
-                                 "sensitive", "--out", "sensitive.csv", png)
-    assert baseline.returncode == 0 and chosen.returncode == 0, chosen.stderr
-    from_experiment = pd.read_csv(study / "sensitive.csv")["dense_threshold"].iloc[0]
-    assert from_experiment == pytest.approx(expected)
-    assert from_experiment != pytest.approx(pd.read_csv(study / "baseline.csv")["dense_threshold"].iloc[0])
-    missing = ultrasound_transfer(study, "predict", "--dataset", "phantom", "--model", "VGG16", "--experiment",
-                                  "no-such-experiment", png)
-    assert missing.returncode == 2 and "no-such-experiment" in missing.stderr
+    monkeypatch.chdir(study)
+    baseline = run_predict(PredictRequest(dataset="phantom", model="VGG16", paths=[png], out=study / "baseline.csv"))
+    chosen = run_predict(PredictRequest(dataset="phantom", model="VGG16", paths=[png], experiment="sensitive",
+                                        out=study / "sensitive.csv"))
+    assert chosen["dense_threshold"].iloc[0] == pytest.approx(expected)
+    assert chosen["dense_threshold"].iloc[0] != pytest.approx(baseline["dense_threshold"].iloc[0])
+    assert pd.read_csv(study / "sensitive.csv")["dense_threshold"].iloc[0] == pytest.approx(expected)
+    assert "no-such-experiment" in refusal("predict", "--dataset", "phantom", "--model", "VGG16", "--experiment",
+                                           "no-such-experiment", png)

@@ -2,8 +2,9 @@
 
 What is read: the pixel data and the attributes that say how to interpret it
 (photometric interpretation, bits stored, pixel representation, number of
-frames).  Nothing else of the header is read, so no patient, study or device
-identifier can reach an output or a log line.
+frames), and the flag for text burned into the pixels (below).  Nothing else
+of the header is read, so no patient, study or device identifier can reach an
+output or a log line.
 
 How a stored value becomes gray, as the study's PNG frames are gray:
 
@@ -21,16 +22,25 @@ How a stored value becomes gray, as the study's PNG frames are gray:
 A multi-frame file (a cine loop) gives one frame per stored frame, numbered
 from 1; each is read on its own.  A compressed transfer syntax that no
 installed pydicom plugin decodes is refused naming the file and the packages
-that would decode it.
+that would decode it; a header that pydicom cannot parse (a truncated or
+malformed element) is refused naming the file.
+
+The header keeps identifiers out of outputs; the pixels may not.  Scanners
+often burn the patient's name or the date into the image itself, which the
+header flags as ``BurnedInAnnotation`` (0028,0301) ``YES``; such a file is
+read, with a warning, since anything drawn from its pixels (Grad-CAM
+overlays) shows that text.
 """
 
 from __future__ import annotations
 
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.common import PipelineError, log
 from ultrasound_transfer.data.imaging import gray_frame
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -39,6 +49,10 @@ MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 # Photometric interpretations whose pixels pydicom (or the decoder) hands over as RGB.
 AS_RGB = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 PARTIAL_LUMA = ("YBR_PARTIAL_420", "YBR_PARTIAL_422")
+# What pydicom raises on a header element it parses lazily (on first access) and finds malformed: a value of
+# the wrong length or type, a missing file meta group, a number too large for its field.
+MALFORMED_HEADER = (AttributeError, KeyError, TypeError, ValueError, IndexError, OverflowError, struct.error,
+                    EOFError, OSError)
 
 
 def is_dicom(path: Path | str) -> bool:
@@ -48,11 +62,11 @@ def is_dicom(path: Path | str) -> bool:
     return head[PREAMBLE_BYTES:] == b"DICM"
 
 
-def check_decodable(dataset, path: Path) -> None:
-    """Refuse pixel data in a transfer syntax that no installed plugin decodes, naming what would."""
+def check_decodable(syntax, path: Path) -> None:
+    """Refuse pixel data in transfer syntax ``syntax`` (a pydicom UID) where no installed plugin decodes it,
+    naming what would."""
     from pydicom.pixels import get_decoder
 
-    syntax = dataset.file_meta.TransferSyntaxUID
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
@@ -78,23 +92,54 @@ def spread_to_uint8(values: np.ndarray, *, bits_stored: int, signed: bool, inver
     return np.round(values * (255.0 / top)).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class PixelHeader:
+    """The header attributes that say how to read the pixels (and nothing that identifies anyone)."""
+
+    transfer_syntax: str          # a pydicom UID
+    photometric: str
+    n_frames: int
+    colour: bool
+    bits_stored: int | None       # None: the pixel type's full width
+    signed: bool
+    has_pixels: bool
+    burned_in_annotation: bool
+
+
+def pixel_header(dataset) -> PixelHeader:
+    """Read every header attribute the pixels need, at once (pydicom parses each element on first access)."""
+    bits = dataset.get("BitsStored")
+    return PixelHeader(transfer_syntax=dataset.file_meta.TransferSyntaxUID,
+                       photometric=str(dataset.get("PhotometricInterpretation", "MONOCHROME2")),
+                       n_frames=int(dataset.get("NumberOfFrames", 1) or 1),
+                       colour=int(dataset.get("SamplesPerPixel", 1)) == 3,
+                       bits_stored=None if bits is None else int(bits),
+                       signed=int(dataset.get("PixelRepresentation", 0)) == 1,
+                       has_pixels="PixelData" in dataset,
+                       burned_in_annotation=str(dataset.get("BurnedInAnnotation", "")).upper() == "YES")
+
+
 def read_dicom_frames(path: Path | str) -> list[np.ndarray]:
     """Every frame of a DICOM file as 2-D uint8 gray (see the module's rules), or a clear refusal."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
     from pydicom.pixels import pixel_array
 
     path = Path(path)
     try:
         dataset = pydicom.dcmread(path, stop_before_pixels=False)
-    except (InvalidDicomError, EOFError, OSError, ValueError) as error:
+        header = pixel_header(dataset)
+    except (InvalidDicomError, BytesLengthException, *MALFORMED_HEADER) as error:
         raise PipelineError(f"{path}: not a readable DICOM file ({type(error).__name__}: {error}). "
                             "Replace or remove it.") from None
-    if "PixelData" not in dataset:
+    if header.burned_in_annotation:
+        log("dicom", f"warning: {path}: BurnedInAnnotation is YES: the pixels may show patient text, which "
+                     "overlays made from them (explain) reproduce.")
+    if not header.has_pixels:
         raise PipelineError(f"{path}: the DICOM file holds no image (no Pixel Data: a report or a header only). "
                             "Give the image series instead.")
-    check_decodable(dataset, path)
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
+    check_decodable(header.transfer_syntax, path)
+    photometric = header.photometric
     if photometric not in MONOCHROME + AS_RGB + PARTIAL_LUMA:
         raise PipelineError(f"{path}: photometric interpretation {photometric} is not read here (palette colour "
                             "and others carry no gray scale); export the frames as MONOCHROME2 or RGB.")
@@ -103,11 +148,9 @@ def read_dicom_frames(path: Path | str) -> list[np.ndarray]:
     except Exception as error:  # noqa: BLE001 - a decoder's own error, re-raised naming the file
         raise PipelineError(f"{path}: pydicom could not decode the pixels ({type(error).__name__}: {error}). "
                             "The file is damaged or its header does not match its pixel data.") from None
-    n_frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    colour = int(dataset.get("SamplesPerPixel", 1)) == 3
+    n_frames, colour, signed = header.n_frames, header.colour, header.signed
     frames = pixels if n_frames > 1 else pixels[None]
-    bits = int(dataset.get("BitsStored", pixels.dtype.itemsize * 8))
-    signed = int(dataset.get("PixelRepresentation", 0)) == 1
+    bits = header.bits_stored or pixels.dtype.itemsize * 8
     gray = []
     for index, frame in enumerate(frames, start=1):
         source = f"{path} frame {index}" if n_frames > 1 else path

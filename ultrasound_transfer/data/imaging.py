@@ -50,9 +50,11 @@ def gray_frame(image: np.ndarray, source: Path | str, *, channel_order: str) -> 
     """A decoded frame (8- or 16-bit; gray, colour or with alpha) as 2-D uint8 gray, checked for size.
 
     ``channel_order`` is how colour channels come: ``BGR`` from OpenCV,
-    ``RGB`` from DICOM.  16-bit values map linearly onto 0..255 (65535 -> 255);
-    alpha is dropped; colour becomes gray by the ITU-R BT.601 weights.  A frame
-    with a side under :data:`MIN_SIDE` px is refused naming ``source``.
+    ``RGB`` from DICOM, ``gray`` for a frame of one channel (DICOM
+    ``MONOCHROME``); any order but ``BGR`` reads three channels as RGB.
+    16-bit values map linearly onto 0..255 (65535 -> 255); alpha is dropped;
+    colour becomes gray by the ITU-R BT.601 weights.  A frame with a side
+    under :data:`MIN_SIDE` px is refused naming ``source``.
     """
     if image.dtype == np.uint16:
         image = np.round(image / 257.0).astype(np.uint8)

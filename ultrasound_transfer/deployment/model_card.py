@@ -30,7 +30,17 @@ LABEL_SOURCES = {
 }
 
 
+# What each ``cv.grouping`` keeps in one fold (settings.CvSettings, docs/evaluation.md).
+GROUPING_MEANS = {
+    "near": "patients or cases, identical pixels and near-duplicate images never straddle folds",
+    "exact": "patients or cases and identical pixels never straddle folds; near-duplicates may",
+    "none": "plain stratified folds: images of one patient may fall in the training and the test fold, "
+            "so the figures may be optimistic",
+}
+
+
 def figure(section: dict, key: str) -> str:
+    """``value [low, high]`` of one metric, ``—`` where the metrics file lacks it."""
     value, low, high = section.get(key), section.get(f"{key}_ci_low"), section.get(f"{key}_ci_high")
     if value is None:
         return "—"
@@ -40,6 +50,7 @@ def figure(section: dict, key: str) -> str:
 
 
 def metrics_table(level: dict) -> list[str]:
+    """Markdown rows of the headline figures, one column per classifier."""
     lines = ["| figure | " + " | ".join(CLASSIFIER_NAMES[c] for c in CLASSIFIERS) + " |",
              "|---|" + "---|" * len(CLASSIFIERS)]
     for key, name in HEADLINE:
@@ -48,6 +59,7 @@ def metrics_table(level: dict) -> list[str]:
 
 
 def limits(trained: TrainedNetwork) -> list[str]:
+    """The known limits that apply to this network: demo weights, synthetic or TI-RADS labels, scope."""
     s = trained.settings
     found = []
     if str(s.weights).lower() == "none":
@@ -62,9 +74,12 @@ def limits(trained: TrainedNetwork) -> list[str]:
         "see the external figures where they exist, and validate on your own scans first.",
         f"The network reads a {s.image_size} x {s.image_size} gray square made by `{s.normalize.resize}`; "
         "colour Doppler, elastography, other organs and other image types were never in its training data.",
-        "The cross-validated figures are those of single split networks; the ensemble that the files hold "
-        "averages them and is usually a little better, so they estimate it conservatively. The operating point "
-        "is the mean of the splits' thresholds, never tuned on the test folds.",
+        "The cross-validated figures are those of single split networks, each read on its test fold"
+        + (" (with `cv.grouping: none`, a fold may share patients with the training part). " if
+           s.cv.grouping == "none" else ", patients it never saw. ") +
+        "The ensemble that the files hold averages them; it has no cross-validated figure of its own (every "
+        "image trained some of its members), so only the external figures, where run, measure it. The "
+        "operating point is the mean of the splits' thresholds, never tuned on the test folds.",
         "Grad-CAM maps (ultrasound-transfer explain) show where the score rises, at the coarse resolution of "
         "the last convolutional block; they are not a segmentation and not proof that the lesion was read.",
     ]
@@ -77,7 +92,6 @@ def model_card(trained: TrainedNetwork, *, internal: dict, external: dict[str, d
     s = trained.settings
     benign, malignant = trained.class_names
     data = internal.get("data", {})
-    level = "case" if "case" in internal else "image"
     lines = [
         f"# Model card: {trained.model_name} on {trained.dataset}",
         "",
@@ -108,19 +122,27 @@ def model_card(trained: TrainedNetwork, *, internal: dict, external: dict[str, d
         f"* **Counts**: {data.get('images', '?')} images ({data.get(f'images_{benign}', '?')} {benign}, "
         f"{data.get(f'images_{malignant}', '?')} {malignant}) of {data.get('groups', '?')} groups and "
         f"{data.get('cases', '?')} cases.",
-        f"* **Folds**: {s.cv.n_splits}-fold stratified cross-validation grouped by `{s.cv.grouping}` "
-        f"(patients or cases, identical pixels{' and near-duplicates' if s.cv.grouping == 'near' else ''} never "
-        f"straddle folds), {s.cv.repeats} repeat(s), seed {s.seed}. Early stopping, the SVM's C, Platt scaling "
-        "and the operating points were chosen inside each training part.",
+        f"* **Folds**: {s.cv.n_splits}-fold stratified cross-validation, grouping `{s.cv.grouping}` "
+        f"({GROUPING_MEANS[s.cv.grouping]}), {s.cv.repeats} repeat(s), seed {s.seed}. Early stopping, the SVM's "
+        "C, Platt scaling and the operating points were chosen inside each training part.",
         "",
-        f"## Cross-validated figures ({level} level, pooled out-of-fold)",
+        "## Cross-validated figures (image level, pooled out-of-fold)",
         "",
-        f"At the operating point; {100 * s.evaluation.confidence_level:g} % intervals from "
-        f"{s.evaluation.bootstrap_resamples} bootstrap resamples of groups, never of single images.",
+        "Per image, as `predict` reads one frame at a time; at the operating point; "
+        f"{100 * s.evaluation.confidence_level:g} % intervals from {s.evaluation.bootstrap_resamples} bootstrap "
+        + ("resamples of groups, never of single images." if s.cv.grouping != "none" else
+           "resamples of images (`cv.grouping: none` makes each image its own group), too narrow where a patient "
+           "has several images."),
         "",
-        *metrics_table(internal.get(level, {})),
+        *metrics_table(internal.get("image", {})),
         "",
     ]
+    if "case" in internal:
+        lines += ["### Case level", "",
+                  f"Per case (the {s.evaluation.case_score} of its images' probabilities, params "
+                  "`evaluation.case_score`), as a reader who sees every image of a lesion decides; `predict` "
+                  "gives frames, so combine a case's rows the same way to use these figures.", "",
+                  *metrics_table(internal["case"]), ""]
     for test, metrics in external.items():
         lines += [f"## External figures: read on {test}", "",
                   "Nothing was trained or tuned on these images.", "", *metrics_table(metrics.get("image", {})), ""]

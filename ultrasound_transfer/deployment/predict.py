@@ -74,7 +74,18 @@ def prediction_rows(trained: TrainedNetwork, frames: list[Frame], problems: list
                              kind="stable").reset_index(drop=True)
 
 
+def check_out_file(path: Path) -> None:
+    """Refuse an ``--out`` that cannot become the CSV file: an existing folder, or a path under a file."""
+    if path.is_dir():
+        raise PipelineError(f"--out {path} is a folder; give the CSV file's name, "
+                            f"e.g. --out {path / 'predictions.csv'}.")
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise PipelineError(f"--out {path}: {blocking} is a file, not a folder; choose another path.")
+
+
 def printed_table(table: pd.DataFrame, malignant: str) -> str:
+    """The columns a person reads on the terminal (file, frame, status, each probability and class)."""
     shown = table[["file", "frame", "status"] + [c for c in table.columns if c.endswith(f"_prob_{malignant}")
                                                  or c.endswith("_class")]]
     return tabulate(shown, headers="keys", tablefmt="simple", showindex=False, floatfmt=".3f", missingval="")
@@ -82,6 +93,7 @@ def printed_table(table: pd.DataFrame, malignant: str) -> str:
 
 def run_predict(request: PredictRequest) -> pd.DataFrame:
     """Read the scans, load the ensemble, write the table; raise (exit status 2) if any file failed."""
+    check_out_file(request.out_file)
     files = scan_files(request.paths)
     frames, problems = read_scans(files)
     if problems and request.strict:

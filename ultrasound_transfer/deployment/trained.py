@@ -108,10 +108,12 @@ class TrainedNetwork:
 
 
 def stage_names(dataset: str, model_name: str) -> tuple[str, str]:
+    """The DVC stages that train and evaluate ``dataset`` x ``model_name`` (as ``dvc.yaml``'s foreach names them)."""
     return f"finetune@{dataset}-{model_name}", f"evaluate@{dataset}-{model_name}"
 
 
 def nested_value(params: dict, dotted: str):
+    """``params["a"]["b"]`` for ``"a.b"``; None where any level is missing."""
     node = params
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -209,6 +211,7 @@ def svm_layer(svm: FittedSvm, name: str) -> keras.layers.Dense:
 
 
 def mean_of(tensors: list, name: str):
+    """The splits' mean as a layer (Keras' ``Average`` needs two inputs or more)."""
     if len(tensors) == 1:
         return keras.layers.Identity(name=name)(tensors[0])
     return keras.layers.Average(name=name)(tensors)
@@ -267,6 +270,7 @@ def ensemble_network(parts: EnsembleParts) -> keras.Model:
 
 
 def check_fold_files(dataset: str, model_name: str, n_splits: int, rerun: str) -> list[Path]:
+    """The ``n_splits`` fold files of the network, or a refusal naming the first missing one and ``rerun``."""
     paths = [MODELS_DIR / dataset / model_name / "weights" / f"fold{k}.weights.npz" for k in range(1, n_splits + 1)]
     missing = [p for p in paths if not p.is_file()]
     if missing:
@@ -302,7 +306,7 @@ def load_trained_network(dataset: str, model_name: str, settings: Settings) -> T
         set_batch_norm_mode(fold, "training")
         folds.append(fold)
     parts = ensemble_parts(folds, splits, model_name=model_name, feature_layer=settings.feature_layer)
-    log("predict", f"{dataset}/{model_name}: the ensemble of {len(folds)} splits is ready ({clock})")
+    log("ensemble", f"{dataset}/{model_name}: the ensemble of {len(folds)} splits is ready ({clock})")
     return TrainedNetwork(dataset, model_name, settings, class_names, splits, folds, frozen, parts,
                           ensemble_network(parts))
 

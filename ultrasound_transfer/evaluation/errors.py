@@ -39,6 +39,7 @@ def confident_errors(predictions: pd.DataFrame, *, classifier: str, malignant: s
 
 
 def tile(square: np.ndarray, caption: str) -> np.ndarray:
+    """One image of the sheet, enlarged to ``TILE`` px without smoothing, over a band with its caption."""
     picture = cv2.resize(square, (TILE, TILE), interpolation=cv2.INTER_NEAREST)
     band = np.zeros((18, TILE), np.uint8)
     cv2.putText(band, caption[:18], (2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.35, 255, 1, cv2.LINE_AA)

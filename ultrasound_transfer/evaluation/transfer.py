@@ -21,9 +21,11 @@ cross-validated figures (pooled out-of-fold predictions, as ``evaluate``
 reports them).  The two come from different patients, so its interval
 resamples the source's groups and the target's groups independently, each
 resample giving one difference (the percentile bootstrap of a difference of
-two independent samples; Efron & Tibshirani 1993, ch. 13).  An ensemble is
-usually a little better than its members, so the gap, if anything,
-understates the drop of a single network.
+two independent samples; Efron & Tibshirani 1993, ch. 13).  It sets an
+ensemble against single networks: averaging networks often helps
+(Lakshminarayanan et al., NeurIPS 2017), which this project does not
+measure, so the gap is the ensemble's drop, not necessarily a single
+network's.
 """
 
 from __future__ import annotations
