@@ -154,26 +154,27 @@ def test_explain_draws_one_grad_cam_overlay_per_frame(study, scans):
 
 @pytest.fixture(scope="module")
 def exported(study, scans, tmp_path_factory):
-    """ResNet50 exported (its cut lies inside a residual block, so the ONNX parts join on several tensors), the
-    frames that predict read, and predict's table of them."""
+    """VGG16 exported, the frames that predict read, and predict's table of them (both run in this process; the
+    files are read in fresh ones). The ONNX assembly of tails that read several tensors is test_export's."""
+    from ultrasound_transfer.deployment.export import ExportRequest, run_export
+    from ultrasound_transfer.deployment.predict import PredictRequest, run_predict
+
     try:
         import onnxruntime  # noqa: F401
-        formats = "keras,onnx"
+        formats = ("keras", "onnx")
     except ImportError:
-        formats = "keras"
-    result = ultrasound_transfer(study, "export", "--dataset", "phantom", "--model", "ResNet50", "--out", "exported",
-                                 "--formats", formats)
-    assert result.returncode == 0, result.stderr
-    folder = study / "exported"
-    facts = json.loads((folder / "export.json").read_text())
+        formats = ("keras",)
     pngs = sorted(p for p in scans.glob("*.png") if p.name != "notes.png")
-    predicted = ultrasound_transfer(study, "predict", "--dataset", "phantom", "--model", "ResNet50", "--out",
-                                    "pngs.csv", *map(str, pngs))
-    assert predicted.returncode == 0, predicted.stderr
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(study)
+        folder = run_export(ExportRequest(dataset="phantom", model="VGG16", out=study / "exported", formats=formats))
+        table = run_predict(PredictRequest(dataset="phantom", model="VGG16", paths=[str(p) for p in pngs],
+                                           out=study / "pngs.csv"))
+    facts = json.loads((folder / "export.json").read_text())
     frames, _ = read_scans(pngs)
     squares = tmp_path_factory.mktemp("squares") / "squares.npy"
     np.save(squares, network_squares(frames, image_size=32, resize=facts["input"]["resize"]))
-    return folder, facts, squares, pd.read_csv(study / "pngs.csv")
+    return folder, facts, squares, table
 
 
 def in_a_fresh_process(script: str, cwd) -> np.ndarray:
@@ -195,7 +196,7 @@ np.save("out.npy", np.hstack([out["dense"], out["svm"]]))
     assert np.abs(out - table[["dense_prob_malignant", "svm_prob_malignant"]].to_numpy()).max() < 1e-4
     assert facts["operating_points"]["svm"]["threshold"] == pytest.approx(table["svm_threshold"].iloc[0])
     card = (folder / "model_card.md").read_text()
-    internal = json.loads((study / "metrics/cv/phantom/ResNet50.json").read_text())
+    internal = json.loads((study / "metrics/cv/phantom/VGG16.json").read_text())
     image_part, case_part = card.split("### Case level")          # the phantom has cases of two images
     assert f"| ROC-AUC | {internal['image']['dense']['roc_auc']:.3f} [" in image_part
     assert f"| ROC-AUC | {internal['case']['dense']['roc_auc']:.3f} [" in case_part.split("##")[0]
