@@ -24,6 +24,9 @@ from ultrasound_transfer.networks.backbones import HEAD_NORM_LAYER, POOLED_LAYER
 from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, model_upto, split_at_frozen_prefix
 from ultrasound_transfer.settings import AugmentationSettings, PrefixCacheSettings
 
+# The most that FoldBatches.as_tf_dataset holds in memory, prepared; beyond it batches are read one by one.
+MAX_TF_FEED_BYTES = 2 * 2**30
+
 
 class FoldBatches(keras.utils.PyDataset):
     """Batches of the rows ``rows`` of aligned arrays, in a fresh seeded order each epoch.
@@ -76,6 +79,48 @@ class FoldBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self.order = self.epoch_order()
+
+    def as_tf_dataset(self, epochs: int):
+        """The batches that Keras' ``fit`` draws from this ``PyDataset`` over ``epochs`` epochs, as a ``tf.data``
+        pipeline; None where it does not apply (another backend, augmentation, memory-mapped or large inputs).
+
+        Keras feeds a ``PyDataset`` on TensorFlow through ``from_generator``,
+        a Python call per batch: on ResNet101's tail at the demo's size that
+        was 28 % of each epoch.  Here the inputs, prepared once (``prepare``
+        works pixel by pixel, so whole arrays give what batches give), are
+        gathered inside the graph in the orders :meth:`epoch_order` draws.
+        Keras reads a ``PyDataset``'s first batches to learn their shapes and
+        then calls :meth:`on_epoch_end`, so its first training epoch reads
+        order 1, its second order 2...; the pipeline follows, and training
+        sees the batches it saw before, bit for bit (tests/networks/test_fitting.py).
+        """
+        if keras.backend.backend() != "tensorflow" or self.augmentation is not None or any(
+                isinstance(array, np.memmap) for array in self.inputs):
+            return None
+        if sum(self.prepare(array[:1]).nbytes * len(array) for array in self.inputs) > MAX_TF_FEED_BYTES:
+            return None
+        import tensorflow as tf
+
+        prepared = [tf.constant(self.prepare(array)) for array in self.inputs]
+        labels = None if self.labels is None else tf.constant(np.asarray(self.labels))
+        first = self.epoch + (self.seed is not None)
+        orders = np.stack([self.rows if self.seed is None else
+                           self.rows[np.random.default_rng([self.seed, e]).permutation(len(self.rows))]
+                           for e in range(first, first + epochs)]).astype(np.int64)
+        batch_size = self.batch_size
+
+        def gather(rows):
+            x = tuple(tf.gather(array, rows) for array in prepared)
+            x = x[0] if len(x) == 1 else x
+            return (x,) if labels is None else (x, tf.gather(labels, rows))
+
+        def batched(rows):
+            return tf.data.Dataset.from_tensor_slices(rows).batch(batch_size)
+
+        batches = tf.data.Dataset.from_tensor_slices(orders).flat_map(batched)
+        # flat_map hides the length, which Keras needs to tell a finished epoch from data that ran out.
+        batches = batches.apply(tf.data.experimental.assert_cardinality(len(orders) * len(self)))
+        return batches.map(gather).prefetch(2)
 
 
 def as_float32(array: np.ndarray) -> np.ndarray:
