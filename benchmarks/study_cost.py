@@ -1,4 +1,4 @@
-"""What the paper's study costs: storage of fold networks, epochs, whole units, and a queued sweep.
+"""What the paper's study costs: storage of fold networks, whole units, and a queued sweep.
 
 ``python -m benchmarks.study_cost`` measures, side by side in one run, at the
 paper's 224 px with random weights and few phantom images (this machine has
@@ -9,11 +9,6 @@ two CPU cores), and writes ``benchmarks/results/study_cost.json`` and the tables
   (:mod:`ultrasound_transfer.networks.fold_weights`), per network and strategy,
   and the gigabytes of the full paper grid
   (4 datasets x 5 networks x 4 strategies x 5 folds);
-* ``epochs`` rows: steady-state seconds per training epoch of plain Keras
-  ``model.fit`` on image arrays (the frozen part recomputed every epoch) and
-  of the cached path (the tail on the frozen prefix's outputs), the fixed
-  costs of each (graph building, tracing, the prefix pass) apart, and the
-  ideal speedup from multiply-adds, ``1 + prefix / (3 * tail)``;
 * ``unit`` rows: ``finetune`` (training and features) + ``evaluate`` of one dataset x network
   over 5 folds, the project's stages against a plain-Keras study (fit per fold
   on the full network, features per fold with the full network, the same
@@ -46,7 +41,7 @@ from tabulate import tabulate
 
 from benchmarks.results import RESULTS_DIR, markdown_table, write_results
 from tests.conftest import REPO, merged
-from ultrasound_transfer.settings import HeadSettings, PhantomSettings, SvmSettings
+from ultrasound_transfer.settings import HeadSettings, SvmSettings
 
 RESULTS = RESULTS_DIR / "study_cost.json"
 MODELS = ["VGG16", "VGG19", "ResNet50", "ResNet101", "InceptionV3"]
@@ -85,65 +80,6 @@ def storage_rows() -> list[dict]:
     per_grid = PAPER_GRID["datasets"] * PAPER_GRID["folds"] / 1024      # MB per fold -> GB over the grid
     grid = {column: sum(r[column] for r in rows) * per_grid for column in ("whole_mb", "trained_mb")}
     return rows + [{"kind": "storage", "model": "paper grid (GB)", "ft_fraction": "all", **grid}]
-
-
-# --- epochs -----------------------------------------------------------------------------------------
-
-def phantom_images(image_size: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    from ultrasound_transfer.data.imaging import letterbox
-    from ultrasound_transfer.data.phantom import CLASS_NAMES, generate
-    images = generate(PhantomSettings(count=count, seed=7, native_size=256))
-    return (np.stack([letterbox(image.pixels, image_size) for image in images]),
-            np.array([CLASS_NAMES.index(image.label) for image in images]))
-
-
-def epoch_times(model_name: str, ft_fraction: float, cached: bool, image_size: int, images: int, epochs: int,
-                batch_size: int) -> dict:
-    """Seconds of each epoch, and of everything before the first, for one path."""
-    import keras
-
-    from ultrasound_transfer.networks.backbones import build_classifier, to_network_input
-    from ultrasound_transfer.networks.fitting import compile_classifier
-    from ultrasound_transfer.networks.runtime import seed_everything
-    from ultrasound_transfer.networks.training_paths import choose_training_path
-
-    pixels, labels = phantom_images(image_size, images)
-    seed_everything(1)
-    model, _ = build_classifier(model_name, image_size=image_size, n_classes=2, weights="none",
-                                ft_fraction=ft_fraction, head=HeadSettings(256, 0.5))
-    ticks: list[float] = []
-    timer = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ticks.append(time.perf_counter()))
-    started = time.perf_counter()
-    if cached:
-        with choose_training_path(model, pixels, model_name=model_name, batch_size=batch_size) as path:
-            compile_classifier(path.model, optimizer="adam", learning_rate=1e-4)
-            path.model.fit(path.batches(np.arange(images), labels, seed=1), epochs=epochs, callbacks=[timer],
-                           verbose=0)
-    else:   # as users write it: arrays in, Keras shuffles, the whole network runs every epoch
-        x = to_network_input(pixels, model_name)
-        compile_classifier(model, optimizer="adam", learning_rate=1e-4)
-        model.fit(x, labels, batch_size=batch_size, epochs=epochs, callbacks=[timer], verbose=0)
-    steady = float(np.median(np.diff(ticks)))
-    return {"steady_s": steady, "fixed_s": ticks[0] - started - steady}
-
-
-def epoch_rows(image_size: int, images: int, epochs: int, batch_size: int, models: list[str]) -> list[dict]:
-    from ultrasound_transfer.networks.backbones import build_classifier
-    from ultrasound_transfer.networks.cost import split_macs
-
-    rows = []
-    for model_name in models:
-        for ft in (0.15, 0.5):
-            plain, cached = (in_fresh_process(epoch_times, model_name, ft, path_cached, image_size, images, epochs,
-                                              batch_size) for path_cached in (False, True))
-            macs = split_macs(build_classifier(model_name, image_size=image_size, n_classes=2, weights="none",
-                                               ft_fraction=ft, head=HeadSettings(256, 0.5))[0])
-            rows.append({"kind": "epochs", "model": model_name, "ft_fraction": ft, "image_size": image_size,
-                         "images": images, "plain_epoch_s": plain["steady_s"], "cached_epoch_s": cached["steady_s"],
-                         "speedup": plain["steady_s"] / cached["steady_s"], "ideal_speedup": macs.ideal_epoch_speedup,
-                         "plain_fixed_s": plain["fixed_s"], "fixed_s": cached["fixed_s"]})
-            print(tabulate([rows[-1]], headers="keys", floatfmt=".3g"), flush=True)
-    return rows
 
 
 # --- unit -------------------------------------------------------------------------------------------
@@ -286,23 +222,18 @@ def sweep_row(rev: str, label: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["storage", "epochs", "unit", "sweep"],
-                        choices=["storage", "epochs", "unit", "sweep"])
-    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--parts", nargs="+", default=["storage", "unit", "sweep"],
+                        choices=["storage", "unit", "sweep"])
     parser.add_argument("--unit-models", nargs="+", default=["ResNet50", "InceptionV3"])
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--images", type=int, default=48, help="training images per epoch in the epochs rows")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     # Rows measured again replace their old selves; the rest of the file stays.
     rows = [r for r in rows if r["kind"] not in args.parts
-            or (r["kind"] == "epochs" and r["model"] not in args.models)
             or (r["kind"] == "unit" and r["model"] not in args.unit_models)]
     parts = {
         "storage": storage_rows,
-        "epochs": lambda: epoch_rows(args.image_size, args.images, args.epochs, args.batch_size, args.models),
         "unit": lambda: unit_rows(args.unit_models, args.epochs, args.batch_size),
         "sweep": lambda: [sweep_row(BEFORE_REV, "before"), sweep_row("HEAD", "after")],
     }
@@ -314,7 +245,7 @@ def main() -> None:
 
 
 def markdown_tables(rows: list[dict]) -> dict[str, str]:
-    """The storage, epochs and unit tables of the docs, from every row measured so far."""
+    """The storage and unit tables of the docs, from every row measured so far."""
     tables = {}
     storage = [r for r in rows if r["kind"] == "storage"]
     if storage:
@@ -326,14 +257,6 @@ def markdown_tables(rows: list[dict]) -> dict[str, str]:
               " / ".join(f"{r['trained_mb']:.1f}" for r in sorted(group, key=lambda r: r["ft_fraction"]))]
              for model, group in by_model.items()],
             ["network", "whole network, MB", "trained part at " + " / ".join(f"{f:g}" for f in STRATEGIES) + ", MB"])
-    epochs = [r for r in rows if r["kind"] == "epochs"]
-    if epochs:
-        tables["epochs"] = markdown_table(
-            [[r["model"], f"{r['ft_fraction']:g}", f"{r['plain_epoch_s']:.3g}", f"{r['cached_epoch_s']:.3g}",
-              f"{r['speedup']:.2f}×", f"{r['ideal_speedup']:.2f}×", f"{r['plain_fixed_s']:.3g} / {r['fixed_s']:.3g}"]
-             for r in epochs],
-            ["network", "ft_fraction", "plain epoch, s", "cached epoch, s", "speedup", "ideal (MACs)",
-             "fixed, s (plain / cached)"])
     units = [r for r in rows if r["kind"] == "unit"]
     if units:
         tables["unit"] = markdown_table(

@@ -9,13 +9,11 @@ Bouckaert & Frank, PAKDD 2004): repeat 1 is seeded by ``seed`` itself, repeat
 r > 1 by a seed derived from (``seed``, r) (:func:`repeat_seed`), so that
 experiments with other seeds get other splits, not shifted copies.
 
-``cv.grouping`` says what must stay on one side of every split:
-
-* ``near`` (default): patient or case, identical pixels, and near-duplicates
-  (see ``normalize``);
-* ``exact``: patient or case, and identical pixels;
-* ``none``: nothing; plain stratified K-fold, the leaky protocol of most
-  published work, for measuring how much it inflates the scores.
+``cv.grouping`` says what must stay on one side of every split
+(``ultrasound_transfer.choices.GROUPING_MEANS``): ``near``, the default, keeps
+patients, identical pixels and near-duplicates (see ``normalize``) together;
+``none`` is plain stratified K-fold, the leaky protocol of most published
+work, kept for measuring how much it inflates the scores.
 
 Output ``data/folds/<dataset>.json`` records the grouping, the group of every
 image (used again by the inner splits of ``finetune`` and ``evaluate``), and

@@ -24,8 +24,14 @@ RESIZE_MODES = ("letterbox", "crop", "stretch")
 ON_UNDECODABLE = ("error", "skip")
 NEAR_DUPLICATE_CROSS_LABEL = ("exclude", "keep")
 
-# cv: what may not straddle folds
-GROUPINGS = ("near", "exact", "none")
+# cv: what each grouping keeps on one side of every split (the folds stage; the model card quotes it)
+GROUPING_MEANS = {
+    "near": "patients or cases, identical pixels and near-duplicate images never straddle folds",
+    "exact": "patients or cases and identical pixels never straddle folds; near-duplicates may",
+    "none": "plain stratified folds: images of one patient may fall in the training and the test fold, "
+            "so the figures may be optimistic",
+}
+GROUPINGS = tuple(GROUPING_MEANS)
 
 # finetune
 OPTIMIZERS = ("adam", "sgd", "rmsprop")

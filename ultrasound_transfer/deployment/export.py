@@ -27,7 +27,6 @@ import keras
 import numpy as np
 
 from ultrasound_transfer.common import PipelineError, atomic_dir, load_params, log, read_json, write_json
-from ultrasound_transfer.deployment.experiment import experiment_workspace
 from ultrasound_transfer.deployment.model_card import model_card
 from ultrasound_transfer.deployment.scans import check_output_folder
 from ultrasound_transfer.deployment.trained import (
@@ -35,9 +34,8 @@ from ultrasound_transfer.deployment.trained import (
     GRAY_INPUT,
     EnsembleParts,
     TrainedNetwork,
-    load_trained_network,
+    requested_network,
 )
-from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.paths import METRICS_DIR, external_pair_dir
 
 EXPORTS_DIR = Path("exports")
@@ -170,10 +168,8 @@ def run_export(request: ExportRequest) -> Path:
         raise PipelineError(f"--formats {','.join(request.formats)}: choose among {', '.join(FORMATS)}.")
     out = request.out_dir
     check_output_folder(out, marker="export.json")
-    with experiment_workspace(request.experiment, dataset=request.dataset, model=request.model):
+    with requested_network(request.dataset, request.model, experiment=request.experiment) as trained:
         params = load_params()
-        settings = load_settings()
-        trained = load_trained_network(request.dataset, request.model, settings)
         internal = internal_metrics(request.dataset, request.model)
         external = external_metrics(request.dataset, request.model, params)
     stem = f"{request.dataset}-{request.model}"

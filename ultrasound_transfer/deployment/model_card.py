@@ -11,6 +11,7 @@ the pipeline's own metrics files; nothing is typed in by hand.
 
 from __future__ import annotations
 
+from ultrasound_transfer.choices import GROUPING_MEANS
 from ultrasound_transfer.deployment.trained import CLASSIFIERS, TrainedNetwork
 
 CLASSIFIER_NAMES = {"dense": "dense softmax head", "svm": "linear SVM on the network's features (Platt-scaled)"}
@@ -27,15 +28,6 @@ LABEL_SOURCES = {
             "4a-5 as malignant. TI-RADS is a risk category, not pathology: the model learns the "
             "radiologists' reading, not the biopsy's",
     "salivary": "salivary-gland lesions assembled from ultrasoundcases.info, as the cases' authors labelled them",
-}
-
-
-# What each ``cv.grouping`` keeps in one fold (settings.CvSettings, docs/evaluation.md).
-GROUPING_MEANS = {
-    "near": "patients or cases, identical pixels and near-duplicate images never straddle folds",
-    "exact": "patients or cases and identical pixels never straddle folds; near-duplicates may",
-    "none": "plain stratified folds: images of one patient may fall in the training and the test fold, "
-            "so the figures may be optimistic",
 }
 
 

@@ -34,8 +34,10 @@ recorded: the stages ran (``dvc.lock``), with the parameters now in
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import keras
 import numpy as np
@@ -311,7 +313,16 @@ def load_trained_network(dataset: str, model_name: str, settings: Settings) -> T
                           ensemble_network(parts))
 
 
-def load_requested_network(dataset: str, model_name: str, *, experiment: str | None) -> TrainedNetwork:
-    """:func:`load_trained_network` under the parameters of the workspace, or of DVC experiment ``experiment``."""
+@contextlib.contextmanager
+def requested_network(dataset: str, model_name: str, *, experiment: str | None) -> Iterator[TrainedNetwork]:
+    """:func:`load_trained_network` under the parameters of the workspace, or of DVC experiment ``experiment``;
+    inside the block the working directory is that experiment's, so its params and metrics files can be read too.
+    """
     with experiment_workspace(experiment, dataset=dataset, model=model_name):
-        return load_trained_network(dataset, model_name, load_settings())
+        yield load_trained_network(dataset, model_name, load_settings())
+
+
+def load_requested_network(dataset: str, model_name: str, *, experiment: str | None) -> TrainedNetwork:
+    """The network of :func:`requested_network`, for callers that need nothing else of the experiment."""
+    with requested_network(dataset, model_name, experiment=experiment) as trained:
+        return trained

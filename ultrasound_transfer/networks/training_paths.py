@@ -58,10 +58,12 @@ class FoldBatches(keras.utils.PyDataset):
         self.epoch = 0
         self.order = self.epoch_order()
 
-    def epoch_order(self) -> np.ndarray:
+    def epoch_order(self, epoch: int | None = None) -> np.ndarray:
+        """The rows in the order of epoch ``epoch`` (by default the current one); unshuffled without a seed."""
         if self.seed is None:
             return self.rows
-        return self.rows[np.random.default_rng([self.seed, self.epoch]).permutation(len(self.rows))]
+        epoch = self.epoch if epoch is None else epoch
+        return self.rows[np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))]
 
     def __len__(self) -> int:
         return math.ceil(len(self.rows) / self.batch_size)
@@ -104,9 +106,7 @@ class FoldBatches(keras.utils.PyDataset):
         prepared = [tf.constant(self.prepare(array)) for array in self.inputs]
         labels = None if self.labels is None else tf.constant(np.asarray(self.labels))
         first = self.epoch + (self.seed is not None)
-        orders = np.stack([self.rows if self.seed is None else
-                           self.rows[np.random.default_rng([self.seed, e]).permutation(len(self.rows))]
-                           for e in range(first, first + epochs)]).astype(np.int64)
+        orders = np.stack([self.epoch_order(e) for e in range(first, first + epochs)]).astype(np.int64)
         batch_size = self.batch_size
 
         def gather(rows):

@@ -1,0 +1,134 @@
+"""Seconds per training epoch: plain Keras ``fit`` against the cached path, for every network and strategy.
+
+``python -m benchmarks.epochs`` trains, side by side in one run, each network
+at each ``ft_fraction`` (0, 0.15 and 0.5 by default) and image size (the
+demo's 80 px and the paper's 224 px) two ways, each in a fresh process:
+
+* **plain**: Keras ``model.fit`` on image arrays, as users write it; Keras
+  shuffles and the whole network runs in every epoch, frozen part included;
+* **cached**: the project's path as ``finetune`` takes it
+  (:func:`~ultrasound_transfer.networks.training_paths.choose_training_path`
+  and :func:`~ultrasound_transfer.networks.fitting.fit_fold`): the frozen
+  prefix once, then the tail on its cached outputs, fed as the stage feeds it.
+
+Each row gives the steady-state epoch (the median after the first), the fixed
+cost before it (building, tracing and, cached, the prefix pass) and the ideal
+speedup from multiply-adds, ``1 + prefix / (3 x tail)`` (a training step is
+about three forward passes of what it trains;
+:mod:`ultrasound_transfer.networks.cost`).  Random weights and phantom images:
+speed does not depend on what the weights are.  Writes
+``benchmarks/results/epochs.json`` and the table the docs include, ``epochs.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+from tabulate import tabulate
+
+from benchmarks.results import markdown_table, write_results
+from ultrasound_transfer.settings import HeadSettings, PhantomSettings
+
+MODELS = ["VGG16", "VGG19", "ResNet50", "ResNet101", "InceptionV3"]
+
+
+def phantom_images(image_size: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    from ultrasound_transfer.data.imaging import letterbox
+    from ultrasound_transfer.data.phantom import CLASS_NAMES, generate
+    images = generate(PhantomSettings(count=count, seed=7, native_size=256))
+    return (np.stack([letterbox(image.pixels, image_size) for image in images]),
+            np.array([CLASS_NAMES.index(image.label) for image in images]))
+
+
+def epoch_times(model_name: str, ft_fraction: float, cached: bool, image_size: int, images: int, epochs: int,
+                batch_size: int) -> dict:
+    """Seconds of the steady epoch, and of everything before the first, for one path in this process."""
+    import keras
+
+    from ultrasound_transfer.networks.backbones import build_classifier, to_network_input
+    from ultrasound_transfer.networks.fitting import compile_classifier, fit_fold
+    from ultrasound_transfer.networks.runtime import seed_everything
+    from ultrasound_transfer.networks.training_paths import choose_training_path
+
+    pixels, labels = phantom_images(image_size, images)
+    seed_everything(1)
+    model, _ = build_classifier(model_name, image_size=image_size, n_classes=2, weights="none",
+                                ft_fraction=ft_fraction, head=HeadSettings(256, 0.5))
+    ticks: list[float] = []
+    timer = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ticks.append(time.perf_counter()))
+    started = time.perf_counter()
+    if cached:
+        with choose_training_path(model, pixels, model_name=model_name, batch_size=batch_size) as path:
+            compile_classifier(path.model, optimizer="adam", learning_rate=1e-4)
+            fit_fold(path.model, path.batches(np.arange(images), labels, seed=1), None, epochs=epochs, patience=1,
+                     class_weight=None, progress=timer)
+            taken = path.description["path"]
+    else:
+        x = to_network_input(pixels, model_name)
+        compile_classifier(model, optimizer="adam", learning_rate=1e-4)
+        model.fit(x, labels, batch_size=batch_size, epochs=epochs, callbacks=[timer], verbose=0)
+        taken = "plain fit"
+    steady = float(np.median(np.diff(ticks)))
+    return {"steady_s": steady, "fixed_s": ticks[0] - started - steady, "path": taken}
+
+
+def in_fresh_process(*args) -> dict:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(epoch_times, *args).result()
+
+
+def epoch_row(model_name: str, ft_fraction: float, *, image_size: int, images: int, epochs: int,
+              batch_size: int) -> dict:
+    from ultrasound_transfer.networks.backbones import build_classifier
+    from ultrasound_transfer.networks.cost import split_macs
+
+    plain, cached = (in_fresh_process(model_name, ft_fraction, path_cached, image_size, images, epochs, batch_size)
+                     for path_cached in (False, True))
+    macs = split_macs(build_classifier(model_name, image_size=image_size, n_classes=2, weights="none",
+                                       ft_fraction=ft_fraction, head=HeadSettings(256, 0.5))[0])
+    return {"model": model_name, "image_size": image_size, "ft_fraction": ft_fraction, "images": images,
+            "epochs": epochs, "batch_size": batch_size, "cached_path": cached["path"],
+            "plain_epoch_s": plain["steady_s"], "cached_epoch_s": cached["steady_s"],
+            "speedup": plain["steady_s"] / cached["steady_s"], "ideal_speedup": macs.ideal_epoch_speedup,
+            "plain_fixed_s": plain["fixed_s"], "cached_fixed_s": cached["fixed_s"]}
+
+
+def epochs_table(rows: list[dict]) -> str:
+    return markdown_table(
+        [[r["model"], f"{r['image_size']}", f"{r['ft_fraction']:g}", f"{r['plain_epoch_s']:.3g}",
+          f"{r['cached_epoch_s']:.3g}", f"{r['speedup']:.2f}×", f"{r['ideal_speedup']:.2f}×",
+          f"{r['plain_fixed_s']:.3g} / {r['cached_fixed_s']:.3g}"] for r in rows],
+        ["network", "px", "ft_fraction", "plain epoch, s", "cached epoch, s", "speedup", "ideal (MACs)",
+         "fixed, s (plain / cached)"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--fractions", nargs="+", type=float, default=[0.0, 0.15, 0.5])
+    parser.add_argument("--image-sizes", nargs="+", type=int, default=[80, 224])
+    parser.add_argument("--images", type=int, default=48, help="training images per epoch")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    rows = []
+    for image_size in args.image_sizes:
+        for model_name in args.models:
+            for ft_fraction in args.fractions:
+                rows.append(epoch_row(model_name, ft_fraction, image_size=image_size, images=args.images,
+                                      epochs=args.epochs, batch_size=args.batch_size))
+                print(tabulate([rows[-1]], headers="keys", floatfmt=".3g"), flush=True)
+                write_results("epochs", rows, {"table": epochs_table(rows)})   # a later failure loses nothing
+    slower = [r for r in rows if r["speedup"] < 1]
+    print(f"{len(rows)} rows; cached slower than plain in {len(slower)}: "
+          + (", ".join(f"{r['model']} {r['ft_fraction']:g} at {r['image_size']} px ({r['speedup']:.2f}×)"
+                       for r in slower) or "none"))
+
+
+if __name__ == "__main__":
+    main()
