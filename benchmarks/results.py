@@ -27,7 +27,9 @@ def provenance(name: str) -> str:
     """One line: commit, date, machine and library versions, and the command that rewrites the file."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "ultrasound_transfer", "stages", "benchmarks"],
+    # The results files themselves are left out: a benchmark rewrites its own after each part.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "ultrasound_transfer", "stages", "benchmarks",
+                            ":(exclude)benchmarks/results"],
                            cwd=REPO, capture_output=True, text=True).stdout.strip()
     versions = []
     for module in ("tensorflow", "torch", "jax", "keras"):
