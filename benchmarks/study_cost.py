@@ -106,10 +106,11 @@ def plain_unit(workdir: str, model_name: str, ft_fraction: float, epochs: int, b
     import keras
 
     os.chdir(workdir)
-    from ultrasound_transfer.data.prepared import load_fold_groups, load_prepared, load_test_folds, train_indices
     from ultrasound_transfer.evaluation.svm import fit_svm
     from ultrasound_transfer.networks.backbones import build_classifier, to_network_input
     from ultrasound_transfer.networks.runtime import seed_everything
+    from ultrasound_transfer.outputs.folds import load_fold_groups, load_test_folds, train_indices
+    from ultrasound_transfer.outputs.prepared import load_prepared
 
     started = time.perf_counter()
     data = load_prepared("phantom")

@@ -13,9 +13,9 @@ never makes a later stage rerun.
 
 from __future__ import annotations
 
-from ultrasound_transfer.common import PipelineError, Stopwatch, log, run_stage, write_json
+from ultrasound_transfer.common import PipelineError, Stopwatch, log, run_stage
+from ultrasound_transfer.outputs.checked_params import write_checked
 from ultrasound_transfer.parameters import checked_summary, load_settings
-from ultrasound_transfer.paths import PARAMS_CHECK
 
 
 def main(argv: list[str]) -> None:
@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
     clock = Stopwatch()
     load_settings()
     summary = checked_summary()
-    write_json(PARAMS_CHECK, summary)
+    write_checked(summary)
     log("check_params", f"{len(summary['checked'])} parameters valid ({clock})")
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 
+from ultrasound_transfer.choices import DATASETS
 from ultrasound_transfer.common import PipelineError, Stopwatch, atomic_dir, check_choice, log, parse_args, run_stage
 from ultrasound_transfer.data import datasets, fetch, phantom
 from ultrasound_transfer.parameters import load_settings
@@ -104,7 +105,7 @@ def obtain_real_dataset(dataset: str, settings: SourceSettings) -> None:
 
 def main(argv: list[str]) -> None:
     (dataset,) = parse_args(argv, ["dataset"], "python -m stages.download DATASET")
-    check_choice("datasets", dataset, datasets.KNOWN_DATASETS)
+    check_choice("datasets", dataset, DATASETS)
     settings = load_settings()
     clock = Stopwatch()
     if dataset in settings.phantoms:

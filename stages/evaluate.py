@@ -15,7 +15,14 @@ probability of malignant and a threshold chosen on the split's inner
 validation images (the SVM's by Platt scaling on images it did not learn
 from), never its test images (:mod:`ultrasound_transfer.evaluation.classifiers`).
 
-Outputs in ``metrics/cv/<dataset>/``:
+Everything fitted here is kept: ``models/<dataset>/<model>/classifiers.json``
+holds each split's SVM (C, standardization, weights), its Platt scaling, both
+operating points and the novelty reference
+(:mod:`ultrasound_transfer.outputs.classifiers`), beside the SHA-256 of the
+fold networks' recipe; ``external``, ``predict``, ``explain`` and ``export``
+apply these objects and never fit them again.
+
+Figures in ``metrics/cv/<dataset>/`` (:mod:`ultrasound_transfer.outputs.cv_results`):
 
 * ``<model>.json`` (DVC metrics): under ``image`` (and ``case``, where cases
   have several images) each classifier's headline figures on the pooled
@@ -43,47 +50,43 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ultrasound_transfer.common import PipelineError, Stopwatch, log, parse_args, run_stage, write_atomic, write_json
-from ultrasound_transfer.data.prepared import (
-    check_class_names,
-    class_names_of,
-    dataset_facts,
-    load_fold_groups,
-    load_manifest,
-    load_split_names,
-    load_test_folds,
-)
-from ultrasound_transfer.evaluation.calibration import reliability_table
+from ultrasound_transfer.choices import CLASSIFIERS
+from ultrasound_transfer.common import PipelineError, Stopwatch, load_params, log, parse_args, run_stage
 from ultrasound_transfer.evaluation.cases import case_headline, cases_straddle_folds, has_multi_image_cases
-from ultrasound_transfer.evaluation.classifiers import SplitReading, read_dense, read_svm, split_metrics
-from ultrasound_transfer.evaluation.fold_outputs import (
+from ultrasound_transfer.evaluation.classifiers import (
+    SplitClassifiers,
+    SplitReading,
+    fit_dense_reading,
+    fit_svm_reading,
+    split_metrics,
+)
+from ultrasound_transfer.evaluation.intervals import headline_with_intervals, interval_options
+from ultrasound_transfer.evaluation.novelty import held_out_median, novelty_threshold
+from ultrasound_transfer.evaluation.scoring import summarize_folds
+from ultrasound_transfer.outputs import classifiers as classifiers_output
+from ultrasound_transfer.outputs import cv_results, training_record
+from ultrasound_transfer.outputs.classifiers import StudyClassifiers, write_classifiers
+from ultrasound_transfer.outputs.features import load_fold_features
+from ultrasound_transfer.outputs.folds import load_fold_groups, load_split_names, load_test_folds
+from ultrasound_transfer.outputs.prepared import check_class_names, class_names_of, dataset_facts, load_manifest
+from ultrasound_transfer.outputs.provenance import code_revision
+from ultrasound_transfer.outputs.training_record import (
+    TrainingRecord,
     dense_probabilities,
-    load_fold_features,
-    load_training_record,
+    load_record,
     part_rows,
     svm_training_rows,
 )
-from ultrasound_transfer.evaluation.intervals import headline_with_intervals, interval_options, pooled_from_table
-from ultrasound_transfer.evaluation.scoring import roc_points, summarize_folds
 from ultrasound_transfer.parameters import load_settings
-from ultrasound_transfer.paths import METRICS_DIR, PLOTS_DIR
 from ultrasound_transfer.settings import Settings
 
-CLASSIFIERS = ("dense", "svm")
-
-
-def reading_columns(table: pd.DataFrame, name: str, reading: SplitReading, class_names: list[str]) -> None:
-    """Add one classifier's columns for one split's test images to a predictions table."""
-    for c, class_name in enumerate(class_names):
-        table[f"{name}_prob_{class_name}"] = reading.probabilities[:, c]
-    table[f"{name}_threshold"] = reading.threshold
-    table[f"{name}_class"] = [class_names[c] for c in reading.called]
-    table[f"{name}_argmax_class"] = [class_names[c] for c in reading.argmax]
+# The parameters evaluate runs under (dvc.yaml's params of the stage), recorded with the classifiers.
+RECORDED_PARAMS = ("seed", "features", "svm", "evaluation")
 
 
 def headline(predictions: pd.DataFrame, manifest: pd.DataFrame, class_names: list[str], settings: Settings) -> dict:
     """``image`` and, where the manifest's cases have several images, ``case`` headline figures with intervals."""
-    pooled = {name: pooled_from_table(predictions, name, class_names) for name in CLASSIFIERS}
+    pooled = {name: cv_results.pooled_from_table(predictions, name, class_names) for name in CLASSIFIERS}
     options = interval_options(settings.evaluation, seed=settings.seed)
     result = {"image": headline_with_intervals(pooled, **options)}
     cases = predictions["case"].astype(str).to_numpy()
@@ -96,64 +99,55 @@ def headline(predictions: pd.DataFrame, manifest: pd.DataFrame, class_names: lis
     return result
 
 
-def write_plot_data(dataset: str, model: str, predictions: pd.DataFrame, class_names: list[str],
-                    bins: int) -> None:
-    """Confusion, ROC and reliability data of both classifiers, in the forms ``dvc plots`` draws."""
-    curves, reliability = [], []
-    for classifier in CLASSIFIERS:
-        confusion = pd.DataFrame({"actual": predictions["true_class"], "predicted": predictions[f"{classifier}_class"]})
-        write_atomic(PLOTS_DIR / "confusion" / dataset / f"{model}.{classifier}.csv",
-                     lambda tmp, table=confusion: table.to_csv(tmp, index=False))
-        score_columns = [f"{classifier}_prob_{name}" for name in class_names]
-        curves.append(roc_points(predictions["true"].to_numpy(), predictions[score_columns].to_numpy(), classifier))
-        if len(class_names) == 2:
-            table = reliability_table(predictions["true"].to_numpy(),
-                                      predictions[f"{classifier}_prob_malignant"].to_numpy(), bins)
-            reliability.append(table.assign(series=classifier))
-    roc = pd.concat(curves, ignore_index=True)
-    write_atomic(PLOTS_DIR / "roc" / dataset / f"{model}.csv", lambda tmp: roc.to_csv(tmp, index=False))
-    diagram = (pd.concat(reliability, ignore_index=True) if reliability else
-               pd.DataFrame(columns=["bin_low", "bin_high", "mean_predicted", "observed_fraction", "count", "series"]))
-    write_atomic(PLOTS_DIR / "calibration" / dataset / f"{model}.csv", lambda tmp: diagram.to_csv(tmp, index=False))
+def fit_split(k: int, features: np.ndarray, record: TrainingRecord, *, labels: np.ndarray, groups: np.ndarray,
+              ids: np.ndarray, test: np.ndarray, class_names: list[str], settings: Settings) -> SplitClassifiers:
+    """Everything split ``k`` fits beside its network, on its training part only: the dense head's operating
+    point and the SVM (on the validation images), and the novelty reference (on its test images, which no
+    choice here reads)."""
+    train = svm_training_rows(record.parts, k, ids, settings.svm.train_on)
+    fit, validation = part_rows(record.parts, k, ids, "fit"), part_rows(record.parts, k, ids, "validation")
+    if np.intersect1d(train, test).size or np.intersect1d(validation, test).size:
+        raise PipelineError(f"{record.folder / training_record.FOLD_PARTS} puts test images of split {k} in its "
+                            f"training part; it does not match the folds: rerun "
+                            f"'dvc repro {training_record.stage(record.dataset, record.model)}'.")
+    dense = fit_dense_reading(labels[validation], dense_probabilities(record, k, "validation", ids[validation],
+                                                                      class_names),
+                              n_train=len(fit), evaluation=settings.evaluation)
+    svm = fit_svm_reading(features, labels, groups, train=train, validation=validation, svm=settings.svm,
+                          evaluation=settings.evaluation, seed=settings.seed)
+    return SplitClassifiers(k, dense, svm, held_out_median(svm.novelty(features[test])))
 
 
 def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.evaluate DATASET MODEL")
     settings = load_settings()
-    seed, svm_cfg = settings.seed, settings.svm
+    svm_cfg = settings.svm
     manifest = load_manifest(dataset)
     labels, ids, groups = manifest["label"].to_numpy(), manifest["id"].to_numpy(), load_fold_groups(dataset)
     class_names = check_class_names(class_names_of(manifest))
     folds, names = load_test_folds(dataset, len(manifest)), load_split_names(dataset)
-    record = load_training_record(dataset, model_name)
-    dense, parts, freezing = record.dense, record.parts, record.freezing
-    prob_columns = [f"prob_{name}" for name in class_names]
+    record = load_record(dataset, model_name)
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
 
-    fold_rows, prediction_tables, C_on_edge = [], [], 0
+    fold_rows, prediction_tables, fitted, held_out, C_on_edge = [], [], [], [], 0
     for k, (test, (repeat, fold)) in enumerate(zip(folds, names), start=1):
-        train = svm_training_rows(parts, k, ids, svm_cfg.train_on)
-        fit, validation = part_rows(parts, k, ids, "fit"), part_rows(parts, k, ids, "validation")
-        if np.intersect1d(train, test).size or np.intersect1d(validation, test).size:
-            raise PipelineError(f"{record.folder / 'fold_parts.csv'} puts test images of split {k} in its training "
-                                f"part; it does not match {dataset}'s folds: rerun "
-                                f"'dvc repro finetune@{dataset}-{model_name}'.")
-        readings = {
-            "dense": read_dense(dense_probabilities(dense, k, "test", ids[test], prob_columns),
-                                validation_labels=labels[validation],
-                                validation_probabilities=dense_probabilities(dense, k, "validation", ids[validation],
-                                                                             prob_columns),
-                                n_train=len(fit), evaluation=settings.evaluation),
-            "svm": read_svm(load_fold_features(dataset, model_name, k, ids=ids, layer=settings.feature_layer),
-                            labels, groups, train=train, test=test,
-                            validation=validation, svm=svm_cfg, evaluation=settings.evaluation, seed=seed),
+        features = load_fold_features(dataset, model_name, k, ids=ids, layer=settings.feature_layer)
+        split = fit_split(k, features, record, labels=labels, groups=groups, ids=ids, test=test,
+                          class_names=class_names, settings=settings)
+        fitted.append(split)
+        held_out.append(split.svm.novelty(features[test]) / split.novelty_median)
+        readings: dict[str, SplitReading] = {
+            "dense": split.dense.read(dense_probabilities(record, k, "test", ids[test], class_names)),
+            "svm": split.svm.read(features[test]),
         }
         table = pd.DataFrame({"id": ids[test], "repeat": repeat, "fold": fold, "split": k, "true": labels[test],
                               "true_class": [class_names[c] for c in labels[test]],
                               "group": manifest["group"].to_numpy()[test], "case": manifest["case"].to_numpy()[test]})
         for name, reading in readings.items():
-            reading_columns(table, name, reading, class_names)
+            cv_results.add_classifier_columns(table, name, probabilities=reading.probabilities,
+                                              thresholds=reading.threshold, called=reading.called,
+                                              argmax=reading.argmax, class_names=class_names)
             fold_rows.append({"classifier": name, "repeat": repeat, "fold": fold, "split": k,
                               "n_train": reading.n_train, "n_test": len(test),
                               **split_metrics(labels[test], reading, class_names), "svm_C": reading.C})
@@ -167,10 +161,18 @@ def main(argv: list[str]) -> None:
         log("evaluate", f"{tag} repeat {repeat} fold {fold}: ROC-AUC dense {aucs['dense']:.3f}, svm {aucs['svm']:.3f} "
             f"(C={C:g}); trained on {readings['dense'].n_train} and {readings['svm'].n_train} images ({clock})")
 
+    params = load_params()
+    write_classifiers(dataset, model_name, StudyClassifiers(
+        splits=tuple(fitted), feature_layer=settings.feature_layer,
+        operating_point=settings.evaluation.operating_point, target=settings.evaluation.target,
+        novelty_threshold=novelty_threshold(np.concatenate(held_out)),
+        recipe_sha256=training_record.recipe_sha256(dataset, model_name),
+        provenance={"params": {key: params[key] for key in RECORDED_PARAMS}, "code_revision": code_revision()}))
     per_fold = pd.DataFrame(fold_rows)
     predictions = pd.concat(prediction_tables, ignore_index=True)
     per_split_metrics = [c for c in per_fold.columns
                          if c not in ("classifier", "repeat", "fold", "split", "n_test", "svm_C")]
+    freezing = record.freezing
     metrics = {
         "data": dataset_facts(manifest, class_names),
         **headline(predictions, manifest, class_names, settings),
@@ -186,16 +188,15 @@ def main(argv: list[str]) -> None:
         "trainable_params": freezing["trainable_params"],
         "trained_share": freezing.get("trained_share", float("nan")),
     }
-    out = METRICS_DIR / dataset
-    write_atomic(out / f"{model_name}.folds.csv", lambda tmp: per_fold.to_csv(tmp, index=False))
-    write_atomic(out / f"{model_name}.predictions.csv", lambda tmp: predictions.to_csv(tmp, index=False))
-    write_plot_data(dataset, model_name, predictions, class_names, settings.evaluation.calibration_bins)
-    write_json(out / f"{model_name}.json", metrics)
+    cv_results.write_results(dataset, model_name, metrics=metrics, split_metrics=per_fold, predictions=predictions)
+    cv_results.write_plot_data(dataset, model_name, predictions, class_names=class_names,
+                               bins=settings.evaluation.calibration_bins)
     image = metrics["image"]
     log("evaluate", f"{tag}: pooled ROC-AUC dense {image['dense']['roc_auc']:.3f} "
         f"[{image['dense']['roc_auc_ci_low']:.3f}, {image['dense']['roc_auc_ci_high']:.3f}], "
         f"svm {image['svm']['roc_auc']:.3f} [{image['svm']['roc_auc_ci_low']:.3f}, "
-        f"{image['svm']['roc_auc_ci_high']:.3f}] ({clock})")
+        f"{image['svm']['roc_auc_ci_high']:.3f}]; classifiers in {classifiers_output.path(dataset, model_name)} "
+        f"({clock})")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ done, so an interrupted run resumes at the first unfinished fold
   and the head) and a fingerprint of the frozen part it was trained on
   (:mod:`ultrasound_transfer.networks.fold_weights`); DVC-cached, so queued
   experiments and the run-cache restore finished folds instead of retraining;
+* ``training/network.json``: the recipe that rebuilds the fold networks and
+  feeds them (network, classes, the prepared data's preprocessing, initial
+  weights, ``ft_fraction``, head, seed, the frozen part's fingerprint, each
+  fold file's SHA-256) and its provenance (parameters, code revision, the
+  data's hashes): what every later command reads instead of ``params.yaml``
+  (:mod:`ultrasound_transfer.outputs.training_record`);
 * ``training/history.csv``: per fold and epoch, loss and accuracy (train and
   validation);
 * ``training/dense_predictions.csv``: the dense softmax head's class
@@ -58,14 +64,12 @@ from ultrasound_transfer.common import (
     Stopwatch,
     atomic_dir,
     exclusive_lock,
+    load_params,
     log,
     parse_args,
     run_stage,
-    write_atomic,
-    write_json,
 )
 from ultrasound_transfer.data.grouping import inner_validation_split
-from ultrasound_transfer.data.prepared import Prepared, load_fold_groups, load_prepared, load_test_folds, train_indices
 from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, build_classifier, check_image_size, check_model_name
 from ultrasound_transfer.networks.checkpoints import FoldCheckpoints, run_fingerprint
 from ultrasound_transfer.networks.fitting import EpochLog, FoldReset, class_weights, compile_classifier, fit_fold
@@ -82,28 +86,26 @@ from ultrasound_transfer.networks.training_paths import (
     layer_outputs,
     standardize_head_input,
 )
+from ultrasound_transfer.outputs import features as features_output
+from ultrasound_transfer.outputs import fold_networks, prepared, training_record
+from ultrasound_transfer.outputs import folds as folds_output
+from ultrasound_transfer.outputs.folds import load_fold_groups, load_test_folds, train_indices
+from ultrasound_transfer.outputs.prepared import Prepared, load_prepared, load_preprocessing
+from ultrasound_transfer.outputs.provenance import code_revision, file_sha256
+from ultrasound_transfer.outputs.training_record import (
+    NetworkRecipe,
+    history_table,
+    parts_table,
+    predictions_table,
+    write_curves,
+    write_record,
+)
 from ultrasound_transfer.parameters import load_settings
-from ultrasound_transfer.paths import FEATURES_DIR, FOLDS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR
 from ultrasound_transfer.settings import FinetuneSettings, Settings
 from ultrasound_transfer.source_files import REPO_ROOT, imported_source_files
 
 # Code whose change makes saved folds of an interrupted run stale: all that this stage runs.
 CODE_FILES = [REPO_ROOT / path for path in imported_source_files("stages.finetune")]
-
-
-def predictions_table(ids: pd.Series, fold: int, *, part: str, labels: np.ndarray, probs: np.ndarray,
-                      class_names: list[str]) -> pd.DataFrame:
-    """One row per image of ``part`` (validation or test): id, fold, part, true label and one probability per class."""
-    table = pd.DataFrame({"id": ids.to_numpy(), "fold": fold, "part": part, "true": labels})
-    for c, name in enumerate(class_names):
-        table[f"prob_{name}"] = probs[:, c]
-    return table
-
-
-def parts_table(ids: pd.Series, fold: int, parts: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Which images fold ``fold`` fitted on, validated on and tested on: rows (id, fold, part)."""
-    return pd.concat([pd.DataFrame({"id": ids.iloc[rows].to_numpy(), "fold": fold, "part": part})
-                      for part, rows in parts.items()], ignore_index=True)
 
 
 def fold_features(path: TrainingPath, network: keras.Model, n_images: int) -> dict[str, np.ndarray]:
@@ -112,60 +114,64 @@ def fold_features(path: TrainingPath, network: keras.Model, n_images: int) -> di
     return dict(zip(FEATURE_LAYERS, outputs))
 
 
-def history_table(history: dict[str, list[float]], fold: int) -> pd.DataFrame:
-    """Keras history of one fold as rows (fold, epoch, metrics...)."""
-    table = pd.DataFrame(history)
-    table.insert(0, "epoch", np.arange(1, len(table) + 1))
-    table.insert(0, "fold", fold)
-    return table
-
-
-def training_curves(history: pd.DataFrame) -> pd.DataFrame:
-    """History as rows (epoch, loss, accuracy, series), one series per fold and part."""
-    parts = [("train", ""), ("validation", "val_")]
-    tables = []
-    for part, prefix in parts:
-        if f"{prefix}loss" not in history:
-            continue
-        table = history[["fold", "epoch", f"{prefix}loss", f"{prefix}accuracy"]].copy()
-        table.columns = ["fold", "epoch", "loss", "accuracy"]
-        table["series"] = [f"fold {k} {part}" for k in table["fold"]]
-        tables.append(table.drop(columns="fold"))
-    return pd.concat(tables, ignore_index=True)
-
-
 def checkpoint_fingerprint(settings: Settings, dataset: str, model_name: str) -> str:
     """What an interrupted run's saved folds must match to be reused."""
     what = {"ft_fraction": settings.ft_fraction, "weights": settings.weights, "seed": settings.seed,
             "finetune": asdict(settings.finetune), "dataset": dataset, "model": model_name,
             "backend": keras.backend.backend()}
-    files = [PREPARED_DIR / dataset / "images.npy", PREPARED_DIR / dataset / "manifest.csv",
-             FOLDS_DIR / f"{dataset}.json", *CODE_FILES]
-    return run_fingerprint(what, files)
+    return run_fingerprint(what, [*data_files(dataset), *CODE_FILES])
+
+
+def data_files(dataset: str) -> list[Path]:
+    """What the folds trained on: the prepared images, their manifest and preprocessing, the folds."""
+    where = prepared.folder(dataset)
+    return [where / prepared.IMAGES, where / prepared.MANIFEST, where / prepared.PREPROCESSING,
+            folds_output.path(dataset)]
+
+
+# What the recipe says of the cross-validation the folds were trained in.
+FOLDS_FACTS = ("n_splits", "repeats", "grouping", "seed", "n_images", "n_groups")
+# The parameters finetune runs under (dvc.yaml's params of the stage), recorded in the recipe's provenance.
+RECORDED_PARAMS = ("ft_fraction", "weights", "seed", "finetune")
+
+
+def network_recipe(dataset: str, model_name: str, settings: Settings, *, class_names: list[str], frozen: str,
+                   fold_files: list[Path]) -> NetworkRecipe:
+    """What rebuilds this dataset x network's fold networks and feeds them (training/network.json)."""
+    cfg = settings.finetune
+    preprocessing = load_preprocessing(dataset)
+    params = load_params()
+    # The folds' parameters too: they decided which images each split trained on.
+    recorded = {key: params[key] for key in RECORDED_PARAMS} | {
+        "image_size": preprocessing.image_size, "normalize": {"resize": preprocessing.resize}, "cv": params["cv"]}
+    return NetworkRecipe(
+        dataset=dataset, model=model_name, class_names=tuple(class_names), preprocessing=preprocessing,
+        weights=settings.weights, ft_fraction=settings.ft_fraction, head=cfg.head, batch_norm=cfg.batch_norm,
+        precision=cfg.precision, seed=settings.seed, deterministic_ops=cfg.deterministic_ops, frozen_sha256=frozen,
+        fold_sha256=tuple(file_sha256(p) for p in fold_files), backend=keras.backend.backend(),
+        keras=keras.__version__, folds={key: folds_output.load_record(dataset)[key] for key in FOLDS_FACTS},
+        provenance={"params": recorded, "code_revision": code_revision(),
+                    "data_sha256": {str(p): file_sha256(p) for p in data_files(dataset)}})
 
 
 def write_outputs(dataset: str, model_name: str, checkpoints: FoldCheckpoints, *, ids: np.ndarray, n_folds: int,
-                  freezing: dict) -> None:
-    """Move the finished folds into the stage's outputs, all or nothing."""
-    out = MODELS_DIR / dataset / model_name
-    folds = range(1, n_folds + 1)
-    with atomic_dir(out / "weights") as weights_dir, atomic_dir(out / "training") as training_dir, \
-            atomic_dir(FEATURES_DIR / dataset / model_name) as features_dir:
-        for k in folds:
+                  freezing: dict, recipe: Callable[[list[Path]], NetworkRecipe]) -> None:
+    """Move the finished folds into the stage's outputs, all or nothing; ``recipe`` makes the network recipe of
+    the fold files as written."""
+    splits = range(1, n_folds + 1)
+    with atomic_dir(fold_networks.folder(dataset, model_name)) as weights_dir, \
+            atomic_dir(training_record.folder(dataset, model_name)) as training_dir, \
+            atomic_dir(features_output.folder(dataset, model_name)) as features_dir:
+        for k in splits:
             shutil.copyfile(checkpoints.weights(k), weights_dir / checkpoints.weights(k).name)
             with np.load(checkpoints.features(k)) as features:
-                np.savez(features_dir / f"fold{k}.npz", ids=np.asarray(ids, dtype=str), **features)
-        history = pd.concat([checkpoints.table(k, "history") for k in folds])
-        history.to_csv(training_dir / "history.csv", index=False)
-        predictions = pd.concat([checkpoints.table(k, "predictions") for k in folds])
-        predictions.to_csv(training_dir / "dense_predictions.csv", index=False)
-        parts = pd.concat([checkpoints.table(k, "parts") for k in folds])
-        parts.to_csv(training_dir / "fold_parts.csv", index=False)
-        write_json(training_dir / "freezing.json", freezing)
-    curves = training_curves(history)
-    for metric in ("loss", "accuracy"):
-        write_atomic(PLOTS_DIR / f"training_{metric}" / dataset / f"{model_name}.csv",
-                     lambda tmp, m=metric: curves[["epoch", m, "series"]].to_csv(tmp, index=False))
+                features_output.write_fold(features_dir, k, ids=ids, layers=dict(features))
+        history = pd.concat([checkpoints.table(k, "history") for k in splits])
+        write_record(training_dir, recipe=recipe([weights_dir / checkpoints.weights(k).name for k in splits]),
+                     history=history, dense_predictions=pd.concat([checkpoints.table(k, "predictions")
+                                                                   for k in splits]),
+                     parts=pd.concat([checkpoints.table(k, "parts") for k in splits]), freezing=freezing)
+    write_curves(dataset, model_name, history)
 
 
 @dataclass(frozen=True)
@@ -212,11 +218,12 @@ def train_folds(
             progress=EpochLog("finetune", prefix, cfg.epochs, progress),
         )
         probs = path.model.predict(path.batches(test), verbose=0)
-        predicted = [predictions_table(data.manifest["id"].iloc[test], k, part="test", labels=y[test], probs=probs,
+        ids = data.manifest["id"].to_numpy()
+        predicted = [predictions_table(ids[test], k, part="test", labels=y[test], probabilities=probs,
                                        class_names=data.class_names)]
         if len(val):     # the operating point of evaluate is chosen on these
-            predicted.append(predictions_table(data.manifest["id"].iloc[val], k, part="validation", labels=y[val],
-                                               probs=path.model.predict(path.batches(val), verbose=0),
+            predicted.append(predictions_table(ids[val], k, part="validation", labels=y[val],
+                                               probabilities=path.model.predict(path.batches(val), verbose=0),
                                                class_names=data.class_names))
         extraction = Stopwatch()
         features = fold_features(path, network, len(y))
@@ -224,7 +231,7 @@ def train_folds(
         checkpoints.save(k, save_weights, {
             "predictions": pd.concat(predicted, ignore_index=True),
             "history": history_table(history, k),
-            "parts": parts_table(data.manifest["id"], k, {"fit": fit, "validation": val, "test": test}),
+            "parts": parts_table(ids, k, {"fit": fit, "validation": val, "test": test}),
         }, features=features)
         accuracy = float(np.mean(probs.argmax(axis=1) == y[test]))
         log("finetune", f"{prefix}: dense-head test accuracy {accuracy:.3f} ({clock})")
@@ -235,7 +242,8 @@ def main(argv: list[str]) -> None:
     settings = load_settings()
     check_model_name(model_name)
     # One run per output: a second would overwrite this one's folds and resume state.
-    with exclusive_lock(MODELS_DIR / dataset / model_name / ".finetune.lock", f"finetune of {dataset}/{model_name}"):
+    with exclusive_lock(fold_networks.folder(dataset, model_name).parent / ".finetune.lock",
+                        f"finetune of {dataset}/{model_name}"):
         finetune_model(dataset, model_name, settings)
 
 
@@ -251,7 +259,7 @@ def finetune_model(dataset: str, model_name: str, settings: Settings) -> None:
     check_image_size(model_name, image_size)
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
-    out = MODELS_DIR / dataset / model_name
+    out = fold_networks.folder(dataset, model_name).parent
     checkpoints = FoldCheckpoints(out / ".unfinished", checkpoint_fingerprint(settings, dataset, model_name))
     if checkpoints.finished():
         log("finetune", f"{tag}: resuming an interrupted run; folds {checkpoints.finished()} are done")
@@ -284,7 +292,8 @@ def finetune_model(dataset: str, model_name: str, settings: Settings) -> None:
         "folds": [{"fold": k, **freeze.as_dict()} for k in range(1, len(folds) + 1)],
     }
     write_outputs(dataset, model_name, checkpoints, ids=data.manifest["id"].to_numpy(), n_folds=len(folds),
-                  freezing=freezing)
+                  freezing=freezing, recipe=lambda files: network_recipe(
+                      dataset, model_name, settings, class_names=data.class_names, frozen=frozen, fold_files=files))
     checkpoints.remove()
     log("finetune", f"{tag}: done in {clock}")
 

@@ -31,11 +31,12 @@ from collections import Counter
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from ultrasound_transfer.common import PipelineError, log, parse_args, run_stage, write_json
+from ultrasound_transfer.common import PipelineError, log, parse_args, run_stage
 from ultrasound_transfer.data.grouping import fewest_groups_per_class, inner_validation_split
-from ultrasound_transfer.data.prepared import load_manifest
+from ultrasound_transfer.outputs import prepared
+from ultrasound_transfer.outputs.folds import write_record
+from ultrasound_transfer.outputs.prepared import load_manifest
 from ultrasound_transfer.parameters import load_settings
-from ultrasound_transfer.paths import FOLDS_DIR
 from ultrasound_transfer.settings import Settings
 
 
@@ -153,7 +154,8 @@ def main(argv: list[str]) -> None:
     manifest = load_manifest(dataset)
     labels, groups = manifest["label"].to_numpy(), groups_for(manifest, grouping)
     class_names = dict(zip(manifest["label"], manifest["class_name"]))
-    check_enough_groups(labels, groups, class_names, n_splits=n_splits, where=f"data/prepared/{dataset}/manifest.csv")
+    check_enough_groups(labels, groups, class_names, n_splits=n_splits,
+                        where=str(prepared.folder(dataset) / prepared.MANIFEST))
     splits = []
     for repeat in range(1, settings.cv.repeats + 1):
         folds = stratified_group_folds(labels, groups, n_splits, repeat_seed(seed, repeat))
@@ -172,7 +174,7 @@ def main(argv: list[str]) -> None:
         "folds": splits,
         "groups": groups.tolist(),
     }
-    write_json(FOLDS_DIR / f"{dataset}.json", record)
+    write_record(dataset, record)
     for fold in record["folds"]:
         log("folds", f"{dataset}: repeat {fold['repeat']} fold {fold['fold']}/{n_splits} test {fold['test_counts']}")
 

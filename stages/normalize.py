@@ -11,6 +11,9 @@ Input: ``data/raw/<dataset>/`` in the dataset's official layout (see
 * ``manifest.csv``: one row per image, in the array's order, with ``id, source,
   label, class_name, group, case, sha256, height, width`` and what the shortcut
   audit reads (``padding_share, mean_gray, bright_share``);
+* ``preprocessing.json``: how a frame became its square (``image_size``,
+  ``normalize.resize``, the gray conversion), which every network trained on
+  the dataset records as its own (:mod:`ultrasound_transfer.outputs.prepared`);
 * ``report.json``: counts per class, files left out and why, image size range,
   exact and near-duplicate groups, and the shortcut audit
   (:mod:`ultrasound_transfer.evaluation.shortcuts`), with a warning when the
@@ -38,8 +41,9 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from ultrasound_transfer.common import PipelineError, Stopwatch, atomic_dir, log, parse_args, run_stage, write_json
+from ultrasound_transfer.common import PipelineError, Stopwatch, log, parse_args, run_stage
 from ultrasound_transfer.data import datasets
+from ultrasound_transfer.data.imaging import GRAY_CONVERSION
 from ultrasound_transfer.data.manifest import (
     build_manifest,
     conflicting_duplicates,
@@ -49,8 +53,9 @@ from ultrasound_transfer.data.manifest import (
 )
 from ultrasound_transfer.data.near_duplicates import contact_sheet, near_pairs
 from ultrasound_transfer.evaluation.shortcuts import shortcut_audit
+from ultrasound_transfer.outputs.prepared import Preprocessing, folder, write_prepared
 from ultrasound_transfer.parameters import load_settings
-from ultrasound_transfer.paths import PREPARED_DIR, RAW_DIR
+from ultrasound_transfer.paths import RAW_DIR
 
 SHEET_PAIRS = 12          # pairs shown on the contact sheet
 SHEET_MARGIN_BITS = 8     # the sheet also shows pairs up to this far beyond the threshold
@@ -153,15 +158,13 @@ def main(argv: list[str]) -> None:
     report["resize"] = cfg.resize
     report["shortcut_audit"] = shortcut_audit(manifest, warning_auc=cfg.shortcut_warning_auc)
     sheet = closest_pairs_sheet(stack, manifest, candidates, distances, threshold=threshold)
-    with atomic_dir(PREPARED_DIR / dataset) as tmp:
-        np.save(tmp / "images.npy", stack)
-        manifest.to_csv(tmp / "manifest.csv", index=False)
-        write_json(tmp / "report.json", report)
-        cv2.imwrite(str(tmp / "near_duplicates.png"), sheet)
+    write_prepared(dataset, images=stack, manifest=manifest, report=report,
+                   preprocessing=Preprocessing(image_size=size, resize=cfg.resize, gray=GRAY_CONVERSION),
+                   draw_sheet=lambda path: cv2.imwrite(str(path), sheet))
     print(report_table(dataset, report), flush=True)
     for warning in report["shortcut_audit"]["warnings"]:
         log("normalize", f"{dataset}: WARNING: {warning}")
-    log("normalize", f"{dataset}: wrote {len(manifest)} images to {PREPARED_DIR / dataset} ({clock})")
+    log("normalize", f"{dataset}: wrote {len(manifest)} images to {folder(dataset)} ({clock})")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ Outputs:
 
 * ``metrics/errors/<dataset>/<model>.png`` (two-class datasets): the most
   confident false negatives and false positives of the test folds, per
-  classifier (:mod:`ultrasound_transfer.evaluation.errors`), listed at the end of the page;
+  classifier (:mod:`ultrasound_transfer.evaluation.error_sheets`), listed at the end of the page;
 * ``metrics/summary.json``: every figure the page shows, under the same
   names: ``primary`` (the family and its tests), ``shortcut_audit``
   (dataset -> the audit), ``external`` (``<train>-to-<test>`` -> model -> the
@@ -45,35 +45,18 @@ from __future__ import annotations
 import math
 
 import cv2
-import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from ultrasound_transfer.common import (
-    PipelineError,
-    atomic_dir,
-    log,
-    read_json,
-    run_stage,
-    write_atomic,
-    write_json,
-)
-from ultrasound_transfer.data.prepared import class_names_of
-from ultrasound_transfer.evaluation.errors import errors_sheet
+from ultrasound_transfer.common import PipelineError, atomic_dir, log, run_stage
+from ultrasound_transfer.evaluation.error_sheets import errors_sheet
 from ultrasound_transfer.evaluation.statistics import compare_classifiers, format_p, holm_adjusted
+from ultrasound_transfer.outputs import cv_results, external_results, folds, prepared
+from ultrasound_transfer.outputs import summary as summary_output
 from ultrasound_transfer.parameters import load_settings
-from ultrasound_transfer.paths import (
-    ERRORS_DIR,
-    FOLDS_DIR,
-    METRICS_DIR,
-    PLOTS_DIR,
-    PREPARED_DIR,
-    SUMMARY_DIR,
-    external_pair_dir,
-)
 from ultrasound_transfer.settings import Settings
 
-CLASSIFIERS = {"dense": "dense head", "svm": "SVM"}
+CLASSIFIERS = {"dense": "dense head", "svm": "SVM"}     # the names of choices.CLASSIFIERS as the report prints them
 PRIMARY = "roc_auc"
 # Secondary comparisons, where the dataset has them (two classes: at the operating point).
 SECONDARY = {"sensitivity": "sensitivity", "specificity": "specificity", "balanced_accuracy": "balanced accuracy",
@@ -96,8 +79,8 @@ def collect(datasets: list[str], models: list[str]) -> dict:
     summary: dict = {}
     for dataset in datasets:
         for model in models:
-            metrics = read_json(METRICS_DIR / dataset / f"{model}.json")
-            per_fold = pd.read_csv(METRICS_DIR / dataset / f"{model}.folds.csv")
+            metrics = cv_results.load_metrics(dataset, model)
+            per_fold = cv_results.load_split_metrics(dataset, model)
             tested = [m for m in (PRIMARY, *SECONDARY) if m in per_fold]
             summary.setdefault(dataset, {})[model] = {
                 **metrics,
@@ -109,15 +92,14 @@ def collect(datasets: list[str], models: list[str]) -> dict:
 
 def collect_external(settings: Settings) -> dict:
     """``<train>-to-<test>`` -> model -> the external stage's figures, for every pair of params ``external``."""
-    return {external_pair_dir(p.train, p.test).name: {model: read_json(external_pair_dir(p.train, p.test) /
-                                                                       f"{model}.json")
-                                                      for model in settings.models}
+    return {external_results.folder(p.train, p.test).name: {model: external_results.load_metrics(p.train, p.test, model)
+                                                            for model in settings.models}
             for p in settings.external}
 
 
 def collect_audits(datasets: list[str]) -> dict:
     """dataset -> ``normalize``'s shortcut audit."""
-    return {dataset: read_json(PREPARED_DIR / dataset / "report.json").get("shortcut_audit", {})
+    return {dataset: prepared.load_report(dataset).get("shortcut_audit", {})
             for dataset in datasets}
 
 
@@ -199,7 +181,7 @@ def data_section(summary: dict, settings: Settings) -> list[str]:
     """Data and splits, and the leakage controls."""
     rows = []
     for dataset, results in summary.items():
-        record = read_json(FOLDS_DIR / f"{dataset}.json")
+        record = folds.load_record(dataset)
         facts = next(iter(results.values())).get("data", {})
         classes = ", ".join(f"{key.removeprefix('images_')} {n}" for key, n in facts.items()
                             if key.startswith("images_"))
@@ -211,7 +193,7 @@ def data_section(summary: dict, settings: Settings) -> list[str]:
     evaluation = settings.evaluation
     rule = evaluation.operating_point + (f" (target {evaluation.target})" if evaluation.operating_point in
                                          ("sensitivity", "specificity") else "")
-    groupings = {read_json(FOLDS_DIR / f"{d}.json").get("grouping", "near") for d in summary}
+    groupings = {folds.load_record(d).get("grouping", "near") for d in summary}
     if groupings <= {"near", "exact"}:
         grouped = ("a group (a patient or case, joined with its identical images, and with its near-duplicates "
                    "under cv.grouping = near) never straddles a split")
@@ -262,7 +244,7 @@ def reliability_section(summary: dict, models: list[str]) -> list[str]:
     for dataset in summary:
         rows, bins = [], None
         for model in models:
-            path = PLOTS_DIR / "calibration" / dataset / f"{model}.csv"
+            path = cv_results.calibration_path(dataset, model)
             if not path.exists():
                 continue
             table = pd.read_csv(path)
@@ -365,19 +347,19 @@ def training_images_line(summary: dict) -> str:
 def write_error_sheets(settings: Settings) -> list[str]:
     """``metrics/errors/<dataset>/<model>.png`` for every two-class dataset x network; returns the files written."""
     written = []
-    with atomic_dir(ERRORS_DIR) as folder:
+    with atomic_dir(summary_output.ERRORS_DIR) as folder:
         for dataset in settings.datasets:
-            manifest = pd.read_csv(PREPARED_DIR / dataset / "manifest.csv", keep_default_na=False)
-            classes = class_names_of(manifest)
-            if len(classes) != 2:
+            data = prepared.load_prepared(dataset)
+            if len(data.class_names) != 2:
                 continue
-            images = np.load(PREPARED_DIR / dataset / "images.npy")
             for model in settings.models:
-                predictions = pd.read_csv(METRICS_DIR / dataset / f"{model}.predictions.csv", keep_default_na=False)
-                sheet = errors_sheet(predictions, images, manifest["id"].tolist(), malignant=classes[1])
+                predictions = cv_results.load_predictions(dataset, model)
+                readings = {c: cv_results.malignant_view(predictions, c, malignant=data.class_names[1])
+                            for c in CLASSIFIERS}
+                sheet = errors_sheet(readings, data.images, data.manifest["id"].tolist())
                 (folder / dataset).mkdir(exist_ok=True)
-                cv2.imwrite(str(folder / dataset / f"{model}.png"), sheet)
-                written.append(str(ERRORS_DIR / dataset / f"{model}.png"))
+                cv2.imwrite(str(summary_output.errors_sheet_path(dataset, model, root=folder)), sheet)
+                written.append(str(summary_output.errors_sheet_path(dataset, model)))
     return written
 
 
@@ -431,16 +413,15 @@ def main(argv: list[str]) -> None:
     if argv:
         raise PipelineError(f"usage: python -m stages.report (got arguments {argv}).")
     settings = load_settings()
-    summary = collect(list(settings.datasets), list(settings.models))
-    primary = adjust_primary(summary)
+    results = collect(list(settings.datasets), list(settings.models))
+    primary = adjust_primary(results)
     audits, external = collect_audits(list(settings.datasets)), collect_external(settings)
     sheets = write_error_sheets(settings)
-    markdown = render_markdown(summary, primary, settings, audits=audits, external=external, sheets=sheets)
-    write_json(SUMMARY_DIR / "summary.json", {"primary": primary, "shortcut_audit": audits, "external": external,
-                                              **summary})
-    write_atomic(SUMMARY_DIR / "summary.md", lambda tmp: tmp.write_text(markdown))
+    markdown = render_markdown(results, primary, settings, audits=audits, external=external, sheets=sheets)
+    summary_output.write_summary(markdown=markdown, figures={"primary": primary, "shortcut_audit": audits,
+                                                             "external": external, **results})
     print(markdown, flush=True)
-    log("report", f"wrote {SUMMARY_DIR / 'summary.md'} and summary.json")
+    log("report", f"wrote {summary_output.MARKDOWN} and {summary_output.JSON}")
 
 
 if __name__ == "__main__":

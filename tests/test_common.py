@@ -1,18 +1,25 @@
 import os
 import re
+import signal
+import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
+from tests.conftest import REPO
 from ultrasound_transfer.common import (
+    INTERRUPTED,
     PipelineError,
     Progress,
     atomic_dir,
     clock_time,
     exclusive_lock,
+    private_temporary_directory,
+    remove_stale_temporaries,
     run_stage,
     write_atomic,
 )
@@ -198,3 +205,143 @@ def test_progress_is_due_once_per_interval():
     progress = Progress(3, "images")
     assert not progress.due(every_s=60)
     assert progress.due(every_s=0) and progress.due(every_s=0)
+
+
+def start_python(code, *args, **popen):
+    """A child Python running ``code`` from the repository root, which has printed its first line (ready)."""
+    child = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, **popen)
+    assert child.stdout.readline().strip() == "ready", child.communicate()
+    return child
+
+
+def dead_pid():
+    """The pid of a process that has ended (reaped: no process of that pid runs until the kernel reuses it)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def this_host():
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+
+
+def test_temporaries_name_their_host_and_process_and_still_match_the_ignore_patterns(tmp_path):
+    import fnmatch
+
+    seen = []
+    write_atomic(tmp_path / "fold1.weights.h5", lambda tmp: (seen.append(tmp.name), tmp.write_bytes(b"w")))
+    with atomic_dir(tmp_path / "out") as tmp:
+        seen.append(tmp.name)
+    with atomic_dir(tmp_path / "out") as tmp:        # replaces the first: the old one goes through .out.old-*
+        pass
+    owner = f"{this_host()}-{os.getpid()}-"
+    assert seen[0].startswith(f".fold1.weights.h5.tmp-{owner}") and seen[0].endswith(".weights.h5")
+    assert seen[1].startswith(f".out.tmp-{owner}")
+    for name in seen:
+        assert fnmatch.fnmatch(name, ".*.tmp-*")      # .gitignore and .dvcignore
+
+
+def test_a_hard_killed_write_leaves_a_temporary_that_the_next_write_removes(tmp_path, capsys):
+    child = start_python("import sys, time; from pathlib import Path; from ultrasound_transfer.common import "
+                         "atomic_dir\nwith atomic_dir(Path(sys.argv[1])) as tmp:\n    (tmp / 'pixels.npy')"
+                         ".write_bytes(b'x' * 2_000_000); print('ready', flush=True); time.sleep(60)",
+                         tmp_path / "out")
+    child.kill()
+    child.communicate()
+    left = [p for p in tmp_path.iterdir()]
+    assert [p.name.startswith(f".out.tmp-{this_host()}-{child.pid}-") for p in left] == [True]
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert f"[cleanup] removed {left[0]} (2.0 MB), left by process {child.pid} of this host, which is no longer " \
+           "running" in capsys.readouterr().out
+
+
+def test_stale_temporaries_of_ended_processes_go_those_of_live_ones_and_other_hosts_stay(tmp_path, capsys):
+    target = tmp_path / "VGG16.weights.h5"
+    gone, host = dead_pid(), this_host()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale_file = tmp_path / f".VGG16.weights.h5.tmp-{host}-{gone}-abc_1234.weights.h5"
+        stale_old = tmp_path / f".VGG16.weights.h5.old-{host}-{gone}-x9y8z7w6"
+        live = tmp_path / f".VGG16.weights.h5.tmp-{host}-{sleeper.pid}-abcdefgh.weights.h5"
+        other_host = tmp_path / f".VGG16.weights.h5.tmp-not-{host}-{gone}-abcdefgh.weights.h5"
+        unknown = tmp_path / ".VGG16.weights.h5.tmp-abcdefgh.weights.h5"      # named before owners were
+        another_output = tmp_path / f".VGG16.json.tmp-{host}-{gone}-abcdefgh.json"
+        for path in (stale_file, live, other_host, unknown, another_output):
+            path.write_bytes(b"x" * 1000)
+        stale_old.mkdir()
+        (stale_old / "VGG16.weights.h5").write_bytes(b"x")
+        assert sorted(remove_stale_temporaries(target)) == sorted([stale_file, stale_old])
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (live, other_host, unknown,
+                                                                                     another_output))
+        out = capsys.readouterr().out
+        assert out.count("[cleanup] removed") == 2
+        assert f"[cleanup] kept {other_host} (0.0 MB): process {gone} on not-{host} made it, which cannot be " \
+               f"checked from {host}; delete it if no run there is writing {target}" in out
+        assert f"[cleanup] kept {unknown} (0.0 MB): its name does not say which process made it" in out
+        write_atomic(target, lambda tmp: tmp.write_bytes(b"w"))          # the writes call it themselves
+        assert live.exists() and target.read_bytes() == b"w"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert remove_stale_temporaries(target) == [live]
+
+
+def test_private_temporary_directories_name_their_owner_and_replace_stale_ones(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stale = tmp_path / f"ut-test-{this_host()}-{dead_pid()}-abcdefgh"
+    (stale / "copy").mkdir(parents=True)
+    unrelated = tmp_path / f"other-{this_host()}-{dead_pid()}-abcdefgh"
+    unrelated.mkdir()
+    with private_temporary_directory("ut-test-") as folder:
+        assert folder.parent == tmp_path and folder.name.startswith(f"ut-test-{this_host()}-{os.getpid()}-")
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        (folder / "scan.png").write_bytes(b"x")
+        assert not stale.exists() and unrelated.exists()
+    assert not folder.exists()
+    assert f"[cleanup] removed {stale}" in capsys.readouterr().out
+
+
+INTERRUPTIBLE = """
+import sys, time
+from pathlib import Path
+from ultrasound_transfer.common import atomic_dir, run_stage
+
+def main(argv):
+    with atomic_dir(Path(sys.argv[1]) / "out") as tmp:
+        (tmp / "half.npy").write_bytes(b"x")
+        try:
+            print("ready", flush=True)
+            time.sleep(60)
+        except KeyboardInterrupt:
+            if sys.argv[2] == "TypeError":      # as a library that catches the interrupt midway may
+                raise TypeError("'NoneType' object is not callable")
+            raise
+
+run_stage(main)
+"""
+
+
+@pytest.mark.parametrize("becomes", ["KeyboardInterrupt", "TypeError"])
+def test_ctrl_c_ends_a_run_with_one_line_and_status_130_leaving_nothing_half_written(tmp_path, becomes):
+    child = start_python(INTERRUPTIBLE, tmp_path, becomes)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 130
+    assert err == INTERRUPTED + "\n" and err.startswith("interrupted: ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_stage_puts_back_the_signal_handlers_it_found(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["stage"])
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    run_stage(lambda argv: None)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_an_exception_without_an_interrupt_is_not_called_one(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["stage"])
+    with pytest.raises(TypeError):
+        run_stage(lambda argv: None + 1)

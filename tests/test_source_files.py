@@ -15,6 +15,7 @@ CODE_ROOTS = ("stages/", "ultrasound_transfer/")
 LAYERS = [
     ("ultrasound_transfer.cli", "ultrasound_transfer.__main__"),
     ("stages", "ultrasound_transfer.study", "ultrasound_transfer.deployment"),
+    ("ultrasound_transfer.outputs",),
     ("ultrasound_transfer.networks", "ultrasound_transfer.evaluation"),
     ("ultrasound_transfer.parameters",),
     ("ultrasound_transfer.data",),

@@ -1,16 +1,22 @@
-"""The allowed values of the parameters that name a choice, and each network's smallest input.
+"""The allowed values of the parameters and command options that name a choice, and each network's smallest input.
 
 This is the one home of each such fact: the schema of ``params.yaml``
-(:mod:`ultrasound_transfer.parameters`) accepts exactly these values, and the
+(:mod:`ultrasound_transfer.parameters`) accepts exactly these values, the
 library code that acts on a value (:mod:`ultrasound_transfer.networks`,
-:mod:`ultrasound_transfer.evaluation`) is keyed by the same names.  It imports
-nothing, so checking the parameters never loads a framework.  The dataset
-names live with their sources, in :data:`ultrasound_transfer.data.datasets.KNOWN_DATASETS`; the
-generated ones are here, since the typed settings describe their generator.
+:mod:`ultrasound_transfer.evaluation`) is keyed by the same names, and the
+command line (:mod:`ultrasound_transfer.cli`) offers them.  It imports
+nothing, so checking the parameters or answering ``--help`` never loads a
+framework.  The dataset names are here too (:data:`DATASETS`); each published
+one's source and layout reader are in :mod:`ultrasound_transfer.data.datasets`.
 """
 
 # The datasets generated offline (ultrasound_transfer.data.phantom): one lesion model seen at two sites.
 PHANTOMS = ("phantom", "phantom_site_b")
+# The published datasets, each with its source and layout reader in ultrasound_transfer.data.datasets (a test keeps
+# both equal). Here, not there, so that checking the parameters, and every stage that only reads a dataset's name,
+# does not depend on the readers' code: editing one reader reruns only what reads that dataset.
+PUBLISHED_DATASETS = ("busi", "rodrigues", "ddti", "salivary")
+DATASETS = (*PHANTOMS, *PUBLISHED_DATASETS)
 PHANTOM_OVERLAYS = ("none", "text", "ruler")
 
 # Smallest square input each network's strides allow, px (keras.applications refuses less).
@@ -51,3 +57,10 @@ SVM_TRAIN_ON = ("fit", "training")
 # evaluate: how a score becomes a decision (ultrasound_transfer.evaluation.operating_points), and a case's score
 OPERATING_POINTS = ("youden", "sensitivity", "specificity", "argmax")
 CASE_SCORES = ("mean", "max")
+
+# The two classifiers each network is evaluated with: its dense head and the SVM on its features
+# (ultrasound-transfer compare --classifier; the study's comparison).
+CLASSIFIERS = ("dense", "svm")
+
+# The files ultrasound-transfer export writes (--formats): Keras' own .keras and ONNX.
+EXPORT_FORMATS = ("keras", "onnx")

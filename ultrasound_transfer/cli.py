@@ -11,9 +11,13 @@
     ultrasound-transfer export --dataset busi --model ResNet50               # .keras, ONNX and a model card
 
 Each subcommand parses its options here and hands them, typed, to its module
-in :mod:`ultrasound_transfer.study`, where the logic lives.  A
-:class:`~ultrasound_transfer.common.PipelineError` ends the command with one
-message and exit status 2, as in the stages.  Run from the repository root.
+in :mod:`ultrasound_transfer.study` or :mod:`ultrasound_transfer.deployment`,
+where the logic lives.  Building the parser imports no framework (the values
+it offers come from :mod:`ultrasound_transfer.choices` and from modules that
+load TensorFlow or Keras only inside their functions), so ``--help`` answers
+at once.  A :class:`~ultrasound_transfer.common.PipelineError` ends the
+command with one message and exit status 2, as in the stages; Ctrl-C with one
+line and exit status 130.  Run from the repository root.
 """
 
 from __future__ import annotations
@@ -101,7 +105,8 @@ def run_sweep(args: argparse.Namespace) -> None:
 
 
 def add_compare(commands: argparse._SubParsersAction) -> None:
-    from ultrasound_transfer.study.comparison import CLASSIFIERS, METRICS
+    from ultrasound_transfer.choices import CLASSIFIERS
+    from ultrasound_transfer.study.comparison import METRICS
 
     parser = commands.add_parser("compare", help="compare the experiments of an ft_fraction sweep",
                                  description="The paper's table (network x strategy x classifier) and the best "
@@ -165,14 +170,14 @@ def run_explain(args: argparse.Namespace) -> None:
 
 
 def add_export(commands: argparse._SubParsersAction) -> None:
-    from ultrasound_transfer.deployment.export import FORMATS
+    from ultrasound_transfer.choices import EXPORT_FORMATS
 
     parser = commands.add_parser("export", help="write a trained network as .keras and ONNX with a model card",
                                  description="One self-contained file per format of the study's ensemble, its "
                                              "facts (export.json) and a model card.")
     add_trained_network(parser, out="the folder exports/<dataset>-<model>/", scans=False)
-    parser.add_argument("--formats", default=",".join(FORMATS),
-                        help=f"comma-separated, among {', '.join(FORMATS)} (default all)")
+    parser.add_argument("--formats", default=",".join(EXPORT_FORMATS),
+                        help=f"comma-separated, among {', '.join(EXPORT_FORMATS)} (default all)")
     parser.set_defaults(run=run_export)
 
 
@@ -202,7 +207,8 @@ def run(argv: list[str]) -> None:
 
 
 def main() -> None:
-    """The console entry point: as a stage runs, an error becomes one message and exit status 2."""
+    """The console entry point: as a stage runs, an error becomes one message and exit status 2, Ctrl-C one line
+    and exit status 130 (:func:`~ultrasound_transfer.common.run_stage`)."""
     run_stage(run)
 
 

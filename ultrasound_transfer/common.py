@@ -2,8 +2,17 @@
 
 Every stage module has a ``main()`` wrapped by :func:`run_stage`, which turns a
 :class:`PipelineError` into one readable message on stderr and exit status 2
-instead of a traceback.  Outputs are written through :func:`atomic_dir` or
-:func:`write_atomic`, so a stage that fails leaves no half-written file behind.
+instead of a traceback, and Ctrl-C into one line and exit status 130.  Outputs
+are written through :func:`atomic_dir` or :func:`write_atomic`, so a stage that
+fails or is interrupted leaves no half-written file behind.
+
+Their temporaries are hidden siblings of the output, ``.<name>.tmp-<host>-<pid>-*``
+(and ``.<name>.old-<host>-<pid>-*`` for the output being replaced), removed on
+any exception.  Only a hard kill (``SIGKILL``, a power cut) leaves them behind;
+the name says which process of which machine made them, so the next write of
+the same output removes those of processes of this machine that are no longer
+running (:func:`remove_stale_temporaries`).  Scratch folders under the system's
+temporary folder follow the same rule (:func:`private_temporary_directory`).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -163,9 +173,121 @@ def _usual_mode(path: Path, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
+def _host() -> str:
+    """This machine's name as temporaries carry it: characters other than letters, digits, ``.`` and ``-`` become
+    ``_``."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "_"
+
+
+def _owner_tag() -> str:
+    """``<host>-<pid>-``: what a temporary's name says about its maker, before ``tempfile``'s random part."""
+    return f"{_host()}-{os.getpid()}-"
+
+
+# <host>-<pid>-<random> (tempfile's random part: lowercase letters, digits and _, never a dash).
+_OWNER = re.compile(r"(?P<host>[A-Za-z0-9._-]+)-(?P<pid>[0-9]+)-[a-z0-9_]+")
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs on this machine (a process of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
+def _remove_stale(folder: Path, prefixes: tuple[str, ...], *, suffix: str, use: str,
+                  mine_only: bool = False) -> list[Path]:
+    """Remove the entries of ``folder`` named ``<prefix><host>-<pid>-<random><suffix>`` whose process, of this
+    host, is no longer running, logging each; log those kept because their maker cannot be checked.
+
+    ``use`` completes "delete it if no run is ..." in those lines.  ``mine_only``:
+    consider this user's entries only (in a folder shared with others, as ``/tmp``).
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    host, removed = _host(), []
+    for entry in entries:
+        prefix = next((p for p in prefixes if entry.name.startswith(p)), None)
+        try:
+            if prefix is None or (mine_only and entry.stat(follow_symlinks=False).st_uid != os.getuid()):
+                continue
+            path, size = Path(entry.path), f"{tree_bytes(Path(entry.path)) / 1e6:.1f} MB"
+        except OSError:         # gone meanwhile: another run cleaned it up
+            continue
+        rest = entry.name[len(prefix):]
+        owner = _OWNER.fullmatch(rest[:len(rest) - len(suffix)] if suffix and rest.endswith(suffix) else rest)
+        if owner is None:
+            log("cleanup", f"kept {path} ({size}): its name does not say which process made it (an older version "
+                           f"of this code did); delete it if no run is {use}")
+        elif owner["host"] != host:
+            log("cleanup", f"kept {path} ({size}): process {owner['pid']} on {owner['host']} made it, which cannot "
+                           f"be checked from {host}; delete it if no run there is {use}")
+        elif _process_gone(int(owner["pid"])) and _remove(path, size, owner["pid"]):
+            removed.append(path)
+    return removed
+
+
+def _remove(path: Path, size: str, pid: str) -> bool:
+    """Remove the file or folder ``path`` that process ``pid``, gone, left; log it (or why not); whether it went."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:       # another run removed it first
+        return False
+    except OSError as error:
+        log("cleanup", f"could not remove {path} ({size}), left by process {pid} of this host, which is no longer "
+                       f"running: {error.strerror or error}; delete it by hand")
+        return False
+    log("cleanup", f"removed {path} ({size}), left by process {pid} of this host, which is no longer running "
+                   "(killed while writing)")
+    return True
+
+
+def remove_stale_temporaries(path: Path | str) -> list[Path]:
+    """Remove the temporaries of :func:`atomic_dir` and :func:`write_atomic` that a hard kill left beside ``path``.
+
+    They are ``path``'s siblings ``.<name>.tmp-<host>-<pid>-*`` and
+    ``.<name>.old-<host>-<pid>-*``.  Only those made by a process of this host
+    that is no longer running are removed, one line logged for each (its path
+    and size); those of a live process (a run writing ``path`` right now) are
+    kept, and so are those of another host (its processes cannot be checked
+    from here) or with no owner in their name, with a line saying so.  Returns
+    what was removed.
+    """
+    path = Path(path)
+    prefixes = tuple(f".{path.name}.{tag}-" for tag in ("tmp", "old"))
+    return _remove_stale(path.parent, prefixes, suffix="".join(path.suffixes), use=f"writing {path}")
+
+
 def _fresh_sibling(path: Path, tag: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{tag}-", dir=path.parent))
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{tag}-{_owner_tag()}", dir=path.parent))
+
+
+@contextlib.contextmanager
+def private_temporary_directory(prefix: str) -> Iterator[Path]:
+    """A new folder, private to this user, under the system's temporary folder, removed after the block.
+
+    As :class:`tempfile.TemporaryDirectory`, but named ``<prefix><host>-<pid>-*``,
+    so that before making it the folders of the same ``prefix`` that a hard kill
+    left behind (this user's, made by a process of this host that is no longer
+    running) are removed, as :func:`remove_stale_temporaries` does for outputs.
+    """
+    parent = Path(tempfile.gettempdir())
+    _remove_stale(parent, (prefix,), suffix="", use="using it", mine_only=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{_owner_tag()}", dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fsync(path: Path) -> None:
@@ -189,9 +311,12 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` only if the block succeeds.
 
     On any exception the temporary directory is removed and ``path`` is left as
-    it was, so a failed stage never leaves a half-filled output directory.
+    it was, so a failed stage never leaves a half-filled output directory.  The
+    temporaries a hard kill left for ``path`` are removed first
+    (:func:`remove_stale_temporaries`).
     """
     path = Path(path)
+    remove_stale_temporaries(path)
     tmp = _fresh_sibling(path, "tmp")
     try:
         yield tmp
@@ -218,14 +343,18 @@ def write_atomic(path: Path | str, writer: Callable[[Path], None]) -> None:
 
     ``tmp_path`` ends in all of ``path``'s suffixes (``.weights.h5``, not just
     ``.h5``), for writers that check the name, as Keras' ``save_weights`` does,
-    and is named ``.<name>.tmp-*``, which git and DVC ignore should a hard kill
-    leave it behind.  The data reach the disk (``fsync``) before the rename, and
-    the rename before this returns: what is written after it (a "finished"
-    marker) can never survive a power cut that the data did not.
+    and is named ``.<name>.tmp-<host>-<pid>-*``, which git and DVC ignore should a
+    hard kill leave it behind, and which the next write of ``path`` removes
+    (:func:`remove_stale_temporaries`).  The data reach the disk (``fsync``)
+    before the rename, and the rename before this returns: what is written
+    after it (a "finished" marker) can never survive a power cut that the data
+    did not.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix="".join(path.suffixes), dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{_owner_tag()}", suffix="".join(path.suffixes),
+                               dir=path.parent)
     os.close(fd)
     try:
         writer(Path(tmp))
@@ -351,25 +480,54 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
             handle.truncate(0)
 
 
+# The line an interrupted run ends with (exit status 130, as a shell reports Ctrl-C).
+INTERRUPTED = ("interrupted: outputs are renamed into place only when complete, so none was left half-written "
+               "(those finished before the interrupt stay); run it again to redo the rest.")
+
+
+@contextlib.contextmanager
+def _signals_recorded() -> Iterator[list[int]]:
+    """For the block: Ctrl-C (SIGINT) raises :class:`KeyboardInterrupt` and is recorded in the list yielded, SIGTERM
+    (a killed ``dvc repro``) becomes ``SystemExit``; the handlers before are restored after it."""
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, interrupt),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def run_stage(main: Callable[[list[str]], None]) -> None:
     """Run a stage's ``main(argv)``; on :class:`PipelineError`, or a full, read-only or forbidden disk
     (:func:`storage_error`), print the message and exit 2.
 
-    SIGTERM (a killed ``dvc repro``) becomes ``SystemExit``, so that
-    :func:`atomic_dir` and :func:`write_atomic` still remove their temporaries.
+    Ctrl-C ends the run with the one line :data:`INTERRUPTED` on stderr and exit
+    status 130, whatever exception the interrupt became while it unwound (a
+    library that catches :class:`KeyboardInterrupt` may raise another).  SIGTERM
+    (a killed ``dvc repro``) becomes ``SystemExit``.  Either way the exception
+    passes through :func:`atomic_dir` and :func:`write_atomic`, which remove
+    their temporaries.  Call it from the main thread.
     """
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        main(sys.argv[1:])
-    except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    except OSError as error:
-        problem = storage_error(error)
-        if problem is None:
-            raise
-        print(f"error: {problem}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    with _signals_recorded() as interrupted:
+        try:
+            main(sys.argv[1:])
+        except BaseException as error:
+            if interrupted:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)        # a second Ctrl-C cannot cut the line short
+                print(INTERRUPTED, file=sys.stderr, flush=True)
+                sys.exit(130)
+            problem = error if isinstance(error, PipelineError) else storage_error(error)
+            if problem is None:
+                raise
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+            sys.exit(2)
 
 
 def parse_args(argv: list[str], names: list[str], usage: str) -> list[str]:

@@ -34,7 +34,6 @@ import yaml
 from ultrasound_transfer import choices
 from ultrasound_transfer.choices import MODEL_MIN_SIZES
 from ultrasound_transfer.common import PARAMS_FILE, PipelineError, load_params
-from ultrasound_transfer.data.datasets import KNOWN_DATASETS
 from ultrasound_transfer.paths import BACKBONES_DIR
 from ultrasound_transfer.settings import Settings, settings_from_params
 
@@ -101,9 +100,9 @@ SHA256 = Rule(lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[0-9
               "null or a SHA-256: 64 hexadecimal digits")
 SWITCH = choice(True, False)
 PAIRS = Rule(lambda v: isinstance(v, list) and all(isinstance(p, dict) and set(p) == {"train", "test"}
-                                                   and {p["train"], p["test"]} <= set(KNOWN_DATASETS) for p in v),
+                                                   and {p["train"], p["test"]} <= set(choices.DATASETS) for p in v),
              "a list (empty allowed) of {train: <dataset>, test: <dataset>} entries, each dataset one of "
-             + ", ".join(KNOWN_DATASETS))
+             + ", ".join(choices.DATASETS))
 # download.phantom and download.phantom_site_b: the generator of each built-in site.
 PHANTOM_RULES = {"count": integer(4, 1_000_000), "malignant_fraction": number(0.0, 1.0),
                  "images_per_patient": integer(1, 1000), "difficulty": number(0.0, 1.0),
@@ -113,7 +112,7 @@ PHANTOM_RULES = {"count": integer(4, 1_000_000), "malignant_fraction": number(0.
                  "size_shortcut": number(0.0, 1.0), "caliper_shortcut": number(0.0, 1.0)}
 
 SCHEMA: dict[str, Any] = {
-    "datasets": subset(KNOWN_DATASETS),
+    "datasets": subset(choices.DATASETS),
     "models": subset(choices.MODELS),
     "ft_fraction": number(0.0, 1.0),
     "weights": weights_source(),
@@ -121,7 +120,7 @@ SCHEMA: dict[str, Any] = {
     "seed": integer(0, 2**32 - 1),
     "download": {
         **{dataset: PHANTOM_RULES for dataset in choices.PHANTOMS},
-        **{dataset: {"url": URL, "sha256": SHA256} for dataset in KNOWN_DATASETS if dataset not in choices.PHANTOMS},
+        **{dataset: {"url": URL, "sha256": SHA256} for dataset in choices.DATASETS if dataset not in choices.PHANTOMS},
     },
     "normalize": {
         "busi_classes": subset(choices.BUSI_CLASSES),
@@ -164,7 +163,7 @@ SCHEMA: dict[str, Any] = {
                    "calibration_bins": integer(2, 100), "case_score": choice(*choices.CASE_SCORES)},
 }
 # Sections whose keys may be left out (a dataset's source: no address, no checksum).
-OPTIONAL_SECTIONS = tuple(f"download.{dataset}" for dataset in KNOWN_DATASETS if dataset not in choices.PHANTOMS)
+OPTIONAL_SECTIONS = tuple(f"download.{dataset}" for dataset in choices.DATASETS if dataset not in choices.PHANTOMS)
 
 
 def fix_hint(key: str) -> str:

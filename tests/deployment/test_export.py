@@ -23,7 +23,8 @@ def two_tensor_parts(size: int, n_splits: int) -> EnsembleParts:
         joined = keras.layers.GlobalAveragePooling2D()(keras.layers.Concatenate()(inputs))
         dense = keras.layers.Dense(2, activation="softmax")(joined)[:, 1:2]
         svm = keras.layers.Dense(1, activation="sigmoid")(joined)
-        tails.append(keras.Model(inputs, {"dense": dense, "svm": svm}, name=f"split{k}"))
+        novelty = keras.layers.Dense(1, activation="relu")(joined)
+        tails.append(keras.Model(inputs, {"dense": dense, "svm": svm, "novelty": novelty}, name=f"split{k}"))
     return EnsembleParts(front, tails)
 
 
@@ -37,7 +38,7 @@ def test_the_assembled_onnx_graph_gives_the_keras_ensembles_outputs(tmp_path):
     gray = np.random.default_rng(1).uniform(0, 255, (5, 16, 16)).astype(np.float32)
     expected = ensemble_network(parts).predict(gray, verbose=0)
     session = onnxruntime.InferenceSession(str(tmp_path / "ensemble.onnx"))
-    names = ["dense", "svm", "dense_splits", "svm_splits"]
+    names = ["dense", "svm", "dense_splits", "svm_splits", "novelty"]
     for name, got in zip(names, session.run(names, {"gray": gray})):
         assert got.shape == expected[name].shape
         assert np.abs(got - expected[name]).max() < 1e-5, name

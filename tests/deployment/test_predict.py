@@ -17,3 +17,27 @@ def test_an_out_that_is_a_folder_or_lies_under_a_file_is_refused_before_any_scan
         run_predict(PredictRequest(dataset="phantom", model="VGG16", paths=[str(scan)],
                                    out=tmp_path / "notes.txt" / "p.csv"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_an_out_that_is_not_an_earlier_table_of_predict_is_never_replaced(tmp_path):
+    """params.yaml, a pipeline output, a scan: --out refuses them all before any network is built."""
+    scan = tmp_path / "scan.png"
+    scan.write_bytes(b"\x89PNG not really")
+    params = tmp_path / "params.yaml"
+    params.write_text("datasets: [phantom]\n")
+    for target, refusal in ((params, r"exists and is not a table this command wrote"),
+                            (scan, r"exists and is not a table this command wrote")):
+        with pytest.raises(PipelineError, match=refusal):
+            run_predict(PredictRequest(dataset="phantom", model="VGG16", paths=[str(scan)], out=target))
+    assert params.read_text() == "datasets: [phantom]\n" and scan.read_bytes() == b"\x89PNG not really"
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text("file,frame,status,note,dense_prob_malignant\nscan.png,1,ok,,0.5\n")
+    with pytest.raises(PipelineError, match=r"has no trained study|is missing"):       # got past --out: own table
+        run_predict(PredictRequest(dataset="phantom", model="VGG16", paths=[str(scan)], out=earlier))
+
+
+def test_an_out_that_names_a_scan_being_read_is_refused_even_if_it_looks_like_a_table(tmp_path):
+    scan = tmp_path / "table.csv"
+    scan.write_text("file,frame,status,note\n")
+    with pytest.raises(PipelineError, match=r"is one of the scans being read"):
+        run_predict(PredictRequest(dataset="phantom", model="VGG16", paths=[str(scan)], out=scan))

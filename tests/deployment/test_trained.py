@@ -3,11 +3,9 @@
 import keras
 import numpy as np
 import pytest
-import yaml
 
 from ultrasound_transfer.choices import MODELS
-from ultrasound_transfer.common import PipelineError
-from ultrasound_transfer.deployment.trained import check_trained, plain_head, preprocessing_affine, svm_layer
+from ultrasound_transfer.deployment.trained import plain_head, preprocessing_affine, svm_layer
 from ultrasound_transfer.evaluation.classifiers import FittedSvm, two_columns
 from ultrasound_transfer.evaluation.operating_points import PlattScaling
 from ultrasound_transfer.evaluation.svm import linear_svm, per_class_scores
@@ -60,34 +58,10 @@ def test_the_preprocessing_layer_is_each_networks_own_preprocess_input(model_nam
     assert np.abs(gray[..., None].astype(np.float32) * scale + offset - expected).max() < 1e-4
 
 
-def lock_with(tmp_path, params: dict):
-    lock = {"schema": "2.0", "stages": {
-        stage: {"cmd": "python -m stages.x", "params": {"params.yaml": params}}
-        for stage in ("finetune@phantom-VGG16", "evaluate@phantom-VGG16")}}
-    path = tmp_path / "dvc.lock"
-    path.write_text(yaml.safe_dump(lock))
-    return path
-
-
-def test_a_network_never_trained_or_trained_under_other_params_is_refused(tmp_path):
-    params = {"ft_fraction": 0.15, "finetune": {"epochs": 15, "batch_size": 16}, "seed": 42}
-    lock = lock_with(tmp_path, params)
-    check_trained("phantom", "VGG16", params=params, lock_file=lock)
-    with pytest.raises(PipelineError, match=r"ResNet101 was never trained here.*dvc repro finetune@phantom-ResNet101"):
-        check_trained("phantom", "ResNet101", params=params, lock_file=lock)
-    changed = {**params, "ft_fraction": 0.5, "finetune": {"epochs": 15, "batch_size": 8}}
-    refusal = (r"params.yaml changed since finetune@phantom-VGG16 ran \(finetune.batch_size 16 when it ran, "
-               r"8 now; ft_fraction 0.15 when it ran, 0.5 now\)")
-    with pytest.raises(PipelineError, match=refusal):
-        check_trained("phantom", "VGG16", params=changed, lock_file=lock)
-    with pytest.raises(PipelineError, match="was never trained here"):
-        check_trained("phantom", "VGG16", params=params, lock_file=tmp_path / "missing.lock")
-
-
 def test_the_ensemble_reads_each_split_as_its_own_network_does_even_where_keras_numbers_the_layers():
     """InceptionV3's layers are named by a process-wide counter: each split's network is cut by position."""
     from ultrasound_transfer.deployment.trained import ensemble_network, ensemble_parts
-    from ultrasound_transfer.evaluation.transfer import SplitClassifiers
+    from ultrasound_transfer.evaluation.classifiers import FittedDense, SplitClassifiers
     from ultrasound_transfer.networks.backbones import build_classifier, feature_extractor
     from ultrasound_transfer.settings import HeadSettings
 
@@ -105,7 +79,7 @@ def test_the_ensemble_reads_each_split_as_its_own_network_does_even_where_keras_
         svm = FittedSvm(linear_svm(C=1.0, seed=0).fit(features, np.arange(30) % 2), 2, PlattScaling(-1.0, 0.0),
                         0.5, 30)
         folds.append(fold)
-        splits.append(SplitClassifiers(k=k, dense_threshold=0.5, n_fit=30, svm=svm))
+        splits.append(SplitClassifiers(k=k, dense=FittedDense(0.5, 30), svm=svm, novelty_median=0.5 + k))
     assert folds[0].layers[5].name != folds[1].layers[5].name
     network = ensemble_network(ensemble_parts(folds, splits, model_name="InceptionV3", feature_layer="pooled"))
     gray = rng.integers(0, 256, (3, 75, 75)).astype(np.uint8)
@@ -116,3 +90,6 @@ def test_the_ensemble_reads_each_split_as_its_own_network_does_even_where_keras_
         svm = split.svm.read(keras.ops.convert_to_numpy(feature_extractor(fold, "pooled")(inputs))).probabilities[:, 1]
         assert np.abs(out["dense_splits"][:, k] - dense).max() < 1e-4
         assert np.abs(out["svm_splits"][:, k] - svm).max() < 1e-4
+    pooled = [keras.ops.convert_to_numpy(feature_extractor(fold, "pooled")(inputs)) for fold in folds]
+    novelty = np.mean([split.svm.novelty(p) / split.novelty_median for split, p in zip(splits, pooled)], axis=0)
+    assert np.abs(out["novelty"][:, 0] / novelty - 1).max() < 1e-4 and novelty.min() > 0

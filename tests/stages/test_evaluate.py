@@ -72,6 +72,7 @@ def toy_project(project, features_of, shuffle_manifest=True, svm=None, dense_of=
     pd.concat(dense).sample(frac=1, random_state=2).to_csv(training / "dense_predictions.csv", index=False)
     (training / "freezing.json").write_text(json.dumps({"folds": [
         {"total_layers": 10, "trained_layers": 2, "trainable_params": 5}]}))
+    (training / "network.json").write_text("{}\n")     # evaluate records its hash beside the classifiers
     (project / "data/features/phantom/M").mkdir(parents=True)
     for k in range(1, len(folds) + 1):
         np.savez(project / f"data/features/phantom/M/fold{k}.npz", pooled=features_of(manifest, parts, k),
@@ -232,4 +233,34 @@ def test_repeats_give_every_image_one_test_prediction_per_repeat_and_figures_ave
     from sklearn.metrics import roc_auc_score
     per_repeat = [roc_auc_score(part["true"], part["svm_prob_malignant"]) for _, part in predictions.groupby("repeat")]
     assert metrics["image"]["svm"]["roc_auc"] == pytest.approx(np.mean(per_repeat))
-    assert len(manifest) == N and metrics["case"]["svm"]["roc_auc"] is not None
+    case_auc = metrics["case"]["svm"]["roc_auc"]
+    assert len(manifest) == N and 0 <= case_auc <= 1          # a NaN or a missing figure fails here
+
+
+def test_the_kept_classifiers_reproduce_the_recorded_predictions_exactly(project):
+    """classifiers.json is what evaluate fitted: loaded back, each split's SVM, Platt scaling and thresholds give
+    the recorded probabilities and calls bit for bit, from the features alone."""
+    from ultrasound_transfer.outputs.classifiers import load_classifiers
+    from ultrasound_transfer.outputs.features import load_fold_features
+
+    manifest = toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() + RNG.normal(0, 1.0, N)),
+                           repeats=2)
+    evaluate.main(["phantom", "M"])
+    _, per_fold, predictions = results(project)
+    kept = load_classifiers("phantom", "M")
+    ids = manifest["id"].to_numpy()
+    assert [s.k for s in kept.splits] == list(range(1, 7)) and kept.feature_layer == "pooled"
+    for split in kept.splits:
+        rows = predictions[predictions["split"] == split.k]
+        position = {image_id: i for i, image_id in enumerate(ids)}
+        features = load_fold_features("phantom", "M", split.k, ids=ids, layer="pooled")[
+            [position[i] for i in rows["id"]]]
+        svm = split.svm.read(features)
+        np.testing.assert_array_equal(svm.probabilities[:, 1], rows["svm_prob_malignant"].to_numpy())
+        assert (rows["svm_threshold"] == split.svm.threshold).all()
+        assert (rows["dense_threshold"] == split.dense.threshold).all()
+        assert list(np.where(svm.called == 1, "malignant", "benign")) == list(rows["svm_class"])
+        assert per_fold.loc[(per_fold["split"] == split.k) & (per_fold["classifier"] == "svm"), "svm_C"].item() \
+            == split.svm.model.named_steps["linearsvc"].C
+        assert split.novelty_median > 0
+    assert kept.novelty_threshold > 1                  # above the held-out images' typical novelty, by construction

@@ -13,12 +13,11 @@ import pytest
 from stages import download, finetune, folds, normalize
 from tests.conftest import REPO, default_params
 from ultrasound_transfer.common import PipelineError
-from ultrasound_transfer.data.prepared import load_prepared
-from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, build_classifier
+from ultrasound_transfer.networks.backbones import FEATURE_LAYERS
 from ultrasound_transfer.networks.feature_extraction import layers_pass
-from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, load_fold_weights
-from ultrasound_transfer.networks.runtime import seed_everything
-from ultrasound_transfer.parameters import load_settings
+from ultrasound_transfer.outputs.fold_networks import build_network, load_fold
+from ultrasound_transfer.outputs.prepared import load_prepared
+from ultrasound_transfer.outputs.training_record import load_recipe
 
 pytestmark = pytest.mark.keras_backend
 
@@ -118,15 +117,16 @@ def test_the_features_are_those_of_each_fold_network_rebuilt_from_its_saved_weig
     # Each epoch line says where the stage is: 3 folds x 2 epochs.
     shown = capsys.readouterr().out
     assert re.search(r"fold 3/3 epoch 2/2 .*; 6/6 epochs, \d+:\d\d so far, at most 0:00 left\)", shown)
-    settings, data = load_settings(), load_prepared("phantom")
-    seed_everything(settings.seed)
-    model, _ = build_classifier("VGG16", image_size=32, n_classes=2, weights="none", ft_fraction=fraction,
-                                head=settings.finetune.head)
-    frozen = frozen_fingerprint(model)
+    # The recipe alone (training/network.json) rebuilds each fold network, params.yaml aside.
+    data, recipe = load_prepared("phantom"), load_recipe("phantom", "VGG16")
+    project.write_params({**params, "ft_fraction": 0.0, "seed": 1,
+                          "finetune": {**params["finetune"], "head_units": 8}})
+    assert recipe.ft_fraction == fraction and recipe.preprocessing.image_size == 32 and recipe.splits == 3
+    model = build_network(recipe)
     with layers_pass(model, data.images, layer_names=list(FEATURE_LAYERS.values()), model_name="VGG16",
                      batch_size=8) as outputs_now:
         for k in (1, 2, 3):
-            load_fold_weights(model, project / f"models/phantom/VGG16/weights/fold{k}.weights.npz", frozen, rerun="")
+            load_fold(model, recipe, k)
             with np.load(project / f"data/features/phantom/VGG16/fold{k}.npz", allow_pickle=False) as stored:
                 assert list(stored["ids"]) == list(data.manifest["id"])
                 for layer, expected in zip(FEATURE_LAYERS, outputs_now(), strict=True):

@@ -71,7 +71,6 @@ SOURCES: dict[str, Source] = {
     ),
 }
 
-KNOWN_DATASETS = (*PHANTOMS, *SOURCES)
 # The classes a label may name; normal only in BUSI, and only beside benign and malignant.
 KNOWN_CLASSES = ("benign", "malignant", "normal")
 

@@ -12,6 +12,9 @@ from ultrasound_transfer.choices import RESIZE_MODES
 from ultrasound_transfer.common import PipelineError, check_choice
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg")
+# How every frame becomes 8-bit gray (gray_frame), as the prepared data's preprocessing record states it.
+GRAY_CONVERSION = ("colour to gray by the ITU-R BT.601 weights; 16-bit values / 257; alpha dropped; "
+                   "DICOM MONOCHROME1 inverted, stored bits spread over 0..255")
 # Smaller frames hold no lesion to read (a thumbnail, an icon, a one-line strip) and cannot be fingerprinted.
 MIN_SIDE = 16
 

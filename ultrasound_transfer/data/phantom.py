@@ -27,7 +27,7 @@ grain), ``depth`` (a deeper setting shows a smaller lesion and more tissue),
 ``native_size`` and a burned-in ``overlay`` on every frame (``text``: a
 header line; ``ruler``: depth ticks at the right edge).  The built-in
 ``phantom_site_b`` is the same lesion model seen through another site, so
-that external validation (:mod:`ultrasound_transfer.evaluation.transfer`)
+that external validation (:mod:`ultrasound_transfer.evaluation.external_validation`)
 runs offline.  Two *planted shortcuts* tie something that is not the lesion
 to the label, for the shortcut audit (:mod:`ultrasound_transfer.evaluation.shortcuts`)
 and its tests: ``size_shortcut`` is the share of malignant patients whose

@@ -9,8 +9,11 @@ One folder per dataset x network (default ``exports/<dataset>-<model>/``):
   (``model.export(format="onnx")``; on TensorFlow it goes through tf2onnx),
   for ONNX Runtime and other ONNX tools; left out with ``--formats keras``;
 * ``export.json``: what a program needs beside the file (input size and
-  resize rule, class names, outputs, each classifier's operating point,
-  the frozen part's fingerprint, the parameters);
+  resize rule, class names, outputs, each classifier's operating point, the
+  novelty threshold, the frozen part's fingerprint, and the study's
+  provenance: the parameters it was trained under, the code revision, the
+  data's hashes, all as the trained study recorded them, never today's
+  ``params.yaml``);
 * ``model_card.md``: the model card (:mod:`ultrasound_transfer.deployment.model_card`).
 
 The folder is written whole or not at all.  What the files do not hold is
@@ -26,20 +29,26 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ultrasound_transfer.common import PipelineError, atomic_dir, load_params, log, read_json, write_json
+from ultrasound_transfer.choices import CLASSIFIERS, EXPORT_FORMATS
+from ultrasound_transfer.common import PipelineError, atomic_dir, log, read_json, write_json
 from ultrasound_transfer.deployment.model_card import model_card
 from ultrasound_transfer.deployment.scans import check_output_folder
 from ultrasound_transfer.deployment.trained import (
-    CLASSIFIERS,
     GRAY_INPUT,
+    NOVELTY,
     EnsembleParts,
     TrainedNetwork,
     requested_network,
 )
-from ultrasound_transfer.paths import METRICS_DIR, external_pair_dir
+from ultrasound_transfer.evaluation.novelty import CONSTANT_FRAME_STD, NOVELTY_QUANTILE
+from ultrasound_transfer.outputs import classifiers as classifiers_output
+from ultrasound_transfer.outputs import cv_results, external_results
+from ultrasound_transfer.outputs.provenance import file_sha256
+from ultrasound_transfer.outputs.trained_study import recorded_params
 
 EXPORTS_DIR = Path("exports")
-FORMATS = ("keras", "onnx")
+# The packages ONNX export needs (the onnx extra of pyproject.toml, installed with the package).
+ONNX_MODULES = ("onnx", "onnxruntime", "tf2onnx")
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class ExportRequest:
     dataset: str
     model: str
     out: Path | None = None                  # default exports/<dataset>-<model>/
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] = EXPORT_FORMATS
     experiment: str | None = None
 
     @property
@@ -57,41 +66,60 @@ class ExportRequest:
         return (self.out or EXPORTS_DIR / f"{self.dataset}-{self.model}").absolute()
 
 
-def export_facts(trained: TrainedNetwork, files: dict[str, str], params: dict) -> dict:
-    """``export.json``: how to feed the files and read their outputs."""
+def export_facts(trained: TrainedNetwork, files: dict[str, str]) -> dict:
+    """``export.json``: how to feed the files and read their outputs, and where they came from."""
     benign, malignant = trained.class_names
+    recipe, fitted = trained.study.recipe, trained.study.classifiers
     return {
         "dataset": trained.dataset, "model": trained.model_name, "files": files,
         "input": {"name": GRAY_INPUT, "shape": [None, trained.image_size, trained.image_size], "dtype": "float32",
                   "values": "gray levels 0..255 of the frame after decoding to gray and squaring",
-                  "resize": trained.settings.normalize.resize},
+                  "resize": trained.resize, "gray": recipe.preprocessing.gray},
         "classes": trained.class_names, "positive_class": malignant,
         "outputs": {name: f"ensemble probability of {malignant}, (N, 1)" for name in CLASSIFIERS}
         | {f"{name}_splits": f"each split's probability of {malignant}, (N, {len(trained.splits)})"
-           for name in CLASSIFIERS},
-        "operating_points": {name: {"threshold": value, "rule": trained.settings.evaluation.operating_point,
+           for name in CLASSIFIERS}
+        | {NOVELTY: "how unlike the study's images the frame is, (N, 1); 1 is a typical held-out study image"},
+        "operating_points": {name: {"threshold": value, "rule": fitted.operating_point,
                                     "call": f"{malignant} when the probability >= threshold, else {benign}"}
                              for name, value in trained.thresholds.items()},
-        "splits": len(trained.splits), "frozen_sha256": trained.frozen_sha256,
-        "keras": keras.__version__, "backend": keras.backend.backend(), "params": params,
+        "novelty": {"threshold": trained.novelty_threshold,
+                    "rule": f"warn when novelty > threshold ({NOVELTY_QUANTILE:.0%} of the study's held-out images "
+                            f"stay under it) or the frame's gray levels have a standard deviation under "
+                            f"{CONSTANT_FRAME_STD:g}"},
+        "splits": len(trained.splits), "frozen_sha256": recipe.frozen_sha256,
+        "keras": keras.__version__, "backend": keras.backend.backend(),
+        "trained_with": {"keras": recipe.keras, "backend": recipe.backend, "weights": recipe.weights},
+        "params": recorded_params(trained.study),
+        "provenance": {"training": recipe.provenance, "classifiers": fitted.provenance},
     }
 
 
-def internal_metrics(dataset: str, model: str) -> dict:
-    path = METRICS_DIR / dataset / f"{model}.json"
-    if not path.is_file():
-        raise PipelineError(f"{path} is missing; run 'dvc repro evaluate@{dataset}-{model}'.")
-    return read_json(path)
-
-
-def external_metrics(dataset: str, model: str, params: dict) -> dict[str, dict]:
-    """External results of this network, where params ``external`` had it read on another dataset."""
+def external_metrics(dataset: str, model: str) -> dict[str, dict]:
+    """External results of this very study (its classifiers, by SHA-256) on other datasets, where they were run."""
+    own = file_sha256(classifiers_output.path(dataset, model))
     found = {}
-    for pair in params.get("external") or []:
-        path = external_pair_dir(pair["train"], pair["test"]) / f"{model}.json"
-        if pair["train"] == dataset and path.is_file():
-            found[pair["test"]] = read_json(path)
+    for path in sorted(external_results.EXTERNAL_DIR.glob(f"{dataset}-to-*/{model}.json")):
+        metrics = read_json(path)
+        if metrics.get("train") == dataset and metrics.get("classifiers_sha256") == own:
+            found[metrics["test"]] = metrics
+        else:
+            log("export", f"{path} is left out of the model card: it was computed from other classifiers than "
+                          "this study's (run 'dvc repro' to update it)")
     return found
+
+
+def check_formats(formats: tuple[str, ...]) -> None:
+    """Refuse unknown formats, and ONNX where its packages are missing, before any work."""
+    import importlib.util
+
+    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
+    if unknown or not formats:
+        raise PipelineError(f"--formats {','.join(formats)}: choose among {', '.join(EXPORT_FORMATS)}.")
+    missing = [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None]
+    if "onnx" in formats and missing:
+        raise PipelineError(f"ONNX export needs {', '.join(missing)}, which are not installed: pip install -e "
+                            "'.[onnx]' (or export --formats keras).")
 
 
 def export_part(part: keras.Model, path: Path, sample) -> None:
@@ -127,7 +155,7 @@ def write_onnx(parts: EnsembleParts, path: Path, *, image_size: int, scratch: Pa
     cut_names = [output.name for output in front.graph.output]
     nodes, initializers = list(front.graph.node), list(front.graph.initializer)
     cached = parts.front.predict(sample, verbose=0)
-    readings: dict[str, list[str]] = {name: [] for name in CLASSIFIERS}
+    readings: dict[str, list[str]] = {name: [] for name in (*CLASSIFIERS, NOVELTY)}
     for tail in parts.tails:
         export_part(tail, scratch / f"{tail.name}.onnx", [cached[f"cut{i}"] for i in range(len(cached))])
         graph = compose.add_prefix(onnx.load(scratch / f"{tail.name}.onnx"), f"{tail.name}/").graph
@@ -139,14 +167,15 @@ def write_onnx(parts: EnsembleParts, path: Path, *, image_size: int, scratch: Pa
                   for name in cut_names]
         nodes += list(graph.node)
         initializers += list(graph.initializer)
-        for name in CLASSIFIERS:
+        for name in readings:
             readings[name].append(f"{tail.name}/{name}")
     outputs = []
     for name, values in readings.items():
         nodes.append(helper.make_node("Mean", values, [name], name=f"mean_{name}"))
-        nodes.append(helper.make_node("Concat", values, [f"{name}_splits"], axis=1, name=f"concat_{name}"))
-        outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 1]),
-                    helper.make_tensor_value_info(f"{name}_splits", TensorProto.FLOAT, ["batch", len(values)])]
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 1]))
+        if name in CLASSIFIERS:
+            nodes.append(helper.make_node("Concat", values, [f"{name}_splits"], axis=1, name=f"concat_{name}"))
+            outputs.append(helper.make_tensor_value_info(f"{name}_splits", TensorProto.FLOAT, ["batch", len(values)]))
     graph = helper.make_graph(nodes, f"{parts.front.name.removesuffix('_front')}_ensemble", list(front.graph.input),
                               outputs, initializer=initializers)
     model = helper.make_model(graph, opset_imports=list(front.opset_import), ir_version=front.ir_version,
@@ -163,15 +192,13 @@ def write_onnx(parts: EnsembleParts, path: Path, *, image_size: int, scratch: Pa
 
 def run_export(request: ExportRequest) -> Path:
     """Write the export folder of one dataset x network; returns it."""
-    unknown = sorted(set(request.formats) - set(FORMATS))
-    if unknown or not request.formats:
-        raise PipelineError(f"--formats {','.join(request.formats)}: choose among {', '.join(FORMATS)}.")
+    check_formats(request.formats)
     out = request.out_dir
     check_output_folder(out, marker="export.json")
-    with requested_network(request.dataset, request.model, experiment=request.experiment) as trained:
-        params = load_params()
-        internal = internal_metrics(request.dataset, request.model)
-        external = external_metrics(request.dataset, request.model, params)
+    with requested_network(request.dataset, request.model, experiment=request.experiment,
+                           command="export") as trained:
+        internal = cv_results.load_metrics(request.dataset, request.model)
+        external = external_metrics(request.dataset, request.model)
     stem = f"{request.dataset}-{request.model}"
     files = {fmt: f"{stem}.{fmt}" for fmt in request.formats}
     with atomic_dir(out) as folder:
@@ -182,7 +209,7 @@ def run_export(request: ExportRequest) -> Path:
             scratch.mkdir()
             write_onnx(trained.parts, folder / files["onnx"], image_size=trained.image_size, scratch=scratch)
             scratch.rmdir()
-        write_json(folder / "export.json", export_facts(trained, files, params))
+        write_json(folder / "export.json", export_facts(trained, files))
         (folder / "model_card.md").write_text(model_card(trained, internal=internal, external=external,
                                                          files=files, experiment=request.experiment))
     log("export", f"{request.dataset}/{request.model}: {', '.join(files.values())}, export.json and "

@@ -35,16 +35,17 @@ import numpy as np
 import pandas as pd
 
 from ultrasound_transfer.common import PipelineError, atomic_dir, log
-from ultrasound_transfer.deployment.predict import ensemble_probabilities
-from ultrasound_transfer.deployment.scans import (
-    Frame,
-    check_output_folder,
-    network_squares,
-    read_scans,
-    scan_files,
+from ultrasound_transfer.deployment.predict import (
+    SquaredFrame,
+    ensemble_probabilities,
+    frame_warning,
+    in_batches,
+    squared_frames,
 )
-from ultrasound_transfer.deployment.trained import TrainedNetwork, load_requested_network
+from ultrasound_transfer.deployment.scans import ScanProblem, check_output_folder, scan_files
+from ultrasound_transfer.deployment.trained import NOVELTY, TrainedNetwork, load_requested_network
 from ultrasound_transfer.networks.backbones import HIDDEN_LAYER, OUTPUT_LAYER, to_network_input
+from ultrasound_transfer.outputs.cv_results import class_column, prob_column, threshold_column
 
 # Keyed by the names of ultrasound_transfer.choices.MODELS (a test checks each is the last convolutional block).
 GRADCAM_LAYERS = {
@@ -69,6 +70,7 @@ INDEX_FILE = "explanations.csv"     # which overlay shows which frame, and what 
 OVERLAY_WEIGHT = 0.4      # share of the heat map in the overlay
 OVERLAY_SIDE = 256        # px: the square is drawn at least this large, so a 80-px input stays readable
 CAM_BATCH = 32            # frames per gradient pass: the tape holds every activation of the batch
+STEM_CHARACTERS = 100     # of a scan's file name kept in its overlay's name (a file system allows 255 bytes)
 
 
 def gradcam_layer(network: keras.Model, model_name: str) -> str:
@@ -140,9 +142,11 @@ def overlay(square: np.ndarray, cam: np.ndarray, caption: str) -> np.ndarray:
     return np.vstack([band, picture])
 
 
-def picture_name(index: int, frame: Frame) -> str:
-    """``0003-name.png`` (``0003-name-frame2.png`` for a frame of a cine loop): unique, in the order given."""
-    stem = Path(frame.file).stem or "scan"
+def picture_name(index: int, frame: SquaredFrame) -> str:
+    """``0003-name.png`` (``0003-name-frame2.png`` for a frame of a cine loop): unique by its number, in the order
+    given; the scan's name is shortened to :data:`STEM_CHARACTERS`, so that a long but legal file name still
+    leaves room for the number (``explanations.csv`` maps each overlay to its file in full)."""
+    stem = (Path(frame.file).stem or "scan")[:STEM_CHARACTERS]
     return f"{index:04d}-{stem}" + (f"-frame{frame.frame}" if frame.frame > 1 else "") + ".png"
 
 
@@ -161,36 +165,58 @@ class ExplainRequest:
         return self.out or EXPLANATIONS_DIR / f"{self.dataset}-{self.model}"
 
 
+def explain_batch(trained: TrainedNetwork, frames: list[SquaredFrame], *, layer: str, folder: Path,
+                  first: int) -> list[dict]:
+    """Overlays of one batch of frames into ``folder``, numbered from ``first``; their rows of the index."""
+    squares = np.stack([f.square for f in frames])
+    cams = ensemble_cam(trained, squares, layer=layer)
+    outputs = ensemble_probabilities(trained, squares)
+    benign, malignant = trained.class_names
+    threshold = trained.thresholds["dense"]
+    rows = []
+    for i, (frame, cam) in enumerate(zip(frames, cams)):
+        p = float(outputs["dense"][i, 0])
+        novelty = float(outputs[NOVELTY][i, 0])
+        warning = frame_warning(frame, novelty, trained.novelty_threshold)
+        called = malignant if p >= threshold else benign
+        name = picture_name(first + i, frame)
+        caption = f"{trained.model_name} p(malignant) {p:.2f} at {threshold:.2f}: {called}" + (
+            " (UNLIKE TRAINING)" if warning else "")
+        if not cv2.imwrite(str(folder / name), overlay(frame.square, cam, caption)):
+            raise PipelineError(f"could not write the overlay {name} (OpenCV refused it).")
+        rows.append({"overlay": name, "file": frame.file, "frame": frame.frame,
+                     "status": "warning" if warning else "ok", "note": warning, "gradcam_layer": layer,
+                     prob_column("dense", malignant): p, threshold_column("dense"): threshold,
+                     class_column("dense"): called, NOVELTY: novelty})
+    return rows
+
+
 def run_explain(request: ExplainRequest) -> list[Path]:
-    """Write one Grad-CAM overlay per frame into the request's folder (replaced as a whole, or left as it was)."""
+    """Write one Grad-CAM overlay per frame into the request's folder (replaced as a whole, or left as it was).
+
+    Frames stream through in batches of :data:`CAM_BATCH`; the first file that cannot be read stops the
+    command, and the folder being written is removed with the scans' pixels in it."""
     check_gradient_backend()
     check_output_folder(request.out_dir, marker=INDEX_FILE)
     files = scan_files(request.paths)
-    frames, problems = read_scans(files)
-    if problems:
-        raise PipelineError(f"{problems[0].error} ({len(problems)} of {len(files)} files cannot be read; "
-                            "nothing was written)")
-    trained = load_requested_network(request.dataset, request.model, experiment=request.experiment)
-    squares = network_squares(frames, image_size=trained.image_size, resize=trained.settings.normalize.resize)
+    trained = load_requested_network(request.dataset, request.model, experiment=request.experiment,
+                                     command="explain")
     layer = gradcam_layer(trained.folds[0], trained.model_name)
     if layer != GRADCAM_LAYERS[trained.model_name]:
         log("explain", f"{trained.model_name}: {GRADCAM_LAYERS[trained.model_name]} is under 2 x 2 at "
                        f"{trained.image_size} px; the map is read at {layer}, the block before")
-    cams = ensemble_cam(trained, squares, layer=layer)
-    outputs = ensemble_probabilities(trained, squares)
-    threshold = trained.thresholds["dense"]
-    written, index = [], []
+    index: list[dict] = []
     with atomic_dir(request.out_dir) as folder:
-        for i, (frame, square, cam) in enumerate(zip(frames, squares, cams), start=1):
-            p = float(outputs["dense"][i - 1, 0])
-            called = trained.class_names[1] if p >= threshold else trained.class_names[0]
-            name = picture_name(i, frame)
-            caption = f"{trained.model_name} p(malignant) {p:.2f} at {threshold:.2f}: {called}"
-            if not cv2.imwrite(str(folder / name), overlay(square, cam, caption)):
-                raise PipelineError(f"could not write {request.out_dir / name} (OpenCV refused it).")
-            written.append(request.out_dir / name)
-            index.append({"overlay": name, "file": frame.file, "frame": frame.frame, "gradcam_layer": layer,
-                          "dense_prob_malignant": p, "dense_threshold": threshold, "dense_class": called})
+        stream = squared_frames(files, image_size=trained.image_size, resize=trained.resize)
+        for batch in in_batches(stream, CAM_BATCH):
+            problem = next((item for item in batch if isinstance(item, ScanProblem)), None)
+            if problem is not None:
+                raise PipelineError(f"{problem.error} (explain writes nothing when a file cannot be read: replace "
+                                    "or remove it, then run again)")
+            index += explain_batch(trained, batch, layer=layer, folder=folder, first=len(index) + 1)
         pd.DataFrame(index).to_csv(folder / INDEX_FILE, index=False)
-    log("explain", f"{request.dataset}/{request.model}: {len(written)} Grad-CAM overlays in {request.out_dir}")
-    return written
+    flagged = sum(row["status"] == "warning" for row in index)
+    log("explain", f"{request.dataset}/{request.model}: {len(index)} Grad-CAM overlays in {request.out_dir}"
+                   + (f"; {flagged} of them of frames unlike the study's images (status warning in {INDEX_FILE})"
+                      if flagged else ""))
+    return [request.out_dir / row["overlay"] for row in index]

@@ -6,13 +6,18 @@ model put before new scans (the CLAIM checklist, Mongan et al., Radiology: AI
 learned from and how the folds kept patients apart, its cross-validated (and,
 where run, external) figures with intervals over groups, its operating point
 and calibration, and what is known to limit it.  Every figure is read from
-the pipeline's own metrics files; nothing is typed in by hand.
+the pipeline's own metrics files, and every fact of the model from the
+trained study itself (its recipe and classifiers,
+:mod:`ultrasound_transfer.outputs.trained_study`), never from today's
+``params.yaml``; nothing is typed in by hand.
 """
 
 from __future__ import annotations
 
-from ultrasound_transfer.choices import GROUPING_MEANS
-from ultrasound_transfer.deployment.trained import CLASSIFIERS, TrainedNetwork
+from ultrasound_transfer.choices import CLASSIFIERS, GROUPING_MEANS
+from ultrasound_transfer.deployment.trained import TrainedNetwork
+from ultrasound_transfer.evaluation.novelty import NOVELTY_QUANTILE
+from ultrasound_transfer.outputs.trained_study import recorded_params
 
 CLASSIFIER_NAMES = {"dense": "dense softmax head", "svm": "linear SVM on the network's features (Platt-scaled)"}
 HEADLINE = (("roc_auc", "ROC-AUC"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),
@@ -52,9 +57,10 @@ def metrics_table(level: dict) -> list[str]:
 
 def limits(trained: TrainedNetwork) -> list[str]:
     """The known limits that apply to this network: demo weights, synthetic or TI-RADS labels, scope."""
-    s = trained.settings
+    recipe = trained.study.recipe
+    grouping = recipe.folds.get("grouping", "near")
     found = []
-    if str(s.weights).lower() == "none":
+    if str(recipe.weights).lower() == "none":
         found.append("**Random initial weights** (`weights: none`): this is the offline demo's network, not a "
                      "transfer-learned one; its figures show that the pipeline runs, not that it reads ultrasound.")
     if trained.dataset.startswith("phantom"):
@@ -64,11 +70,13 @@ def limits(trained: TrainedNetwork) -> list[str]:
     found += [
         "One dataset from one source: figures on other scanners, sites and populations may be lower; "
         "see the external figures where they exist, and validate on your own scans first.",
-        f"The network reads a {s.image_size} x {s.image_size} gray square made by `{s.normalize.resize}`; "
-        "colour Doppler, elastography, other organs and other image types were never in its training data.",
+        f"The network reads a {trained.image_size} x {trained.image_size} gray square made by `{trained.resize}`; "
+        "colour Doppler, elastography, other organs and other image types were never in its training data. "
+        "A frame unlike its training images (blank, or with a novelty above the study's threshold) is flagged "
+        "by `predict`, not refused; a frame that resembles them can still be misread.",
         "The cross-validated figures are those of single split networks, each read on its test fold"
         + (" (with `cv.grouping: none`, a fold may share patients with the training part). " if
-           s.cv.grouping == "none" else ", patients it never saw. ") +
+           grouping == "none" else ", patients it never saw. ") +
         "The ensemble that the files hold averages them; it has no cross-validated figure of its own (every "
         "image trained some of its members), so only the external figures, where run, measure it. The "
         "operating point is the mean of the splits' thresholds, never tuned on the test folds.",
@@ -80,10 +88,14 @@ def limits(trained: TrainedNetwork) -> list[str]:
 
 def model_card(trained: TrainedNetwork, *, internal: dict, external: dict[str, dict], files: dict[str, str],
                experiment: str | None) -> str:
-    """The card as Markdown, from the trained network and its metrics files."""
-    s = trained.settings
+    """The card as Markdown, from the trained study and its metrics files."""
+    recipe, fitted = trained.study.recipe, trained.study.classifiers
+    params = recorded_params(trained.study)
+    evaluation, finetune, cv = params.get("evaluation", {}), params.get("finetune", {}), recipe.folds
+    grouping = cv.get("grouping", "near")
     benign, malignant = trained.class_names
     data = internal.get("data", {})
+    rule = fitted.operating_point
     lines = [
         f"# Model card: {trained.model_name} on {trained.dataset}",
         "",
@@ -94,13 +106,14 @@ def model_card(trained: TrainedNetwork, *, internal: dict, external: dict[str, d
         "network's dense softmax head and a linear SVM on its features.",
         f"* **The files** ({', '.join(files.values())}): the ensemble of the study's {len(trained.splits)} "
         "split networks (every fold of every repeat); its probability of malignant is the mean of theirs.",
-        f"* **Strategy**: `ft_fraction` {s.ft_fraction:g} (the last {internal.get('layers_trained', '?')} of "
+        f"* **Strategy**: `ft_fraction` {recipe.ft_fraction:g} (the last {internal.get('layers_trained', '?')} of "
         f"{internal.get('layers_total', '?')} weight-carrying layers trained, "
         f"{100 * internal.get('trained_share', 0):.1f} % of the backbone's parameters); initial weights "
-        f"`{s.weights}`; input {s.image_size} px; up to {s.finetune.epochs} epochs with early stopping; "
-        f"SVM input: `{s.feature_layer}` features; seed {s.seed}.",
-        f"* **Provenance**: {'experiment `' + experiment + '`' if experiment else 'the workspace'}; frozen part "
-        f"fingerprint `{trained.frozen_sha256[:16]}`.",
+        f"`{recipe.weights}`; input {trained.image_size} px; up to {finetune.get('epochs', '?')} epochs with early "
+        f"stopping; SVM input: `{fitted.feature_layer}` features; seed {recipe.seed}.",
+        f"* **Provenance**: {'experiment `' + experiment + '`' if experiment else 'the workspace'}; trained at code "
+        f"revision `{recipe.provenance.get('code_revision', 'unknown')}` with Keras {recipe.keras} on "
+        f"{recipe.backend}; frozen part fingerprint `{recipe.frozen_sha256[:16]}`.",
         "",
         "## Intended use",
         "",
@@ -114,15 +127,17 @@ def model_card(trained: TrainedNetwork, *, internal: dict, external: dict[str, d
         f"* **Counts**: {data.get('images', '?')} images ({data.get(f'images_{benign}', '?')} {benign}, "
         f"{data.get(f'images_{malignant}', '?')} {malignant}) of {data.get('groups', '?')} groups and "
         f"{data.get('cases', '?')} cases.",
-        f"* **Folds**: {s.cv.n_splits}-fold stratified cross-validation, grouping `{s.cv.grouping}` "
-        f"({GROUPING_MEANS[s.cv.grouping]}), {s.cv.repeats} repeat(s), seed {s.seed}. Early stopping, the SVM's "
-        "C, Platt scaling and the operating points were chosen inside each training part.",
+        f"* **Folds**: {cv.get('n_splits', '?')}-fold stratified cross-validation, grouping `{grouping}` "
+        f"({GROUPING_MEANS.get(grouping, grouping)}), {cv.get('repeats', '?')} repeat(s), seed "
+        f"{cv.get('seed', '?')}. Early stopping, the SVM's C, Platt scaling and the operating points were chosen "
+        "inside each training part.",
         "",
         "## Cross-validated figures (image level, pooled out-of-fold)",
         "",
         "Per image, as `predict` reads one frame at a time; at the operating point; "
-        f"{100 * s.evaluation.confidence_level:g} % intervals from {s.evaluation.bootstrap_resamples} bootstrap "
-        + ("resamples of groups, never of single images." if s.cv.grouping != "none" else
+        f"{100 * evaluation.get('confidence_level', 0.95):g} % intervals from "
+        f"{evaluation.get('bootstrap_resamples', '?')} bootstrap "
+        + ("resamples of groups, never of single images." if grouping != "none" else
            "resamples of images (`cv.grouping: none` makes each image its own group), too narrow where a patient "
            "has several images."),
         "",
@@ -131,7 +146,7 @@ def model_card(trained: TrainedNetwork, *, internal: dict, external: dict[str, d
     ]
     if "case" in internal:
         lines += ["### Case level", "",
-                  f"Per case (the {s.evaluation.case_score} of its images' probabilities, params "
+                  f"Per case (the {evaluation.get('case_score', 'mean')} of its images' probabilities, params "
                   "`evaluation.case_score`), as a reader who sees every image of a lesion decides; `predict` "
                   "gives frames, so combine a case's rows the same way to use these figures.", "",
                   *metrics_table(internal["case"]), ""]
@@ -144,15 +159,16 @@ def model_card(trained: TrainedNetwork, *, internal: dict, external: dict[str, d
     lines += [
         "## Operating point and calibration",
         "",
-        f"* **Rule**: `{s.evaluation.operating_point}`" + (f" (target {s.evaluation.target:g})" if
-                                                            s.evaluation.operating_point in ("sensitivity",
-                                                                                             "specificity") else "")
+        f"* **Rule**: `{rule}`" + (f" (target {fitted.target:g})" if rule in ("sensitivity", "specificity") else "")
         + ", chosen per split on its inner validation images; the ensemble uses the mean of the splits' thresholds.",
         *[f"* **{CLASSIFIER_NAMES[c]}**: {malignant} when p({malignant}) ≥ {trained.thresholds[c]:.4f}"
           for c in CLASSIFIERS],
         "* **Calibration**: the Brier score and expected calibration error above; the SVM's probabilities are "
         "Platt-scaled on validation images, the dense head's are its softmax as trained. Check calibration on "
         "your own scans before reading a probability as a risk.",
+        f"* **Frames unlike the training images**: output `novelty` (1 is a typical held-out study image); a frame "
+        f"above {trained.novelty_threshold:.2f} ({NOVELTY_QUANTILE:.0%} of the study's held-out images stay under "
+        "it), or a blank one, is flagged by `predict`; do not rely on its call.",
         "",
         "## Known limits",
         "",
@@ -160,10 +176,10 @@ def model_card(trained: TrainedNetwork, *, internal: dict, external: dict[str, d
         "",
         "## How to use the files",
         "",
-        f"Decode the frame to gray, square it to {s.image_size} px by `{s.normalize.resize}`, and feed "
-        f"`(N, {s.image_size}, {s.image_size})` float32 gray levels 0..255 as input `gray`; outputs `dense` and "
-        "`svm` are the probabilities of malignant. `export.json` holds the same facts for a program; "
-        "docs/using-the-model.md shows the code.",
+        f"Decode the frame to gray, square it to {trained.image_size} px by `{trained.resize}`, and feed "
+        f"`(N, {trained.image_size}, {trained.image_size})` float32 gray levels 0..255 as input `gray`; outputs "
+        "`dense` and `svm` are the probabilities of malignant, `novelty` how unlike the study's images the frame "
+        "is. `export.json` holds the same facts for a program; docs/using-the-model.md shows the code.",
         "",
     ]
     return "\n".join(lines)

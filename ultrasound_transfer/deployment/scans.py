@@ -3,31 +3,53 @@
 Each file goes through the functions ``normalize`` used for the study's own
 images, never a copy of them: :func:`ultrasound_transfer.data.imaging.read_gray`
 (PNG, BMP, JPEG; 8/16-bit, gray or colour) or, for DICOM,
-:func:`ultrasound_transfer.data.dicom.read_dicom_frames`, then
+:func:`ultrasound_transfer.data.dicom.iter_dicom_frames`, then
 :func:`ultrasound_transfer.data.imaging.fit_square` with the study's
 ``image_size`` and ``normalize.resize``.  The network's own
 ``preprocess_input`` is the ensemble network's first layer
 (:mod:`ultrasound_transfer.deployment.trained`).
 
-A folder stands for the image and DICOM files inside it, at any depth, in
-sorted order; a file named on the command line is read whatever its suffix
-(a DICOM file is known by its ``DICM`` marker, as scanners often write no
-suffix).  A file that cannot be read becomes a :class:`ScanProblem` row, so
-one bad file among many does not stop the rest.
+Which files are scans:
+
+* a file named on the command line is read whatever its suffix: as DICOM
+  when bytes 128..131 are ``DICM`` (scanners often write no suffix); as a
+  raw DICOM data set (no preamble, read with pydicom's ``force=True``) when
+  it is named ``.dcm`` / ``.dicom``; with no suffix, as a raw DICOM data set
+  and, failing that, as an image; with any other suffix, as an image;
+* a folder stands for the scans inside it, at any depth, in sorted order:
+  its image files (``.png``, ``.bmp``, ``.jpg``, ``.jpeg``), its ``.dcm`` /
+  ``.dicom`` files, and every file whose content is DICOM (the ``DICM``
+  marker; only the first 132 bytes are read), as a PACS export names them
+  ``IM000001``.  A ``DICOMDIR`` (the index of such an export: by its name,
+  or by its SOP class) holds no image and is left out, as are all other
+  files; one line (logged by :func:`scan_files`) says how many were left out
+  and why, with up to three of their names.  A folder without a single scan
+  stops the command, saying how many files it held.
+
+Reading: :func:`iter_scan_frames` yields the frames one at a time (a DICOM
+cine loop frame by frame), so memory stays bounded by the largest single
+frame however many files are given; :func:`read_scans` collects them in a
+list for the callers that want them all.  A file that cannot be read becomes
+a :class:`ScanProblem` row (its message names the file and the fix), so one
+bad file among many does not stop the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ultrasound_transfer.common import PipelineError
-from ultrasound_transfer.data.dicom import DICOM_SUFFIXES, is_dicom, read_dicom_frames
+from ultrasound_transfer.common import PipelineError, log
+from ultrasound_transfer.data.dicom import DICOM_SUFFIXES, NotDicom, is_dicom, is_dicomdir, iter_dicom_frames
 from ultrasound_transfer.data.imaging import IMAGE_SUFFIXES, fit_square, read_gray
 
 SCAN_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
+NOT_A_SCAN = f"neither an image ({', '.join(IMAGE_SUFFIXES)}) nor a DICOM file (checked by content)"
+DICOMDIR_INDEX = "a DICOMDIR index, which lists images but holds none"
+EXAMPLES = 3
 
 
 @dataclass(frozen=True)
@@ -47,11 +69,77 @@ class ScanProblem:
     error: str
 
 
+@dataclass(frozen=True)
+class FolderScans:
+    """What a folder holds: its scans, and the files left out (not a scan; a DICOMDIR index)."""
+
+    scans: list[Path]
+    not_scans: list[Path]
+    dicomdirs: list[Path]
+
+    @property
+    def total(self) -> int:
+        return len(self.scans) + len(self.not_scans) + len(self.dicomdirs)
+
+
+def folder_file_kind(path: Path) -> str:
+    """``scan``, ``dicomdir`` or ``other``: whether a file found in a folder is read (see the module's rules).
+
+    A file that cannot be opened counts as a scan, so reading it reports why.
+    """
+    if path.name.upper() == "DICOMDIR":
+        return "dicomdir"
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return "scan"
+    try:
+        if is_dicom(path):
+            return "dicomdir" if is_dicomdir(path) else "scan"
+    except OSError:
+        return "scan"
+    return "scan" if path.suffix.lower() in DICOM_SUFFIXES else "other"
+
+
+def folder_scans(folder: Path) -> FolderScans:
+    """The files under ``folder`` (at any depth, sorted), sorted into scans and files left out."""
+    kinds: dict[str, list[Path]] = {"scan": [], "other": [], "dicomdir": []}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        kinds[folder_file_kind(path)].append(path)
+    return FolderScans(kinds["scan"], kinds["other"], kinds["dicomdir"])
+
+
+def examples(folder: Path, paths: list[Path]) -> str:
+    """Up to :data:`EXAMPLES` of ``paths``, named relative to ``folder``."""
+    return ", ".join(p.relative_to(folder).as_posix() for p in paths[:EXAMPLES])
+
+
+def left_out_line(folder: Path, found: FolderScans) -> str | None:
+    """One line on the files of ``folder`` that are not read: how many, why, up to three names; None if none."""
+    left_out = sorted(found.not_scans + found.dicomdirs)
+    if not left_out or not found.scans:
+        return None
+    reasons = [f"{len(paths)} {reason}" for paths, reason in ((found.not_scans, NOT_A_SCAN),
+                                                              (found.dicomdirs, DICOMDIR_INDEX)) if paths]
+    return (f"{folder}: left out {len(left_out)} of its {found.total} files ({'; '.join(reasons)}), "
+            f"e.g. {examples(folder, left_out)}")
+
+
+def no_scans_message(folder: Path, found: FolderScans) -> str:
+    """The refusal of a folder without a single scan: how many files it held, and what they were not."""
+    if not found.total:
+        return f"{folder} holds no files; name another folder, or the files themselves."
+    files = "file" if found.total == 1 else "files"
+    index = f" ({len(found.dicomdirs)} {DICOMDIR_INDEX})" if found.dicomdirs else ""
+    left_out = examples(folder, sorted(found.not_scans + found.dicomdirs))
+    return (f"{folder} holds {found.total} {files}, none an image ({', '.join(IMAGE_SUFFIXES)}) or a DICOM file "
+            f"(checked by content){index}: e.g. {left_out}. Name another folder, or the files themselves.")
+
+
 def scan_files(paths: list[str | Path]) -> list[Path]:
     """The files that ``paths`` name: files as given, folders expanded to their scans; refused when empty.
 
-    A path that does not exist, or a folder without a single image or DICOM
-    file, is an error that stops the command before any network is built.
+    A path that does not exist, or a folder without a single scan, is an
+    error that stops the command before any network is built.  The files a
+    folder holds that are not read are logged, one line per folder.
     """
     if not paths:
         raise PipelineError("no scans given; name image or DICOM files, or folders holding them.")
@@ -60,33 +148,88 @@ def scan_files(paths: list[str | Path]) -> list[Path]:
         if given.is_file():
             files.append(given)
         elif given.is_dir():
-            found = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in SCAN_SUFFIXES)
-            if not found:
-                raise PipelineError(f"{given} holds no image or DICOM file ({', '.join(SCAN_SUFFIXES)}); "
-                                    "name another folder, or the files themselves.")
-            files.extend(found)
+            found = folder_scans(given)
+            if not found.scans:
+                raise PipelineError(no_scans_message(given, found))
+            if line := left_out_line(given, found):
+                log("scans", line)
+            files.extend(found.scans)
         else:
             raise PipelineError(f"{given}: no such file or folder.")
     return files
 
 
+def unsuffixed_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frames of a file without suffix and without the DICM marker: a raw DICOM data set, else an image."""
+    try:
+        return iter_dicom_frames(path)
+    except NotDicom as not_dicom:
+        try:
+            return iter([read_gray(path)])
+        except PipelineError:
+            raise PipelineError(f"{path}: neither an image file (no PNG, BMP or JPEG that OpenCV decodes) nor a "
+                                "DICOM file (no 'DICM' marker at bytes 128..131, and not readable as a raw DICOM "
+                                f"data set: {not_dicom.reason}). Replace or remove it.") from None
+
+
+def scan_frames(path: Path) -> Iterator[np.ndarray]:
+    """The gray frames of one file, one at a time (see the module's rules for which reader reads it).
+
+    A file refused as a whole is refused at the call; a frame that cannot be
+    decoded, when the iteration reaches it.
+    """
+    suffix = path.suffix.lower()
+    if is_dicom(path) or suffix in DICOM_SUFFIXES:
+        return iter_dicom_frames(path)
+    if not suffix:
+        return unsuffixed_frames(path)
+    return iter([read_gray(path)])
+
+
 def read_scan(path: Path) -> list[np.ndarray]:
     """The gray frames of one file: every frame of a DICOM file, the one frame of an image file."""
-    if is_dicom(path):
-        return read_dicom_frames(path)
-    return [read_gray(path)]
+    return list(scan_frames(path))
+
+
+def problem(path: Path, error: Exception) -> ScanProblem:
+    """The row of a file that could not be read (a :class:`PipelineError` or an ``OSError``)."""
+    if isinstance(error, PipelineError):
+        return ScanProblem(str(path), str(error))
+    return ScanProblem(str(path), f"{path}: cannot be read ({getattr(error, 'strerror', None) or error}).")
+
+
+def iter_scan_frames(files: list[Path]) -> Iterator[Frame | ScanProblem]:
+    """Every frame of ``files`` in order, one at a time, and a :class:`ScanProblem` for each file that cannot be
+    read; only one frame is held at a time (a DICOM cine loop is read frame by frame).
+
+    A problem found partway through a file (a frame the decoder fails on)
+    comes after that file's earlier frames; a caller that wants each file
+    whole or not at all drops them (:func:`read_scans` does).
+    """
+    for path in files:
+        try:
+            for number, gray in enumerate(scan_frames(path), start=1):
+                yield Frame(str(path), number, gray)
+                del gray                # hold no frame while the next is read
+        except (PipelineError, OSError) as error:
+            yield problem(path, error)
 
 
 def read_scans(files: list[Path]) -> tuple[list[Frame], list[ScanProblem]]:
-    """Every frame of ``files``, and the files that could not be read (each with its message)."""
-    frames, problems = [], []
-    for path in files:
-        try:
-            frames += [Frame(str(path), number, gray) for number, gray in enumerate(read_scan(path), start=1)]
-        except PipelineError as problem:
-            problems.append(ScanProblem(str(path), str(problem)))
-        except OSError as error:
-            problems.append(ScanProblem(str(path), f"{path}: cannot be read ({error.strerror or error})."))
+    """Every frame of ``files``, and the files that could not be read (each with its message).
+
+    A file is kept whole or not at all: the frames of a file that fails
+    partway are dropped, and the file is one problem row.
+    """
+    frames: list[Frame] = []
+    problems: list[ScanProblem] = []
+    for item in iter_scan_frames(files):
+        if isinstance(item, ScanProblem):
+            while frames and frames[-1].file == item.file:      # its frames come just before it
+                frames.pop()
+            problems.append(item)
+        else:
+            frames.append(item)
     return frames, problems
 
 

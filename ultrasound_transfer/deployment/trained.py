@@ -1,72 +1,64 @@
 """A trained dataset x network as one model for new scans: the ensemble of the study's splits.
 
 The study trained one network per split (each fold of each repeat) and
-fitted, beside each, a linear SVM with its Platt scaling and both operating
-points (:func:`ultrasound_transfer.evaluation.transfer.split_classifiers`).
-A new scan is read by all of them, as the external-validation stage reads
-another dataset (:mod:`ultrasound_transfer.evaluation.transfer`): per
+``evaluate`` fitted, beside each, a linear SVM with its Platt scaling and
+both operating points, and kept them
+(:mod:`ultrasound_transfer.outputs.trained_study`: the fold networks, their
+recipe and the fitted classifiers, checked to belong together).  A new scan
+is read by all of them, as the external-validation stage reads another
+dataset (:mod:`ultrasound_transfer.evaluation.external_validation`): per
 classifier, the probability of malignant is the mean of the splits'
-probabilities and the operating point the mean of their thresholds.  No
-network is retrained and no threshold is chosen again: the splits' thresholds
-were chosen on validation images, and nothing is left to choose a new one on.
+probabilities and the operating point the mean of their thresholds.  Nothing
+is retrained or refitted, and nothing is read from ``params.yaml``: the
+preprocessing, the network and every classifier are the artifact's.
 Retraining one network on all images would give a model that was never
 evaluated; the ensemble is the model whose figures the study reports.
 
 The ensemble is one Keras network of built-in layers only (:func:`ensemble_network`):
 
 * input ``gray``: the study's square, ``(N, image_size, image_size)`` float32
-  gray values 0..255, after decoding and ``normalize.resize``
+  gray values 0..255, after decoding and the recorded squaring rule
   (:func:`ultrasound_transfer.deployment.scans.network_square`);
 * gray to RGB and the backbone's own ``preprocess_input``, which for the
   five networks is per-channel affine (:func:`preprocessing_affine`, checked
   against ``keras.applications``);
 * the frozen prefix once (it is the same in every split, checked by its
-  fingerprint), then each split's trained tail, its dense head and its SVM
+  fingerprint), then each split's trained tail, its dense head, its SVM
   (standardization, linear decision and Platt's sigmoid folded into one Dense
-  layer);
+  layer) and its novelty (:mod:`ultrasound_transfer.evaluation.novelty`:
+  the SVM's standardization, squared, averaged by one Dense layer);
 * outputs ``dense`` and ``svm`` (N, 1): the ensemble's probabilities of malignant;
-  ``dense_splits`` and ``svm_splits`` (N, splits): each split's.
-
-Before anything is built, the request is checked against what the pipeline
-recorded: the stages ran (``dvc.lock``), with the parameters now in
-``params.yaml``, and every split's fold file is there.
+  ``dense_splits`` and ``svm_splits`` (N, splits): each split's; ``novelty``
+  (N, 1): the mean over splits of each split's novelty.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import keras
 import numpy as np
-import yaml
 
+from ultrasound_transfer.choices import CLASSIFIERS
 from ultrasound_transfer.common import PipelineError, Stopwatch, load_params, log
-from ultrasound_transfer.data.prepared import check_class_names, class_names_of, load_manifest, load_test_folds
-from ultrasound_transfer.deployment.experiment import experiment_workspace
-from ultrasound_transfer.evaluation.classifiers import FittedSvm
-from ultrasound_transfer.evaluation.transfer import SplitClassifiers, split_classifiers
+from ultrasound_transfer.deployment.experiment_files import experiment_files
+from ultrasound_transfer.evaluation.classifiers import FittedSvm, SplitClassifiers
 from ultrasound_transfer.networks.backbones import (
     HEAD_NORM_LAYER,
     HIDDEN_LAYER,
     OUTPUT_LAYER,
     POOLED_LAYER,
-    build_classifier,
     set_batch_norm_mode,
     to_network_input,
 )
-from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, load_fold_weights
 from ultrasound_transfer.networks.frozen_prefix import has_frozen_part, split_at_frozen_prefix
-from ultrasound_transfer.networks.runtime import seed_everything, set_precision
-from ultrasound_transfer.parameters import load_settings
-from ultrasound_transfer.paths import MODELS_DIR
-from ultrasound_transfer.settings import Settings
+from ultrasound_transfer.outputs.fold_networks import build_network, load_fold
+from ultrasound_transfer.outputs.trained_study import TrainedStudy, load_trained_study, parameter_changes
 
-LOCK_FILE = Path("dvc.lock")
-CLASSIFIERS = ("dense", "svm")
 GRAY_INPUT = "gray"
+NOVELTY = "novelty"
 
 
 @dataclass
@@ -75,9 +67,9 @@ class EnsembleParts:
 
     ``front``: ``gray`` -> the preprocessed input through the shared frozen
     prefix, outputs ``cut0``, ``cut1``... (the preprocessed image itself when
-    nothing is frozen); each tail: those tensors -> ``dense`` and ``svm``, its
-    split's probabilities of malignant (N, 1).  The Keras ensemble and the
-    ONNX file are both assembled from these same parts.
+    nothing is frozen); each tail: those tensors -> ``dense``, ``svm`` (its
+    split's probabilities of malignant) and ``novelty``, each (N, 1).  The
+    Keras ensemble and the ONNX file are both assembled from these same parts.
     """
 
     front: keras.Model
@@ -88,72 +80,43 @@ class EnsembleParts:
 class TrainedNetwork:
     """The study's splits of one dataset x network, and their ensemble."""
 
-    dataset: str
-    model_name: str
-    settings: Settings
-    class_names: list[str]
-    splits: list[SplitClassifiers]
+    study: TrainedStudy
     folds: list[keras.Model]           # each split's fine-tuned network, in split order
-    frozen_sha256: str
     parts: EnsembleParts               # the ensemble's front and tails (ONNX is assembled from them)
     network: keras.Model               # the ensemble (module docstring)
 
     @property
+    def dataset(self) -> str:
+        return self.study.recipe.dataset
+
+    @property
+    def model_name(self) -> str:
+        return self.study.recipe.model
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.study.recipe.class_names)
+
+    @property
     def image_size(self) -> int:
-        return self.settings.image_size
+        return self.study.recipe.preprocessing.image_size
+
+    @property
+    def resize(self) -> str:
+        return self.study.recipe.preprocessing.resize
+
+    @property
+    def splits(self) -> tuple[SplitClassifiers, ...]:
+        return self.study.classifiers.splits
 
     @property
     def thresholds(self) -> dict[str, float]:
         """Per classifier, the ensemble's operating point: the mean of the splits' thresholds."""
-        return {"dense": float(np.mean([s.dense_threshold for s in self.splits])),
-                "svm": float(np.mean([s.svm.threshold for s in self.splits]))}
+        return self.study.classifiers.thresholds
 
-
-def stage_names(dataset: str, model_name: str) -> tuple[str, str]:
-    """The DVC stages that train and evaluate ``dataset`` x ``model_name`` (as ``dvc.yaml``'s foreach names them)."""
-    return f"finetune@{dataset}-{model_name}", f"evaluate@{dataset}-{model_name}"
-
-
-def nested_value(params: dict, dotted: str):
-    """``params["a"]["b"]`` for ``"a.b"``; None where any level is missing."""
-    node = params
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def changed_values(recorded, current, key: str) -> list[str]:
-    """``key old when it ran, new now`` for every leaf of ``recorded`` that ``current`` does not match."""
-    if isinstance(recorded, dict):
-        current = current if isinstance(current, dict) else {}
-        return [change for name, value in recorded.items()
-                for change in changed_values(value, current.get(name), f"{key}.{name}")]
-    return [] if recorded == current else [f"{key} {recorded!r} when it ran, {current!r} now"]
-
-
-def check_trained(dataset: str, model_name: str, *, params: dict, lock_file: Path = LOCK_FILE) -> None:
-    """Refuse a dataset x network that the pipeline did not train, or trained with other parameters.
-
-    ``dvc.lock`` records each stage's parameters as it ran; a network trained
-    under another ``ft_fraction``, or an SVM fitted under another operating-point
-    rule, is not the one the current ``params.yaml`` describes.
-    """
-    rerun = "dvc repro {} {}".format(*stage_names(dataset, model_name))
-    lock = yaml.safe_load(lock_file.read_text()) if lock_file.is_file() else {}
-    stages = (lock or {}).get("stages", {})
-    for stage in stage_names(dataset, model_name):
-        if stage not in stages:
-            raise PipelineError(f"{dataset} x {model_name} was never trained here ({stage} is not in {lock_file}); "
-                                f"list {dataset} in params datasets and {model_name} in models, then run '{rerun}'.")
-        recorded = stages[stage].get("params", {}).get("params.yaml", {})
-        changed = [change for key, value in recorded.items()
-                   for change in changed_values(value, nested_value(params, key), key)]
-        if changed:
-            raise PipelineError(f"params.yaml changed since {stage} ran ({'; '.join(changed)}): the trained "
-                                f"networks are not the ones params.yaml describes. Run '{rerun}', or restore the "
-                                "parameters (git checkout params.yaml).")
+    @property
+    def novelty_threshold(self) -> float:
+        return self.study.classifiers.novelty_threshold
 
 
 def preprocessing_affine(model_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -219,6 +182,28 @@ def mean_of(tensors: list, name: str):
     return keras.layers.Average(name=name)(tensors)
 
 
+def novelty_layer(split: SplitClassifiers, name: str):
+    """The split's novelty of its SVM's input, as built-in layers: ``mean(((x - mu) / sigma) ** 2) / median``.
+
+    A function of a tensor: the standardization as a ``Rescaling``, the square
+    as a ``Multiply`` of it with itself, the mean and the division by the
+    held-out median as one ``Dense`` layer.
+    """
+    scaler = split.svm.model.named_steps["standardscaler"]
+    scale = 1.0 / scaler.scale_
+    standardize = keras.layers.Rescaling(scale=scale.tolist(), offset=(-scaler.mean_ * scale).tolist(),
+                                         name=f"{name}_standardize", dtype="float32")
+    width = len(scale)
+    average = dense_layer(np.full((width, 1), 1.0 / (width * split.novelty_median)), np.zeros(1), activation="linear",
+                          name=f"{name}_novelty")
+
+    def apply(x):
+        z = standardize(x)
+        return average(keras.layers.Multiply(name=f"{name}_squared")([z, z]))
+
+    return apply
+
+
 def ensemble_parts(folds: list[keras.Model], splits: list[SplitClassifiers], *, model_name: str,
                    feature_layer: str) -> EnsembleParts:
     """The front and the splits' tails, of built-in Keras layers only (module docstring)."""
@@ -251,14 +236,16 @@ def ensemble_parts(folds: list[keras.Model], splits: list[SplitClassifiers], *, 
         hidden_layer, output_layer = plain_head(fold, name)
         hidden = hidden_layer(pooled)
         dense = output_layer(hidden)[:, 1:2]
-        svm = svm_layer(split.svm, f"{name}_svm")(pooled if feature_layer == "pooled" else hidden)
-        tails.append(keras.Model(inputs, {"dense": dense, "svm": svm}, name=name))
+        svm_input = pooled if feature_layer == "pooled" else hidden
+        svm = svm_layer(split.svm, f"{name}_svm")(svm_input)
+        novelty = novelty_layer(split, name)(svm_input)
+        tails.append(keras.Model(inputs, {"dense": dense, "svm": svm, NOVELTY: novelty}, name=name))
     return EnsembleParts(front, tails)
 
 
 def ensemble_network(parts: EnsembleParts) -> keras.Model:
-    """The parts as one network: ``gray`` -> ``dense``, ``svm`` (means over splits), ``dense_splits``, ``svm_splits``.
-    """
+    """The parts as one network: ``gray`` -> ``dense``, ``svm`` (means over splits), ``dense_splits``,
+    ``svm_splits`` and ``novelty`` (the mean of the splits')."""
     gray = keras.Input(parts.front.inputs[0].shape[1:], name=GRAY_INPUT)
     cached = parts.front(gray)
     readings = [tail([cached[f"cut{i}"] for i in range(len(cached))]) for tail in parts.tails]
@@ -268,61 +255,57 @@ def ensemble_network(parts: EnsembleParts) -> keras.Model:
         outputs[name] = mean_of(values, name)
         outputs[f"{name}_splits"] = (keras.layers.Concatenate(name=f"{name}_splits")(values) if len(values) > 1
                                      else keras.layers.Identity(name=f"{name}_splits")(values[0]))
+    outputs[NOVELTY] = mean_of([reading[NOVELTY] for reading in readings], NOVELTY)
     return keras.Model(gray, outputs, name=parts.front.name.replace("_front", "_ensemble"))
 
 
-def check_fold_files(dataset: str, model_name: str, n_splits: int, rerun: str) -> list[Path]:
-    """The ``n_splits`` fold files of the network, or a refusal naming the first missing one and ``rerun``."""
-    paths = [MODELS_DIR / dataset / model_name / "weights" / f"fold{k}.weights.npz" for k in range(1, n_splits + 1)]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise PipelineError(f"{missing[0]} is missing ({len(missing)} of {n_splits} fold files); run '{rerun}'.")
-    return paths
-
-
-def load_trained_network(dataset: str, model_name: str, settings: Settings) -> TrainedNetwork:
-    """The study's splits of ``dataset`` x ``model_name`` and their ensemble, checked before anything is built."""
+def load_trained_network(dataset: str, model_name: str) -> TrainedNetwork:
+    """The trained study of ``dataset`` x ``model_name`` (checked before anything is built) and its ensemble."""
     clock = Stopwatch()
-    check_trained(dataset, model_name, params=load_params())
-    manifest = load_manifest(dataset)
-    class_names = check_class_names(class_names_of(manifest))
-    rerun = "dvc repro {} {}".format(*stage_names(dataset, model_name))
-    if len(class_names) != 2:
-        raise PipelineError(f"{dataset} has classes {class_names}; new scans are read as benign or malignant at an "
-                            "operating point, which needs two classes (for BUSI, normalize.busi_classes: "
-                            f"[benign, malignant]), then run '{rerun}'.")
-    paths = check_fold_files(dataset, model_name, len(load_test_folds(dataset, len(manifest))), rerun)
-    splits = list(split_classifiers(dataset, model_name, settings))
-    cfg = settings.finetune
-    set_precision(cfg.precision)
-    folds, frozen = [], ""
-    for path in paths:
-        # Reseeded per split: every build draws the same frozen part, which each fold file's fingerprint checks.
-        seed_everything(settings.seed, cfg.deterministic_ops)
-        fold, _ = build_classifier(model_name, image_size=settings.image_size, n_classes=2, weights=settings.weights,
-                                   ft_fraction=settings.ft_fraction, head=cfg.head, batch_norm=cfg.batch_norm)
-        frozen = frozen or frozen_fingerprint(fold)
-        load_fold_weights(fold, path, frozen, rerun=rerun)
+    study = load_trained_study(dataset, model_name)
+    recipe = study.recipe
+    if len(recipe.class_names) != 2:
+        raise PipelineError(f"{dataset} has classes {list(recipe.class_names)}; new scans are read as benign or "
+                            "malignant at an operating point, which needs two classes (for BUSI, "
+                            f"normalize.busi_classes: [benign, malignant]), then run '{study.rerun}'.")
+    folds = []
+    for split in study.classifiers.splits:
+        # Built afresh per split, from the recorded seed: every build has the same frozen part, which
+        # build_network checks against the recorded fingerprint.
+        fold = build_network(recipe)
+        load_fold(fold, recipe, split.k)
         # Plain Keras layers, so that the saved ensemble loads without this project: at inference the
         # inference-mode subclass computes what BatchNormalization computes.
         set_batch_norm_mode(fold, "training")
         folds.append(fold)
-    parts = ensemble_parts(folds, splits, model_name=model_name, feature_layer=settings.feature_layer)
+    parts = ensemble_parts(folds, list(study.classifiers.splits), model_name=model_name,
+                           feature_layer=study.classifiers.feature_layer)
     log("ensemble", f"{dataset}/{model_name}: the ensemble of {len(folds)} splits is ready ({clock})")
-    return TrainedNetwork(dataset, model_name, settings, class_names, splits, folds, frozen, parts,
-                          ensemble_network(parts))
+    return TrainedNetwork(study, folds, parts, ensemble_network(parts))
+
+
+def note_parameter_changes(study: TrainedStudy, command: str) -> None:
+    """One line naming every parameter edited since the study was made: such an edit has not taken effect."""
+    changes = parameter_changes(study, load_params())
+    if changes:
+        log(command, f"note: params.yaml has changed since {study.recipe.dataset} x {study.recipe.model} was "
+                     f"trained ({'; '.join(changes)}); the trained study is read as it was made. To use the new "
+                     f"parameters, run '{study.rerun}' first.")
 
 
 @contextlib.contextmanager
-def requested_network(dataset: str, model_name: str, *, experiment: str | None) -> Iterator[TrainedNetwork]:
-    """:func:`load_trained_network` under the parameters of the workspace, or of DVC experiment ``experiment``;
-    inside the block the working directory is that experiment's, so its params and metrics files can be read too.
-    """
-    with experiment_workspace(experiment, dataset=dataset, model=model_name):
-        yield load_trained_network(dataset, model_name, load_settings())
+def requested_network(dataset: str, model_name: str, *, experiment: str | None,
+                      command: str) -> Iterator[TrainedNetwork]:
+    """:func:`load_trained_network` of the workspace, or of DVC experiment ``experiment``; inside the block the
+    working directory holds that experiment's files of the network (and its metrics), so they can be read too."""
+    with experiment_files(experiment, dataset=dataset, model=model_name):
+        trained = load_trained_network(dataset, model_name)
+        note_parameter_changes(trained.study, command)
+        yield trained
 
 
-def load_requested_network(dataset: str, model_name: str, *, experiment: str | None) -> TrainedNetwork:
+def load_requested_network(dataset: str, model_name: str, *, experiment: str | None,
+                           command: str) -> TrainedNetwork:
     """The network of :func:`requested_network`, for callers that need nothing else of the experiment."""
-    with requested_network(dataset, model_name, experiment=experiment) as trained:
+    with requested_network(dataset, model_name, experiment=experiment, command=command) as trained:
         return trained

@@ -28,6 +28,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from ultrasound_transfer.evaluation.calibration import brier_score
+from ultrasound_transfer.evaluation.novelty import novelty_scores
 from ultrasound_transfer.evaluation.operating_points import PlattScaling, choose_threshold, fit_platt
 from ultrasound_transfer.evaluation.scoring import classification_metrics, roc_auc, threshold_metrics
 from ultrasound_transfer.evaluation.svm import calibration_decisions, chosen_C, fit_svm, per_class_scores
@@ -69,11 +70,22 @@ def dense_threshold(validation_labels: np.ndarray, validation_probabilities: np.
                             rule=evaluation.operating_point, target=evaluation.target)
 
 
-def read_dense(test_probabilities: np.ndarray, *, validation_labels: np.ndarray,
-               validation_probabilities: np.ndarray, n_train: int, evaluation: EvaluationSettings) -> SplitReading:
-    """The dense head on one split, its threshold chosen on the validation images."""
-    threshold = dense_threshold(validation_labels, validation_probabilities, evaluation=evaluation)
-    return SplitReading(test_probabilities, threshold, test_probabilities.argmax(axis=1), n_train)
+@dataclass(frozen=True)
+class FittedDense:
+    """One split's dense head as the study reads it: its softmax, at its operating point."""
+
+    threshold: float     # on the probability of malignant, chosen on the validation images; NaN for > 2 classes
+    n_train: int         # images the network was fitted on
+
+    def read(self, probabilities: np.ndarray) -> SplitReading:
+        """The head on images whose softmax probabilities (N, n_classes) the split's network gave."""
+        return SplitReading(probabilities, self.threshold, probabilities.argmax(axis=1), self.n_train)
+
+
+def fit_dense_reading(validation_labels: np.ndarray, validation_probabilities: np.ndarray, *, n_train: int,
+                      evaluation: EvaluationSettings) -> FittedDense:
+    """The dense head's operating point, chosen on its validation images."""
+    return FittedDense(dense_threshold(validation_labels, validation_probabilities, evaluation=evaluation), n_train)
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,12 @@ class FittedSvm:
     platt: PlattScaling | None     # None for more than two classes
     threshold: float               # on the Platt probability; NaN for more than two classes
     n_train: int                   # images it learned from
+
+    def novelty(self, features: np.ndarray) -> np.ndarray:
+        """Each image's novelty under this split, before division by the held-out median
+        (:mod:`ultrasound_transfer.evaluation.novelty`): in the space the SVM standardizes."""
+        scaler = self.model.named_steps["standardscaler"]
+        return novelty_scores(features, mean=scaler.mean_, scale=scaler.scale_)
 
     def read(self, features: np.ndarray) -> SplitReading:
         """The SVM on the images of ``features`` (test images, or another dataset's)."""
@@ -117,6 +135,16 @@ def fit_svm_reading(features: np.ndarray, labels: np.ndarray, groups: np.ndarray
         threshold = choose_threshold(labels[rows], platt.probability(calibration),
                                      rule=evaluation.operating_point, target=evaluation.target)
     return FittedSvm(model, n_classes, platt, threshold, len(train))
+
+
+@dataclass(frozen=True)
+class SplitClassifiers:
+    """What one split fits beside its fine-tuned network, and what every later reading of it applies."""
+
+    k: int                    # the split, as numbered in the folds file (each fold of each repeat)
+    dense: FittedDense
+    svm: FittedSvm
+    novelty_median: float     # median novelty of the split's held-out images (evaluation.novelty)
 
 
 def read_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, train: np.ndarray, test: np.ndarray,

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 from scipy.stats import rankdata
 
 from ultrasound_transfer.evaluation.calibration import brier_score, expected_calibration_error
@@ -62,16 +61,6 @@ class PooledPredictions:
 
     def rows_of(self, repeat: int) -> np.ndarray:
         return np.flatnonzero(self.repeats == repeat)
-
-
-def pooled_from_table(predictions: pd.DataFrame, name: str, class_names: list[str]) -> PooledPredictions:
-    """Classifier ``name``'s pooled predictions from a predictions table (``evaluate``'s or ``external``'s):
-    columns ``true``, ``<name>_prob_<class>``, ``<name>_threshold``, ``repeat`` and ``group``."""
-    return PooledPredictions(
-        labels=predictions["true"].to_numpy(),
-        probabilities=predictions[[f"{name}_prob_{c}" for c in class_names]].to_numpy(dtype=float),
-        thresholds=predictions[f"{name}_threshold"].to_numpy(dtype=float),
-        repeats=predictions["repeat"].to_numpy(), groups=predictions["group"].astype(str).to_numpy())
 
 
 def interval_options(evaluation: EvaluationSettings, *, seed: int) -> dict:

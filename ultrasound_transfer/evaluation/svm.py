@@ -93,6 +93,38 @@ def chosen_C(model: Pipeline) -> float:
     return float(model.named_steps["linearsvc"].C)
 
 
+def svm_arrays(model: Pipeline) -> dict:
+    """A fitted SVM as plain numbers: its C, classes, standardization (``mean``, ``scale``), ``coef``, ``intercept``.
+
+    That is the whole of a fitted linear SVM: its decision value is
+    ``((x - mean) / scale) . coef + intercept``.  Kept as numbers, not as a
+    pickle, so that the file runs no code when read and does not depend on
+    the scikit-learn version that wrote it (:func:`svm_from_arrays`).
+    """
+    scaler, linear = model.named_steps["standardscaler"], model.named_steps["linearsvc"]
+    return {"C": float(linear.C), "classes": linear.classes_.tolist(), "mean": scaler.mean_.tolist(),
+            "scale": scaler.scale_.tolist(), "coef": linear.coef_.tolist(), "intercept": linear.intercept_.tolist()}
+
+
+def svm_from_arrays(stored: dict) -> Pipeline:
+    """The fitted SVM that :func:`svm_arrays` recorded: scikit-learn's own objects with those fitted values, so
+    its decision values are computed by the very code that computed them in ``evaluate``."""
+    model = linear_svm(float(stored["C"]), seed=0)      # the seed only drives fitting, which is not redone
+    scaler, linear = model.named_steps["standardscaler"], model.named_steps["linearsvc"]
+    scaler.mean_ = np.asarray(stored["mean"], dtype=np.float64)
+    scaler.scale_ = np.asarray(stored["scale"], dtype=np.float64)
+    scaler.var_ = scaler.scale_**2
+    scaler.n_features_in_ = linear.n_features_in_ = len(scaler.mean_)
+    scaler.n_samples_seen_ = 0
+    linear.coef_ = np.asarray(stored["coef"], dtype=np.float64)
+    linear.intercept_ = np.asarray(stored["intercept"], dtype=np.float64)
+    linear.classes_ = np.asarray(stored["classes"])
+    if linear.coef_.shape != (1 if len(linear.classes_) == 2 else len(linear.classes_), len(scaler.mean_)):
+        raise PipelineError(f"a stored SVM's weights have shape {linear.coef_.shape}, which does not fit its "
+                            f"{len(scaler.mean_)} features and {len(linear.classes_)} classes; the file is damaged.")
+    return model
+
+
 def calibration_decisions(model: Pipeline, features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *,
                           validation: np.ndarray, train: np.ndarray, svm: SvmSettings,
                           seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -45,12 +45,11 @@ from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.evaluation.classifiers import ARGMAX_METRICS
 from ultrasound_transfer.evaluation.scoring import BINARY_METRICS, MULTICLASS_METRICS
 from ultrasound_transfer.evaluation.statistics import best_against_rest, fold_sizes, format_p
-from ultrasound_transfer.paths import METRICS_DIR
+from ultrasound_transfer.outputs import cv_results
 from ultrasound_transfer.study.experiments import DVC
 
 OUT_DIR = Path("metrics/compare")
 OFFLINE_TEMPLATE = Path(".dvc/plots/offline.html")
-CLASSIFIERS = ("svm", "dense")
 # Per-split metrics of evaluate's folds.csv that compare can test.
 METRICS = tuple(sorted({*BINARY_METRICS, *MULTICLASS_METRICS, "brier", *(f"argmax_{m}" for m in ARGMAX_METRICS)}))
 
@@ -168,7 +167,7 @@ def split_scores(runs: list[dict], dataset: str, model: str, *, metric: str,
     tables = []
     for run in runs:
         try:
-            text = read(run["rev"], f"{METRICS_DIR}/{dataset}/{model}.folds.csv")
+            text = read(run["rev"], cv_results.folds_path(dataset, model).as_posix())
         except PipelineError:
             continue
         table = pd.read_csv(io.StringIO(text))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 from tabulate import tabulate
 
-from ultrasound_transfer.paths import PREPARED_DIR
+from ultrasound_transfer.outputs import prepared
 from ultrasound_transfer.settings import Settings
 
 # Images of the two-class task when the dataset is not prepared yet (docs/datasets.md).
@@ -28,7 +28,7 @@ def image_count(dataset: str, override: dict[str, int]) -> int | None:
     """Images of ``dataset``: as given, as prepared, or as published; None when unknown."""
     if dataset in override:
         return override[dataset]
-    manifest = PREPARED_DIR / dataset / "manifest.csv"
+    manifest = prepared.folder(dataset) / prepared.MANIFEST
     if manifest.exists():
         return len(pd.read_csv(manifest, usecols=["id"]))
     return PUBLISHED_IMAGES.get(dataset)

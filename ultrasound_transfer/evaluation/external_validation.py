@@ -8,10 +8,12 @@ the networks trained on the source dataset's splits are applied, with no
 training on it, to every image of the target dataset.
 
 The study's model for a new image is the *ensemble of its splits* (every
-fold of every repeat): its probability of malignant is the mean of the
-splits' probabilities (the dense head's softmax; the SVM's Platt-scaled
-decision value), and its operating point is the mean of the splits'
-thresholds, each chosen on its own inner validation images.  Choosing a new
+fold of every repeat), each split with the classifiers ``evaluate`` fitted
+beside it and kept (:mod:`ultrasound_transfer.outputs.classifiers`): its
+probability of malignant is the mean of the splits' probabilities (the dense
+head's softmax; the SVM's Platt-scaled decision value), and its operating
+point is the mean of the splits' thresholds, each chosen on its own inner
+validation images.  Choosing a new
 threshold would need images that none of the splits learned from, and the
 source dataset has none left; the target's images must not set it, since
 they are the test.  It is the model one would apply to a new scan.
@@ -30,66 +32,18 @@ network's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator
-
 import numpy as np
 
-from ultrasound_transfer.data.prepared import class_names_of, load_fold_groups, load_manifest, load_test_folds
-from ultrasound_transfer.evaluation.classifiers import (
-    FittedSvm,
-    SplitReading,
-    dense_threshold,
-    fit_svm_reading,
-    two_columns,
-)
-from ultrasound_transfer.evaluation.fold_outputs import (
-    dense_probabilities,
-    load_fold_features,
-    load_training_record,
-    part_rows,
-    svm_training_rows,
-)
+from ultrasound_transfer.evaluation.classifiers import SplitReading, two_columns
 from ultrasound_transfer.evaluation.intervals import (
     PooledPredictions,
     averaged_over_repeats,
     group_resamples,
     percentile_interval,
 )
-from ultrasound_transfer.settings import Settings
 
 # The figures whose internal-to-external gap is reported.
 GAP_FIGURES = ("roc_auc", "sensitivity", "specificity", "balanced_accuracy", "brier", "ece")
-
-
-@dataclass(frozen=True)
-class SplitClassifiers:
-    """What one split of the study applies to a new image beside its fine-tuned network."""
-
-    k: int                    # the split, as numbered in fold files (each fold of each repeat)
-    dense_threshold: float    # the dense head's operating point, chosen on the split's validation images
-    n_fit: int                # images the network was fitted on
-    svm: FittedSvm            # the split's SVM with its Platt scaling and operating point
-
-
-def split_classifiers(dataset: str, model_name: str, settings: Settings) -> Iterator[SplitClassifiers]:
-    """Per split of ``dataset``: the dense head's operating point and the fitted SVM, exactly as ``evaluate``
-    makes them (same images, features, inner folds and seed), from what ``finetune`` wrote."""
-    manifest = load_manifest(dataset)
-    labels, ids, groups = manifest["label"].to_numpy(), manifest["id"].to_numpy(), load_fold_groups(dataset)
-    record = load_training_record(dataset, model_name)
-    columns = [f"prob_{name}" for name in class_names_of(manifest)]
-    for k in range(1, len(load_test_folds(dataset, len(manifest))) + 1):
-        fit, validation = part_rows(record.parts, k, ids, "fit"), part_rows(record.parts, k, ids, "validation")
-        threshold = dense_threshold(labels[validation],
-                                    dense_probabilities(record.dense, k, "validation", ids[validation], columns),
-                                    evaluation=settings.evaluation)
-        features = load_fold_features(dataset, model_name, k, ids=ids, layer=settings.feature_layer)
-        svm = fit_svm_reading(features, labels, groups,
-                              train=svm_training_rows(record.parts, k, ids, settings.svm.train_on),
-                              validation=validation, svm=settings.svm, evaluation=settings.evaluation,
-                              seed=settings.seed)
-        yield SplitClassifiers(k, threshold, len(fit), svm)
 
 
 def ensemble_predictions(readings: list[SplitReading], *, labels: np.ndarray, groups: np.ndarray) -> PooledPredictions:

@@ -23,17 +23,17 @@ TILE = 112                # px per image tile
 LABEL_WIDTH = 150         # px of the row label
 
 
-def confident_errors(predictions: pd.DataFrame, *, classifier: str, malignant: str,
-                     n: int = ERRORS_PER_KIND) -> dict[str, pd.DataFrame]:
+def confident_errors(reading: pd.DataFrame, *, n: int = ERRORS_PER_KIND) -> dict[str, pd.DataFrame]:
     """``false negatives`` (lowest probability first) and ``false positives`` (highest first) at the operating point.
 
-    ``predictions`` is ``evaluate``'s ``<model>.predictions.csv``; each image appears once, at its most wrong repeat.
+    ``reading`` is one classifier's pooled out-of-fold reading of the test images, columns ``id``,
+    ``truly_malignant``, ``probability`` (of malignant) and ``called_malignant``
+    (:func:`ultrasound_transfer.outputs.cv_results.malignant_view`); each image appears once, at its most wrong
+    repeat.
     """
-    probability, called = f"{classifier}_prob_{malignant}", f"{classifier}_class"
-    truly = predictions["true_class"] == malignant
-    negatives = predictions[truly & (predictions[called] != malignant)].sort_values(probability, kind="stable")
-    positives = predictions[~truly & (predictions[called] == malignant)].sort_values(probability, ascending=False,
-                                                                                     kind="stable")
+    truly, called = reading["truly_malignant"], reading["called_malignant"]
+    negatives = reading[truly & ~called].sort_values("probability", kind="stable")
+    positives = reading[~truly & called].sort_values("probability", ascending=False, kind="stable")
     return {"false negatives": negatives.drop_duplicates("id").head(n),
             "false positives": positives.drop_duplicates("id").head(n)}
 
@@ -46,18 +46,17 @@ def tile(square: np.ndarray, caption: str) -> np.ndarray:
     return np.vstack([picture, band])
 
 
-def errors_sheet(predictions: pd.DataFrame, images: np.ndarray, ids: list[str], *, malignant: str,
-                 classifiers: tuple[str, ...] = ("dense", "svm")) -> np.ndarray:
-    """One row per classifier and kind of error: its label, then the images with their probability of malignant."""
+def errors_sheet(readings: dict[str, pd.DataFrame], images: np.ndarray, ids: list[str]) -> np.ndarray:
+    """One row per classifier (``readings``: name -> its reading, as :func:`confident_errors` takes it) and kind
+    of error: its label, then the images with their probability of malignant."""
     position = {image_id: i for i, image_id in enumerate(ids)}
     rows = []
-    for classifier in classifiers:
-        for kind, found in confident_errors(predictions, classifier=classifier, malignant=malignant).items():
+    for classifier, reading in readings.items():
+        for kind, found in confident_errors(reading).items():
             label = np.zeros((TILE + 18, LABEL_WIDTH), np.uint8)
             for line, text in enumerate((classifier, kind, f"{len(found)} shown")):
                 cv2.putText(label, text, (4, 20 + 18 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 255, 1, cv2.LINE_AA)
-            tiles = [tile(images[position[row.id]], f"p {getattr(row, f'{classifier}_prob_{malignant}'):.2f} "
-                                                    f"{Path(row.id).stem}")
+            tiles = [tile(images[position[row.id]], f"p {row.probability:.2f} {Path(row.id).stem}")
                      for row in found.itertuples()]
             tiles += [np.zeros((TILE + 18, TILE), np.uint8)] * (ERRORS_PER_KIND - len(tiles))
             rows.append(np.hstack([label, *[np.pad(t, ((0, 0), (2, 2))) for t in tiles]]))
