@@ -61,7 +61,7 @@ from ultrasound_transfer.evaluation.classifiers import (
     split_metrics,
 )
 from ultrasound_transfer.evaluation.intervals import headline_with_intervals, interval_options
-from ultrasound_transfer.evaluation.novelty import held_out_median, novelty_threshold
+from ultrasound_transfer.evaluation.novelty import fit_novelty, novelty_threshold
 from ultrasound_transfer.evaluation.scoring import summarize_folds
 from ultrasound_transfer.outputs import classifiers as classifiers_output
 from ultrasound_transfer.outputs import cv_results, training_record
@@ -102,8 +102,8 @@ def headline(predictions: pd.DataFrame, manifest: pd.DataFrame, class_names: lis
 def fit_split(k: int, features: np.ndarray, record: TrainingRecord, *, labels: np.ndarray, groups: np.ndarray,
               ids: np.ndarray, test: np.ndarray, class_names: list[str], settings: Settings) -> SplitClassifiers:
     """Everything split ``k`` fits beside its network, on its training part only: the dense head's operating
-    point and the SVM (on the validation images), and the novelty reference (on its test images, which no
-    choice here reads)."""
+    point and the SVM (on the validation images), and the novelty reference (the SVM's training images, scaled by
+    its test images, which no choice here reads)."""
     train = svm_training_rows(record.parts, k, ids, settings.svm.train_on)
     fit, validation = part_rows(record.parts, k, ids, "fit"), part_rows(record.parts, k, ids, "validation")
     if np.intersect1d(train, test).size or np.intersect1d(validation, test).size:
@@ -115,7 +115,7 @@ def fit_split(k: int, features: np.ndarray, record: TrainingRecord, *, labels: n
                               n_train=len(fit), evaluation=settings.evaluation)
     svm = fit_svm_reading(features, labels, groups, train=train, validation=validation, svm=settings.svm,
                           evaluation=settings.evaluation, seed=settings.seed)
-    return SplitClassifiers(k, dense, svm, held_out_median(svm.novelty(features[test])))
+    return SplitClassifiers(k, dense, svm, fit_novelty(features[train], features[test]))
 
 
 def main(argv: list[str]) -> None:
@@ -136,7 +136,7 @@ def main(argv: list[str]) -> None:
         split = fit_split(k, features, record, labels=labels, groups=groups, ids=ids, test=test,
                           class_names=class_names, settings=settings)
         fitted.append(split)
-        held_out.append(split.svm.novelty(features[test]) / split.novelty_median)
+        held_out.append(split.novelty.novelty(features[test]))
         readings: dict[str, SplitReading] = {
             "dense": split.dense.read(dense_probabilities(record, k, "test", ids[test], class_names)),
             "svm": split.svm.read(features[test]),

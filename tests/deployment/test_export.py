@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import onnxruntime
 import pytest
 
 from ultrasound_transfer.deployment.export import write_onnx
@@ -30,7 +31,6 @@ def two_tensor_parts(size: int, n_splits: int) -> EnsembleParts:
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the ONNX export is checked on TensorFlow")
 def test_the_assembled_onnx_graph_gives_the_keras_ensembles_outputs(tmp_path):
-    onnxruntime = pytest.importorskip("onnxruntime", reason="pip install -e '.[onnx]' to export and check ONNX")
     parts = two_tensor_parts(size=16, n_splits=3)
     (tmp_path / "scratch").mkdir()
     write_onnx(parts, tmp_path / "ensemble.onnx", image_size=16, scratch=tmp_path / "scratch")

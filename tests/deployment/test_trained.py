@@ -62,6 +62,7 @@ def test_the_ensemble_reads_each_split_as_its_own_network_does_even_where_keras_
     """InceptionV3's layers are named by a process-wide counter: each split's network is cut by position."""
     from ultrasound_transfer.deployment.trained import ensemble_network, ensemble_parts
     from ultrasound_transfer.evaluation.classifiers import FittedDense, SplitClassifiers
+    from ultrasound_transfer.evaluation.novelty import fit_novelty
     from ultrasound_transfer.networks.backbones import build_classifier, feature_extractor
     from ultrasound_transfer.settings import HeadSettings
 
@@ -79,7 +80,8 @@ def test_the_ensemble_reads_each_split_as_its_own_network_does_even_where_keras_
         svm = FittedSvm(linear_svm(C=1.0, seed=0).fit(features, np.arange(30) % 2), 2, PlattScaling(-1.0, 0.0),
                         0.5, 30)
         folds.append(fold)
-        splits.append(SplitClassifiers(k=k, dense=FittedDense(0.5, 30), svm=svm, novelty_median=0.5 + k))
+        reference = fit_novelty(rng.normal(0, 1, (30, 2048)) * k, rng.normal(0, 1, (10, 2048)))
+        splits.append(SplitClassifiers(k=k, dense=FittedDense(0.5, 30), svm=svm, novelty=reference))
     assert folds[0].layers[5].name != folds[1].layers[5].name
     network = ensemble_network(ensemble_parts(folds, splits, model_name="InceptionV3", feature_layer="pooled"))
     gray = rng.integers(0, 256, (3, 75, 75)).astype(np.uint8)
@@ -91,5 +93,5 @@ def test_the_ensemble_reads_each_split_as_its_own_network_does_even_where_keras_
         assert np.abs(out["dense_splits"][:, k] - dense).max() < 1e-4
         assert np.abs(out["svm_splits"][:, k] - svm).max() < 1e-4
     pooled = [keras.ops.convert_to_numpy(feature_extractor(fold, "pooled")(inputs)) for fold in folds]
-    novelty = np.mean([split.svm.novelty(p) / split.novelty_median for split, p in zip(splits, pooled)], axis=0)
+    novelty = np.mean([split.novelty.novelty(p) for split, p in zip(splits, pooled)], axis=0)
     assert np.abs(out["novelty"][:, 0] / novelty - 1).max() < 1e-4 and novelty.min() > 0

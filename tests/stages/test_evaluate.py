@@ -262,5 +262,5 @@ def test_the_kept_classifiers_reproduce_the_recorded_predictions_exactly(project
         assert list(np.where(svm.called == 1, "malignant", "benign")) == list(rows["svm_class"])
         assert per_fold.loc[(per_fold["split"] == split.k) & (per_fold["classifier"] == "svm"), "svm_C"].item() \
             == split.svm.model.named_steps["linearsvc"].C
-        assert split.novelty_median > 0
+        assert split.novelty.median > 0 and (split.novelty.scale > 0).all()
     assert kept.novelty_threshold > 1                  # above the held-out images' typical novelty, by construction

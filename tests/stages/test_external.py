@@ -91,6 +91,26 @@ def test_nothing_learns_from_the_target_labels(trained, tmp_path, monkeypatch):
         assert after[0]["image"][classifier]["roc_auc"] == pytest.approx(1 - before[0]["image"][classifier]["roc_auc"])
 
 
+def test_it_applies_the_classifiers_evaluate_kept_whatever_params_say_now(trained, tmp_path, monkeypatch):
+    """Nothing is refitted: with the SVM's and the operating point's parameters changed, every probability and
+    threshold stays, and the figures name the classifiers they come from."""
+    from ultrasound_transfer.outputs.provenance import file_sha256
+
+    copy = tmp_path / "copy"
+    for folder in ("data", "models", "metrics"):
+        shutil.copytree(trained / folder, copy / folder)
+    Project(copy).write_params(merged(merged(default_params(), TINY), {
+        "svm": {"C_grid": [], "C": 100.0, "train_on": "training"}, "features": {"layer": "head"},
+        "evaluation": {"operating_point": "specificity", "target": 0.99}}))
+    monkeypatch.chdir(copy)
+    external.main(["phantom", "phantom_site_b", "VGG16"])
+    before, after = outputs(trained), outputs(Project(copy))
+    scores = [c for c in before[1].columns if "_prob_" in c or c.endswith("_threshold")]
+    assert np.array_equal(before[1][scores].to_numpy(), after[1][scores].to_numpy())
+    assert after[0]["classifiers_sha256"] == file_sha256(copy / "models/phantom/VGG16/classifiers.json")
+    assert after[0]["operating_point"] == "youden"           # the kept classifiers' rule, not today's params
+
+
 def test_the_report_shows_the_gap_for_each_network_and_classifier(trained, monkeypatch):
     monkeypatch.chdir(trained.root)
     folds.main(["phantom_site_b"])
@@ -102,7 +122,8 @@ def test_the_report_shows_the_gap_for_each_network_and_classifier(trained, monke
     rows = [line for line in section.splitlines() if line.startswith(f"| {PAIR}")]
     assert len(rows) == 2 and "dense head" in rows[0] and "SVM" in rows[1]
     summary = json.loads((trained / "metrics/summary.json").read_text())
-    assert summary["external"][PAIR]["VGG16"]["gap"]["svm"]["internal_roc_auc"] is not None
+    internal = json.loads((trained / "metrics/cv/phantom/VGG16.json").read_text())["image"]["svm"]["roc_auc"]
+    assert summary["external"][PAIR]["VGG16"]["gap"]["svm"]["internal_roc_auc"] == pytest.approx(internal)
 
 
 def test_a_pair_not_in_params_or_of_other_classes_is_refused_before_any_network(trained, monkeypatch):

@@ -40,14 +40,18 @@ from ultrasound_transfer.deployment.trained import (
     TrainedNetwork,
     requested_network,
 )
-from ultrasound_transfer.evaluation.novelty import CONSTANT_FRAME_STD, NOVELTY_QUANTILE
+from ultrasound_transfer.evaluation.novelty import (
+    CONSTANT_FRAME_STD,
+    NOVELTY_QUANTILE,
+    STRUCTURE_CORRELATION,
+)
 from ultrasound_transfer.outputs import classifiers as classifiers_output
 from ultrasound_transfer.outputs import cv_results, external_results
 from ultrasound_transfer.outputs.provenance import file_sha256
 from ultrasound_transfer.outputs.trained_study import recorded_params
 
 EXPORTS_DIR = Path("exports")
-# The packages ONNX export needs (the onnx extra of pyproject.toml, installed with the package).
+# The packages ONNX export needs (requirements.txt: they install with the package).
 ONNX_MODULES = ("onnx", "onnxruntime", "tf2onnx")
 
 
@@ -85,8 +89,9 @@ def export_facts(trained: TrainedNetwork, files: dict[str, str]) -> dict:
                              for name, value in trained.thresholds.items()},
         "novelty": {"threshold": trained.novelty_threshold,
                     "rule": f"warn when novelty > threshold ({NOVELTY_QUANTILE:.0%} of the study's held-out images "
-                            f"stay under it) or the frame's gray levels have a standard deviation under "
-                            f"{CONSTANT_FRAME_STD:g}"},
+                            f"stay under it), when the frame's gray levels have a standard deviation under "
+                            f"{CONSTANT_FRAME_STD:g}, or when its neighbouring pixels correlate under "
+                            f"{STRUCTURE_CORRELATION:g} (mean lag-1 autocorrelation across and down)"},
         "splits": len(trained.splits), "frozen_sha256": recipe.frozen_sha256,
         "keras": keras.__version__, "backend": keras.backend.backend(),
         "trained_with": {"keras": recipe.keras, "backend": recipe.backend, "weights": recipe.weights},
@@ -118,8 +123,8 @@ def check_formats(formats: tuple[str, ...]) -> None:
         raise PipelineError(f"--formats {','.join(formats)}: choose among {', '.join(EXPORT_FORMATS)}.")
     missing = [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None]
     if "onnx" in formats and missing:
-        raise PipelineError(f"ONNX export needs {', '.join(missing)}, which are not installed: pip install -e "
-                            "'.[onnx]' (or export --formats keras).")
+        raise PipelineError(f"ONNX export needs {', '.join(missing)}, which are not installed in this environment; "
+                            "they are in requirements.txt: pip install -e . (or export --formats keras).")
 
 
 def export_part(part: keras.Model, path: Path, sample) -> None:
@@ -128,8 +133,8 @@ def export_part(part: keras.Model, path: Path, sample) -> None:
     try:
         part.export(str(path), format="onnx", verbose=False)
     except ImportError as error:
-        raise PipelineError(f"ONNX export needs {error.name or 'onnx'}: pip install -e '.[onnx]' "
-                            "(or export --formats keras).") from None
+        raise PipelineError(f"ONNX export needs {error.name or 'onnx'}, which is not installed in this environment: "
+                            "pip install -e . (or export --formats keras).") from None
     except Exception as error:  # noqa: BLE001 - the converter's own error, with the way around it
         raise PipelineError(f"Keras' ONNX export failed on the {keras.backend.backend()} backend "
                             f"({type(error).__name__}: {error}); export --formats keras, or run it on "

@@ -7,8 +7,9 @@ operating point it is read at and the class called there (malignant when
 the probability reaches the threshold), as ``external`` writes them for
 another dataset; then the frame's novelty.
 
-Status ``ok``; ``warning`` for a frame unlike the study's images (blank, or
-a novelty above the study's threshold: :mod:`ultrasound_transfer.evaluation.novelty`),
+Status ``ok``; ``warning`` for a frame unlike the study's images (blank,
+noise, or a novelty above the study's threshold:
+:mod:`ultrasound_transfer.evaluation.novelty`),
 whose call is given but is not to be relied on, the reason in ``note``;
 ``error`` for a file that could not be read, the reason in ``note`` (a file
 is read whole or not at all: a cine loop that fails partway gets its error
@@ -36,7 +37,7 @@ from ultrasound_transfer.choices import CLASSIFIERS
 from ultrasound_transfer.common import PipelineError, Stopwatch, log, write_atomic
 from ultrasound_transfer.deployment.scans import ScanProblem, iter_scan_frames, network_square, scan_files
 from ultrasound_transfer.deployment.trained import NOVELTY, TrainedNetwork, load_requested_network
-from ultrasound_transfer.evaluation.novelty import CONSTANT_FRAME_STD, is_constant
+from ultrasound_transfer.evaluation.novelty import NOVELTY_QUANTILE, frame_problem
 from ultrasound_transfer.outputs.cv_results import class_column, prob_column, threshold_column
 
 PREDICTIONS_DIR = Path("predictions")
@@ -65,12 +66,12 @@ class PredictRequest:
 
 @dataclass(frozen=True)
 class SquaredFrame:
-    """A frame as the networks read it: where it came from, its square, and whether it was constant."""
+    """A frame as the networks read it: where it came from, its square, and why it holds no image, if it does not."""
 
     file: str
     frame: int
     square: np.ndarray        # float32 (image_size, image_size), gray 0..255
-    constant: bool            # its gray levels were (nearly) all the same (evaluation.novelty.is_constant)
+    problem: str              # blank or noise (evaluation.novelty.frame_problem); empty for a frame that may be one
 
 
 def squared_frames(files: list[Path], *, image_size: int, resize: str) -> Iterator[SquaredFrame | ScanProblem]:
@@ -81,7 +82,7 @@ def squared_frames(files: list[Path], *, image_size: int, resize: str) -> Iterat
             yield item
             continue
         yield SquaredFrame(item.file, item.frame, network_square(item.gray, image_size=image_size, resize=resize),
-                           is_constant(item.gray))
+                           frame_problem(item.gray))
 
 
 def in_batches(items: Iterable, size: int) -> Iterator[list]:
@@ -100,13 +101,13 @@ def ensemble_probabilities(trained: TrainedNetwork, squares: np.ndarray) -> dict
 
 
 def frame_warning(frame: SquaredFrame, novelty: float, threshold: float) -> str:
-    """Why a frame is unlike the study's images (empty when it is not)."""
-    if frame.constant:
-        return (f"the frame is blank or uniform (gray levels vary by less than {CONSTANT_FRAME_STD:g}): not an "
-                "ultrasound image; the call means nothing")
+    """Why a frame is unlike the study's images (empty when it is not): the frame's own rules first, then the
+    networks' novelty (:mod:`ultrasound_transfer.evaluation.novelty`)."""
+    if frame.problem:
+        return frame.problem
     if novelty > threshold:
         return (f"unlike the images the networks learned from (novelty {novelty:.2f}, above {threshold:.2f}, which "
-                "99 % of the study's held-out images stay under): the call is not to be relied on")
+                f"{NOVELTY_QUANTILE:.0%} of the study's held-out images stay under): the call is not to be relied on")
     return ""
 
 

@@ -183,18 +183,19 @@ def mean_of(tensors: list, name: str):
 
 
 def novelty_layer(split: SplitClassifiers, name: str):
-    """The split's novelty of its SVM's input, as built-in layers: ``mean(((x - mu) / sigma) ** 2) / median``.
+    """The split's novelty of its SVM's input, as built-in layers: ``mean(((x - mu) / scale) ** 2) / median``
+    (:class:`~ultrasound_transfer.evaluation.novelty.NoveltyReference`).
 
     A function of a tensor: the standardization as a ``Rescaling``, the square
     as a ``Multiply`` of it with itself, the mean and the division by the
     held-out median as one ``Dense`` layer.
     """
-    scaler = split.svm.model.named_steps["standardscaler"]
-    scale = 1.0 / scaler.scale_
-    standardize = keras.layers.Rescaling(scale=scale.tolist(), offset=(-scaler.mean_ * scale).tolist(),
+    reference = split.novelty
+    scale = 1.0 / reference.scale
+    standardize = keras.layers.Rescaling(scale=scale.tolist(), offset=(-reference.mean * scale).tolist(),
                                          name=f"{name}_standardize", dtype="float32")
     width = len(scale)
-    average = dense_layer(np.full((width, 1), 1.0 / (width * split.novelty_median)), np.zeros(1), activation="linear",
+    average = dense_layer(np.full((width, 1), 1.0 / (width * reference.median)), np.zeros(1), activation="linear",
                           name=f"{name}_novelty")
 
     def apply(x):

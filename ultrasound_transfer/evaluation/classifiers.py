@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from ultrasound_transfer.evaluation.calibration import brier_score
-from ultrasound_transfer.evaluation.novelty import novelty_scores
+from ultrasound_transfer.evaluation.novelty import NoveltyReference
 from ultrasound_transfer.evaluation.operating_points import PlattScaling, choose_threshold, fit_platt
 from ultrasound_transfer.evaluation.scoring import classification_metrics, roc_auc, threshold_metrics
 from ultrasound_transfer.evaluation.svm import calibration_decisions, chosen_C, fit_svm, per_class_scores
@@ -98,12 +98,6 @@ class FittedSvm:
     threshold: float               # on the Platt probability; NaN for more than two classes
     n_train: int                   # images it learned from
 
-    def novelty(self, features: np.ndarray) -> np.ndarray:
-        """Each image's novelty under this split, before division by the held-out median
-        (:mod:`ultrasound_transfer.evaluation.novelty`): in the space the SVM standardizes."""
-        scaler = self.model.named_steps["standardscaler"]
-        return novelty_scores(features, mean=scaler.mean_, scale=scaler.scale_)
-
     def read(self, features: np.ndarray) -> SplitReading:
         """The SVM on the images of ``features`` (test images, or another dataset's)."""
         decision = per_class_scores(self.model, features, self.n_classes)
@@ -144,7 +138,7 @@ class SplitClassifiers:
     k: int                    # the split, as numbered in the folds file (each fold of each repeat)
     dense: FittedDense
     svm: FittedSvm
-    novelty_median: float     # median novelty of the split's held-out images (evaluation.novelty)
+    novelty: NoveltyReference  # how unlike its training images an image is to it (evaluation.novelty)
 
 
 def read_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, train: np.ndarray, test: np.ndarray,

@@ -7,8 +7,9 @@ that every later reading of the study (``external``, ``predict``,
 
 * per split: the dense head's operating point; the linear SVM (its C, the
   standardization of its input, weights and intercept), its Platt scaling
-  and operating point; the median novelty of the split's held-out images
-  (:mod:`ultrasound_transfer.evaluation.novelty`);
+  and operating point; the novelty reference (the training images' feature
+  mean and shrunk scale, the held-out images' median novelty:
+  :mod:`ultrasound_transfer.evaluation.novelty`);
 * the feature layer the SVMs read, the operating-point rule, the novelty
   threshold;
 * the SHA-256 of the network recipe (``training/network.json``) they were
@@ -34,6 +35,7 @@ import numpy as np
 
 from ultrasound_transfer.common import PipelineError, read_json, write_atomic
 from ultrasound_transfer.evaluation.classifiers import FittedDense, FittedSvm, SplitClassifiers
+from ultrasound_transfer.evaluation.novelty import NoveltyReference
 from ultrasound_transfer.evaluation.operating_points import PlattScaling
 from ultrasound_transfer.evaluation.svm import svm_arrays, svm_from_arrays
 from ultrasound_transfer.outputs.stages import repro, stage_name
@@ -85,7 +87,8 @@ def split_record(split: SplitClassifiers) -> dict:
             "dense": {"threshold": number(split.dense.threshold), "n_train": split.dense.n_train},
             "svm": {"threshold": number(svm.threshold), "n_train": svm.n_train, "platt": platt,
                     **svm_arrays(svm.model)},
-            "novelty_median": split.novelty_median}
+            "novelty": {"mean": split.novelty.mean.tolist(), "scale": split.novelty.scale.tolist(),
+                        "median": split.novelty.median}}
 
 
 def split_from_record(record: dict) -> SplitClassifiers:
@@ -95,7 +98,9 @@ def split_from_record(record: dict) -> SplitClassifiers:
     return SplitClassifiers(
         k=int(record["split"]), dense=FittedDense(nan_if_null(dense["threshold"]), int(dense["n_train"])),
         svm=FittedSvm(model, len(svm["classes"]), platt, nan_if_null(svm["threshold"]), int(svm["n_train"])),
-        novelty_median=float(record["novelty_median"]))
+        novelty=NoveltyReference(mean=np.asarray(record["novelty"]["mean"], dtype=np.float64),
+                                 scale=np.asarray(record["novelty"]["scale"], dtype=np.float64),
+                                 median=float(record["novelty"]["median"])))
 
 
 def write_classifiers(dataset: str, model: str, classifiers: StudyClassifiers) -> None:

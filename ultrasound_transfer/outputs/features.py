@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ultrasound_transfer.common import PipelineError
-from ultrasound_transfer.outputs.stages import repro, stage_name
+from ultrasound_transfer.outputs.stages import repro
+from ultrasound_transfer.outputs.training_record import stage
 
 FEATURES_DIR = Path("data/features")
 
@@ -34,7 +35,7 @@ def write_fold(target: Path, k: int, *, ids: np.ndarray, layers: dict[str, np.nd
 def load_fold_features(dataset: str, model: str, k: int, *, ids: np.ndarray, layer: str) -> np.ndarray:
     """Split k's ``layer`` features, checked to be in manifest order."""
     path = fold_path(dataset, model, k)
-    rerun = repro(stage_name("finetune", dataset, model))
+    rerun = repro(stage(dataset, model))
     if not path.exists():
         raise PipelineError(f"{path} is missing; run '{rerun}'.")
     with np.load(path, allow_pickle=False) as stored:

@@ -20,11 +20,11 @@ from pathlib import Path
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.outputs.provenance import file_sha256
 from ultrasound_transfer.outputs.stages import repro, stage_name
-from ultrasound_transfer.outputs.training_record import MODELS_DIR, NetworkRecipe
+from ultrasound_transfer.outputs.training_record import MODELS_DIR, STAGE, NetworkRecipe
 
 
 def stage(dataset: str, model: str) -> str:
-    return stage_name("finetune", dataset, model)
+    return stage_name(STAGE, dataset, model)
 
 
 def folder(dataset: str, model: str) -> Path:

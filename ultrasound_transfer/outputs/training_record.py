@@ -40,8 +40,11 @@ RECIPE, DENSE_PREDICTIONS, FOLD_PARTS, HISTORY, FREEZING = ("network.json", "den
 PARTS = ("fit", "validation", "test")
 
 
+STAGE = "finetune"
+
+
 def stage(dataset: str, model: str) -> str:
-    return stage_name("finetune", dataset, model)
+    return stage_name(STAGE, dataset, model)
 
 
 def folder(dataset: str, model: str) -> Path:

@@ -48,6 +48,7 @@ from pathlib import Path
 import yaml
 
 from ultrasound_transfer.common import PipelineError, log
+from ultrasound_transfer.outputs import training_record
 from ultrasound_transfer.parameters import check_params
 from ultrasound_transfer.paths import RAW_DIR
 from ultrasound_transfer.study.experiments import (
@@ -275,8 +276,9 @@ def assemble(clone: Path, point: GridPoint, base_params: str) -> list[str]:
     output = run_command(command, clone, f"{point.name}: assembly")
     run_command([*DVC, "exp", "push", "origin", point.name], clone, f"{point.name}: dvc exp push")
     ran = executed_stages(output)
-    retrained = [stage for stage in ran if stage.startswith("finetune@")]
-    restored = [stage for stage in restored_stages(output) if stage.startswith("finetune@")]
+    finetune = f"{training_record.STAGE}@"
+    retrained = [stage for stage in ran if stage.startswith(finetune)]
+    restored = [stage for stage in restored_stages(output) if stage.startswith(finetune)]
     log("sweep", f"{point.name}: experiment assembled ({len(restored)} stages from the run-cache; ran "
         f"{', '.join(ran) or 'nothing'})" + (f"; ran again: {', '.join(retrained)}" if retrained else ""))
     return retrained

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ultrasound_transfer.outputs import training_record
 from ultrasound_transfer.study.experiments import DVC
 
 SWEEP_REMOTE = "sweep"
@@ -77,7 +78,7 @@ class Unit:
 
     @property
     def targets(self) -> list[str]:
-        return [f"finetune@{self.dataset}-{self.model}"]
+        return [training_record.stage(self.dataset, self.model)]
 
 
 @dataclass
