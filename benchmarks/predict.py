@@ -15,7 +15,7 @@ in one process:
 * the **arithmetic**: multiply-adds per image of the ensemble (prefix + K
   tails) against K whole networks, the gain sharing the prefix can give.
 
-Loading (building K networks, fitting K SVMs) and tracing the ensemble's
+Loading (building K networks from the trained study) and tracing the ensemble's
 graph for the batch shapes are fixed costs per command, reported apart.
 Writes ``benchmarks/results/predict.json`` and ``.md``.
 """
@@ -55,30 +55,39 @@ def scan_folder(dataset: str, count: int, folder: Path) -> list[Path]:
 
 
 def measure(dataset: str, model_name: str, files: list[Path]) -> dict:
-    from ultrasound_transfer.deployment.predict import PREDICT_BATCH, ensemble_probabilities, prediction_rows
-    from ultrasound_transfer.deployment.scans import network_squares, read_scans
+    from ultrasound_transfer.deployment.predict import (
+        PREDICT_BATCH,
+        ensemble_probabilities,
+        frame_rows,
+        in_batches,
+        squared_frames,
+    )
     from ultrasound_transfer.deployment.trained import load_trained_network
     from ultrasound_transfer.networks.backbones import to_network_input
     from ultrasound_transfer.networks.cost import split_macs
-    from ultrasound_transfer.parameters import load_settings
 
-    settings = load_settings()
-    loading, trained = timed(lambda: load_trained_network(dataset, model_name, settings))
+    loading, trained = timed(lambda: load_trained_network(dataset, model_name))
+    size = trained.image_size
     # Trace both batch shapes the timed calls use (full batches and the last, shorter one), apart: tracing is a
     # fixed cost of a command, like loading, not a cost per image.
-    warm = np.zeros((PREDICT_BATCH + len(files) % PREDICT_BATCH, settings.image_size, settings.image_size), np.float32)
-    tracing, _ = timed(lambda: ensemble_probabilities(trained, warm))
+    tracing, _ = timed(lambda: [ensemble_probabilities(trained, np.zeros((n, size, size), np.float32))
+                                for n in {PREDICT_BATCH, len(files) % PREDICT_BATCH or PREDICT_BATCH}])
 
     def predict_files():
-        frames, problems = read_scans(files)
-        squares = network_squares(frames, image_size=settings.image_size, resize=settings.normalize.resize)
-        return prediction_rows(trained, frames, problems, ensemble_probabilities(trained, squares)), squares
+        """What the command does after loading: frames streamed through, a batch at a time, into rows."""
+        rows, squares = [], []
+        for batch in in_batches(squared_frames(files, image_size=size, resize=trained.resize), PREDICT_BATCH):
+            batch_squares = np.stack([frame.square for frame in batch])
+            rows += frame_rows(trained, batch, ensemble_probabilities(trained, batch_squares))
+            squares.append(batch_squares)
+        return rows, np.concatenate(squares)
 
     whole, (table, squares) = timed(predict_files)
     forward, _ = timed(lambda: ensemble_probabilities(trained, squares))
     inputs = to_network_input(squares.astype(np.uint8), model_name)
     for fold in trained.folds:
-        fold.predict(inputs[:len(warm)], batch_size=PREDICT_BATCH, verbose=0)     # traced, as the ensemble was
+        fold.predict(inputs[:PREDICT_BATCH + len(files) % PREDICT_BATCH], batch_size=PREDICT_BATCH,
+                     verbose=0)     # traced, as the ensemble was
     plain, _ = timed(lambda: [fold.predict(inputs, batch_size=PREDICT_BATCH, verbose=0) for fold in trained.folds])
     macs = split_macs(trained.folds[0])
     k = len(trained.folds)

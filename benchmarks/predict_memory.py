@@ -68,7 +68,8 @@ def trained_copy(rev: str | None, folder: Path) -> Path:
         listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
                                 capture_output=True, text=True, check=True).stdout
         for relative in filter(None, listed.split("\0")):
-            if (REPO / relative).is_file() and not relative.startswith(("metrics/", "dvc.lock")):
+            generated = relative.startswith(("metrics/", "dvc.lock")) and not relative.endswith(".gitkeep")
+            if (REPO / relative).is_file() and not generated:
                 (folder / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(REPO / relative, folder / relative)
     else:

@@ -97,3 +97,27 @@ def test_readme_links_point_to_pages_that_exist():
 def test_every_page_is_in_the_site_navigation():
     nav = (REPO / "mkdocs.yml").read_text()
     assert all(page.name in nav for page in PAGES if page.parent.name == "docs")
+
+
+def readme_layout() -> str:
+    text = (REPO / "README.md").read_text()
+    return text.split("[start:layout]")[1].split("[end:layout]")[0]
+
+
+def test_the_layout_map_names_every_module_and_nothing_that_is_gone():
+    """One map of the repository, the README's (docs/development.md includes it): every package's modules, the
+    package's own modules and the benchmarks are named there; every folder it names exists."""
+    layout = readme_layout()
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*(?:\.py)?", layout))
+    package = REPO / "ultrasound_transfer"
+    missing = []
+    for wing in sorted(p for p in package.iterdir() if (p / "__init__.py").is_file()):
+        missing += [f"{wing.name}/{m.stem}" for m in sorted(wing.glob("*.py")) if m.stem != "__init__"
+                    and m.stem not in words] + ([f"{wing.name}/"] if f"{wing.name}/" not in layout else [])
+    missing += [m.name for m in sorted(package.glob("*.py")) if not m.name.startswith("__") and m.name not in words]
+    missing += [m.stem for m in sorted((REPO / "benchmarks").glob("*.py")) if m.stem not in ("__init__", "results")
+                and m.stem not in words]
+    assert missing == [], "README.md's layout does not name these"
+    named_folders = re.findall(r"^\s*([a-z_]+)/\s", layout, flags=re.MULTILINE)
+    assert all((package / f).is_dir() or (REPO / f).is_dir() for f in named_folders), named_folders
+    assert '--8<-- "README.md:layout"' in (REPO / "docs/development.md").read_text()

@@ -149,3 +149,10 @@ def test_a_malformed_labels_csv_is_refused_naming_the_file(tmp_path, content):
     (raw / "labels.csv").write_bytes(content)
     with pytest.raises(PipelineError, match=r"labels.csv is not a readable CSV|labels.csv lists no images|lacks columns"):
         datasets.scan("salivary", raw)
+
+
+def test_every_published_dataset_name_has_its_source_and_reader():
+    from ultrasound_transfer.choices import DATASETS, PHANTOMS, PUBLISHED_DATASETS
+
+    assert set(datasets.SOURCES) == set(PUBLISHED_DATASETS) and set(DATASETS) == set(PHANTOMS) | set(datasets.SOURCES)
+    assert all(callable(getattr(datasets, f"scan_{name}", None)) for name in PUBLISHED_DATASETS)

@@ -61,3 +61,14 @@ def test_the_map_lights_the_region_that_raises_the_malignant_score():
     (cam,) = grad_cam(corner_network(), image, "last_conv")
     assert cam[:12, :12].min() >= 0 and cam[2:10, 3:11].mean() > 0
     assert np.unravel_index(cam.argmax(), cam.shape) < (12, 12) and cam[16:, 16:].max() == 0
+
+
+def test_an_overlay_name_fits_the_file_system_whatever_the_scans_name():
+    from ultrasound_transfer.deployment.gradcam import picture_name
+    from ultrasound_transfer.deployment.predict import SquaredFrame
+
+    square = np.zeros((8, 8), np.float32)
+    long_name = "x" * 246 + ".png"                       # a legal name: 250 bytes
+    names = [picture_name(i, SquaredFrame(f"scans/{long_name}", frame, square, "")) for i, frame in ((1, 1), (2, 3))]
+    assert all(len(name.encode()) <= 255 for name in names) and len(set(names)) == 2
+    assert names[1].endswith("-frame3.png") and names[0].startswith("0001-xxx")

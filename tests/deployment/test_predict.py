@@ -41,3 +41,30 @@ def test_an_out_that_names_a_scan_being_read_is_refused_even_if_it_looks_like_a_
     scan.write_text("file,frame,status,note\n")
     with pytest.raises(PipelineError, match=r"is one of the scans being read"):
         run_predict(PredictRequest(dataset="phantom", model="VGG16", paths=[str(scan)], out=scan))
+
+
+def test_frames_are_squared_as_they_stream_holding_one_full_frame_at_a_time(tmp_path):
+    """Six 9-megapixel frames: the peak is about one decoded frame, not six (nor two)."""
+    import tracemalloc
+
+    import cv2
+    import numpy as np
+
+    from ultrasound_transfer.deployment.predict import squared_frames
+
+    rng = np.random.default_rng(0)
+    side = 3000
+    files = []
+    for i in range(6):
+        frame = cv2.resize(rng.integers(0, 256, (30, 30), dtype=np.uint8), (side, side),
+                           interpolation=cv2.INTER_NEAREST)
+        files.append(tmp_path / f"large{i}.png")
+        cv2.imwrite(str(files[-1]), frame)
+    tracemalloc.start()
+    try:
+        squares = [item.square for item in squared_frames(files, image_size=32, resize="letterbox")]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(squares) == 6 and squares[0].shape == (32, 32)
+    assert peak < 1.5 * side * side, f"{peak / 1e6:.1f} MB for frames of {side * side / 1e6:.0f} MB"

@@ -5,6 +5,7 @@ import numpy as np
 
 from tests.miniatures import phantom_pixels
 from ultrasound_transfer.evaluation.novelty import (
+    RULES_SIDE,
     fit_novelty,
     frame_problem,
     neighbour_correlation,
@@ -48,3 +49,21 @@ def test_a_feature_that_barely_varies_over_the_training_images_does_not_dominate
     assert reference.novelty(typical)[0] < 3
     unshrunk = np.mean(((typical - training.mean(0)) / training.std(0)) ** 2)
     assert unshrunk > 1e3                     # what a plain diagonal Mahalanobis distance would have said
+
+
+def test_a_large_frame_is_judged_on_its_averaged_reduction_in_little_memory():
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, (3000, 4000), dtype=np.uint8)
+    enlarged = cv2.resize(phantom_pixels(1)[0], (4000, 3000), interpolation=cv2.INTER_NEAREST)
+    tracemalloc.start()
+    try:
+        verdicts = frame_problem(noise), frame_problem(enlarged)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "the frame is noise" in verdicts[0] and verdicts[1] == ""
+    # Bounded by the reduction (a few float32 copies of RULES_SIDE**2 pixels), not by the frame: float copies of
+    # the whole frame would be 4 to 8 times its 12 MB, and of a 400-megapixel frame, gigabytes.
+    assert peak < 4 * RULES_SIDE**2 * 4

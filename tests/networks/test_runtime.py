@@ -60,8 +60,34 @@ def test_data_parallel_is_refused_before_any_work_where_the_backend_has_no_api_f
             pytest.fail("the block must not run")
 
 
-def test_gpu_devices_answers_on_every_backend():
-    assert all(isinstance(device, str) for device in gpu_devices())
+def backend_gpu_count() -> int:
+    """The GPUs the backend itself reports, asked without gpu_devices."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.device_count()
+    import jax
+
+    return sum(device.platform == "gpu" for device in jax.devices())
+
+
+def test_gpu_devices_answers_on_every_backend_as_the_backend_counts(monkeypatch):
+    found = gpu_devices()
+    assert all(isinstance(device, str) for device in found) and len(found) == backend_gpu_count()
+    if keras.backend.backend() != "torch":
+        monkeypatch.setattr(keras.distribution, "list_devices", lambda kind: ["gpu:0", "gpu:1"])
+        assert gpu_devices() == ["gpu:0", "gpu:1"]
+
+        def no_gpu(kind):
+            raise RuntimeError("no GPU")          # as JAX answers where it has none
+
+        monkeypatch.setattr(keras.distribution, "list_devices", no_gpu)
+        assert gpu_devices() == []
 
 
 def test_an_unknown_precision_is_refused_naming_the_parameter():

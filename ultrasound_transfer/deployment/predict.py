@@ -81,8 +81,10 @@ def squared_frames(files: list[Path], *, image_size: int, resize: str) -> Iterat
         if isinstance(item, ScanProblem):
             yield item
             continue
-        yield SquaredFrame(item.file, item.frame, network_square(item.gray, image_size=image_size, resize=resize),
-                           frame_problem(item.gray))
+        squared = SquaredFrame(item.file, item.frame, network_square(item.gray, image_size=image_size, resize=resize),
+                               frame_problem(item.gray))
+        del item                # the full-size frame goes before the next is decoded
+        yield squared
 
 
 def in_batches(items: Iterable, size: int) -> Iterator[list]:

@@ -11,8 +11,9 @@ whose gray levels are constant (standard deviation under
 are uncorrelated (mean lag-1 autocorrelation, across and down, under
 :data:`STRUCTURE_CORRELATION`) holds no structure: speckle and anatomy make
 neighbouring pixels of an ultrasound frame alike (0.56-0.68 on the phantom's
-frames, above 0.9 on clinical ones with their dark surroundings), while
-white or uniform noise, a disconnected probe's, gives about 0.
+frames, whose speckle is finer than a clinical scanner's), while white or
+uniform noise gives about 0.  Both read the frame averaged down to at most
+:data:`RULES_SIDE` px a side, so a frame of any size costs a few MB.
 
 **The network's view** (:class:`NoveltyReference`): each split's feature
 layer (the one its SVM reads) is compared with the images it learned from.
@@ -41,11 +42,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 NOVELTY_QUANTILE = 0.99
 CONSTANT_FRAME_STD = 1.0
 STRUCTURE_CORRELATION = 0.2
+# The frame rules read the frame reduced by pixel averaging to at most this many pixels on its longer side: a
+# 400-megapixel frame would otherwise need gigabytes of float copies. Averaging non-overlapping blocks keeps
+# independent noise independent, and a constant frame constant.
+RULES_SIDE = 512
 
 
 @dataclass(frozen=True)
@@ -83,19 +89,31 @@ def novelty_threshold(held_out: np.ndarray) -> float:
 
 def neighbour_correlation(gray: np.ndarray) -> float:
     """Mean lag-1 autocorrelation of the gray levels, across and down (1 for a constant frame)."""
-    values = np.asarray(gray, dtype=np.float64)
-    values = values - values.mean()
-    variance = float(np.mean(values**2))
+    values = np.asarray(gray, dtype=np.float32)
+    values -= values.mean(dtype=np.float64)
+    variance = float(np.mean(np.square(values), dtype=np.float64))
     if variance == 0:
         return 1.0
-    across = float(np.mean(values[:, 1:] * values[:, :-1]))
-    down = float(np.mean(values[1:] * values[:-1]))
+    across = float(np.mean(values[:, 1:] * values[:, :-1], dtype=np.float64))
+    down = float(np.mean(values[1:] * values[:-1], dtype=np.float64))
     return (across + down) / (2 * variance)
 
 
+def reduced(gray: np.ndarray) -> np.ndarray:
+    """The frame with at most :data:`RULES_SIDE` pixels on its longer side, each the average of the pixels it
+    covers (OpenCV's area interpolation, which works a row at a time)."""
+    scale = RULES_SIDE / max(gray.shape)
+    if scale >= 1:
+        return gray
+    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+
+
 def frame_problem(gray: np.ndarray) -> str:
-    """Why a frame holds no ultrasound image at all (empty when it may hold one)."""
-    if float(np.std(gray)) < CONSTANT_FRAME_STD:
+    """Why a frame holds no ultrasound image at all (empty when it may hold one), read on the frame reduced to
+    :data:`RULES_SIDE` px."""
+    gray = reduced(gray)
+    if float(np.std(gray, dtype=np.float32)) < CONSTANT_FRAME_STD:
         return (f"the frame is blank or uniform (its gray levels vary by less than {CONSTANT_FRAME_STD:g}): not an "
                 "ultrasound image; the call means nothing")
     correlation = neighbour_correlation(gray)
