@@ -48,6 +48,7 @@ import cv2
 import pandas as pd
 from tabulate import tabulate
 
+from ultrasound_transfer.choices import CLASSIFIERS
 from ultrasound_transfer.common import PipelineError, atomic_dir, log, run_stage
 from ultrasound_transfer.evaluation.error_sheets import errors_sheet
 from ultrasound_transfer.evaluation.statistics import compare_classifiers, format_p, holm_adjusted
@@ -56,7 +57,8 @@ from ultrasound_transfer.outputs import summary as summary_output
 from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.settings import Settings
 
-CLASSIFIERS = {"dense": "dense head", "svm": "SVM"}     # the names of choices.CLASSIFIERS as the report prints them
+# How the report names each of choices.CLASSIFIERS.
+CLASSIFIER_LABELS = dict(zip(CLASSIFIERS, ("dense head", "SVM")))
 PRIMARY = "roc_auc"
 # Secondary comparisons, where the dataset has them (two classes: at the operating point).
 SECONDARY = {"sensitivity": "sensitivity", "specificity": "specificity", "balanced_accuracy": "balanced accuracy",
@@ -134,7 +136,7 @@ def external_section(external: dict, models: list[str]) -> list[str]:
     rows = []
     for pair, results in external.items():
         for model in models:
-            for classifier, label in CLASSIFIERS.items():
+            for classifier, label in CLASSIFIER_LABELS.items():
                 gap, image = results[model]["gap"][classifier], results[model]["image"][classifier]
                 rows.append([pair, model, label, f"{value(gap, 'internal_roc_auc'):.3f}",
                              with_interval(image, "roc_auc"),
@@ -229,7 +231,7 @@ def headline_table(results: dict, models: list[str], level: str) -> str:
         figures = results[model].get(level)
         if not figures:
             continue
-        for classifier, label in CLASSIFIERS.items():
+        for classifier, label in CLASSIFIER_LABELS.items():
             f = figures[classifier]
             rows.append([model, label, with_interval(f, "roc_auc"), with_interval(f, "sensitivity"),
                          with_interval(f, "specificity"), f"{value(f, 'brier'):.3f}", f"{value(f, 'ece'):.3f}",
@@ -252,7 +254,7 @@ def reliability_section(summary: dict, models: list[str]) -> list[str]:
                 continue
             bins = sorted({(low, high) for low, high in zip(table["bin_low"], table["bin_high"])}) if bins is None \
                 else sorted(set(bins) | set(zip(table["bin_low"], table["bin_high"])))
-            for classifier, label in CLASSIFIERS.items():
+            for classifier, label in CLASSIFIER_LABELS.items():
                 mine = table[table["series"] == classifier].set_index(["bin_low", "bin_high"])
                 rows.append((model, label, mine))
         if not rows:
@@ -314,7 +316,7 @@ def paper_table(summary: dict, metric: str, models: list[str]) -> str | None:
                                                      for m in models)]
     if not datasets:
         return None
-    headers = ["model"] + [f"{d} {label}" for d in datasets for label in CLASSIFIERS.values()]
+    headers = ["model"] + [f"{d} {label}" for d in datasets for label in CLASSIFIER_LABELS.values()]
     def rank(d: str, m: str, c: str) -> float:
         v = value(summary[d][m]["folds"][c], metric)
         return -math.inf if math.isnan(v) else v

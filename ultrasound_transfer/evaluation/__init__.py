@@ -1,1 +1,2 @@
-"""Scoring the classifiers: the linear SVM, per-fold metrics and paired fold statistics."""
+"""Reading the classifiers: the linear SVM, operating points and calibration, novelty, metrics with intervals over
+groups, paired statistics, the shortcut audit, external validation and the error sheets."""
