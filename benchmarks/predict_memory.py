@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 
 from benchmarks.results import REPO, RESULTS_DIR, markdown_table, write_results
+from tests.conftest import merged
 
 # The study both copies train: small enough to train in seconds, the real pipeline all the same.
 STUDY = {"datasets": ["phantom"], "models": ["VGG16"], "image_size": 32,
@@ -41,15 +42,6 @@ STUDY = {"datasets": ["phantom"], "models": ["VGG16"], "image_size": 32,
          "svm": {"C_grid": [0.1, 1.0], "inner_folds": 2}, "evaluation": {"bootstrap_resamples": 200}}
 LARGE_SIDE = 20000        # px: 400 megapixels
 LARGE_COUNT = 6
-
-
-def merged(base: dict, update: dict) -> dict:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merged(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -1,7 +1,6 @@
 """DICOM frames read as the study's gray frames, from files the tests write with pydicom."""
 
 import re
-import tracemalloc
 from pathlib import Path
 
 import cv2
@@ -11,6 +10,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 
+from tests.memory import traced_peak
 from tests.miniatures import phantom_pixels
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.data.dicom import (
@@ -304,23 +304,13 @@ def test_a_colour_cine_loop_turns_gray_frame_by_frame_as_colour_pngs_do(tmp_path
     assert len(frames) == 3 and all(np.array_equal(a, b) for a, b in zip(frames, expected))
 
 
-def peak_bytes(consume) -> int:
-    """The peak of memory traced (numpy's arrays included) while ``consume()`` runs."""
-    tracemalloc.start()
-    try:
-        consume()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_a_long_cine_loop_is_read_one_frame_at_a_time(tmp_path):
     frame = np.tile(phantom_pixels(1)[0], (4, 4))                  # 256 x 256
     write_dicom(tmp_path / "one.dcm", frame, "MONOCHROME2")
     write_dicom(tmp_path / "loop.dcm", np.repeat(frame[None], 120, axis=0), "MONOCHROME2", bits_stored=8)
-    one = peak_bytes(lambda: [None for _ in iter_dicom_frames(tmp_path / "one.dcm")])
-    loop = peak_bytes(lambda: [None for _ in iter_dicom_frames(tmp_path / "loop.dcm")])
-    whole = peak_bytes(lambda: read_dicom_frames(tmp_path / "loop.dcm"))
+    one = traced_peak(lambda: [None for _ in iter_dicom_frames(tmp_path / "one.dcm")])
+    loop = traced_peak(lambda: [None for _ in iter_dicom_frames(tmp_path / "loop.dcm")])
+    whole = traced_peak(lambda: read_dicom_frames(tmp_path / "loop.dcm"))
     assert loop < 1.5 * one, (loop, one)                       # as one frame, not 120
     assert whole > 120 * frame.nbytes > 1.5 * one               # keeping them all would show (the test can fail)
 

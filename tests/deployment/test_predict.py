@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from tests.memory import traced_peak
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.deployment.predict import PredictRequest, run_predict
 
@@ -45,8 +46,6 @@ def test_an_out_that_names_a_scan_being_read_is_refused_even_if_it_looks_like_a_
 
 def test_frames_are_squared_as_they_stream_holding_one_full_frame_at_a_time(tmp_path):
     """Six 9-megapixel frames: the peak is about one decoded frame, not six (nor two)."""
-    import tracemalloc
-
     import cv2
     import numpy as np
 
@@ -60,11 +59,8 @@ def test_frames_are_squared_as_they_stream_holding_one_full_frame_at_a_time(tmp_
                            interpolation=cv2.INTER_NEAREST)
         files.append(tmp_path / f"large{i}.png")
         cv2.imwrite(str(files[-1]), frame)
-    tracemalloc.start()
-    try:
-        squares = [item.square for item in squared_frames(files, image_size=32, resize="letterbox")]
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    squares = []
+    peak = traced_peak(lambda: squares.extend(item.square for item in squared_frames(files, image_size=32,
+                                                                                      resize="letterbox")))
     assert len(squares) == 6 and squares[0].shape == (32, 32)
     assert peak < 1.5 * side * side, f"{peak / 1e6:.1f} MB for frames of {side * side / 1e6:.0f} MB"

@@ -1,13 +1,13 @@
 """Files and folders to frames: what is read, what is refused at once, what becomes an error row."""
 
 import shutil
-import tracemalloc
 
 import cv2
 import numpy as np
 import pytest
 
 from tests.data.test_dicom import dicom_dataset, raw_data_set, rle_loop_with_a_bad_third_frame, write_dicom
+from tests.memory import traced_peak
 from tests.miniatures import phantom_pixels, write
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.data.imaging import fit_square
@@ -144,16 +144,6 @@ def test_a_file_that_fails_partway_gives_its_frames_then_a_problem_and_read_scan
     assert [f.file.split("/")[-1] for f in frames] == ["a.png"] and [p.file for p in problems] == [str(bad)]
 
 
-def peak_while(consume) -> int:
-    """The peak of memory traced (numpy's arrays, OpenCV's decoded images included) while ``consume()`` runs."""
-    tracemalloc.start()
-    try:
-        consume()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def discard_all(files) -> None:
     for item in iter_scan_frames(files):
         assert isinstance(item, Frame)
@@ -165,9 +155,9 @@ def test_memory_stays_near_one_frame_however_many_files_are_read(tmp_path):
     write(tmp_path / "scan0.png", frame)
     files = [tmp_path / "scan0.png"] + [shutil.copy(tmp_path / "scan0.png", tmp_path / f"scan{i}.png")
                                         for i in range(1, 6)]
-    one = peak_while(lambda: discard_all(files[:1]))
-    six = peak_while(lambda: discard_all(files))
-    kept = peak_while(lambda: read_scans(files))
+    one = traced_peak(lambda: discard_all(files[:1]))
+    six = traced_peak(lambda: discard_all(files))
+    kept = traced_peak(lambda: read_scans(files))
     assert frame.nbytes <= one < 2.5 * frame.nbytes, one
     assert six < 1.2 * one, (six, one)                          # near one frame, not six
     assert kept > 6 * frame.nbytes                              # keeping them would show (the test can fail)

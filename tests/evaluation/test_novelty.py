@@ -3,6 +3,7 @@
 import cv2
 import numpy as np
 
+from tests.memory import traced_peak
 from tests.miniatures import phantom_pixels
 from ultrasound_transfer.evaluation.novelty import (
     RULES_SIDE,
@@ -52,17 +53,11 @@ def test_a_feature_that_barely_varies_over_the_training_images_does_not_dominate
 
 
 def test_a_large_frame_is_judged_on_its_averaged_reduction_in_little_memory():
-    import tracemalloc
-
     rng = np.random.default_rng(3)
     noise = rng.integers(0, 256, (3000, 4000), dtype=np.uint8)
     enlarged = cv2.resize(phantom_pixels(1)[0], (4000, 3000), interpolation=cv2.INTER_NEAREST)
-    tracemalloc.start()
-    try:
-        verdicts = frame_problem(noise), frame_problem(enlarged)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    verdicts = []
+    peak = traced_peak(lambda: verdicts.extend((frame_problem(noise), frame_problem(enlarged))))
     assert "the frame is noise" in verdicts[0] and verdicts[1] == ""
     # Bounded by the reduction (a few float32 copies of RULES_SIDE**2 pixels), not by the frame: float copies of
     # the whole frame would be 4 to 8 times its 12 MB, and of a 400-megapixel frame, gigabytes.
