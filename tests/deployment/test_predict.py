@@ -20,8 +20,9 @@ def test_an_out_that_is_a_folder_or_lies_under_a_file_is_refused_before_any_scan
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-def test_an_out_that_is_not_an_earlier_table_of_predict_is_never_replaced(tmp_path):
+def test_an_out_that_is_not_an_earlier_table_of_predict_is_never_replaced(tmp_path, monkeypatch):
     """params.yaml, a pipeline output, a scan: --out refuses them all before any network is built."""
+    monkeypatch.chdir(tmp_path)             # no trained study here: an accepted --out meets that refusal next
     scan = tmp_path / "scan.png"
     scan.write_bytes(b"\x89PNG not really")
     params = tmp_path / "params.yaml"
