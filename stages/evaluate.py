@@ -47,13 +47,22 @@ one-vs-rest for more than two classes) and
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
 from ultrasound_transfer.choices import CLASSIFIERS
 from ultrasound_transfer.common import PipelineError, Stopwatch, load_params, log, parse_args, run_stage
-from ultrasound_transfer.evaluation.cases import case_headline, cases_straddle_folds, has_multi_image_cases
+from ultrasound_transfer.evaluation.cases import (
+    case_headline,
+    case_threshold,
+    cases_straddle_folds,
+    has_multi_image_cases,
+)
 from ultrasound_transfer.evaluation.classifiers import (
+    FittedDense,
+    FittedSvm,
     SplitClassifiers,
     SplitReading,
     fit_dense_reading,
@@ -71,8 +80,10 @@ from ultrasound_transfer.outputs.folds import load_fold_groups, load_split_names
 from ultrasound_transfer.outputs.prepared import check_class_names, class_names_of, dataset_facts, load_manifest
 from ultrasound_transfer.outputs.provenance import code_revision
 from ultrasound_transfer.outputs.training_record import (
+    NetworkRecipe,
     TrainingRecord,
     dense_probabilities,
+    load_recipe,
     load_record,
     part_rows,
     svm_training_rows,
@@ -89,33 +100,78 @@ def headline(predictions: pd.DataFrame, manifest: pd.DataFrame, class_names: lis
     pooled = {name: cv_results.pooled_from_table(predictions, name, class_names) for name in CLASSIFIERS}
     options = interval_options(settings.evaluation, seed=settings.seed)
     result = {"image": headline_with_intervals(pooled, **options)}
-    cases = predictions["case"].astype(str).to_numpy()
+    raw_dense_name = cv_results.RAW_DENSE
+    if cv_results.prob_column(raw_dense_name, class_names[-1]) in predictions:     # beside, labelled, not compared
+        raw = cv_results.pooled_from_table(predictions, raw_dense_name, class_names)
+        result["image"] |= headline_with_intervals({raw_dense_name: raw}, **options)
+    units = predictions["group"].astype(str).to_numpy()       # a case with its near-copies
     if len(class_names) == 2 and has_multi_image_cases(manifest["case"].astype(str).to_numpy()):
-        if cases_straddle_folds(cases, predictions["split"].to_numpy(), predictions["repeat"].to_numpy()):
+        if cases_straddle_folds(units, predictions["split"].to_numpy(), predictions["repeat"].to_numpy()):
             log("evaluate", "cases straddle test folds (cv.grouping = none): no case-level figures")
         else:
-            result["case"] = case_headline(pooled, cases=cases, case_score=settings.evaluation.case_score,
+            by_case = {name: cv_results.pooled_from_table(predictions, name, class_names, level="case")
+                       for name in CLASSIFIERS}
+            result["case"] = case_headline(by_case, cases=units, case_score=settings.evaluation.case_score,
                                            options=options)
     return result
 
 
+def with_case_thresholds(dense: FittedDense, svm: FittedSvm, *, labels: np.ndarray, dense_validation: np.ndarray,
+                         svm_validation: np.ndarray, units: np.ndarray,
+                         settings: Settings) -> tuple[FittedDense, FittedSvm]:
+    """Both classifiers with their case-level operating points, chosen on the validation cases
+    (:func:`ultrasound_transfer.evaluation.cases.case_threshold`)."""
+    def chosen(probabilities: np.ndarray, image_threshold: float) -> float:
+        return case_threshold(labels, probabilities[:, 1], units=units, evaluation=settings.evaluation,
+                              argmax_threshold=image_threshold)
+
+    return (replace(dense, case_threshold=chosen(dense.calibrated(dense_validation), dense.threshold)),
+            replace(svm, case_threshold=chosen(svm.read(svm_validation).probabilities, svm.threshold)))
+
+
 def fit_split(k: int, features: np.ndarray, record: TrainingRecord, *, labels: np.ndarray, groups: np.ndarray,
-              ids: np.ndarray, test: np.ndarray, class_names: list[str], settings: Settings) -> SplitClassifiers:
-    """Everything split ``k`` fits beside its network, on its training part only: the dense head's operating
-    point and the SVM (on the validation images), and the novelty reference (the SVM's training images, scaled by
-    its test images, which no choice here reads)."""
+              ids: np.ndarray, test: np.ndarray, class_names: list[str], settings: Settings,
+              case_units: np.ndarray | None) -> SplitClassifiers:
+    """Everything split ``k`` fits beside its network, on its training part only: the dense head's calibration
+    and operating point and the SVM (on the validation images; at case level too, where ``case_units`` gives
+    each image's case), and the novelty reference (the SVM's training images, scaled by its test images, which no
+    choice here reads)."""
     train = svm_training_rows(record.parts, k, ids, settings.svm.train_on)
     fit, validation = part_rows(record.parts, k, ids, "fit"), part_rows(record.parts, k, ids, "validation")
     if np.intersect1d(train, test).size or np.intersect1d(validation, test).size:
         raise PipelineError(f"{record.folder / training_record.FOLD_PARTS} puts test images of split {k} in its "
                             f"training part; it does not match the folds: rerun "
                             f"'dvc repro {training_record.stage(record.dataset, record.model)}'.")
-    dense = fit_dense_reading(labels[validation], dense_probabilities(record, k, "validation", ids[validation],
-                                                                      class_names),
-                              n_train=len(fit), evaluation=settings.evaluation)
+    dense_validation = dense_probabilities(record, k, "validation", ids[validation], class_names)
+    dense = fit_dense_reading(labels[validation], dense_validation, n_train=len(fit), evaluation=settings.evaluation)
     svm = fit_svm_reading(features, labels, groups, train=train, validation=validation, svm=settings.svm,
                           evaluation=settings.evaluation, seed=settings.seed)
+    if case_units is not None and len(class_names) == 2 and len(validation):
+        dense, svm = with_case_thresholds(dense, svm, labels=labels[validation], dense_validation=dense_validation,
+                                          svm_validation=features[validation], units=case_units[validation],
+                                          settings=settings)
     return SplitClassifiers(k, dense, svm, fit_novelty(features[train], features[test]))
+
+
+def run_facts(recipe: NetworkRecipe, settings: Settings) -> dict:
+    """What the run is, for a reader of the figures: the network's recipe (initial weights, input, strategy,
+    epochs, backend) and how the classifiers were fitted."""
+    return {"weights": recipe.weights, "image_size": recipe.preprocessing.image_size,
+            "resize": recipe.preprocessing.resize, "ft_fraction": recipe.ft_fraction,
+            "epochs": recipe.provenance.get("params", {}).get("finetune", {}).get("epochs"),
+            "backend": recipe.backend, "dense_calibration": settings.evaluation.dense_calibration,
+            "svm_C_selection": settings.svm.C_selection if settings.svm.C_grid else "fixed"}
+
+
+def raw_dense(record: TrainingRecord, k: int, *, labels: np.ndarray, ids: np.ndarray, class_names: list[str],
+              settings: Settings) -> FittedDense:
+    """Split ``k``'s dense head as the paper reads it: the raw softmax, its threshold chosen on the same
+    validation images by the same rule."""
+    validation = part_rows(record.parts, k, ids, "validation")
+    return fit_dense_reading(labels[validation], dense_probabilities(record, k, "validation", ids[validation],
+                                                                     class_names),
+                             n_train=len(part_rows(record.parts, k, ids, "fit")),
+                             evaluation=replace(settings.evaluation, dense_calibration="none"))
 
 
 def main(argv: list[str]) -> None:
@@ -129,28 +185,36 @@ def main(argv: list[str]) -> None:
     record = load_record(dataset, model_name)
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
+    # Case level where cases have several images: a case joined with its near-copies (the manifest's group).
+    case_units = (manifest["group"].astype(str).to_numpy()
+                  if has_multi_image_cases(manifest["case"].astype(str).to_numpy()) else None)
 
     fold_rows, prediction_tables, fitted, held_out, C_on_edge = [], [], [], [], 0
     for k, (test, (repeat, fold)) in enumerate(zip(folds, names), start=1):
         features = load_fold_features(dataset, model_name, k, ids=ids, layer=settings.feature_layer)
         split = fit_split(k, features, record, labels=labels, groups=groups, ids=ids, test=test,
-                          class_names=class_names, settings=settings)
+                          class_names=class_names, settings=settings, case_units=case_units)
         fitted.append(split)
         held_out.append(split.novelty.novelty(features[test]))
-        readings: dict[str, SplitReading] = {
-            "dense": split.dense.read(dense_probabilities(record, k, "test", ids[test], class_names)),
-            "svm": split.svm.read(features[test]),
-        }
+        softmax = dense_probabilities(record, k, "test", ids[test], class_names)
+        readings: dict[str, SplitReading] = {"dense": split.dense.read(softmax), "svm": split.svm.read(features[test])}
         table = pd.DataFrame({"id": ids[test], "repeat": repeat, "fold": fold, "split": k, "true": labels[test],
                               "true_class": [class_names[c] for c in labels[test]],
                               "group": manifest["group"].to_numpy()[test], "case": manifest["case"].to_numpy()[test]})
+        case_thresholds = {"dense": split.dense.case_threshold, "svm": split.svm.case_threshold}
         for name, reading in readings.items():
             cv_results.add_classifier_columns(table, name, probabilities=reading.probabilities,
                                               thresholds=reading.threshold, called=reading.called,
                                               argmax=reading.argmax, class_names=class_names)
+            table[cv_results.case_threshold_column(name)] = case_thresholds[name]
             fold_rows.append({"classifier": name, "repeat": repeat, "fold": fold, "split": k,
                               "n_train": reading.n_train, "n_test": len(test),
                               **split_metrics(labels[test], reading, class_names), "svm_C": reading.C})
+        if split.dense.platt is not None:
+            raw = raw_dense(record, k, labels=labels, ids=ids, class_names=class_names, settings=settings)
+            cv_results.add_classifier_columns(table, cv_results.RAW_DENSE, probabilities=softmax,
+                                              thresholds=raw.threshold, called=raw.read(softmax).called,
+                                              class_names=class_names)
         prediction_tables.append(table)
         C = readings["svm"].C
         if svm_cfg.C_grid and C in (min(svm_cfg.C_grid), max(svm_cfg.C_grid)):
@@ -174,6 +238,7 @@ def main(argv: list[str]) -> None:
                          if c not in ("classifier", "repeat", "fold", "split", "n_test", "svm_C")]
     freezing = record.freezing
     metrics = {
+        "run": run_facts(load_recipe(dataset, model_name), settings),
         "data": dataset_facts(manifest, class_names),
         **headline(predictions, manifest, class_names, settings),
         "folds": {name: summarize_folds(per_fold.loc[per_fold["classifier"] == name, per_split_metrics]

@@ -109,8 +109,9 @@ def check_inner_splits(labels: np.ndarray, groups: np.ndarray, splits: list[dict
     fraction, svm = settings.finetune.validation_fraction, settings.svm
     # Platt scaling on out-of-inner-fold decision values (two classes only) when no unseen validation images serve.
     calibrates_by_inner_folds = len(class_names) == 2 and (svm.train_on == "training" or fraction == 0)
-    purposes = [p for p, needed in (("choosing C", bool(svm.C_grid)), ("calibrating the SVM",
-                                                                      calibrates_by_inner_folds)) if needed]
+    chooses_by_inner_folds = bool(svm.C_grid) and svm.C_selection == "inner"
+    purposes = [p for p, needed in (("choosing C", chooses_by_inner_folds), ("calibrating the SVM",
+                                                                           calibrates_by_inner_folds)) if needed]
     for k, split in enumerate(splits, start=1):
         train = np.setdiff1d(np.arange(len(labels)), split["test_indices"])
         where = f"repeat {split['repeat']} fold {split['fold']}"
@@ -124,8 +125,8 @@ def check_inner_splits(labels: np.ndarray, groups: np.ndarray, splits: list[dict
         label, n_groups = fewest_groups_per_class(labels[learns], groups[learns])
         if purposes and n_groups < svm.inner_folds:
             fixes = ([f"lower svm.inner_folds to {n_groups}"] if n_groups >= 2 else []) + ["lower cv.n_splits"]
-            if svm.C_grid:
-                fixes.append("set svm.C_grid to [] (a fixed svm.C)")
+            if chooses_by_inner_folds:
+                fixes.append("set svm.C_grid to [] (a fixed svm.C), or svm.C_selection: validation")
             if calibrates_by_inner_folds:
                 fixes.append("use svm.train_on: fit with finetune.validation_fraction > 0 (calibration on the "
                              "validation images)")

@@ -151,14 +151,14 @@ def main(argv: list[str]) -> None:
     if not keep:
         raise PipelineError(f"{raw_dir}: no usable image is left; see the reasons above.")
     candidates, distances = reindex_pairs(candidates, distances, keep, len(rows))
-    stack, rows = stack[keep], [rows[i] for i in keep]
+    stack, prints, rows = stack[keep], prints[keep], [rows[i] for i in keep]
     manifest = build_manifest(dataset, rows, candidates[distances <= threshold])
     near = {"threshold": threshold, "pairs": int((distances <= threshold).sum()), "cross_label": cross_label}
     report = dataset_report(manifest, scan.ignored, excluded, conflicts, near)
     report["resize"] = cfg.resize
     report["shortcut_audit"] = shortcut_audit(manifest, warning_auc=cfg.shortcut_warning_auc)
     sheet = closest_pairs_sheet(stack, manifest, candidates, distances, threshold=threshold)
-    write_prepared(dataset, images=stack, manifest=manifest, report=report,
+    write_prepared(dataset, images=stack, manifest=manifest, report=report, fingerprints=prints,
                    preprocessing=Preprocessing(image_size=size, resize=cfg.resize, gray=GRAY_CONVERSION),
                    draw_sheet=lambda path: cv2.imwrite(str(path), sheet))
     print(report_table(dataset, report), flush=True)

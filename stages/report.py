@@ -50,6 +50,7 @@ from tabulate import tabulate
 
 from ultrasound_transfer.choices import CLASSIFIERS
 from ultrasound_transfer.common import PipelineError, atomic_dir, log, run_stage
+from ultrasound_transfer.data.reference_standards import REFERENCE_STANDARDS, SYNTHETIC
 from ultrasound_transfer.evaluation.error_sheets import errors_sheet
 from ultrasound_transfer.evaluation.statistics import compare_classifiers, format_p, holm_adjusted
 from ultrasound_transfer.outputs import cv_results, external_results, folds, prepared
@@ -130,7 +131,7 @@ def audit_section(audits: dict) -> list[str]:
 
 
 def external_section(external: dict, models: list[str]) -> list[str]:
-    """External validation: per pair, network and classifier, internal and external ROC-AUC and the gap."""
+    """External validation: per pair, network and classifier, split by split (like for like) and the ensemble."""
     if not external:
         return []
     rows = []
@@ -139,18 +140,22 @@ def external_section(external: dict, models: list[str]) -> list[str]:
             for classifier, label in CLASSIFIER_LABELS.items():
                 gap, image = results[model]["gap"][classifier], results[model]["image"][classifier]
                 rows.append([pair, model, label, f"{value(gap, 'internal_roc_auc'):.3f}",
-                             with_interval(image, "roc_auc"),
+                             f"{value(gap, 'external_roc_auc'):.3f}",
                              with_interval(gap, "external_minus_internal_roc_auc", signed=True),
-                             with_interval(image, "sensitivity"), with_interval(image, "specificity"),
-                             f"{value(image, 'brier'):.3f}", f"{value(image, 'ece'):.3f}"])
+                             with_interval(gap, "external_minus_internal_sensitivity", signed=True),
+                             with_interval(gap, "external_minus_internal_specificity", signed=True),
+                             with_interval(image, "roc_auc"), with_interval(image, "sensitivity"),
+                             with_interval(image, "specificity")])
     return ["", "## External validation: trained on one dataset, read on another", "",
-            "The ensemble of the training dataset's split networks (mean probability, mean operating point; "
-            "nothing learns from the test dataset) on every image of the test dataset, beside its cross-validated "
-            "(internal) ROC-AUC. Intervals: bootstrap over the test dataset's groups; the gap's resamples both "
-            "datasets' groups independently.", "",
-            tabulate(rows, headers=["train-to-test", "network", "classifier", "internal ROC-AUC", "external ROC-AUC",
-                                    "gap (external − internal)", "sensitivity", "specificity", "Brier", "ECE"],
-                     tablefmt="github", disable_numparse=True)]
+            "Split by split, like for like: each split's network with its own classifiers, calibration and "
+            "threshold, read on its own test fold (internal) and on every image of the test dataset (external), "
+            "averaged over the splits; the gap's interval resamples both datasets' groups, every split recomputed. "
+            "Beside it, the deployed model: the ensemble of the splits (mean probability, mean operating point) "
+            "on the test dataset, intervals over its groups. Nothing learns from the test dataset.", "",
+            tabulate(rows, headers=["train-to-test", "network", "classifier", "internal ROC-AUC (per split)",
+                                    "external ROC-AUC (per split)", "gap, ROC-AUC", "gap, sensitivity",
+                                    "gap, specificity", "ensemble: ROC-AUC", "ensemble: sensitivity",
+                                    "ensemble: specificity"], tablefmt="github", disable_numparse=True)]
 
 
 def adjust_primary(summary: dict) -> dict:
@@ -219,6 +224,102 @@ def data_section(summary: dict, settings: Settings) -> list[str]:
     ]
 
 
+# The smallest ROC-AUC difference worth detecting, against which a design is called underpowered: the paper
+# reports the SVM about 6 % above the dense head; a design that cannot detect 0.05 can neither confirm nor
+# refute that.
+MEANINGFUL_AUC_DIFFERENCE = 0.05
+WEIGHTS_MEANING = {"none": "random (`weights: none`): the offline demo's networks, not transfer-learned ones",
+                   "imagenet": "ImageNet (keras.applications)"}
+
+
+def run_facts(summary: dict) -> dict:
+    """The run's facts (evaluate's ``run`` section), the same for every network; where they differ, each."""
+    facts = [results[model].get("run", {}) for results in summary.values() for model in results]
+    keys = dict.fromkeys(key for f in facts for key in f)
+    return {key: ({f.get(key) for f in facts}.pop() if len({repr(f.get(key)) for f in facts}) == 1
+                  else " / ".join(sorted({str(f.get(key)) for f in facts}))) for key in keys}
+
+
+def run_section(summary: dict, settings: Settings) -> list[str]:
+    """What the run is: data and its reference standard, initial weights, input, strategy, folds."""
+    facts = run_facts(summary)
+    rows = []
+    for dataset in summary:
+        record = folds.load_record(dataset)
+        kind = "synthetic" if dataset in SYNTHETIC else "real"
+        rows.append([dataset, kind, REFERENCE_STANDARDS.get(dataset, "—"),
+                     f"{record['n_splits']} × {record.get('repeats', 1)}"])
+    weights = str(facts.get("weights", "—"))
+    lines = ["## What this run is", "",
+             tabulate(rows, headers=["dataset", "data", "reference standard (what the labels are)",
+                                     "folds × repeats"], tablefmt="github", disable_numparse=True), "",
+             f"Networks {', '.join(settings.models)}; initial weights {WEIGHTS_MEANING.get(weights, f'`{weights}`')}; "
+             f"input {facts.get('image_size', '—')} px squared by `{facts.get('resize', '—')}`; `ft_fraction` "
+             f"{facts.get('ft_fraction', '—')}; up to {facts.get('epochs', '—')} epochs with early stopping; "
+             f"Keras on {facts.get('backend', '—')}. The SVM's C chosen "
+             + {"validation": "on each split's validation images", "inner": "by inner CV on its training images",
+                "fixed": "fixed (`svm.C`)"}.get(str(facts.get("svm_C_selection")), str(facts.get("svm_C_selection")))
+             + "; the dense head's softmax "
+             + ("Platt-scaled on the same validation images as the SVM's decision values, so both are read alike"
+                if facts.get("dense_calibration") == "platt" else "read raw (`evaluation.dense_calibration: none`)")
+             + "."]
+    synthetic, random = all(d in SYNTHETIC for d in summary), weights == "none"
+    if synthetic or random:
+        lines += ["", "**What it cannot show**: " + " and ".join(
+            part for part, applies in (("the data are synthetic", synthetic),
+                                       ("the backbones start from random weights", random)) if applies)
+            + "; its figures show that the study runs end to end, not what transfer learning does on "
+            "ultrasound (`ultrasound-transfer protocol paper` runs the paper's study)."]
+    return lines
+
+
+def precision_section(summary: dict, models: list[str]) -> list[str]:
+    """How precise the design can be: the primary difference it detects at 80 % power, and the interval widths."""
+    rows, underpowered = [], 0
+    for dataset, results in summary.items():
+        for model in models:
+            c = results[model]["svm_minus_dense"][PRIMARY]
+            detectable = value(c, "detectable_80")
+            half = (value(c, "ci_high") - value(c, "ci_low")) / 2
+            short = not math.isnan(detectable) and detectable > MEANINGFUL_AUC_DIFFERENCE
+            underpowered += short
+            rows.append([dataset, model, f"±{half:.3f}", "—" if math.isnan(detectable) else f"{detectable:.3f}",
+                         "underpowered" if short else "adequate"])
+    return ["", "## How precise it can be", "",
+            "The primary comparison's per-split interval half-width, and the smallest SVM-minus-dense ROC-AUC "
+            "difference the corrected test detects with 80 % power at the 5 % level (two-sided), from the observed "
+            "spread of the per-split differences (a design sensitivity, not a power computed from the observed "
+            f"effect). A design that cannot detect {MEANINGFUL_AUC_DIFFERENCE} (the paper reports the SVM about 6 % "
+            "ahead) is underpowered: its p-values cannot tell a missing difference from a small one, so "
+            "\"p (Holm) = 1.000\" there reads as \"not measured\", never as \"no difference\". More splits "
+            "(`cv.repeats`) and more images narrow it.", "",
+            tabulate(rows, headers=["dataset", "network", "Δ ROC-AUC interval half-width",
+                                    "detectable Δ at 80 % power", "for a 0.05 difference"],
+                     tablefmt="github", disable_numparse=True), "",
+            f"{underpowered} of {len(rows)} comparisons are underpowered for a difference of "
+            f"{MEANINGFUL_AUC_DIFFERENCE}."]
+
+
+def flow_section(datasets: list[str]) -> list[str]:
+    """The flow of images from the raw folder to the analysis, with each exclusion counted (STARD 2015 item 19)."""
+    rows = []
+    for dataset in datasets:
+        report = prepared.load_report(dataset)
+        excluded = report.get("excluded_images", {})
+        ignored = report.get("ignored_files", {})
+        analysed = report.get("images", 0)
+        record = folds.load_record(dataset)
+        rows.append([dataset, analysed + sum(excluded.values()) + sum(ignored.values()),
+                     "; ".join(f"{reason}: {n}" for reason, n in ignored.items()) or "0",
+                     "; ".join(f"{reason}: {n}" for reason, n in excluded.items()) or "0",
+                     analysed, report.get("groups", "—"),
+                     f"each once per repeat ({record.get('repeats', 1)})"])
+    return ["", "## Flow of images (STARD)", "",
+            tabulate(rows, headers=["dataset", "files found", "left out: not an image", "excluded: image",
+                                    "analysed", "groups", "tested"], tablefmt="github", disable_numparse=True),
+            "", "Excluded images are listed with their files in `data/prepared/<dataset>/report.json`."]
+
+
 def share_text(results: dict) -> str:
     share = value(results, "trained_share")
     return "—" if math.isnan(share) else f"{share:.0%}"
@@ -238,6 +339,30 @@ def headline_table(results: dict, models: list[str], level: str) -> str:
                          share_text(results[model])])
     return tabulate(rows, headers=["network", "classifier", "ROC-AUC", "sensitivity", "specificity", "Brier", "ECE",
                                    "backbone params trained"], tablefmt="github", disable_numparse=True)
+
+
+def calibration_section(summary: dict, models: list[str]) -> list[str]:
+    """Per dataset, network and classifier: Brier, ECE, the debiased calibration error, intercept and slope, each
+    with its interval; the dense head's raw softmax beside, labelled, where it was recalibrated."""
+    labels = {**CLASSIFIER_LABELS, cv_results.RAW_DENSE: "dense head, raw softmax (not compared)"}
+    parts = []
+    for dataset, results in summary.items():
+        rows = [[model, label, *(with_interval(results[model]["image"][name], figure) for figure in
+                                 ("brier", "ece", "calibration_error_debiased", "calibration_intercept",
+                                  "calibration_slope"))]
+                for model in models for name, label in labels.items() if name in results[model].get("image", {})]
+        if rows:
+            parts += ["", f"### {dataset}", "", tabulate(rows, headers=[
+                "network", "classifier", "Brier", "ECE (binned)", "calibration error (debiased)",
+                "intercept (0 is calibrated)", "slope (1 is calibrated)"], tablefmt="github", disable_numparse=True)]
+    if not parts:
+        return []
+    return ["", "## Calibration", "",
+            "Per image, pooled out-of-fold, intervals over groups. The binned ECE is biased upward on few images; "
+            "the debiased calibration error (Kumar et al., NeurIPS 2019) takes each bin's chance variation off, "
+            "and the calibration intercept and slope (logistic recalibration on the log-odds; TRIPOD+AI) say in "
+            "which way the probabilities are off: an intercept below 0 means they run too high, a slope below 1 "
+            "too extreme.", *parts]
 
 
 def reliability_section(summary: dict, models: list[str]) -> list[str]:
@@ -381,12 +506,13 @@ def render_markdown(summary: dict, primary: dict, settings: Settings, *, audits:
                     sheets: list[str] = ()) -> str:
     """The whole ``summary.md``."""
     models = list(settings.models)
-    parts = ["# Results", "", f"ft_fraction = {settings.ft_fraction}. " + training_images_line(summary), "",
-             *data_section(summary, settings), *audit_section(audits)]
+    parts = ["# Results", "", *run_section(summary, settings), *flow_section(list(summary)), "",
+             training_images_line(summary), "", *data_section(summary, settings), *audit_section(audits)]
     for level, title in (("image", "per image"), ("case", "per case")):
         for dataset, results in summary.items():
             if any(results[m].get(level) for m in models):
                 parts += ["", f"## {dataset}: {title}", "", headline_table(results, models, level)]
+    parts += calibration_section(summary, models)
     parts += reliability_section(summary, models)
     parts += external_section(external, models)
     parts += [
@@ -396,7 +522,7 @@ def render_markdown(summary: dict, primary: dict, settings: Settings, *, audits:
         f"p (Holm): adjusted over the family of "
         f"{primary['tests_in_family']} tests, every network × dataset in this report. The pooled difference and its "
         "bootstrap interval over groups are beside it.",
-        "", primary_table(summary, models),
+        "", primary_table(summary, models), *precision_section(summary, models),
         "", "## Secondary comparisons (not adjusted for multiplicity; descriptive)", "",
         "SVM minus dense head at each classifier's operating point, per split: mean [corrected-t 95 % CI], p.",
         "", secondary_table(summary, models),

@@ -53,9 +53,13 @@ AUGMENTATION_LIMITS = {"flip": 1.0, "rotate_deg": 45.0, "shift": 0.5, "scale": 0
 # features and svm
 FEATURE_LAYERS = ("pooled", "head")
 SVM_TRAIN_ON = ("fit", "training")
+# Where the SVM's C is chosen: on the split's validation images, or by inner CV on the images it learns from.
+C_SELECTIONS = ("validation", "inner")
 
 # evaluate: how a score becomes a decision (ultrasound_transfer.evaluation.operating_points), and a case's score
 OPERATING_POINTS = ("youden", "sensitivity", "specificity", "argmax")
+# How the dense head's softmax becomes the probability it is read by (the SVM's is always Platt-scaled).
+DENSE_CALIBRATIONS = ("platt", "none")
 CASE_SCORES = ("mean", "max")
 
 # The two classifiers each network is evaluated with: its dense head and the SVM on its features

@@ -156,9 +156,10 @@ SCHEMA: dict[str, Any] = {
     },
     "features": {"layer": choice(*choices.FEATURE_LAYERS)},
     "svm": {"train_on": choice(*choices.SVM_TRAIN_ON), "C": number(1e-9, 1e9), "C_grid": numbers(1e-9, 1e9),
-            "inner_folds": integer(2, 50)},
+            "C_selection": choice(*choices.C_SELECTIONS), "inner_folds": integer(2, 50)},
     "external": PAIRS,
-    "evaluation": {"operating_point": choice(*choices.OPERATING_POINTS), "target": number(0.5, 1.0),
+    "evaluation": {"dense_calibration": choice(*choices.DENSE_CALIBRATIONS),
+                   "operating_point": choice(*choices.OPERATING_POINTS), "target": number(0.5, 1.0),
                    "bootstrap_resamples": integer(100, 100_000), "confidence_level": number(0.5, 0.999),
                    "calibration_bins": integer(2, 100), "case_score": choice(*choices.CASE_SCORES)},
 }
@@ -213,7 +214,28 @@ def consistency_problems(params: dict) -> list[str]:
             problems.append(f"evaluation.operating_point = {rule} is chosen on each fold's inner validation images, "
                             "but finetune.validation_fraction = 0 leaves none; run dvc exp run -S "
                             "finetune.validation_fraction=0.2, or -S evaluation.operating_point=argmax")
+        if finetune.get("validation_fraction") == 0 and evaluation.get("dense_calibration") == "platt":
+            problems.append("evaluation.dense_calibration = platt is fitted on each fold's inner validation images, "
+                            "but finetune.validation_fraction = 0 leaves none; run dvc exp run -S "
+                            "finetune.validation_fraction=0.2, or -S evaluation.dense_calibration=none")
+    problems += svm_selection_problems(params)
     return problems
+
+
+def svm_selection_problems(params: dict) -> list[str]:
+    """C chosen on the validation images needs images the SVM did not learn from, and some to choose on."""
+    svm, finetune = params.get("svm"), params.get("finetune")
+    if not isinstance(svm, dict) or not isinstance(finetune, dict) or svm.get("C_selection") != "validation" \
+            or not svm.get("C_grid"):
+        return []
+    if svm.get("train_on") == "training":
+        return ["svm.C_selection = validation chooses C on the validation images, but svm.train_on = training "
+                "makes the SVM learn from them; run dvc exp run -S svm.train_on=fit, or -S svm.C_selection=inner"]
+    if finetune.get("validation_fraction") == 0:
+        return ["svm.C_selection = validation chooses C on each fold's validation images, but "
+                "finetune.validation_fraction = 0 leaves none; run dvc exp run -S finetune.validation_fraction=0.2, "
+                "or -S svm.C_selection=inner"]
+    return []
 
 
 def external_problems(params: dict) -> list[str]:

@@ -132,6 +132,7 @@ class SvmSettings:
     C: float
     C_grid: tuple[float, ...]
     inner_folds: int
+    C_selection: str = "validation"
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class EvaluationSettings:
 
     operating_point: str = "youden"
     target: float = 0.9
+    dense_calibration: str = "platt"
     bootstrap_resamples: int = 2000
     confidence_level: float = 0.95
     calibration_bins: int = 10
@@ -210,7 +212,7 @@ def settings_from_params(params: dict) -> Settings:
         finetune=finetune_settings(params["finetune"]),
         feature_layer=params["features"]["layer"],
         svm=SvmSettings(train_on=svm["train_on"], C=float(svm["C"]), C_grid=tuple(float(c) for c in svm["C_grid"]),
-                        inner_folds=svm["inner_folds"]),
+                        inner_folds=svm["inner_folds"], C_selection=svm["C_selection"]),
         evaluation=EvaluationSettings(**params["evaluation"]),
         external=tuple(ExternalPair(**pair) for pair in params["external"]),
     )

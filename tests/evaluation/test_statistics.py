@@ -9,10 +9,12 @@ from ultrasound_transfer.evaluation.statistics import (
     best_against_rest,
     compare_paired,
     corrected_resampled_t,
+    detectable_difference,
     fold_sizes,
     format_p,
     holm_adjusted,
     iman_davenport_p,
+    supported_selections,
     wilcoxon_p,
 )
 
@@ -49,7 +51,7 @@ def test_constant_differences_claim_no_p_value_and_paired_helper():
     assert math.isnan(same["p_value_t"]) and "all 5 fold differences equal" in same["note"]
     result = compare_paired([0.9, 0.8, 0.85], [0.7, 0.8, 0.75], 80, 20)
     assert result["mean_diff"] == pytest.approx(0.1)
-    assert set(result) == {"mean_diff", "ci_low", "ci_high", "p_value_t", "p_value_wilcoxon"}
+    assert set(result) == {"mean_diff", "ci_low", "ci_high", "p_value_t", "p_value_wilcoxon", "detectable_80"}
 
 
 def test_fold_sizes_take_the_images_each_classifier_learned_from_the_smaller_if_they_differ():
@@ -94,7 +96,7 @@ def test_iman_davenport_matches_its_definition_and_needs_three_strategies():
 def test_best_strategy_is_tested_against_all_others_not_just_the_runner_up():
     folds = np.array([0.0, 0.01, -0.01, 0.02, -0.02])
     clear = np.stack([0.60 + folds, 0.70 + folds, 0.90 + folds[::-1], 0.65 + folds], axis=1)
-    result = best_against_rest(clear, [0, 0.15, 0.5, 1], 80, 20)
+    (result,) = supported_selections([best_against_rest(clear, [0, 0.15, 0.5, 1], 80, 20)])
     assert result["best"] == 0.5 and [c["against"] for c in result["comparisons"]] == [0.15, 1, 0]
     assert result["supported"]
     raw = [c["p_value_t"] for c in result["comparisons"]]
@@ -102,4 +104,43 @@ def test_best_strategy_is_tested_against_all_others_not_just_the_runner_up():
     # A best that beats the runner-up only by noise is not supported, however the others fare.
     close = clear.copy()
     close[:, 1] = clear[:, 2] - 0.005 + 0.03 * np.array([1, -1, 1, -1, 0])
-    assert not best_against_rest(close, [0, 0.15, 0.5, 1], 80, 20)["supported"]
+    assert not supported_selections([best_against_rest(close, [0, 0.15, 0.5, 1], 80, 20)])[0]["supported"]
+
+
+def test_selections_are_adjusted_as_one_family_so_more_of_them_ask_more_of_each():
+    folds = np.array([0.0, 0.012, -0.01, 0.02, -0.021])
+    scores = np.stack([0.70 + folds, 0.745 + folds[::-1]], axis=1)
+    alone = supported_selections([best_against_rest(scores, [0, 1], 80, 20)])[0]
+    family = supported_selections([best_against_rest(scores, [0, 1], 80, 20) for _ in range(10)])
+    p_alone = alone["comparisons"][0]["p_value_holm"]
+    assert alone["supported"] and p_alone < 0.05
+    assert family[0]["comparisons"][0]["p_value_holm"] == pytest.approx(min(1.0, 10 * p_alone))
+    assert not any(s["supported"] for s in family)
+
+
+def test_where_lower_is_better_the_best_is_the_lowest_and_its_advantage_positive():
+    folds = np.array([0.0, 0.01, -0.01, 0.02, -0.02])
+    brier = np.stack([0.20 + folds, 0.12 + folds, 0.25 + folds], axis=1)
+    result = best_against_rest(brier, ["a", "b", "c"], 80, 20, higher_is_better=False)
+    assert result["best"] == "b" and result["comparisons"][0]["against"] == "a"
+    assert result["comparisons"][0]["mean_diff"] == pytest.approx(0.08)
+
+
+def test_the_detectable_difference_is_what_the_corrected_test_detects_four_times_in_five():
+    """A simulation under Nadeau and Bengio's model (split differences equicorrelated with rho = n_test /
+    (n_train + n_test), the correlation their correction assumes): the test holds its level, and at the detectable
+    difference computed from the spread the test sees it rejects 80 % of the time."""
+    rng = np.random.default_rng(5)
+    k, n_train, n_test, sd = 5, 80.0, 24.0, 0.08
+    rho = n_test / (n_train + n_test)
+    draw = np.linalg.cholesky(sd**2 * (rho * np.ones((k, k)) + (1 - rho) * np.eye(k)))
+    detectable = detectable_difference(np.sqrt(1 - rho) * sd, k=k, n_train=n_train, n_test=n_test)
+    runs = 4000
+    power = np.mean([corrected_resampled_t(detectable + draw @ rng.normal(size=k), n_train, n_test)["p_value_t"]
+                     < 0.05 for _ in range(runs)])
+    level = np.mean([corrected_resampled_t(draw @ rng.normal(size=k), n_train, n_test)["p_value_t"] < 0.05
+                     for _ in range(runs)])
+    assert abs(power - 0.8) < 0.03 and abs(level - 0.05) < 0.015
+    assert math.isnan(detectable_difference(0.0, k=k, n_train=n_train, n_test=n_test))     # no spread, no design
+    assert detectable_difference(0.02, k=15, n_train=n_train, n_test=n_test) < detectable_difference(
+        0.02, k=5, n_train=n_train, n_test=n_test)        # more splits, a finer design

@@ -19,7 +19,7 @@ def fitted_splits(n_classes: int) -> tuple[list[SplitClassifiers], np.ndarray]:
     features = (rng.normal(2.0, 3.0, (90, 7)) * rng.uniform(0.01, 50, 7)).astype(np.float32)
     labels = np.arange(90) % n_classes
     features[:, 0] += labels * 20
-    svm = SvmSettings(train_on="fit", C=1.0, C_grid=(0.1, 1.0), inner_folds=2)
+    svm = SvmSettings(train_on="fit", C=1.0, C_grid=(0.1, 1.0), inner_folds=2, C_selection="inner")
     splits = []
     for k in (1, 2):
         model = fit_svm(features[k:], labels[k:], np.arange(90 - k).astype(str), svm=svm, seed=k)

@@ -72,7 +72,7 @@ def toy_project(project, features_of, shuffle_manifest=True, svm=None, dense_of=
     pd.concat(dense).sample(frac=1, random_state=2).to_csv(training / "dense_predictions.csv", index=False)
     (training / "freezing.json").write_text(json.dumps({"folds": [
         {"total_layers": 10, "trained_layers": 2, "trainable_params": 5}]}))
-    (training / "network.json").write_text("{}\n")     # evaluate records its hash beside the classifiers
+    write_toy_recipe(training, n_splits=len(folds))
     (project / "data/features/phantom/M").mkdir(parents=True)
     for k in range(1, len(folds) + 1):
         np.savez(project / f"data/features/phantom/M/fold{k}.npz", pooled=features_of(manifest, parts, k),
@@ -82,6 +82,20 @@ def toy_project(project, features_of, shuffle_manifest=True, svm=None, dense_of=
     params["evaluation"].update({"bootstrap_resamples": 200, **(evaluation or {})})
     project.write_params(params)
     return manifest
+
+
+def write_toy_recipe(training, *, n_splits: int) -> None:
+    """training/network.json of a network that is not built here: evaluate reads its facts and records its hash."""
+    from ultrasound_transfer.outputs.prepared import Preprocessing
+    from ultrasound_transfer.outputs.training_record import NetworkRecipe
+    from ultrasound_transfer.settings import HeadSettings
+
+    recipe = NetworkRecipe(dataset="phantom", model="M", class_names=("benign", "malignant"),
+                           preprocessing=Preprocessing(32, "letterbox", "BT.601"), weights="none", ft_fraction=0.15,
+                           head=HeadSettings(8, 0.5, "standardize"), batch_norm="inference", precision="float32",
+                           seed=42, deterministic_ops=True, frozen_sha256="0" * 64, fold_sha256=("0" * 64,) * n_splits,
+                           backend="tensorflow", keras="3", provenance={"params": {"finetune": {"epochs": 9}}})
+    (training / "network.json").write_text(json.dumps(recipe.as_dict()))
 
 
 def noise_plus(column: np.ndarray) -> np.ndarray:
@@ -121,7 +135,7 @@ def test_the_svm_learns_from_the_dense_heads_fit_images_unless_told_otherwise(pr
     # that trains on validation images can learn it.
     sign = lambda m: 2.0 * m["label"].to_numpy() - 1  # noqa: E731
     toy_project(project, lambda m, parts, k: noise_plus(sign(m) * 5.0 * ~rows_of(m, parts, k, "fit")),
-                svm={"train_on": train_on})
+                svm={"train_on": train_on, "C_selection": "validation" if train_on == "fit" else "inner"})
     evaluate.main(["phantom", "M"])
     metrics, per_fold, _ = results(project)
     accuracy = metrics["folds"]["svm"]["argmax_accuracy"]
@@ -209,14 +223,17 @@ def test_case_level_figures_come_with_intervals_over_groups(project):
 def test_the_argmax_operating_point_reads_both_classifiers_as_the_paper_does(project, train_on):
     toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() + RNG.normal(0, 1.0, N)),
                 dense_of=lambda truth, part: np.clip(0.5 * truth + RNG.uniform(0.1, 0.6, len(truth)), 0, 1),
-                svm={"train_on": train_on}, evaluation={"operating_point": "argmax"})
+                svm={"train_on": train_on, "C_selection": "validation" if train_on == "fit" else "inner"},
+                evaluation={"operating_point": "argmax"})
     evaluate.main(["phantom", "M"])
     metrics, per_fold, predictions = results(project)
     for classifier in ("dense", "svm"):
         assert (predictions[f"{classifier}_class"] == predictions[f"{classifier}_argmax_class"]).all()
         folds = metrics["folds"][classifier]
         assert folds["accuracy"] == pytest.approx(folds["argmax_accuracy"])
-    assert (per_fold.loc[per_fold["classifier"] == "dense", "threshold"] == 0.5).all()
+    # The raw softmax at 0.5; its Platt-scaled reading at the probability the map gives log-odds 0: the same call.
+    assert (predictions["dense_raw_threshold"] == 0.5).all()
+    assert (predictions["dense_class"] == predictions["dense_raw_class"]).all()
 
 
 def test_repeats_give_every_image_one_test_prediction_per_repeat_and_figures_averaged_over_them(project):
@@ -264,3 +281,63 @@ def test_the_kept_classifiers_reproduce_the_recorded_predictions_exactly(project
             == split.svm.model.named_steps["linearsvc"].C
         assert split.novelty.median > 0 and (split.novelty.scale > 0).all()
     assert kept.novelty_threshold > 1                  # above the held-out images' typical novelty, by construction
+
+
+def test_a_planted_miscalibration_of_the_dense_head_is_corrected_and_the_raw_one_kept_beside(project):
+    """The head's softmax far too confident (three times the log-odds it should have): Platt scaling on the
+    validation images (ten a split here) brings its intercept to 0, its slope nearer 1 and its calibration error
+    down; the raw reading is kept, labelled."""
+    def overconfident(truth: np.ndarray, part: str) -> np.ndarray:
+        score = (2 * truth - 1) * 0.8 + RNG.normal(0, 1.0, len(truth))
+        return 1 / (1 + np.exp(-5 * score))
+
+    toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy()), dense_of=overconfident, repeats=3)
+    evaluate.main(["phantom", "M"])
+    metrics, _, predictions = results(project)
+    calibrated, raw = metrics["image"]["dense"], metrics["image"]["dense_raw"]
+    assert raw["calibration_slope"] < 0.5 and abs(np.log(calibrated["calibration_slope"])) < abs(np.log(
+        raw["calibration_slope"]))
+    assert abs(calibrated["calibration_intercept"]) < 0.2 < abs(raw["calibration_intercept"])
+    assert calibrated["calibration_error_debiased"] < raw["calibration_error_debiased"] - 0.02
+    # The ranking within a split is the raw one: per-split ROC-AUC does not move, only what pooling and
+    # probabilities see.
+    for split, rows in predictions.groupby("split"):
+        order = np.argsort(rows["dense_raw_prob_malignant"].to_numpy(), kind="stable")
+        assert np.all(np.diff(rows["dense_prob_malignant"].to_numpy()[order]) >= -1e-12), split
+    assert metrics["run"]["dense_calibration"] == "platt" and metrics["run"]["epochs"] == 9
+
+
+def test_without_calibration_the_dense_head_reads_its_raw_softmax_as_the_paper_did(project):
+    toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy()),
+                evaluation={"dense_calibration": "none"})
+    evaluate.main(["phantom", "M"])
+    metrics, _, predictions = results(project)
+    assert "dense_raw" not in metrics["image"] and "dense_raw_prob_malignant" not in predictions
+    assert set(predictions["dense_prob_malignant"]) <= {0.2, 0.8}      # planted_dense's raw values
+
+
+def test_the_svms_c_is_chosen_on_the_validation_images_where_the_network_did_not_learn(project):
+    """A feature that tells the label on the fit images only (where the network trained) and is noise on the
+    validation and test images: C chosen on the validation images leans away from it; an inner CV on the fit
+    images cannot see the difference and trusts it."""
+    def leak_in_fit(m, parts, k):
+        fit = rows_of(m, parts, k, "fit")
+        leak = np.where(fit, m["label"].to_numpy() * 3.0, RNG.normal(0, 1.0, len(m)))
+        signal = m["label"].to_numpy() + RNG.normal(0, 1.0, len(m))
+        return np.column_stack([RNG.normal(size=(len(m), 3)), leak, signal])
+
+    toy_project(project, leak_in_fit, svm={"C_grid": [0.001, 0.01, 0.1, 1.0, 10.0]})
+    evaluate.main(["phantom", "M"])
+    on_validation, _, _ = results(project)
+    toy_project_again = project.root / "again"
+    toy_project_again.mkdir()
+    import os
+
+    os.chdir(toy_project_again)
+    from tests.conftest import Project
+
+    toy_project(Project(toy_project_again), leak_in_fit, svm={"C_grid": [0.001, 0.01, 0.1, 1.0, 10.0],
+                                                               "C_selection": "inner"})
+    evaluate.main(["phantom", "M"])
+    by_inner, _, _ = results(Project(toy_project_again))
+    assert on_validation["image"]["svm"]["roc_auc"] > by_inner["image"]["svm"]["roc_auc"]

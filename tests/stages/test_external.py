@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from stages import download, evaluate, external, finetune, folds, normalize, report
 from tests.conftest import Project, default_params, merged
@@ -55,14 +56,19 @@ def test_every_target_image_is_read_with_intervals_over_its_groups_beside_the_in
     target = pd.read_csv(trained / "data/prepared/phantom_site_b/manifest.csv")
     assert predictions["id"].tolist() == target["id"].tolist()
     assert metrics["data"]["images"] == len(target) and metrics["splits"] == 3
-    internal = json.loads((trained / "metrics/cv/phantom/VGG16.json").read_text())["image"]
+    per_split = pd.read_csv(trained / "metrics/cv/phantom/VGG16.folds.csv")
     for classifier in ("dense", "svm"):
         image, gap = metrics["image"][classifier], metrics["gap"][classifier]
         assert image["roc_auc_ci_low"] <= image["roc_auc"] <= image["roc_auc_ci_high"]
-        # The internal figure is evaluate's own pooled cross-validated figure, not a recomputation of another kind.
-        assert gap["internal_roc_auc"] == pytest.approx(internal[classifier]["roc_auc"])
-        assert gap["external_roc_auc"] == pytest.approx(image["roc_auc"])
-        assert gap["external_minus_internal_roc_auc"] == pytest.approx(image["roc_auc"] - gap["internal_roc_auc"])
+        # The internal figure is the mean of evaluate's own per-split figures: like for like, split by split.
+        own = per_split.loc[per_split["classifier"] == classifier]
+        assert gap["internal_roc_auc"] == pytest.approx(own["roc_auc"].mean(), abs=1e-9)
+        assert gap["internal_sensitivity"] == pytest.approx(own["sensitivity"].mean(), abs=1e-9)
+        external_auc = np.mean([roc_auc_score(predictions["true"],
+                                              predictions[f"{classifier}_split{k}_prob_malignant"]) for k in (1, 2, 3)])
+        assert gap["external_roc_auc"] == pytest.approx(external_auc)
+        difference = gap["external_roc_auc"] - gap["internal_roc_auc"]
+        assert gap["external_minus_internal_roc_auc"] == pytest.approx(difference)
         low, high = gap["external_minus_internal_roc_auc_ci_low"], gap["external_minus_internal_roc_auc_ci_high"]
         assert low <= gap["external_minus_internal_roc_auc"] <= high
         malignant = predictions[f"{classifier}_prob_malignant"].to_numpy()
@@ -122,7 +128,8 @@ def test_the_report_shows_the_gap_for_each_network_and_classifier(trained, monke
     rows = [line for line in section.splitlines() if line.startswith(f"| {PAIR}")]
     assert len(rows) == 2 and "dense head" in rows[0] and "SVM" in rows[1]
     summary = json.loads((trained / "metrics/summary.json").read_text())
-    internal = json.loads((trained / "metrics/cv/phantom/VGG16.json").read_text())["image"]["svm"]["roc_auc"]
+    per_split = pd.read_csv(trained / "metrics/cv/phantom/VGG16.folds.csv")
+    internal = per_split.loc[per_split["classifier"] == "svm", "roc_auc"].mean()
     assert summary["external"][PAIR]["VGG16"]["gap"]["svm"]["internal_roc_auc"] == pytest.approx(internal)
 
 
@@ -155,3 +162,46 @@ def test_a_pair_whose_datasets_share_images_is_refused(trained):
     copied.loc[3, "sha256"] = source["sha256"].iloc[0]
     with pytest.raises(PipelineError, match=r"1 image\(s\) of phantom_site_b have the pixels of an image of phantom"):
         external.check_no_shared_images("phantom", "phantom_site_b", source=source, target=copied)
+
+
+def test_each_split_read_on_its_own_test_fold_gives_evaluates_figures(trained, monkeypatch):
+    """The external reading of a split, pointed at the training set's own test fold, is evaluate's reading of it:
+    the same network, classifiers, calibration and threshold, so the gap compares like with like."""
+    from ultrasound_transfer.evaluation.external_validation import gap_figures, split_reading_pooled
+    from ultrasound_transfer.outputs.prepared import load_prepared
+    from ultrasound_transfer.outputs.trained_study import load_trained_study
+    from ultrasound_transfer.parameters import load_settings
+
+    monkeypatch.chdir(trained.root)
+    study, source = load_trained_study("phantom", "VGG16"), load_prepared("phantom")
+    readings = external.read_splits(study.recipe, study.classifiers, source.images, settings=load_settings(),
+                                    scratch_dir=trained.root / "models", tag="own")
+    predictions = pd.read_csv(trained / "metrics/cv/phantom/VGG16.predictions.csv")
+    per_split = pd.read_csv(trained / "metrics/cv/phantom/VGG16.folds.csv")
+    position = {image_id: i for i, image_id in enumerate(source.manifest["id"])}
+    groups = source.manifest["group"].to_numpy()
+    for classifier, split_readings in readings.items():
+        for k, reading in enumerate(split_readings, start=1):
+            test = np.array([position[i] for i in predictions.loc[predictions["split"] == k, "id"]])
+            pooled = split_reading_pooled(reading, labels=source.labels, groups=groups)
+            figures = gap_figures(pooled, test, 10)
+            row = per_split[(per_split["classifier"] == classifier) & (per_split["split"] == k)].iloc[0]
+            for figure in ("roc_auc", "sensitivity", "specificity", "brier"):
+                assert figures[figure] == pytest.approx(row[figure], abs=1e-5), (classifier, k, figure)
+
+
+def test_a_pair_whose_datasets_share_a_near_copy_is_refused_where_identical_pixels_miss_it(trained, tmp_path,
+                                                                                           monkeypatch):
+    for folder in ("data",):
+        shutil.copytree(trained / folder, tmp_path / folder)
+    monkeypatch.chdir(tmp_path)
+    source = pd.read_csv(tmp_path / "data/prepared/phantom/manifest.csv")
+    target = pd.read_csv(tmp_path / "data/prepared/phantom_site_b/manifest.csv")
+    external.check_no_near_copies("phantom", "phantom_site_b", threshold_bits=18, source=source, target=target)
+    prints_path = tmp_path / "data/prepared/phantom_site_b/fingerprints.npy"
+    prints = np.load(prints_path)
+    prints[5] = np.load(tmp_path / "data/prepared/phantom/fingerprints.npy")[2]     # re-saved, not identical
+    prints[5, 0, 0] ^= 0b111                                                          # three bits apart
+    np.save(prints_path, prints)
+    with pytest.raises(PipelineError, match=r"1 image pair\(s\) of phantom_site_b and phantom are near-copies"):
+        external.check_no_near_copies("phantom", "phantom_site_b", threshold_bits=18, source=source, target=target)

@@ -45,7 +45,9 @@ def prepared_phantom(project) -> dict:
     params["download"]["phantom"].update(count=24, images_per_patient=2, native_size=48)
     params["cv"]["n_splits"] = 3
     params["finetune"].update(epochs=2, batch_size=8, validation_fraction=0.0)
-    params["evaluation"]["operating_point"] = "argmax"     # no validation images to choose one on
+    # No validation images to choose an operating point, a calibration or C on.
+    params["evaluation"].update(operating_point="argmax", dense_calibration="none")
+    params["svm"]["C_selection"] = "inner"
     project.write_params(params)
     download.main(["phantom"])
     normalize.main(["phantom"])

@@ -133,7 +133,7 @@ def test_inner_splits_that_cannot_be_made_are_refused_at_folds_before_any_traini
     labels, groups = toy_labels_groups()
     write_manifest(project, "toy", labels, groups)
     project.write_params({"seed": 3, "cv": {"n_splits": 4, "grouping": "near"},
-                          "svm": {"inner_folds": 12, "C_grid": [0.1, 1.0]}})
+                          "svm": {"inner_folds": 12, "C_grid": [0.1, 1.0], "C_selection": "inner"}})
     with pytest.raises(PipelineError, match=r"repeat 1 fold 1: the SVM's training images hold \d+ groups of class "
                                             r"'\w+', fewer than svm.inner_folds = 12 for choosing C; "
                                             r"lower svm.inner_folds to \d+, or lower cv.n_splits, or set svm.C_grid"):
@@ -143,3 +143,6 @@ def test_inner_splits_that_cannot_be_made_are_refused_at_folds_before_any_traini
                           "svm": {"inner_folds": 12, "C_grid": []}})
     folds.main(["toy"])      # a fixed C needs no inner folds
     assert (project / "data/folds/toy.json").exists()
+    project.write_params({"seed": 3, "cv": {"n_splits": 4, "grouping": "near"},
+                          "svm": {"inner_folds": 12, "C_grid": [0.1, 1.0], "C_selection": "validation"}})
+    folds.main(["toy"])      # nor does a C chosen on the validation images

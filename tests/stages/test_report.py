@@ -109,6 +109,6 @@ def test_the_report_reads_in_a_reviewers_order_with_intervals_and_holm_over_the_
 
 
 def test_the_other_svm_protocol_is_named(project):
-    two_networks(project, svm={"train_on": "training"})
+    two_networks(project, svm={"train_on": "training", "C_selection": "inner"})
     text, _ = run_report(project)
     assert "svm.train_on = training" in text

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from ultrasound_transfer.common import PipelineError
-from ultrasound_transfer.evaluation.statistics import compare_paired
+from ultrasound_transfer.evaluation.statistics import compare_paired, supported_selections
 from ultrasound_transfer.study import comparison as compare
 
 
@@ -46,9 +46,10 @@ def test_experiments_differing_in_seed_are_pooled_as_repeats_not_dropped():
     assert len(runs) == 9 and left_out == []
     read = reader_for({f"r{f}{s}": (f, s) for f in (0.0, 0.15, 0.5) for s in (1, 2, 3)})
     scores = {"A": compare.split_scores(runs, "toy", "A", metric="roc_auc", read=read)}
-    best = compare.best_strategies(scores, classifier="svm", metric="roc_auc").iloc[0]
+    selections = supported_selections(compare.strategy_selections(scores, classifier="svm", metric="roc_auc"))
+    best = compare.selection_table(selections, "roc_auc").iloc[0]
     assert best["blocks"] == 15 and best["blocks left out"] == 0         # 3 seeds x 5 folds
-    assert (best["best ft_fraction"], best["runner-up"], best["margin"]) == (0.5, 0.15, 0.1)
+    assert (best["best ft_fraction"], best["runner-up"], best["better by"]) == (0.5, 0.15, 0.1)
     table = compare.paper_table(scores, "roc_auc")
     assert table["splits"].tolist() == [15, 15, 15]
 
@@ -58,11 +59,25 @@ def test_the_margin_interval_is_the_corrected_test_on_the_pooled_blocks():
     runs = compare.sweep(compare.experiment_records(show(*entries)))
     read = reader_for({f"r{f}": (f, 0) for f in (0.0, 0.15, 0.5)})
     scores = {"A": compare.split_scores(runs, "toy", "A", metric="roc_auc", read=read)}
-    best = compare.best_strategies(scores, classifier="svm", metric="roc_auc").iloc[0]
+    selections = supported_selections(compare.strategy_selections(scores, classifier="svm", metric="roc_auc"))
+    best = compare.selection_table(selections, "roc_auc").iloc[0]
     expected = compare_paired(LEVEL[0.5] + np.roll(NOISE, 2), LEVEL[0.15] + np.roll(NOISE, 1), 80, 24)
     assert best["95 % CI"] == f"[{expected['ci_low']:+.3f}, {expected['ci_high']:+.3f}]"
-    # The same ranking in all five blocks, three strategies: Iman-Davenport p = 0, and the choice holds.
-    assert float(best["Iman-Davenport p"]) == 0.0 and best["supported"] == "yes"
+    # The same ranking in all five blocks, three strategies: Iman-Davenport p = 0 (shown), and the choice holds.
+    assert float(best["Iman-Davenport p (descriptive)"]) == 0.0 and best["supported"] == "yes"
+
+
+def test_for_brier_the_best_strategy_is_the_lowest():
+    entries = [entry(f"r{f}", f"exp-{f}", f, seed=0) for f in (0.0, 0.15, 0.5)]
+    runs = compare.sweep(compare.experiment_records(show(*entries)))
+    read = reader_for({f"r{f}": (f, 0) for f in (0.0, 0.15, 0.5)})
+    scores = {"A": compare.split_scores(runs, "toy", "A", metric="roc_auc", read=read)}
+    for table in scores.values():           # the same numbers read as a Brier score: now lower is better
+        table["brier"] = table["roc_auc"]
+    lowest = compare.strategy_selections(scores, classifier="svm", metric="brier")[0]
+    highest = compare.strategy_selections(scores, classifier="svm", metric="roc_auc")[0]
+    assert lowest["best"] == min(LEVEL, key=LEVEL.get) and highest["best"] == max(LEVEL, key=LEVEL.get)
+    assert lowest["comparisons"][0]["mean_diff"] > 0          # 'better by' is an advantage whichever the direction
 
 
 def test_experiments_that_differ_in_anything_else_or_repeat_another_are_listed_with_the_reason():

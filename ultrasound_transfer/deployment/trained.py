@@ -23,7 +23,8 @@ The ensemble is one Keras network of built-in layers only (:func:`ensemble_netwo
   five networks is per-channel affine (:func:`preprocessing_affine`, checked
   against ``keras.applications``);
 * the frozen prefix once (it is the same in every split, checked by its
-  fingerprint), then each split's trained tail, its dense head, its SVM
+  fingerprint), then each split's trained tail, its dense head (with its
+  Platt scaling folded into one Dense layer), its SVM
   (standardization, linear decision and Platt's sigmoid folded into one Dense
   layer) and its novelty (:mod:`ultrasound_transfer.evaluation.novelty`:
   the SVM's standardization, squared, averaged by one Dense layer);
@@ -44,7 +45,7 @@ import numpy as np
 from ultrasound_transfer.choices import CLASSIFIERS
 from ultrasound_transfer.common import PipelineError, Stopwatch, load_params, log
 from ultrasound_transfer.deployment.experiment_files import experiment_files
-from ultrasound_transfer.evaluation.classifiers import FittedSvm, SplitClassifiers
+from ultrasound_transfer.evaluation.classifiers import FittedDense, FittedSvm, SplitClassifiers
 from ultrasound_transfer.networks.backbones import (
     HEAD_NORM_LAYER,
     HIDDEN_LAYER,
@@ -144,7 +145,8 @@ def dense_layer(kernel: np.ndarray, bias: np.ndarray, *, activation: str, name: 
 
 
 def plain_head(fold: keras.Model, name: str) -> tuple[keras.layers.Dense, keras.layers.Dense]:
-    """The fold's head as two built-in Dense layers: its standardization folded into the hidden layer.
+    """The fold's head as two built-in Dense layers (hidden, softmax): its standardization folded into the
+    hidden layer.
 
     ``W (x - mean) * scale + b == (W * scale) x + (b - W (mean * scale))``; dropout
     is the identity at inference.
@@ -158,6 +160,23 @@ def plain_head(fold: keras.Model, name: str) -> tuple[keras.layers.Dense, keras.
     out_kernel, out_bias = (keras.ops.convert_to_numpy(v) for v in fold.get_layer(OUTPUT_LAYER).weights)
     return (dense_layer(kernel, bias, activation="relu", name=f"{name}_head_dense"),
             dense_layer(out_kernel, out_bias, activation="softmax", name=f"{name}_predictions"))
+
+
+def dense_head_layer(fold: keras.Model, dense: FittedDense, name: str):
+    """The split's dense head read as a probability of malignant (N, 1), as ``evaluate`` reads it: the softmax's
+    malignant column, or, Platt-scaled, ``sigmoid(-(a (z1 - z0) + b))`` of its logits, as one Dense layer.
+
+    A function of the hidden layer's output.
+    """
+    out_kernel, out_bias = (keras.ops.convert_to_numpy(v).astype(np.float64)
+                            for v in fold.get_layer(OUTPUT_LAYER).weights)
+    if dense.platt is None:
+        softmax = dense_layer(out_kernel, out_bias, activation="softmax", name=f"{name}_predictions")
+        return lambda hidden: softmax(hidden)[:, 1:2]
+    a, b = dense.platt.a, dense.platt.b
+    kernel = -a * (out_kernel[:, 1] - out_kernel[:, 0])
+    bias = -(a * (out_bias[1] - out_bias[0]) + b)
+    return dense_layer(kernel[:, None], np.array([bias]), activation="sigmoid", name=f"{name}_dense_calibrated")
 
 
 def svm_layer(svm: FittedSvm, name: str) -> keras.layers.Dense:
@@ -234,9 +253,9 @@ def ensemble_parts(folds: list[keras.Model], splits: list[SplitClassifiers], *, 
             starts = [fold.layers[i].output for i in positions] if cut else fold.inputs
             body = keras.Model(starts, fold.get_layer(POOLED_LAYER).output, name=f"{name}_backbone")
             pooled = body(inputs if cut else inputs[0])
-        hidden_layer, output_layer = plain_head(fold, name)
+        hidden_layer, _ = plain_head(fold, name)
         hidden = hidden_layer(pooled)
-        dense = output_layer(hidden)[:, 1:2]
+        dense = dense_head_layer(fold, split.dense, name)(hidden)
         svm_input = pooled if feature_layer == "pooled" else hidden
         svm = svm_layer(split.svm, f"{name}_svm")(svm_input)
         novelty = novelty_layer(split, name)(svm_input)

@@ -4,14 +4,27 @@ Both are read the same way: a probability of malignant, and a threshold on
 it chosen on images neither classifier was tested on
 (:mod:`ultrasound_transfer.evaluation.operating_points`).
 
-* The dense head: its softmax probabilities; the threshold is chosen on the
-  fold's inner validation images (those ``finetune`` stopped early on).
+* The dense head: its softmax's log-odds, turned into probabilities by Platt
+  scaling fitted on the fold's inner validation images (those ``finetune``
+  stopped early on; ``evaluation.dense_calibration: none`` keeps the raw
+  softmax, the paper's reading), and its threshold chosen on those
+  probabilities.
 * The SVM: its decision values, turned into probabilities by Platt scaling
   fitted on the same validation images, which it did not learn from (see
   :func:`ultrasound_transfer.evaluation.svm.calibration_decisions` for the
-  other cases), and its threshold chosen on those probabilities.  Under
-  ``argmax`` its threshold is the probability Platt gives decision value 0,
-  so that it reads as the plain SVM does.
+  other cases), and its threshold chosen on those probabilities.
+
+So both are calibrated alike, by the same map on the same images, and their
+probabilities, Brier scores and calibration errors compare like with like;
+a raw softmax pooled over splits would also be penalised for scores that
+drift between splits, which its per-split ranking does not show.  Platt
+scaling (two parameters, increasing) rather than temperature scaling (Guo et
+al., ICML 2017; one parameter, no intercept): the SVM needs an intercept,
+and one map for both keeps the comparison a comparison of classifiers.  It
+keeps each split's ranking, so per-split ROC-AUC is the raw one.  Under
+``argmax`` each threshold is the probability the map gives the raw
+decision point (softmax 0.5, decision value 0), so that both read as the
+paper reads them.
 
 For two classes the paper's argmax reading is kept beside the operating
 point's, under ``argmax_`` names.  For more than two classes there is no
@@ -61,31 +74,50 @@ def two_columns(malignant: np.ndarray) -> np.ndarray:
     return np.column_stack([1 - malignant, malignant])
 
 
-def dense_threshold(validation_labels: np.ndarray, validation_probabilities: np.ndarray, *,
-                    evaluation: EvaluationSettings) -> float:
-    """The dense head's operating point, chosen on its validation images; NaN for more than two classes."""
-    if validation_probabilities.shape[1] > 2:
-        return np.nan
-    return choose_threshold(validation_labels, validation_probabilities[:, 1],
-                            rule=evaluation.operating_point, target=evaluation.target)
+def log_odds(probabilities: np.ndarray) -> np.ndarray:
+    """The malignant log-odds of two-class softmax probabilities, ``log p1 - log p0`` (kept finite)."""
+    clipped = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-300, 1.0)
+    return np.log(clipped[:, 1]) - np.log(clipped[:, 0])
 
 
 @dataclass(frozen=True)
 class FittedDense:
-    """One split's dense head as the study reads it: its softmax, at its operating point."""
+    """One split's dense head as the study reads it: its softmax, recalibrated (or not), at its operating point."""
 
-    threshold: float     # on the probability of malignant, chosen on the validation images; NaN for > 2 classes
-    n_train: int         # images the network was fitted on
+    threshold: float                 # on the (calibrated) probability of malignant; NaN for > 2 classes
+    n_train: int                     # images the network was fitted on
+    platt: PlattScaling | None = None   # on the head's log-odds; None: the raw softmax (or > 2 classes)
+    case_threshold: float = np.nan   # on a case's score, chosen on validation cases (evaluation.cases); NaN: none
+
+    def calibrated(self, probabilities: np.ndarray) -> np.ndarray:
+        """The head's probabilities (N, n_classes) as the study reads them: Platt-scaled log-odds, or as they are."""
+        if self.platt is None:
+            return probabilities
+        return two_columns(self.platt.probability(log_odds(probabilities)))
 
     def read(self, probabilities: np.ndarray) -> SplitReading:
-        """The head on images whose softmax probabilities (N, n_classes) the split's network gave."""
-        return SplitReading(probabilities, self.threshold, probabilities.argmax(axis=1), self.n_train)
+        """The head on images whose softmax probabilities (N, n_classes) the split's network gave; ranked by the
+        raw log-odds (which the calibration keeps in order), argmax on the raw softmax, as the paper reads it."""
+        ranking = None if self.platt is None else np.column_stack([-log_odds(probabilities), log_odds(probabilities)])
+        return SplitReading(self.calibrated(probabilities), self.threshold, probabilities.argmax(axis=1),
+                            self.n_train, ranking=ranking)
 
 
 def fit_dense_reading(validation_labels: np.ndarray, validation_probabilities: np.ndarray, *, n_train: int,
                       evaluation: EvaluationSettings) -> FittedDense:
-    """The dense head's operating point, chosen on its validation images."""
-    return FittedDense(dense_threshold(validation_labels, validation_probabilities, evaluation=evaluation), n_train)
+    """The dense head's calibration (``evaluation.dense_calibration``) and operating point, both chosen on its
+    validation images, as the SVM's are (Platt scaling of a score on images the classifier did not learn from)."""
+    if validation_probabilities.shape[1] > 2:
+        return FittedDense(np.nan, n_train)
+    platt = (fit_platt(log_odds(validation_probabilities), validation_labels)
+             if evaluation.dense_calibration == "platt" else None)
+    uncalibrated = FittedDense(np.nan, n_train, platt)
+    if evaluation.operating_point == "argmax":    # the paper's reading: softmax 0.5, i.e. log-odds 0
+        threshold = 0.5 if platt is None else float(platt.probability(np.zeros(1))[0])
+    else:
+        threshold = choose_threshold(validation_labels, uncalibrated.calibrated(validation_probabilities)[:, 1],
+                                     rule=evaluation.operating_point, target=evaluation.target)
+    return FittedDense(threshold, n_train, platt)
 
 
 @dataclass(frozen=True)
@@ -97,6 +129,7 @@ class FittedSvm:
     platt: PlattScaling | None     # None for more than two classes
     threshold: float               # on the Platt probability; NaN for more than two classes
     n_train: int                   # images it learned from
+    case_threshold: float = np.nan  # on a case's score, chosen on validation cases (evaluation.cases); NaN: none
 
     def read(self, features: np.ndarray) -> SplitReading:
         """The SVM on the images of ``features`` (test images, or another dataset's)."""
@@ -116,7 +149,8 @@ def fit_svm_reading(features: np.ndarray, labels: np.ndarray, groups: np.ndarray
     ``validation`` holds the dense head's validation rows; the SVM calibrates on
     them only when it did not learn from them (``svm.train_on: fit``).
     """
-    model = fit_svm(features[train], labels[train], groups[train], svm=svm, seed=seed)
+    model = fit_svm(features[train], labels[train], groups[train], svm=svm, seed=seed,
+                    validation=(features[validation], labels[validation]) if len(validation) else None)
     n_classes = len(np.unique(labels))
     if n_classes > 2:
         return FittedSvm(model, n_classes, None, np.nan, len(train))

@@ -28,13 +28,18 @@ from typing import Callable
 import numpy as np
 from scipy.stats import rankdata
 
-from ultrasound_transfer.evaluation.calibration import brier_score, expected_calibration_error
+from ultrasound_transfer.evaluation.calibration import (
+    brier_score,
+    calibration_intercept_slope,
+    debiased_calibration_error,
+    expected_calibration_error,
+)
 from ultrasound_transfer.evaluation.scoring import roc_auc, threshold_metrics
 from ultrasound_transfer.settings import EvaluationSettings
 
 # The headline figures of two classes, and which carry an interval.
 BINARY_HEADLINE = ("roc_auc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "balanced_accuracy",
-                   "brier", "ece")
+                   "brier", "ece", "calibration_error_debiased", "calibration_intercept", "calibration_slope")
 MULTICLASS_HEADLINE = ("roc_auc", "accuracy", "balanced_accuracy")
 COUNTS = ("tp", "fp", "tn", "fn")
 
@@ -84,6 +89,8 @@ def headline_of(pooled: PooledPredictions, rows: np.ndarray, calibration_bins: i
     result["roc_auc"] = binary_auc(labels, malignant)
     result["brier"] = brier_score(labels, malignant)
     result["ece"] = expected_calibration_error(labels, malignant, calibration_bins)
+    result["calibration_error_debiased"] = debiased_calibration_error(labels, malignant, calibration_bins)
+    result["calibration_intercept"], result["calibration_slope"] = calibration_intercept_slope(labels, malignant)
     return result
 
 

@@ -12,11 +12,12 @@ fold (the fit part, recorded per fold by ``evaluate``), not every non-test
 image.  The Wilcoxon signed-rank test is given beside it as a rank-based
 check; with 5 folds its smallest possible two-sided p-value is 0.0625.
 
-Across more than two strategies, the Friedman statistic in the F form of
-Iman and Davenport (Communications in Statistics 9, 1980), which holds its
-level with few blocks where the chi-square approximation does not
-(Demšar, JMLR 7, 2006); then Holm's step-down adjustment (Holm, Scand. J.
-Statistics 6, 1979) over the pairwise tests.
+Across more than two strategies: the best against every other by the
+corrected test, with Holm's step-down adjustment (Holm, Scand. J.
+Statistics 6, 1979) over every such test of the family reported together;
+the Friedman statistic in the F form of Iman and Davenport (Communications
+in Statistics 9, 1980) is given beside, as description, since with folds as
+blocks (which share training data) its p-value is anti-conservative.
 """
 
 from __future__ import annotations
@@ -53,6 +54,36 @@ def corrected_resampled_t(differences: np.ndarray, n_train: float, n_test: float
             "p_value_t": float(2 * stats.t.sf(abs(t), k - 1))}
 
 
+def detectable_difference(sd: float, *, k: int, n_train: float, n_test: float, power: float = 0.8,
+                          confidence: float = 0.95) -> float:
+    """The smallest true mean difference the corrected test detects with probability ``power`` (two-sided).
+
+    With per-split differences of standard deviation ``sd`` over ``k`` splits,
+    the test's standard error is ``sqrt(1/k + n_test/n_train) * sd``; the
+    difference ``delta`` whose noncentral t (``k - 1`` degrees of freedom,
+    noncentrality ``delta / se``) exceeds the critical value with probability
+    ``power`` is found by root-finding (Cohen, Statistical Power Analysis,
+    1988, in its exact noncentral-t form).  A design sensitivity: what the
+    design could have shown, from its observed spread, not a power computed
+    from the observed effect.  NaN with fewer than two splits or no spread.
+    """
+    if k < 2 or not np.isfinite(sd) or sd <= 0:
+        return math.nan
+    from scipy.optimize import brentq
+
+    se = math.sqrt(1 / k + n_test / n_train) * sd
+    df, critical = k - 1, float(stats.t.ppf(0.5 + confidence / 2, k - 1))
+
+    def shortfall(noncentrality: float) -> float:
+        detected = stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality)
+        return float(detected - power)
+
+    upper = 1.0
+    while shortfall(upper) < 0:            # power rises with the noncentrality: bracket the root by doubling
+        upper *= 2
+    return float(brentq(shortfall, 0.0, upper) * se)
+
+
 def wilcoxon_p(differences: np.ndarray) -> float:
     """Two-sided Wilcoxon signed-rank p-value; 1.0 when every difference is zero."""
     d = np.asarray(differences, dtype=float)
@@ -73,9 +104,12 @@ def fold_sizes(per_fold) -> tuple[float, float]:
 
 
 def compare_paired(a: np.ndarray, b: np.ndarray, n_train: float, n_test: float) -> dict:
-    """``a - b`` per fold: mean, 95 % corrected-t interval, t and Wilcoxon p-values."""
+    """``a - b`` per fold: mean, 95 % corrected-t interval, t and Wilcoxon p-values, and the difference the
+    design detects at 80 % power (:func:`detectable_difference`)."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    return {**corrected_resampled_t(d, n_train, n_test), "p_value_wilcoxon": wilcoxon_p(d)}
+    sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
+    return {**corrected_resampled_t(d, n_train, n_test), "p_value_wilcoxon": wilcoxon_p(d),
+            "detectable_80": detectable_difference(sd, k=len(d), n_train=n_train, n_test=n_test)}
 
 
 def holm_adjusted(p_values: list[float]) -> list[float]:
@@ -114,28 +148,46 @@ def iman_davenport_p(scores: np.ndarray) -> float:
     return float(stats.f.sf(f, k - 1, (k - 1) * (n - 1)))
 
 
-def best_against_rest(scores: np.ndarray, names: list, n_train: float, n_test: float) -> dict:
-    """The best of several strategies scored on the same folds, tested as a selection.
+def best_against_rest(scores: np.ndarray, names: list, n_train: float, n_test: float, *,
+                      higher_is_better: bool = True) -> dict:
+    """The best of several strategies scored on the same folds, and its advantage over each of the others.
 
-    ``scores`` is (folds x strategies).  The best strategy is the highest mean;
-    picking it and then testing it against the runner-up alone would ignore that
-    it was picked.  So: the Iman-Davenport test across all strategies (folds as
-    blocks), and the corrected repeated-CV t-test of the best against *every*
-    other strategy with Holm's adjustment over those comparisons.  The best is
-    supported when the Iman-Davenport p and every adjusted p are below 0.05.
+    ``scores`` is (folds x strategies).  The best strategy is the highest mean,
+    or the lowest for a metric where lower is better (``higher_is_better``:
+    Brier, ECE).  Picking it and then testing it against the runner-up alone
+    would ignore that it was picked; so it is tested against *every* other
+    strategy by the corrected repeated-CV t-test on the per-fold advantage
+    (positive: the best is better), and the caller adjusts these p-values over
+    the whole family of selections it reports (:func:`supported_selections`).
+
+    The Iman-Davenport statistic across all strategies is given beside, as
+    description only: it takes the folds as independent blocks, but folds
+    share their training images, so its p-value is anti-conservative (Demšar,
+    JMLR 7, 2006, uses datasets as blocks); the verdict rests on the
+    corrected tests alone.
     """
-    scores = np.asarray(scores, dtype=float)
-    means = scores.mean(axis=0)
+    oriented = np.asarray(scores, dtype=float) * (1 if higher_is_better else -1)
+    means = oriented.mean(axis=0)
     best = int(np.argmax(means))
     others = [j for j in np.argsort(-means) if j != best]
-    tests = [corrected_resampled_t(scores[:, best] - scores[:, j], n_train, n_test) for j in others]
-    adjusted = holm_adjusted([t["p_value_t"] for t in tests])
-    comparisons = [{"against": names[j], **t, "p_value_holm": a} for j, t, a in zip(others, tests, adjusted)]
-    overall = iman_davenport_p(scores)
-    # NaN (no test possible) compares False, so it never counts as support.
-    supported = (len(names) < 3 or overall < 0.05) and all(c["p_value_holm"] < 0.05 for c in comparisons)
-    return {"best": names[best], "iman_davenport_p": overall, "comparisons": comparisons,
-            "supported": bool(supported)}
+    comparisons = [{"against": names[j], **corrected_resampled_t(oriented[:, best] - oriented[:, j], n_train,
+                                                                 n_test)} for j in others]
+    return {"best": names[best], "iman_davenport_p": iman_davenport_p(np.asarray(scores, dtype=float)),
+            "comparisons": comparisons, "higher_is_better": higher_is_better}
+
+
+def supported_selections(selections: list[dict]) -> list[dict]:
+    """Holm's adjustment over every comparison of every selection (the family: all networks x datasets
+    reported together); a selection is supported when each of its comparisons stays below 0.05 after it.
+    Adds ``p_value_holm`` to each comparison and ``supported`` to each selection, in place; returns them."""
+    family = [c for s in selections for c in s["comparisons"]]
+    for comparison, adjusted in zip(family, holm_adjusted([c["p_value_t"] for c in family])):
+        comparison["p_value_holm"] = adjusted
+    for selection in selections:
+        # NaN (no test possible) compares False, so it never counts as support.
+        selection["supported"] = bool(selection["comparisons"]) and all(
+            c["p_value_holm"] < 0.05 for c in selection["comparisons"])
+    return selections
 
 
 def format_p(p: float) -> str:

@@ -1,13 +1,25 @@
 """The paper's second classifier: a linear SVM on a fine-tuned network's features.
 
 Features are standardized, then a linear SVM (scikit-learn ``LinearSVC``,
-squared hinge) is fitted.  C is either fixed or chosen by a stratified inner
-cross-validation that is grouped like the outer folds and runs on the
-training rows only, so the test fold never influences the model.  The inner
-score is ROC-AUC (macro one-vs-rest for more classes), a continuous score:
-inner accuracy on a few dozen images ties often, and ties went to the
-grid's smallest C.  Among C values that tie on the best inner AUC, the middle
-one is taken (of an even number, the smaller, the larger margin).
+squared hinge) is fitted.  C is fixed, or chosen from ``svm.C_grid`` where
+the test fold cannot influence it (``svm.C_selection``):
+
+* ``validation`` (the default): each C is fitted on the SVM's training images
+  and scored on the split's validation images, which neither the SVM nor the
+  fine-tuned network learned from (the network only stopped early on them):
+  the features of the images the network trained on are fitted better than a
+  new image's will be, so an inner CV on them favours C values that trust
+  those features too much, and C jumped by factors of 1000 between folds;
+  the validation images are also where the dense head's tuning (its early
+  stopping, its calibration, its threshold) happens, so both classifiers get
+  the same tuning budget on the same images;
+* ``inner``: a stratified inner cross-validation over the SVM's training
+  images, grouped like the outer folds.
+
+The score is ROC-AUC (macro one-vs-rest for more classes), a continuous
+score: accuracy on a few dozen images ties often, and ties went to the
+grid's smallest C.  Among C values that tie on the best AUC, the middle one
+is taken (of an even number, the smaller, the larger margin).
 
 :func:`calibration_decisions` gives the decision values on which the SVM's
 Platt scaling and operating point are fitted: images neither it nor the
@@ -76,12 +88,39 @@ def inner_folds_for(labels: np.ndarray, groups: np.ndarray, *, svm: SvmSettings,
     return StratifiedGroupKFold(n_splits=svm.inner_folds, shuffle=True, random_state=seed)
 
 
-def fit_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, svm: SvmSettings,
-            seed: int) -> Pipeline:
-    """Fit the SVM on one training part, tuning C by inner grouped CV if ``svm.C_grid`` is not empty."""
+def middle_best_C(grid: list[float], scores: np.ndarray) -> int:
+    """Index in ``grid`` (sorted) of the C to keep: the middle of those tied at the best score."""
+    scores = np.asarray(scores, dtype=float)
+    if np.isnan(scores).all():
+        raise PipelineError("the SVM's ROC-AUC is undefined for every C (the images it is scored on lack a class); "
+                            "raise finetune.validation_fraction, or set svm.C_selection: inner.")
+    tied = np.flatnonzero(np.isclose(scores, np.nanmax(scores), rtol=0, atol=1e-12))
+    return int(tied[(len(tied) - 1) // 2])
+
+
+def fit_svm_on_validation(features: np.ndarray, labels: np.ndarray, *, validation_features: np.ndarray,
+                          validation_labels: np.ndarray, grid: list[float], seed: int) -> Pipeline:
+    """Each C of ``grid`` fitted on the training rows, the one whose ROC-AUC on the validation rows is best kept."""
+    models = [linear_svm(C, seed).fit(features, labels) for C in grid]
+    n_classes = len(np.unique(labels))
+    scores = [roc_auc(validation_labels, per_class_scores(m, validation_features, n_classes), n_classes)
+              if len(np.unique(validation_labels)) == n_classes else np.nan for m in models]
+    return models[middle_best_C(grid, scores)]
+
+
+def fit_svm(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, svm: SvmSettings, seed: int,
+            validation: tuple[np.ndarray, np.ndarray] | None = None) -> Pipeline:
+    """Fit the SVM on one training part, choosing C from ``svm.C_grid`` if it is not empty: on ``validation``
+    (features, labels) under ``svm.C_selection: validation``, else by inner grouped CV."""
     grid = sorted(svm.C_grid)
     if not grid:
         return linear_svm(svm.C, seed).fit(features, labels)
+    if svm.C_selection == "validation":
+        if validation is None or not len(validation[1]):
+            raise PipelineError("svm.C_selection = validation needs the split's validation images; raise "
+                                "finetune.validation_fraction, or set svm.C_selection: inner.")
+        return fit_svm_on_validation(features, labels, validation_features=validation[0],
+                                     validation_labels=validation[1], grid=grid, seed=seed)
     search = GridSearchCV(linear_svm(svm.C, seed), {"linearsvc__C": grid},
                           cv=inner_folds_for(labels, groups, svm=svm, seed=seed), scoring=inner_auc,
                           refit=middle_of_best)

@@ -5,9 +5,10 @@ that every later reading of the study (``external``, ``predict``,
 ``explain``, ``export``) applies the very objects whose figures
 ``evaluate`` reported, and never fits them again:
 
-* per split: the dense head's operating point; the linear SVM (its C, the
+* per split: the dense head's Platt scaling and operating points (image and
+  case); the linear SVM (its C, the
   standardization of its input, weights and intercept), its Platt scaling
-  and operating point; the novelty reference (the training images' feature
+  and operating points; the novelty reference (the training images' feature
   mean and shrunk scale, the held-out images' median novelty:
   :mod:`ultrasound_transfer.evaluation.novelty`);
 * the feature layer the SVMs read, the operating-point rule, the novelty
@@ -41,7 +42,7 @@ from ultrasound_transfer.evaluation.svm import svm_arrays, svm_from_arrays
 from ultrasound_transfer.outputs.stages import repro, stage_name
 from ultrasound_transfer.outputs.training_record import MODELS_DIR
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2       # 2: the dense head's Platt scaling, both classifiers' case thresholds
 
 
 def stage(dataset: str, model: str) -> str:
@@ -70,6 +71,17 @@ class StudyClassifiers:
         return {"dense": float(np.mean([s.dense.threshold for s in self.splits])),
                 "svm": float(np.mean([s.svm.threshold for s in self.splits]))}
 
+    @property
+    def case_thresholds(self) -> dict[str, float]:
+        """Per classifier, the mean of the splits' case-level operating points (NaN where no case level)."""
+        return {"dense": float(np.mean([s.dense.case_threshold for s in self.splits])),
+                "svm": float(np.mean([s.svm.case_threshold for s in self.splits]))}
+
+    @property
+    def dense_calibrated(self) -> bool:
+        """Whether the dense head is read through its Platt scaling (evaluation.dense_calibration: platt)."""
+        return all(s.dense.platt is not None for s in self.splits)
+
 
 def number(value: float) -> float | None:
     """JSON has no NaN: an undefined threshold (more than two classes) is written as null."""
@@ -80,24 +92,34 @@ def nan_if_null(value: float | None) -> float:
     return np.nan if value is None else float(value)
 
 
+def platt_record(platt: PlattScaling | None) -> dict | None:
+    return None if platt is None else {"a": platt.a, "b": platt.b}
+
+
+def platt_from_record(record: dict | None) -> PlattScaling | None:
+    return None if record is None else PlattScaling(a=float(record["a"]), b=float(record["b"]))
+
+
 def split_record(split: SplitClassifiers) -> dict:
-    svm = split.svm
-    platt = None if svm.platt is None else {"a": svm.platt.a, "b": svm.platt.b}
+    svm, dense = split.svm, split.dense
     return {"split": split.k,
-            "dense": {"threshold": number(split.dense.threshold), "n_train": split.dense.n_train},
-            "svm": {"threshold": number(svm.threshold), "n_train": svm.n_train, "platt": platt,
-                    **svm_arrays(svm.model)},
+            "dense": {"threshold": number(dense.threshold), "case_threshold": number(dense.case_threshold),
+                      "n_train": dense.n_train, "platt": platt_record(dense.platt)},
+            "svm": {"threshold": number(svm.threshold), "case_threshold": number(svm.case_threshold),
+                    "n_train": svm.n_train, "platt": platt_record(svm.platt), **svm_arrays(svm.model)},
             "novelty": {"mean": split.novelty.mean.tolist(), "scale": split.novelty.scale.tolist(),
                         "median": split.novelty.median}}
 
 
 def split_from_record(record: dict) -> SplitClassifiers:
     svm, dense = record["svm"], record["dense"]
-    platt = None if svm["platt"] is None else PlattScaling(a=svm["platt"]["a"], b=svm["platt"]["b"])
     model = svm_from_arrays(svm)
     return SplitClassifiers(
-        k=int(record["split"]), dense=FittedDense(nan_if_null(dense["threshold"]), int(dense["n_train"])),
-        svm=FittedSvm(model, len(svm["classes"]), platt, nan_if_null(svm["threshold"]), int(svm["n_train"])),
+        k=int(record["split"]), dense=FittedDense(nan_if_null(dense["threshold"]), int(dense["n_train"]),
+                                                  platt_from_record(dense["platt"]),
+                                                  nan_if_null(dense["case_threshold"])),
+        svm=FittedSvm(model, len(svm["classes"]), platt_from_record(svm["platt"]), nan_if_null(svm["threshold"]),
+                      int(svm["n_train"]), nan_if_null(svm["case_threshold"])),
         novelty=NoveltyReference(mean=np.asarray(record["novelty"]["mean"], dtype=np.float64),
                                  scale=np.asarray(record["novelty"]["scale"], dtype=np.float64),
                                  median=float(record["novelty"]["median"])))

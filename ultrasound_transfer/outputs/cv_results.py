@@ -6,7 +6,8 @@
 * ``<model>.folds.csv``: every metric per split and classifier;
 * ``<model>.predictions.csv``: one row per test image and split,
   :data:`KEYS` and per classifier its probabilities, threshold, the class
-  called at the threshold and the argmax class (:func:`prob_column` ...);
+  called at the threshold and the argmax class (:func:`prob_column` ...), and
+  the dense head's raw softmax beside its calibrated reading (:data:`RAW_DENSE`);
 * ``metrics/plots/confusion/<dataset>/<model>.<classifier>.csv``,
   ``metrics/plots/roc/<dataset>/<model>.csv`` and
   ``metrics/plots/calibration/<dataset>/<model>.csv``.
@@ -33,6 +34,9 @@ METRICS_DIR = Path("metrics/cv")
 PLOTS_DIR = Path("metrics/plots")
 # Columns of every row of a predictions table, before the classifiers' own.
 KEYS = ("id", "repeat", "fold", "split", "true", "true_class", "group", "case")
+# The dense head read by its raw softmax, as the paper reads it: columns and figures kept beside the calibrated
+# head's where it is recalibrated (evaluation.dense_calibration: platt), labelled, never what is compared.
+RAW_DENSE = "dense_raw"
 RELIABILITY_COLUMNS = ("bin_low", "bin_high", "mean_predicted", "observed_fraction", "count", "series")
 
 
@@ -73,6 +77,11 @@ def threshold_column(classifier: str) -> str:
     return f"{classifier}_threshold"
 
 
+def case_threshold_column(classifier: str) -> str:
+    """The split's case-level operating point, chosen on its validation cases (evaluation.cases)."""
+    return f"{classifier}_case_threshold"
+
+
 def class_column(classifier: str) -> str:
     """The class called at the operating point (argmax for more than two classes)."""
     return f"{classifier}_class"
@@ -94,12 +103,15 @@ def add_classifier_columns(table: pd.DataFrame, classifier: str, *, probabilitie
         table[argmax_column(classifier)] = [class_names[c] for c in argmax]
 
 
-def pooled_from_table(predictions: pd.DataFrame, classifier: str, class_names: list[str]) -> PooledPredictions:
-    """A classifier's pooled predictions from a predictions table (``evaluate``'s or ``external``'s)."""
+def pooled_from_table(predictions: pd.DataFrame, classifier: str, class_names: list[str], *,
+                      level: str = "image") -> PooledPredictions:
+    """A classifier's pooled predictions from a predictions table (``evaluate``'s or ``external``'s), with the
+    thresholds of its images (``level="image"``) or of its cases (``"case"``)."""
+    thresholds = threshold_column(classifier) if level == "image" else case_threshold_column(classifier)
     return PooledPredictions(
         labels=predictions["true"].to_numpy(),
         probabilities=predictions[[prob_column(classifier, c) for c in class_names]].to_numpy(dtype=float),
-        thresholds=predictions[threshold_column(classifier)].to_numpy(dtype=float),
+        thresholds=predictions[thresholds].to_numpy(dtype=float),
         repeats=predictions["repeat"].to_numpy(), groups=predictions["group"].astype(str).to_numpy())
 
 
@@ -147,7 +159,8 @@ def write_plot_data(dataset: str, model: str, predictions: pd.DataFrame, *, clas
                      lambda tmp, table=confusion: table.to_csv(tmp, index=False))
         scores = predictions[[prob_column(classifier, name) for name in class_names]].to_numpy()
         curves.append(roc_points(predictions["true"].to_numpy(), scores, classifier))
-        if len(class_names) == 2:
+    for classifier in (*CLASSIFIERS, RAW_DENSE):
+        if len(class_names) == 2 and prob_column(classifier, class_names[1]) in predictions:
             table = reliability_table(predictions["true"].to_numpy(),
                                       predictions[prob_column(classifier, class_names[1])].to_numpy(), bins)
             reliability.append(table.assign(series=classifier))

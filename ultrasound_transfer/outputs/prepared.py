@@ -7,6 +7,9 @@
   the one record of it, copied into every network trained on the dataset, so
   a new scan is read the same way whatever ``params.yaml`` says later;
 * ``report.json``: counts, exclusions, duplicates and the shortcut audit;
+* ``fingerprints.npy``: each image's perceptual fingerprints (of the frame and
+  its crops, :mod:`ultrasound_transfer.data.near_duplicates`), row for row,
+  so that another dataset's images can be checked for near-copies of these;
 * ``near_duplicates.png``: the closest pairs, to check the threshold by eye.
 """
 
@@ -25,6 +28,7 @@ from ultrasound_transfer.outputs.stages import repro, stage_name
 PREPARED_DIR = Path("data/prepared")
 IMAGES, MANIFEST, PREPROCESSING, REPORT, SHEET = ("images.npy", "manifest.csv", "preprocessing.json", "report.json",
                                                   "near_duplicates.png")
+FINGERPRINTS = "fingerprints.npy"
 # The manifest's columns that identify an image and its place in the study (the audit adds its own).
 MANIFEST_KEYS = ("id", "source", "label", "class_name", "group", "group_exact", "case", "sha256", "height", "width")
 
@@ -118,15 +122,24 @@ def load_preprocessing(dataset: str) -> Preprocessing:
     return Preprocessing(**read_json(path))
 
 
+def load_fingerprints(dataset: str) -> np.ndarray:
+    """The images' fingerprints (N, variants, 2), in manifest order."""
+    path = folder(dataset) / FINGERPRINTS
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; it is written by a newer normalize: run '{repro(stage(dataset))}'.")
+    return np.load(path)
+
+
 def load_report(dataset: str) -> dict:
     return read_json(folder(dataset) / REPORT)
 
 
 def write_prepared(dataset: str, *, images: np.ndarray, manifest: pd.DataFrame, preprocessing: Preprocessing,
-                   report: dict, draw_sheet: Callable[[Path], None]) -> None:
+                   report: dict, fingerprints: np.ndarray, draw_sheet: Callable[[Path], None]) -> None:
     """All of ``data/prepared/<dataset>/`` at once (or nothing, should any part fail)."""
     with atomic_dir(folder(dataset)) as tmp:
         np.save(tmp / IMAGES, images)
+        np.save(tmp / FINGERPRINTS, fingerprints)
         manifest.to_csv(tmp / MANIFEST, index=False)
         write_json(tmp / PREPROCESSING, preprocessing.as_dict())
         write_json(tmp / REPORT, report)
