@@ -132,7 +132,8 @@ def main(argv: list[str]) -> None:
     threshold = cfg.near_duplicate_bits
     clock = Stopwatch()
     raw_dir = RAW_DIR / dataset
-    scan = datasets.scan(dataset, raw_dir, busi_classes=cfg.busi_classes)
+    scan = datasets.scan(dataset, raw_dir, busi_classes=cfg.busi_classes,
+                         busi_normal_as_benign=cfg.busi_normal_as_benign)
     log("normalize", f"{dataset}: decoding {len(scan.rows)} images, to {size}x{size} by {cfg.resize}")
     stack, prints, rows, excluded = decode_all(raw_dir, scan.rows, size, cfg.on_undecodable, cfg.resize)
 

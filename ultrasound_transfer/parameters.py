@@ -124,6 +124,7 @@ SCHEMA: dict[str, Any] = {
     },
     "normalize": {
         "busi_classes": subset(choices.BUSI_CLASSES),
+        "busi_normal_as_benign": SWITCH,
         "on_undecodable": choice(*choices.ON_UNDECODABLE),
         "near_duplicate_bits": integer(0, 64),
         "near_duplicate_cross_label": choice(*choices.NEAR_DUPLICATE_CROSS_LABEL),
@@ -206,6 +207,12 @@ def consistency_problems(params: dict) -> list[str]:
     if isinstance(busi, list) and not {"benign", "malignant"} <= set(map(str, busi)):
         problems.append(f"normalize.busi_classes = {busi!r} must hold benign and malignant (malignant is the positive "
                         "class); add normal beside them for the three-class task")
+    as_benign = (params.get("normalize") or {}).get("busi_normal_as_benign") if isinstance(params.get("normalize"),
+                                                                                             dict) else None
+    if as_benign is True and isinstance(busi, list) and "normal" not in busi:
+        problems.append("normalize.busi_normal_as_benign = true reads BUSI's normal images as benign, but "
+                        "normalize.busi_classes leaves normal out; run dvc exp run -S "
+                        "'normalize.busi_classes=[benign,malignant,normal]', or set busi_normal_as_benign: false")
     problems += external_problems(params)
     finetune, evaluation = params.get("finetune"), params.get("evaluation")
     if isinstance(finetune, dict) and isinstance(evaluation, dict):
@@ -243,7 +250,9 @@ def external_problems(params: dict) -> list[str]:
     pairs, studied = params.get("external"), params.get("datasets")
     if not isinstance(pairs, list) or not isinstance(studied, list):
         return []
-    busi = (params.get("normalize") or {}).get("busi_classes") or []
+    normalize = params.get("normalize") or {}
+    busi = normalize.get("busi_classes") or []
+    three_classes = "normal" in busi and not normalize.get("busi_normal_as_benign")
     problems, seen = [], set()
     for number, pair in enumerate(pairs, start=1):
         train, test = pair["train"], pair["test"]
@@ -257,7 +266,7 @@ def external_problems(params: dict) -> list[str]:
         if (train, test) in seen:
             problems.append(f"{where}: listed twice; keep one")
         seen.add((train, test))
-        if "busi" in (train, test) and "normal" in busi:
+        if "busi" in (train, test) and three_classes:
             problems.append(f"{where}: BUSI with normal is three classes and the other dataset two; external "
                             "validation compares benign and malignant: run dvc exp run -S "
                             "'normalize.busi_classes=[benign,malignant]'")

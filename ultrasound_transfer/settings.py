@@ -61,6 +61,7 @@ class NormalizeSettings:
     near_duplicate_cross_label: str
     resize: str = "letterbox"
     shortcut_warning_auc: float = 0.7
+    busi_normal_as_benign: bool = False
 
 
 @dataclass(frozen=True)

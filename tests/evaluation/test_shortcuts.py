@@ -23,7 +23,8 @@ def test_a_planted_size_shortcut_is_found_and_warned_about_but_not_as_visible():
     audit = shortcut_audit(manifest(width_of=lambda label: 400 + 100 * label), warning_auc=0.7)
     assert audit["features"]["native_width"] == 1.0 and audit["models"]["all_features"]["roc_auc"] > 0.95
     assert audit["models"]["visible_features"]["roc_auc"] < 0.7      # here the padding does not follow the width
-    assert len(audit["warnings"]) == 1 and "native_width AUC 1.00" in audit["warnings"][0]
+    assert len(audit["warnings"]) == 2 and "native_width AUC 1.00" in audit["warnings"][0]
+    assert "2 native sizes as categories" in audit["warnings"][1]        # two sizes: two presets
 
 
 def test_an_overlay_shortcut_is_seen_by_the_visible_model_too():
@@ -51,3 +52,23 @@ def test_views_of_one_patient_never_straddle_the_audits_folds():
 def test_too_few_groups_skip_the_models_and_say_why():
     audit = shortcut_audit(manifest(n_patients=2), warning_auc=0.7)
     assert audit["models"] == {} and "needs 2" in audit["skipped"]
+
+
+def test_an_interval_clear_of_chance_warns_below_the_warning_level():
+    """A weaker cue: its point estimate under 0.7, its interval's lower bound over 0.55 (CLEAR_OF_CHANCE)."""
+    weak = manifest(n_patients=200)
+    weak["bright_share"] = [0.0002 * (c == "malignant") + v for c, v in zip(weak["class_name"],
+                                                                             RNG.uniform(0, 1e-3, len(weak)))]
+    audit = shortcut_audit(weak, warning_auc=0.9)
+    visible = audit["models"]["visible_features"]
+    assert visible["roc_auc"] < 0.9 and visible["roc_auc_ci_low"] > 0.55
+    assert any("visible features" in warning for warning in audit["warnings"])
+
+
+def test_native_sizes_as_categories_catch_presets_that_no_line_in_width_separates():
+    """Malignant images at the middle of three sizes: a linear model on width cannot separate them, the
+    presets' indicators can."""
+    audit = shortcut_audit(manifest(width_of=lambda label: 500 if label else 400 + 200 * RNG.integers(0, 2)),
+                           warning_auc=0.8)
+    assert audit["models"]["size_presets"]["roc_auc"] > 0.95
+    assert audit["models"]["all_features"]["roc_auc"] < audit["models"]["size_presets"]["roc_auc"]

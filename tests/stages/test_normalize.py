@@ -107,6 +107,21 @@ def test_busi_miniature_end_to_end(project):
     assert manifest["group"].nunique() == len(manifest)        # BUSI has no patient ids
 
 
+def test_busi_as_normal_and_benign_against_malignant(project):
+    """BUSI's other published task (BreastMNIST's): normal images read as benign, two classes, the files kept
+    traceable to their folder."""
+    miniatures.make_busi(project / "data/raw/busi")
+    project.write_params({**PARAMS, "normalize": {**PARAMS["normalize"], "busi_classes": ["benign", "malignant",
+                                                                                          "normal"],
+                                                  "busi_normal_as_benign": True}})
+    normalize.main(["busi"])
+    _, manifest, report = prepared(project, "busi")
+    assert report["classes"] == {"benign": 11, "malignant": 5}      # 5 benign + 6 normal, against 5 malignant
+    normal = manifest["source"].str.contains("normal/")
+    assert normal.sum() == 6 and (manifest.loc[normal, "class_name"] == "benign").all()
+    assert sorted(manifest["label"].unique()) == [0, 1]
+
+
 def test_salivary_formats_and_groups(project):
     miniatures.make_salivary(project / "data/raw/salivary", cases_per_class=2)
     project.write_params(PARAMS)
@@ -191,4 +206,29 @@ def test_the_audit_shows_what_each_resize_leaves_visible_of_a_planted_size_short
     audit = json.loads((project / "data/prepared/phantom/report.json").read_text())["shortcut_audit"]
     assert audit["models"]["all_features"]["roc_auc"] > 0.95
     assert (audit["models"]["visible_features"]["roc_auc"] >= 0.7) == visible_warns
-    assert len(audit["warnings"]) == 1 + visible_warns
+    assert audit["models"]["size_presets"]["roc_auc"] > 0.95       # two sizes, as two scanner presets would be
+    assert len(audit["warnings"]) == 2 + visible_warns
+
+
+def test_coloured_calipers_planted_on_malignant_images_are_flagged_where_the_bright_share_misses_them(project):
+    """Yellow calipers turn to gray 226 in a gray frame: under the bright share's 250, so only the colour share
+    sees them, and the audit warns."""
+    frames = miniatures.phantom_pixels(48, seed=21)
+    files = []
+    for i, gray in enumerate(frames):
+        malignant = i >= 24
+        picture = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+        if malignant:
+            for x in (20, 44):
+                cv2.drawMarker(picture, (x, 24), (0, 255, 255), cv2.MARKER_CROSS, 9, 1)    # BGR yellow
+        label = "malignant" if malignant else "benign"
+        files.append((f"{label}/{i:02d}.png", label, f"p{i // 2}", picture))
+    make_raw(project, files, dataset="phantom")
+    project.write_params(PARAMS)
+    normalize.main(["phantom"])
+    _, manifest, report = prepared(project, dataset="phantom")
+    audit = report["shortcut_audit"]
+    assert manifest.loc[manifest["class_name"] == "benign", "colour_share"].max() == 0
+    assert manifest.loc[manifest["class_name"] == "malignant", "colour_share"].min() > 0
+    assert audit["features"]["colour_share"] == 1.0 and audit["features"]["bright_share"] < 0.8
+    assert any("colour_share AUC 1.00" in warning for warning in audit["warnings"])

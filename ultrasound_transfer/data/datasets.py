@@ -302,13 +302,16 @@ def check_scan(raw: Path, found: Scan, *, from_labels_csv: bool, known: tuple[st
     return found
 
 
-def scan(dataset: str, raw: Path, *, busi_classes: tuple[str, ...] = ("benign", "malignant")) -> Scan:
-    """Scan the raw folder of ``dataset`` in its official layout (``busi_classes``: the BUSI classes used),
-    checked by :func:`check_scan`."""
+def scan(dataset: str, raw: Path, *, busi_classes: tuple[str, ...] = ("benign", "malignant"),
+         busi_normal_as_benign: bool = False) -> Scan:
+    """Scan the raw folder of ``dataset`` in its official layout (``busi_classes``: the BUSI classes used;
+    ``busi_normal_as_benign``: normal read as benign), checked by :func:`check_scan`."""
     from_labels_csv = dataset not in ("busi", "rodrigues", "ddti") and (raw / "labels.csv").exists()
     known = KNOWN_CLASSES if dataset == "busi" else ("benign", "malignant")
-    return check_scan(raw, scan_layout(dataset, raw, busi_classes=busi_classes), from_labels_csv=from_labels_csv,
-                      known=known)
+    found = scan_layout(dataset, raw, busi_classes=busi_classes)
+    if dataset == "busi" and busi_normal_as_benign:
+        found.rows = [{**row, "label": "benign" if row["label"] == "normal" else row["label"]} for row in found.rows]
+    return check_scan(raw, found, from_labels_csv=from_labels_csv, known=known)
 
 
 def scan_layout(dataset: str, raw: Path, *, busi_classes: tuple[str, ...]) -> Scan:

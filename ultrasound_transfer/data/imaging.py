@@ -19,8 +19,27 @@ GRAY_CONVERSION = ("colour to gray by the ITU-R BT.601 weights; 16-bit values / 
 MIN_SIDE = 16
 
 
+# A pixel whose colour channels spread by at least this much is coloured (a yellow caliper, a green marker, a
+# Doppler box): JPEG's chroma noise on a gray frame stays well under it.
+COLOUR_SPREAD = 48
+
+
+def colour_share(image: np.ndarray) -> float:
+    """Share of a decoded frame's pixels that are coloured (:data:`COLOUR_SPREAD`); 0 for a gray frame."""
+    if image.ndim != 3 or image.shape[2] < 3:
+        return 0.0
+    channels = image[..., :3]
+    return float(np.mean(channels.max(axis=2).astype(np.int32) - channels.min(axis=2) >= COLOUR_SPREAD *
+                         (257 if image.dtype == np.uint16 else 1)))
+
+
 def read_gray(path: Path | str) -> np.ndarray:
-    """Decode a PNG, BMP or JPEG file into a 2-D uint8 gray image.
+    """Decode a PNG, BMP or JPEG file into a 2-D uint8 gray image (:func:`read_frame` without its colour)."""
+    return read_frame(path)[0]
+
+
+def read_frame(path: Path | str) -> tuple[np.ndarray, float]:
+    """Decode a PNG, BMP or JPEG file into a 2-D uint8 gray image, and the share of its pixels in colour.
 
     8- and 16-bit files, gray, RGB and RGBA are accepted.  16-bit values are
     mapped linearly onto 0..255 (65535 -> 255); alpha is dropped, since
@@ -46,7 +65,7 @@ def read_gray(path: Path | str) -> np.ndarray:
             f"cannot decode image file {path}; it is empty, truncated or not PNG/BMP/JPEG. "
             "Replace or remove the file."
         )
-    return gray_frame(image, path, channel_order="BGR")
+    return gray_frame(image, path, channel_order="BGR"), colour_share(image)
 
 
 def gray_frame(image: np.ndarray, source: Path | str, *, channel_order: str) -> np.ndarray:

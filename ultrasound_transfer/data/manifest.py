@@ -21,7 +21,7 @@ import pandas as pd
 
 from ultrasound_transfer.common import PipelineError, Progress, log
 from ultrasound_transfer.data.grouping import merge_groups
-from ultrasound_transfer.data.imaging import fit_square, kept_region, pixel_sha256, read_gray
+from ultrasound_transfer.data.imaging import fit_square, kept_region, pixel_sha256, read_frame
 from ultrasound_transfer.data.near_duplicates import N_VARIANTS, fingerprints
 
 
@@ -49,7 +49,7 @@ def decode_all(
         if not path.exists():
             raise PipelineError(f"{raw_dir}: the listed image {row['path']} does not exist at {path}.")
         try:
-            image = read_gray(path)
+            image, coloured = read_frame(path)
         except PipelineError as problem:
             if on_undecodable != "skip":
                 raise PipelineError(f"{problem} (or set normalize.on_undecodable: skip to leave such files out)") from None
@@ -60,7 +60,8 @@ def decode_all(
         prints.append(fingerprints(image))
         kept.append({**row, "sha256": pixel_sha256(image), "height": image.shape[0], "width": image.shape[1],
                      "padding_share": padding, "mean_gray": float(square.mean()),
-                     "bright_share": float(np.mean(kept_region(image, resize) >= BRIGHT_LEVEL))})
+                     "bright_share": float(np.mean(kept_region(image, resize) >= BRIGHT_LEVEL)),
+                     "colour_share": coloured})
     if not stack:
         return np.zeros((0, size, size), np.uint8), np.zeros((0, N_VARIANTS, 2), np.uint64), kept, excluded
     return np.stack(stack), np.stack(prints), kept, excluded
@@ -89,7 +90,7 @@ def cross_label_near_duplicates(rows: list[dict], pairs: np.ndarray, distances: 
 
 
 # Columns beside the native size that the shortcut audit reads (ultrasound_transfer.evaluation.shortcuts).
-AUDITED_COLUMNS = ("padding_share", "mean_gray", "bright_share")
+AUDITED_COLUMNS = ("padding_share", "mean_gray", "bright_share", "colour_share")
 
 
 def build_manifest(dataset: str, rows: list[dict], near: np.ndarray) -> pd.DataFrame:

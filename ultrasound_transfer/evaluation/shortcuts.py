@@ -15,10 +15,19 @@ The features of each image (columns of ``normalize``'s manifest):
   ``native_height``, ``native_aspect`` (width / height);
 * of what reaches the network: ``padding_share`` (the share of the square that
   is padding: under letterboxing it shows the native aspect ratio, under
-  ``crop`` and ``stretch`` it is 0), ``mean_gray`` of the square, and
+  ``crop`` and ``stretch`` it is 0), ``mean_gray`` of the square,
   ``bright_share``, the share of pixels at gray level 250 or more in the part
   of the frame the square keeps (counted at native resolution, where text,
-  calipers and markers are drawn white; a proxy, since bright tissue counts too).
+  calipers and markers are drawn white; a proxy, since bright tissue counts
+  too), and ``colour_share``, the share of the frame's pixels in colour
+  (channels spread by at least 48 of 255: yellow or green calipers, coloured
+  text, Doppler boxes, which turn to mid-gray, 226 for pure yellow, and hide
+  from the bright share).
+
+Beside the features' models, the native size as a category: scanners and
+their presets save fixed sizes, so a size shared by several images is one
+indicator feature (``size_presets``), which a linear model on width and
+height would miss when the sizes are not ordered by the label.
 
 Each feature's own ROC-AUC is reported (the raw value as the score, so below
 0.5 means lower in malignant images), and two models are fitted: a
@@ -30,6 +39,16 @@ with a percentile interval from a bootstrap over those groups
 malignant; for BUSI with ``normal``, malignant against the rest.  The folds
 and resamples are seeded by fixed constants, so the audit depends on the
 images only.
+
+A model warns when its ROC-AUC reaches ``normalize.shortcut_warning_auc``, or
+when its interval's lower bound clears chance by :data:`CLEAR_OF_CHANCE`: a
+point estimate below the warning level whose interval excludes 0.5 by that
+margin is a shortcut too, only a weaker one.
+
+What it cannot see: the gray level of the tissue around the lesion apart
+from the lesion's own (``mean_gray`` covers both; where masks exist, as in
+BUSI, they are not read yet), text-like strokes that are neither bright nor
+coloured, and what the trained networks themselves attend to.
 """
 
 from __future__ import annotations
@@ -45,7 +64,11 @@ from ultrasound_transfer.data.grouping import fewest_groups_per_class
 from ultrasound_transfer.evaluation.intervals import binary_auc, bootstrap_figures
 
 FILE_FEATURES = ("native_width", "native_height", "native_aspect")
-VISIBLE_FEATURES = ("padding_share", "mean_gray", "bright_share")
+VISIBLE_FEATURES = ("padding_share", "mean_gray", "bright_share", "colour_share")
+# A model's interval lower bound this far above 0.5 raises a warning whatever its point estimate.
+CLEAR_OF_CHANCE = 0.05
+# A native size shared by at least this many images is a preset (one indicator feature).
+PRESET_IMAGES = 2
 AUDIT_FOLDS = 5          # at most; fewer when a class has fewer groups
 AUDIT_RESAMPLES = 1000
 AUDIT_SEED = 0
@@ -53,12 +76,21 @@ AUDIT_LEVEL = 0.95
 
 
 def audit_features(manifest: pd.DataFrame) -> pd.DataFrame:
-    """The audited features of every image, from ``normalize``'s manifest."""
+    """The audited features of every image, from ``normalize``'s manifest (a manifest written before a feature
+    existed has it as 0)."""
     return pd.DataFrame({
         "native_width": manifest["width"].astype(float), "native_height": manifest["height"].astype(float),
         "native_aspect": manifest["width"] / manifest["height"],
-        **{name: manifest[name].astype(float) for name in VISIBLE_FEATURES},
+        **{name: manifest[name].astype(float) if name in manifest else 0.0 for name in VISIBLE_FEATURES},
     })
+
+
+def size_presets(manifest: pd.DataFrame) -> pd.DataFrame:
+    """One indicator column per native size (width x height) that at least :data:`PRESET_IMAGES` images share."""
+    sizes = manifest["width"].astype(str) + "x" + manifest["height"].astype(str)
+    counts = sizes.value_counts()
+    return pd.DataFrame({f"size_{size}": (sizes == size).astype(float)
+                         for size in sorted(counts[counts >= PRESET_IMAGES].index)}, index=manifest.index)
 
 
 def out_of_fold_scores(features: np.ndarray, malignant: np.ndarray, groups: np.ndarray, folds: int) -> np.ndarray:
@@ -92,16 +124,28 @@ def shortcut_audit(manifest: pd.DataFrame, *, warning_auc: float) -> dict:
                 "skipped": f"a class has {fewest} group(s); the audit's grouped cross-validation needs 2"}
     models = {"all_features": audit_model(table, FILE_FEATURES + VISIBLE_FEATURES, malignant, groups, folds),
               "visible_features": audit_model(table, VISIBLE_FEATURES, malignant, groups, folds)}
+    presets = size_presets(manifest)
+    if presets.shape[1] >= 2:          # one size for every image tells nothing
+        models["size_presets"] = audit_model(presets, tuple(presets.columns), malignant, groups, folds)
     warnings = [
         f"the label is predicted with ROC-AUC {m['roc_auc']:.2f} [{m['roc_auc_ci_low']:.2f}, "
         f"{m['roc_auc_ci_high']:.2f}] from {name.replace('_', ' ')} ({', '.join(strongest(result['features'], m))}), "
         f"not the lesion; a network may learn that shortcut (docs/datasets.md, 'Shortcut audit')"
-        for name, m in models.items() if m["roc_auc"] >= warning_auc
+        for name, m in models.items() if raises_warning(m, warning_auc)
     ]
     return {**result, "folds": folds, "models": models, "warnings": warnings}
 
 
+def raises_warning(model: dict, warning_auc: float) -> bool:
+    """Whether a model's ROC-AUC reaches the warning level, or its interval clears chance by the margin."""
+    return model["roc_auc"] >= warning_auc or model["roc_auc_ci_low"] >= 0.5 + CLEAR_OF_CHANCE
+
+
 def strongest(per_feature: dict[str, float], model: dict, n: int = 2) -> list[str]:
-    """The ``n`` features of ``model`` farthest from chance on their own, with their AUCs."""
-    ranked = sorted(model["features"], key=lambda name: -abs(per_feature[name] - 0.5))
+    """The ``n`` features of ``model`` farthest from chance on their own, with their AUCs (a preset model: its
+    number of sizes)."""
+    named = [name for name in model["features"] if name in per_feature]
+    if not named:
+        return [f"{len(model['features'])} native sizes as categories"]
+    ranked = sorted(named, key=lambda name: -abs(per_feature[name] - 0.5))
     return [f"{name} AUC {per_feature[name]:.2f}" for name in ranked[:n]]
