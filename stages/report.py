@@ -116,18 +116,21 @@ def audit_section(audits: dict) -> list[str]:
             continue
         features = audit["features"]
         strongest = sorted(features, key=lambda name: -abs(features[name] - 0.5))[:2]
+        presets = models.get("size_presets")
         rows.append([dataset, with_interval(models["all_features"], "roc_auc"),
                      with_interval(models["visible_features"], "roc_auc"),
+                     with_interval(presets, "roc_auc") if presets else "— (one size)",
                      ", ".join(f"{name} {features[name]:.2f}" for name in strongest),
                      "**warning**" if audit["warnings"] else ""])
     level = next(iter(audits.values()), {}).get("warning_auc", math.nan)
     return ["", "### Shortcut audit", "",
             "How well the label is told from what is not the lesion (native size and aspect, padding, mean gray, "
-            "bright overlay pixels), by a logistic model under grouped cross-validation; 0.5 is chance. "
-            f"A warning is raised at ROC-AUC {level:g} or more (normalize.shortcut_warning_auc); each dataset's "
-            "data/prepared/<dataset>/report.json has every feature.", "",
-            tabulate(rows, headers=["dataset", "all features", "visible to the network", "strongest alone (AUC)",
-                                    ""], tablefmt="github", disable_numparse=True)]
+            "bright and coloured overlay pixels; the native sizes as scanner presets), by logistic models under "
+            f"grouped cross-validation; 0.5 is chance. A warning is raised at ROC-AUC {level:g} or more "
+            "(normalize.shortcut_warning_auc), or where an interval's lower bound clears chance by 0.05; each "
+            "dataset's data/prepared/<dataset>/report.json has every feature and warning.", "",
+            tabulate(rows, headers=["dataset", "all features", "visible to the network", "size presets",
+                                    "strongest alone (AUC)", ""], tablefmt="github", disable_numparse=True)]
 
 
 def external_section(external: dict, models: list[str]) -> list[str]:
@@ -213,6 +216,9 @@ def data_section(summary: dict, settings: Settings) -> list[str]:
              else "the SVM's Platt scaling on out-of-inner-fold decision values of those images")
     return [
         "## Data and splits", "", table, "",
+        "Case-level figures count a case once with its near-copies (a case joined with the cases sharing "
+        "identical or near-duplicate images, the groups above), and read each at a case operating point chosen "
+        "on validation cases.", "",
         f"Leakage controls: {grouped}; the inner validation part (early stopping, the operating point, {platt}) "
         "and the SVM's C search are grouped and stratified inside each training part; no choice looks at a test "
         "fold. Malignant is the positive class.",

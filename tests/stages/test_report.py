@@ -77,7 +77,7 @@ def test_the_report_reads_in_a_reviewers_order_with_intervals_and_holm_over_the_
     assert data[2][:3] == ["phantom", "60", "30"] and "benign 30, malignant 30" in data[2]
     audit = parse_markdown_tables(text.split("### Shortcut audit")[1])[0][2]
     assert audit[0] == "phantom" and audit[1].startswith("1.000") and audit[-1] == "**warning**"
-    assert "native_width 1.00" in audit[3] and summary["shortcut_audit"]["phantom"]["warnings"]
+    assert "native_width 1.00" in audit[4] and summary["shortcut_audit"]["phantom"]["warnings"]
 
     per_image = {(row[0], row[1]): row for row in parse_markdown_tables(text.split("## phantom: per image")[1])[0][2:]}
     auc = per_image[("M", "SVM")][2]
