@@ -9,11 +9,13 @@ For each split (each fold of each repeat): StandardScaler + linear SVM
 head was fitted on (``svm.train_on: fit``, from ``finetune``'s
 ``fold_parts.csv``), so both classifiers learn from the same labelled images;
 ``svm.train_on: training`` adds the dense head's early-stopping images.  C is
-chosen by a grouped inner cross-validation on those images only
-(:mod:`ultrasound_transfer.evaluation.svm`).  Both classifiers then get a
-probability of malignant and a threshold chosen on the split's inner
-validation images (the SVM's by Platt scaling on images it did not learn
-from), never its test images (:mod:`ultrasound_transfer.evaluation.classifiers`).
+chosen on the split's inner validation images (``svm.C_selection:
+validation``) or by a grouped inner cross-validation on the training images
+(``inner``) (:mod:`ultrasound_transfer.evaluation.svm`).  Both classifiers
+then get a probability of malignant (the dense head's log-odds and the SVM's
+decision value, each Platt-scaled on images it did not learn from) and image
+and case thresholds chosen on the split's inner validation images, never its
+test images (:mod:`ultrasound_transfer.evaluation.classifiers`).
 
 Everything fitted here is kept: ``models/<dataset>/<model>/classifiers.json``
 holds each split's SVM (C, standardization, weights), its Platt scaling, both
@@ -54,15 +56,9 @@ import pandas as pd
 
 from ultrasound_transfer.choices import CLASSIFIERS
 from ultrasound_transfer.common import PipelineError, Stopwatch, load_params, log, parse_args, run_stage
-from ultrasound_transfer.evaluation.cases import (
-    case_headline,
-    case_threshold,
-    cases_straddle_folds,
-    has_multi_image_cases,
-)
+from ultrasound_transfer.evaluation.cases import case_headline, has_multi_image_cases
 from ultrasound_transfer.evaluation.classifiers import (
     FittedDense,
-    FittedSvm,
     SplitClassifiers,
     SplitReading,
     fit_dense_reading,
@@ -77,6 +73,7 @@ from ultrasound_transfer.outputs import cv_results, training_record
 from ultrasound_transfer.outputs.classifiers import StudyClassifiers, write_classifiers
 from ultrasound_transfer.outputs.features import load_fold_features
 from ultrasound_transfer.outputs.folds import load_fold_groups, load_split_names, load_test_folds
+from ultrasound_transfer.outputs.folds import load_record as load_folds_record
 from ultrasound_transfer.outputs.prepared import check_class_names, class_names_of, dataset_facts, load_manifest
 from ultrasound_transfer.outputs.provenance import code_revision
 from ultrasound_transfer.outputs.training_record import (
@@ -95,8 +92,25 @@ from ultrasound_transfer.settings import Settings
 RECORDED_PARAMS = ("seed", "features", "svm", "evaluation")
 
 
-def headline(predictions: pd.DataFrame, manifest: pd.DataFrame, class_names: list[str], settings: Settings) -> dict:
-    """``image`` and, where the manifest's cases have several images, ``case`` headline figures with intervals."""
+def case_units(dataset: str, manifest: pd.DataFrame) -> np.ndarray | None:
+    """The unit of the case level, per image: its case joined with what the folds kept with it (its fold group:
+    identical copies under ``cv.grouping: exact``, near-copies too under ``near``), so that a unit lies in one
+    test fold and is counted once.  None where every case has one image (case level is image level) or where the
+    folds keep nothing together (``none``: a case's images may lie in several test folds)."""
+    if not has_multi_image_cases(manifest["case"].astype(str).to_numpy()):
+        return None
+    grouping = load_folds_record(dataset)["grouping"]
+    if grouping == "none":
+        log("evaluate", f"{dataset}: cv.grouping = none lets a case's images fall in several test folds; "
+            "no case-level figures")
+        return None
+    return load_fold_groups(dataset)
+
+
+def headline(predictions: pd.DataFrame, class_names: list[str], settings: Settings, *,
+             units: np.ndarray | None) -> dict:
+    """``image`` and, where ``units`` gives each prediction row's case unit (:func:`case_units`), ``case``
+    headline figures with intervals."""
     pooled = {name: cv_results.pooled_from_table(predictions, name, class_names) for name in CLASSIFIERS}
     options = interval_options(settings.evaluation, seed=settings.seed)
     result = {"image": headline_with_intervals(pooled, **options)}
@@ -104,38 +118,21 @@ def headline(predictions: pd.DataFrame, manifest: pd.DataFrame, class_names: lis
     if cv_results.prob_column(raw_dense_name, class_names[-1]) in predictions:     # beside, labelled, not compared
         raw = cv_results.pooled_from_table(predictions, raw_dense_name, class_names)
         result["image"] |= headline_with_intervals({raw_dense_name: raw}, **options)
-    units = predictions["group"].astype(str).to_numpy()       # a case with its near-copies
-    if len(class_names) == 2 and has_multi_image_cases(manifest["case"].astype(str).to_numpy()):
-        if cases_straddle_folds(units, predictions["split"].to_numpy(), predictions["repeat"].to_numpy()):
-            log("evaluate", "cases straddle test folds (cv.grouping = none): no case-level figures")
-        else:
-            by_case = {name: cv_results.pooled_from_table(predictions, name, class_names, level="case")
-                       for name in CLASSIFIERS}
-            result["case"] = case_headline(by_case, cases=units, case_score=settings.evaluation.case_score,
-                                           options=options)
+    if units is not None and len(class_names) == 2:
+        by_case = {name: cv_results.pooled_from_table(predictions, name, class_names, level="case")
+                   for name in CLASSIFIERS}
+        result["case"] = case_headline(by_case, cases=units, case_score=settings.evaluation.case_score,
+                                       options=options)
     return result
-
-
-def with_case_thresholds(dense: FittedDense, svm: FittedSvm, *, labels: np.ndarray, dense_validation: np.ndarray,
-                         svm_validation: np.ndarray, units: np.ndarray,
-                         settings: Settings) -> tuple[FittedDense, FittedSvm]:
-    """Both classifiers with their case-level operating points, chosen on the validation cases
-    (:func:`ultrasound_transfer.evaluation.cases.case_threshold`)."""
-    def chosen(probabilities: np.ndarray, image_threshold: float) -> float:
-        return case_threshold(labels, probabilities[:, 1], units=units, evaluation=settings.evaluation,
-                              argmax_threshold=image_threshold)
-
-    return (replace(dense, case_threshold=chosen(dense.calibrated(dense_validation), dense.threshold)),
-            replace(svm, case_threshold=chosen(svm.read(svm_validation).probabilities, svm.threshold)))
 
 
 def fit_split(k: int, features: np.ndarray, record: TrainingRecord, *, labels: np.ndarray, groups: np.ndarray,
               ids: np.ndarray, test: np.ndarray, class_names: list[str], settings: Settings,
-              case_units: np.ndarray | None) -> SplitClassifiers:
+              units: np.ndarray | None) -> SplitClassifiers:
     """Everything split ``k`` fits beside its network, on its training part only: the dense head's calibration
-    and operating point and the SVM (on the validation images; at case level too, where ``case_units`` gives
-    each image's case), and the novelty reference (the SVM's training images, scaled by its test images, which no
-    choice here reads)."""
+    and operating point and the SVM (on the validation images; at case level too, where ``units`` gives each
+    image's case unit), and the novelty reference (the SVM's training images, scaled by its test images, which
+    no choice of a class reads)."""
     train = svm_training_rows(record.parts, k, ids, settings.svm.train_on)
     fit, validation = part_rows(record.parts, k, ids, "fit"), part_rows(record.parts, k, ids, "validation")
     if np.intersect1d(train, test).size or np.intersect1d(validation, test).size:
@@ -143,23 +140,22 @@ def fit_split(k: int, features: np.ndarray, record: TrainingRecord, *, labels: n
                             f"training part; it does not match the folds: rerun "
                             f"'dvc repro {training_record.stage(record.dataset, record.model)}'.")
     dense_validation = dense_probabilities(record, k, "validation", ids[validation], class_names)
-    dense = fit_dense_reading(labels[validation], dense_validation, n_train=len(fit), evaluation=settings.evaluation)
+    dense = fit_dense_reading(labels[validation], dense_validation, n_train=len(fit), evaluation=settings.evaluation,
+                              validation_cases=None if units is None else units[validation])
     svm = fit_svm_reading(features, labels, groups, train=train, validation=validation, svm=settings.svm,
-                          evaluation=settings.evaluation, seed=settings.seed)
-    if case_units is not None and len(class_names) == 2 and len(validation):
-        dense, svm = with_case_thresholds(dense, svm, labels=labels[validation], dense_validation=dense_validation,
-                                          svm_validation=features[validation], units=case_units[validation],
-                                          settings=settings)
+                          evaluation=settings.evaluation, seed=settings.seed, cases=units)
     return SplitClassifiers(k, dense, svm, fit_novelty(features[train], features[test]))
 
 
-def run_facts(recipe: NetworkRecipe, settings: Settings) -> dict:
+def run_facts(recipe: NetworkRecipe, settings: Settings, *, n_classes: int) -> dict:
     """What the run is, for a reader of the figures: the network's recipe (initial weights, input, strategy,
-    epochs, backend) and how the classifiers were fitted."""
+    epochs, backend) and how the classifiers were fitted (as applied: more than two classes are read by argmax,
+    neither calibrated nor thresholded)."""
     return {"weights": recipe.weights, "image_size": recipe.preprocessing.image_size,
             "resize": recipe.preprocessing.resize, "ft_fraction": recipe.ft_fraction,
             "epochs": recipe.provenance.get("params", {}).get("finetune", {}).get("epochs"),
-            "backend": recipe.backend, "dense_calibration": settings.evaluation.dense_calibration,
+            "backend": recipe.backend,
+            "dense_calibration": settings.evaluation.dense_calibration if n_classes == 2 else "argmax",
             "svm_C_selection": settings.svm.C_selection if settings.svm.C_grid else "fixed"}
 
 
@@ -185,15 +181,13 @@ def main(argv: list[str]) -> None:
     record = load_record(dataset, model_name)
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
-    # Case level where cases have several images: a case joined with its near-copies (the manifest's group).
-    case_units = (manifest["group"].astype(str).to_numpy()
-                  if has_multi_image_cases(manifest["case"].astype(str).to_numpy()) else None)
+    units = case_units(dataset, manifest) if len(class_names) == 2 else None
 
     fold_rows, prediction_tables, fitted, held_out, C_on_edge = [], [], [], [], 0
     for k, (test, (repeat, fold)) in enumerate(zip(folds, names), start=1):
         features = load_fold_features(dataset, model_name, k, ids=ids, layer=settings.feature_layer)
         split = fit_split(k, features, record, labels=labels, groups=groups, ids=ids, test=test,
-                          class_names=class_names, settings=settings, case_units=case_units)
+                          class_names=class_names, settings=settings, units=units)
         fitted.append(split)
         held_out.append(split.novelty.novelty(features[test]))
         softmax = dense_probabilities(record, k, "test", ids[test], class_names)
@@ -238,9 +232,10 @@ def main(argv: list[str]) -> None:
                          if c not in ("classifier", "repeat", "fold", "split", "n_test", "svm_C")]
     freezing = record.freezing
     metrics = {
-        "run": run_facts(load_recipe(dataset, model_name), settings),
+        "run": run_facts(load_recipe(dataset, model_name), settings, n_classes=len(class_names)),
         "data": dataset_facts(manifest, class_names),
-        **headline(predictions, manifest, class_names, settings),
+        **headline(predictions, class_names, settings,
+                   units=None if units is None else units[np.concatenate(folds)]),
         "folds": {name: summarize_folds(per_fold.loc[per_fold["classifier"] == name, per_split_metrics]
                                         .to_dict("records")) for name in CLASSIFIERS},
         "operating_point": settings.evaluation.operating_point,

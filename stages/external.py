@@ -18,13 +18,16 @@ one ensemble per classifier
 Outputs in ``metrics/external/<train>-to-<test>/``:
 
 * ``<model>.json`` (DVC metrics): ``image`` (and ``case``, where TEST's cases
-  have several images) headline figures of both classifiers on TEST, with
+  have several images and TRAIN has case operating points) headline figures
+  of both classifiers on TEST, each read at the mean of the splits' operating
+  points of its level, with
   intervals from a bootstrap over TEST's groups; ``gap``: per classifier the
   source's cross-validated figure, the external one and their difference with
   its interval; ``data``: TEST's counts; ``classifiers_sha256``: which
   fitted classifiers were read (a model card reports only its own);
 * ``<model>.predictions.csv``: per TEST image its id, true class, group, case
-  and per classifier the ensemble's probabilities, threshold and called class.
+  and per classifier the ensemble's probabilities, image and case thresholds,
+  called class, and each split's probability of malignant.
 """
 
 from __future__ import annotations
@@ -163,6 +166,7 @@ def main(argv: list[str]) -> None:
         called = (pooled.probabilities[:, 1] >= pooled.thresholds).astype(int)
         cv_results.add_classifier_columns(table, name, probabilities=pooled.probabilities,
                                           thresholds=pooled.thresholds, called=called, class_names=class_names)
+        table[cv_results.case_threshold_column(name)] = fitted.case_thresholds[name]
         for split, reading in zip(fitted.splits, readings[name]):
             table[external_results.split_column(name, split.k)] = reading.probabilities[:, 1]
 
@@ -173,8 +177,14 @@ def main(argv: list[str]) -> None:
         for name in CLASSIFIERS}
     metrics = {"train": train, "test": test, "data": dataset_facts(target.manifest, class_names),
                "image": headline_with_intervals(ensemble, **options)}
-    if has_multi_image_cases(table["case"].to_numpy()):
-        metrics["case"] = case_headline(ensemble, cases=table["group"].to_numpy(),
+    case_level = has_multi_image_cases(table["case"].to_numpy())
+    if case_level and np.isnan(list(fitted.case_thresholds.values())).any():
+        log("external", f"{tag}: {train} has no case-level operating point (its cases have one image each, or "
+            "its folds keep none together): no case-level figures")
+        case_level = False
+    if case_level:      # read at the mean of the splits' case operating points, as evaluate reads each split's
+        by_case = {name: cv_results.pooled_from_table(table, name, class_names, level="case") for name in CLASSIFIERS}
+        metrics["case"] = case_headline(by_case, cases=table["group"].to_numpy(),
                                         case_score=settings.evaluation.case_score, options=options)
     metrics |= {"gap": gap, "splits": len(fitted.splits), "operating_point": fitted.operating_point,
                 "classifiers_sha256": file_sha256(classifiers_output.path(train, model_name))}

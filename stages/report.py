@@ -216,12 +216,13 @@ def data_section(summary: dict, settings: Settings) -> list[str]:
              else "the SVM's Platt scaling on out-of-inner-fold decision values of those images")
     return [
         "## Data and splits", "", table, "",
-        "Case-level figures count a case once with its near-copies (a case joined with the cases sharing "
-        "identical or near-duplicate images, the groups above), and read each at a case operating point chosen "
-        "on validation cases.", "",
+        "Case-level figures count a case once with what the folds keep with it (a case joined with the cases "
+        "sharing its identical, or under `cv.grouping: near` near-duplicate, images: the groups above), and read "
+        "each at a case operating point chosen on validation cases.", "",
         f"Leakage controls: {grouped}; the inner validation part (early stopping, the operating point, {platt}) "
-        "and the SVM's C search are grouped and stratified inside each training part; no choice looks at a test "
-        "fold. Malignant is the positive class.",
+        "and the SVM's C search are grouped and stratified inside each training part; no class, threshold, "
+        "calibration or C is chosen on a test fold (only `predict`'s novelty reference scales itself by held-out "
+        "images, which no figure here reads). Malignant is the positive class.",
         "",
         f"Operating point: {rule}, chosen per split on its inner validation images. Intervals: "
         f"{evaluation.confidence_level:.0%} percentile bootstrap over groups ({evaluation.bootstrap_resamples} "
@@ -266,8 +267,11 @@ def run_section(summary: dict, settings: Settings) -> list[str]:
              + {"validation": "on each split's validation images", "inner": "by inner CV on its training images",
                 "fixed": "fixed (`svm.C`)"}.get(str(facts.get("svm_C_selection")), str(facts.get("svm_C_selection")))
              + "; the dense head's softmax "
-             + ("Platt-scaled on the same validation images as the SVM's decision values, so both are read alike"
-                if facts.get("dense_calibration") == "platt" else "read raw (`evaluation.dense_calibration: none`)")
+             + {"platt": "Platt-scaled on the same validation images as the SVM's decision values, so both are "
+                         "read alike",
+                "none": "read raw (`evaluation.dense_calibration: none`)",
+                "argmax": "and the SVM's decision values read by argmax (more than two classes: neither is "
+                          "calibrated nor thresholded)"}.get(str(facts.get("dense_calibration")), "—")
              + "."]
     synthetic, random = all(d in SYNTHETIC for d in summary), weights == "none"
     if synthetic or random:

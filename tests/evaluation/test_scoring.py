@@ -66,3 +66,8 @@ def test_threshold_metrics_read_the_probability_at_each_images_threshold():
     per_image = threshold_metrics(labels, probability, np.array([0.5, 0.5, 0.25, 0.6, 0.5, 0.5]))
     assert (per_image["tp"], per_image["fp"]) == (3, 0) and per_image["specificity"] == 1.0
     assert np.isnan(threshold_metrics(labels, probability, 2.0)["ppv"])   # nothing called malignant
+
+
+def test_a_threshold_never_chosen_is_refused_not_read_as_calling_every_image_benign():
+    with pytest.raises(ValueError, match="NaN threshold"):
+        threshold_metrics(np.array([0, 1, 1]), np.array([0.2, 0.7, 0.9]), np.array([0.5, np.nan, 0.5]))

@@ -219,6 +219,28 @@ def test_case_level_figures_come_with_intervals_over_groups(project):
     assert (project / "metrics/plots/calibration/phantom/M.csv").exists()
 
 
+@pytest.mark.parametrize("grouping, case_units", [("exact", 30), ("none", None)])
+def test_the_case_unit_is_what_the_folds_keep_together(project, grouping, case_units):
+    # Near-copies joined across patients p0+p2, p1+p3, ... in the manifest's group, while the folds kept only
+    # patients together (cv.grouping: exact): the joined units straddle test folds, the patients do not.
+    manifest = toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() + RNG.normal(0, 1.0, N)))
+    patient = manifest["group_exact"].str[1:].astype(int)
+    manifest["group"] = "n" + (patient // 4 * 4 + patient % 2).astype(str)
+    manifest.to_csv(project / "data/prepared/phantom/manifest.csv", index=False)
+    record_path = project / "data/folds/phantom.json"
+    record = json.loads(record_path.read_text())
+    record["grouping"] = grouping
+    record["groups"] = list(manifest["group_exact"]) if grouping == "exact" else list(manifest["id"])
+    record_path.write_text(json.dumps(record))
+    evaluate.main(["phantom", "M"])
+    metrics, _, _ = results(project)
+    if case_units is None:
+        assert "case" not in metrics
+    else:
+        svm = metrics["case"]["svm"]
+        assert svm["tp"] + svm["fp"] + svm["tn"] + svm["fn"] == case_units
+
+
 @pytest.mark.parametrize("train_on", ["fit", "training"])
 def test_the_argmax_operating_point_reads_both_classifiers_as_the_paper_does(project, train_on):
     toy_project(project, lambda m, parts, k: noise_plus(m["label"].to_numpy() + RNG.normal(0, 1.0, N)),

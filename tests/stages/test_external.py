@@ -77,6 +77,19 @@ def test_every_target_image_is_read_with_intervals_over_its_groups_beside_the_in
     assert "case" in metrics                      # the second site has two views per patient
 
 
+def test_target_cases_are_read_at_the_splits_case_operating_points_not_the_image_ones(trained):
+    metrics, predictions = outputs(trained)
+    kept = json.loads((trained / "models/phantom/VGG16/classifiers.json").read_text())
+    for classifier in ("dense", "svm"):
+        threshold = np.mean([split[classifier]["case_threshold"] for split in kept["splits"]])
+        assert predictions[f"{classifier}_case_threshold"].to_numpy() == pytest.approx(threshold)
+        cases = predictions.groupby("group").agg(true=("true", "first"),
+                                                 malignant=(f"{classifier}_prob_malignant", "mean"))
+        called = cases["malignant"] >= threshold
+        assert metrics["case"][classifier]["tp"] == int((called & (cases["true"] == 1)).sum())
+        assert metrics["case"][classifier]["fp"] == int((called & (cases["true"] == 0)).sum())
+
+
 def test_nothing_learns_from_the_target_labels(trained, tmp_path, monkeypatch):
     """With the target's labels shuffled, every probability and threshold stays; only the figures move."""
     copy = tmp_path / "copy"

@@ -163,7 +163,8 @@ def model_card(trained: TrainedNetwork, *, internal: dict, external: dict[str, d
         + "Check calibration on your own scans before reading a probability as a risk.",
         f"* **Frames unlike the training images**: output `novelty` (1 is a typical held-out study image); a frame "
         f"above {trained.novelty_threshold:.2f} ({NOVELTY_QUANTILE:.0%} of the study's held-out images stay under "
-        "it), or a blank one, is flagged by `predict`; do not rely on its call.",
+        "it, each read by the split that held it out; the mean over splits is flagged at most as often as some "
+        "split's novelty exceeds it), or a blank one, is flagged by `predict`; do not rely on its call.",
         "",
         "## Known limits",
         "",

@@ -12,7 +12,10 @@ probabilities and the operating point the mean of their thresholds.  Nothing
 is retrained or refitted, and nothing is read from ``params.yaml``: the
 preprocessing, the network and every classifier are the artifact's.
 Retraining one network on all images would give a model that was never
-evaluated; the ensemble is the model whose figures the study reports.
+evaluated; the ensemble is made only of the split models whose
+cross-validated figures the study reports, though it has none of its own
+(no study image is new to all of them; ``external`` measures it on another
+dataset).
 
 The ensemble is one Keras network of built-in layers only (:func:`ensemble_network`):
 

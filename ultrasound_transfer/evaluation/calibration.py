@@ -25,7 +25,9 @@ its own estimate.  So beside it, as TRIPOD+AI asks (Collins et al., BMJ
   root of the bins' mean squared gap between observed fraction and mean
   probability, each bin's sampling variance ``y(1 - y)/(n - 1)`` taken off,
   over bins of equal counts; 0 where the gaps are no larger than chance
-  makes them, so its interval holds its estimate.
+  makes them.  Far less biased than the binned ECE, though not unbiased:
+  it is clamped at 0, and a group bootstrap repeats images, which shrinks
+  the variance taken off, so its interval need not hold a 0 estimate.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from ultrasound_transfer.evaluation.calibration import brier_score
+from ultrasound_transfer.evaluation.cases import case_threshold
 from ultrasound_transfer.evaluation.novelty import NoveltyReference
 from ultrasound_transfer.evaluation.operating_points import PlattScaling, choose_threshold, fit_platt
 from ultrasound_transfer.evaluation.scoring import classification_metrics, roc_auc, threshold_metrics
@@ -104,20 +105,27 @@ class FittedDense:
 
 
 def fit_dense_reading(validation_labels: np.ndarray, validation_probabilities: np.ndarray, *, n_train: int,
-                      evaluation: EvaluationSettings) -> FittedDense:
-    """The dense head's calibration (``evaluation.dense_calibration``) and operating point, both chosen on its
-    validation images, as the SVM's are (Platt scaling of a score on images the classifier did not learn from)."""
+                      evaluation: EvaluationSettings, validation_cases: np.ndarray | None = None) -> FittedDense:
+    """The dense head's calibration (``evaluation.dense_calibration``) and operating points, all chosen on its
+    validation images, as the SVM's are (Platt scaling of a score on images the classifier did not learn from).
+
+    ``validation_cases`` (the case unit of each validation image; None: no case level) gives it a case-level
+    operating point too (:func:`~ultrasound_transfer.evaluation.cases.case_threshold`).
+    """
     if validation_probabilities.shape[1] > 2:
         return FittedDense(np.nan, n_train)
     platt = (fit_platt(log_odds(validation_probabilities), validation_labels)
              if evaluation.dense_calibration == "platt" else None)
-    uncalibrated = FittedDense(np.nan, n_train, platt)
+    malignant = FittedDense(np.nan, n_train, platt).calibrated(validation_probabilities)[:, 1]
     if evaluation.operating_point == "argmax":    # the paper's reading: softmax 0.5, i.e. log-odds 0
         threshold = 0.5 if platt is None else float(platt.probability(np.zeros(1))[0])
     else:
-        threshold = choose_threshold(validation_labels, uncalibrated.calibrated(validation_probabilities)[:, 1],
-                                     rule=evaluation.operating_point, target=evaluation.target)
-    return FittedDense(threshold, n_train, platt)
+        threshold = choose_threshold(validation_labels, malignant, rule=evaluation.operating_point,
+                                     target=evaluation.target)
+    by_case = (np.nan if validation_cases is None else
+               case_threshold(validation_labels, malignant, units=validation_cases, evaluation=evaluation,
+                              argmax_threshold=threshold))
+    return FittedDense(threshold, n_train, platt, case_threshold=by_case)
 
 
 @dataclass(frozen=True)
@@ -143,11 +151,15 @@ class FittedSvm:
 
 def fit_svm_reading(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, train: np.ndarray,
                     validation: np.ndarray, svm: SvmSettings, evaluation: EvaluationSettings,
-                    seed: int) -> FittedSvm:
-    """Fit the SVM on ``train`` rows, and its Platt scaling and threshold on rows it did not learn from.
+                    seed: int, cases: np.ndarray | None = None) -> FittedSvm:
+    """Fit the SVM on ``train`` rows, and its Platt scaling and thresholds on rows it did not learn from.
 
     ``validation`` holds the dense head's validation rows; the SVM calibrates on
-    them only when it did not learn from them (``svm.train_on: fit``).
+    them only when it did not learn from them (``svm.train_on: fit``), else on
+    out-of-inner-fold decision values (:func:`calibration_decisions`).
+    ``cases`` (the case unit of every row, like ``labels``; None: no case
+    level) gives it a case-level operating point too, chosen on the same
+    decision values as the image one, so never on images it learned from.
     """
     model = fit_svm(features[train], labels[train], groups[train], svm=svm, seed=seed,
                     validation=(features[validation], labels[validation]) if len(validation) else None)
@@ -157,12 +169,16 @@ def fit_svm_reading(features: np.ndarray, labels: np.ndarray, groups: np.ndarray
     rows, calibration = calibration_decisions(model, features, labels, groups, validation=validation, train=train,
                                               svm=svm, seed=seed)
     platt = fit_platt(calibration, labels[rows])
+    malignant = platt.probability(calibration)
     if evaluation.operating_point == "argmax":
         threshold = float(platt.probability(np.zeros(1))[0])    # the SVM's own reading: decision value 0
     else:
-        threshold = choose_threshold(labels[rows], platt.probability(calibration),
-                                     rule=evaluation.operating_point, target=evaluation.target)
-    return FittedSvm(model, n_classes, platt, threshold, len(train))
+        threshold = choose_threshold(labels[rows], malignant, rule=evaluation.operating_point,
+                                     target=evaluation.target)
+    by_case = (np.nan if cases is None else
+               case_threshold(labels[rows], malignant, units=cases[rows], evaluation=evaluation,
+                              argmax_threshold=threshold))
+    return FittedSvm(model, n_classes, platt, threshold, len(train), case_threshold=by_case)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ The study's model for a new image is the *ensemble of its splits* (every
 fold of every repeat), each split with the classifiers ``evaluate`` fitted
 beside it and kept (:mod:`ultrasound_transfer.outputs.classifiers`): its
 probability of malignant is the mean of the splits' probabilities (the dense
-head's softmax; the SVM's Platt-scaled decision value), and its operating
-point is the mean of the splits' thresholds, each chosen on its own inner
-validation images.  Choosing a new
+head's Platt-scaled log-odds, or its softmax under
+``evaluation.dense_calibration: none``; the SVM's Platt-scaled decision
+value), and its operating point is the mean of the splits' thresholds (image
+or case), each chosen on its own inner validation images.  Choosing a new
 threshold would need images that none of the splits learned from, and the
 source dataset has none left; the target's images must not set it, since
 they are the test.  It is the model one would apply to a new scan.

@@ -31,8 +31,13 @@ by its median over the split's test images (images that split never learned
 from), so that a typical held-out study image scores 1; the ensemble's
 novelty is the mean over splits.  A frame is flagged when its novelty exceeds
 :data:`NOVELTY_QUANTILE` of the held-out study images' novelty, each read by
-the split that held it out (``evaluate`` records that threshold), so that
-about one in a hundred frames like the study's is flagged.  How well this
+the split that held it out (``evaluate`` records that threshold).  That is a
+description of the study's images, not a test with a known false-alarm
+rate: the mean over k splits exceeds it only where some split's novelty
+does, so at most k in a hundred frames like the study's are flagged, fewer
+where the splits agree (averaging thins the tail); no study image is new to
+every split, so the ensemble's own rate cannot be measured on the study's
+data.  How well this
 separates depends on the networks: with ImageNet weights their features
 describe images; the offline demo's random-weight networks flag photographs
 and blank frames but not every kind of noise, which the frame rules catch.

@@ -83,8 +83,11 @@ def threshold_metrics(labels: np.ndarray, probability: np.ndarray, threshold: np
     Returns the metrics of the module's docstring and the confusion counts
     ``tp``, ``fp``, ``tn``, ``fn``; undefined ratios are NaN.
     """
+    thresholds = np.asarray(threshold, dtype=float)
+    if np.isnan(thresholds).any():    # p >= NaN is False: every image would silently be called benign
+        raise ValueError("threshold_metrics got a NaN threshold; an operating point was never chosen")
     malignant = np.asarray(labels) == 1
-    called = np.asarray(probability, dtype=float) >= np.asarray(threshold, dtype=float)
+    called = np.asarray(probability, dtype=float) >= thresholds
     tp, fp = int(np.sum(called & malignant)), int(np.sum(called & ~malignant))
     tn, fn = int(np.sum(~called & ~malignant)), int(np.sum(~called & malignant))
 
