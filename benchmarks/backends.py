@@ -37,6 +37,9 @@ from tabulate import tabulate
 from benchmarks.results import markdown_table, write_results
 from ultrasound_transfer.study.experiments import resolved_params, split_override
 
+# What it runs in other processes, whose code it times too (benchmarks.results.timed_files).
+RUNS = ("stages.finetune",)
+
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ["VGG16", "VGG19", "ResNet50", "ResNet101", "InceptionV3"]
 BACKENDS = ("tensorflow", "torch", "jax")      # each needs the Python module of its name

@@ -35,6 +35,9 @@ import yaml
 from benchmarks.results import REPO, RESULTS_DIR, markdown_table, write_results
 from tests.conftest import merged
 
+# What it runs in other processes, whose code it times too (benchmarks.results.timed_files).
+RUNS = ("ultrasound_transfer.deployment.predict",)
+
 # The study both copies train: small enough to train in seconds, the real pipeline all the same.
 STUDY = {"datasets": ["phantom"], "models": ["VGG16"], "image_size": 32,
          "download": {"phantom": {"count": 24, "images_per_patient": 2, "native_size": 48}},

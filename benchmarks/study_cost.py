@@ -43,6 +43,9 @@ from benchmarks.results import RESULTS_DIR, markdown_table, write_results
 from tests.conftest import REPO, merged
 from ultrasound_transfer.settings import HeadSettings, SvmSettings
 
+# What it runs in other processes, whose code it times too (benchmarks.results.timed_files).
+RUNS = ("stages.finetune", "stages.evaluate")
+
 RESULTS = RESULTS_DIR / "study_cost.json"
 MODELS = ["VGG16", "VGG19", "ResNet50", "ResNet101", "InceptionV3"]
 PAPER_GRID = {"datasets": 4, "networks": 5, "strategies": 4, "folds": 5}

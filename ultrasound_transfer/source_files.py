@@ -15,6 +15,7 @@ cannot change what a stage computes and is left out.
 from __future__ import annotations
 
 import ast
+import hashlib
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,13 +65,15 @@ def parent_packages(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def imported_source_files(module: str, root: Path = REPO_ROOT) -> list[Path]:
-    """Every project source file that running ``module`` imports, itself included, sorted, relative to ``root``."""
+def imported_source_files(module: str, root: Path = REPO_ROOT,
+                          packages: tuple[str, ...] = PROJECT_PACKAGES) -> list[Path]:
+    """Every source file of ``packages`` that running ``module`` imports, itself included, sorted, relative to
+    ``root``."""
     seen: set[str] = set()
     pending = [module]
     while pending:
         name = pending.pop()
-        if name in seen or name.split(".")[0] not in PROJECT_PACKAGES:
+        if name in seen or name.split(".")[0] not in packages:
             continue
         path = module_path(name, root)
         if path is None:
@@ -80,3 +83,25 @@ def imported_source_files(module: str, root: Path = REPO_ROOT) -> list[Path]:
         pending.extend(imported_names(path, name))
     files = {module_path(name, root) for name in seen}
     return sorted(p.relative_to(root) for p in files if p.name != "__init__.py" or holds_code(p))
+
+
+def without_docstrings(tree: ast.AST) -> ast.AST:
+    """``tree`` with the docstring of its module, classes and functions removed (in place)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_fingerprint(files: list[Path], root: Path = REPO_ROOT) -> str:
+    """Twelve hex digits of SHA-256 over what ``files`` (relative to ``root``) do: each one's syntax tree without
+    comments, docstrings or layout, so that a benchmark's figures stay valid through an edit of its prose and
+    not through an edit of its code."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(f"\n{path}\n".encode())
+        digest.update(ast.dump(without_docstrings(ast.parse((root / path).read_text()))).encode())
+    return digest.hexdigest()[:12]
