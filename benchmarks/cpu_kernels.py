@@ -7,7 +7,8 @@ configuration and side by side in one run, the same fold the demo trains
 standardization, the backbone's learning-rate factor; ``ft_fraction`` 0.15,
 the frozen-prefix cache, random weights) for a few
 epochs, and reports the median epoch after the first (which traces or
-compiles) and the first epoch itself:
+compiles) and the first epoch itself, each the least over ``--repeat``
+rounds (3), every configuration once per round in turn:
 
 * TensorFlow with op determinism (``finetune.deterministic_ops: true``, the
   default) and without it;
@@ -99,19 +100,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["ResNet50", "VGG16"])
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--repeat", type=int, default=2, help="runs per configuration, compared bit for bit")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds over every configuration, in turn; their runs are compared bit for bit")
     args = parser.parse_args(argv)
-    rows = []
-    for model_name in args.models:
-        for label, backend, determinism, jit, env in CONFIGURATIONS:
-            if importlib.util.find_spec({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]) is None:
-                continue
-            runs = [in_fresh_process(backend, env, model_name, determinism, jit, args.epochs)
-                    for _ in range(args.repeat)]
-            rows.append({"model": model_name, "configuration": label,
-                         "epoch_s": min(r["epoch_s"] for r in runs), "first_epoch_s": runs[0]["first_epoch_s"],
-                         "repeats_bit_for_bit": len({r["digest"] for r in runs}) == 1})
-            print(json.dumps(rows[-1]), flush=True)
+    installed = [c for c in CONFIGURATIONS
+                 if importlib.util.find_spec({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[c[1]])]
+    # Rounds outermost: every configuration once per round, in turn, so that a slow spell of the machine
+    # touches all of them alike; each row keeps its fastest round.
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for round_ in range(args.repeat):
+        for model_name in args.models:
+            for label, backend, determinism, jit, env in installed:
+                run = in_fresh_process(backend, env, model_name, determinism, jit, args.epochs)
+                runs.setdefault((model_name, label), []).append(run)
+                print(json.dumps({"round": round_ + 1, "model": model_name, "configuration": label, **run}),
+                      flush=True)
+    rows = [{"model": model_name, "configuration": label, "epoch_s": min(r["epoch_s"] for r in done),
+             "first_epoch_s": min(r["first_epoch_s"] for r in done),
+             "repeats_bit_for_bit": len({r["digest"] for r in done}) == 1}
+            for (model_name, label), done in runs.items()]
     for model_name in args.models:
         fastest = min(r["epoch_s"] for r in rows if r["model"] == model_name)
         for row in rows:

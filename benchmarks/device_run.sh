@@ -8,7 +8,7 @@
 #    shows, into /tmp/site.
 # 2. Runs python -m benchmarks.device_unit once per backend (DEVICE_RUN_BACKENDS, default "jax torch"): one
 #    fold of a finetune unit of 780 phantom images at 224 px, for VGG16 and ResNet50 at ft_fraction 0.15 and 1,
-#    in bf16 and float32, each beside the card's limit.  Each backend gets DEVICE_RUN_BACKEND_S seconds
+#    in bf16 and float32, each beside the card's measured matrix rate.  Each backend gets DEVICE_RUN_BACKEND_S seconds
 #    (default 140); what it measured before then is kept.
 # 3. Writes device_unit_<backend>.md and .json into $OUT (default benchmarks/results), with the log.
 #
@@ -32,7 +32,7 @@ status=0
 for backend in ${DEVICE_RUN_BACKENDS:-jax torch}; do
   echo "== $backend" | tee -a "$out/device_run.log"
   KERAS_BACKEND="$backend" timeout "${DEVICE_RUN_BACKEND_S:-140}" "$python" -m benchmarks.device_unit \
-    --images "${DEVICE_RUN_IMAGES:-780}" --image-size "${DEVICE_RUN_IMAGE_SIZE:-224}" \
+    --images "${DEVICE_RUN_IMAGES:-780}" --image-sizes "${DEVICE_RUN_IMAGE_SIZE:-224}" \
     --epochs "${DEVICE_RUN_EPOCHS:-3}" --batch-size "${DEVICE_RUN_BATCH_SIZE:-32}" --results-dir "$out" \
     2>&1 | grep -v "^WARNING\|^I0000\|^W0000" | tee -a "$out/device_run.log"
   code=${PIPESTATUS[0]}

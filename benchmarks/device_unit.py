@@ -17,12 +17,25 @@ every epoch, then the test fold's predictions and every image's features.
 Per row: the seconds before the first epoch (build, prefix pass, compile),
 the first epoch (tracing or XLA compilation) and the steady epoch (the
 median of the others); training images per second of a steady epoch beside
-the limit the card's peak multiply-add rate allows for that path
-(:mod:`ultrasound_transfer.networks.cost`; ``--peak-tflops``, or looked up by
-card name as :mod:`benchmarks.gpu` does); the whole unit's estimate (fixed
-cost once, five folds of ``--unit-epochs`` epochs at the steady rate, the
-features); peak host memory (``ru_maxrss``) and peak accelerator memory
-(PyTorch's or JAX's allocator).  Writes ``device_unit_<backend>.json`` and
+the limit the device's **measured matrix rate** allows for that path: the
+multiply-adds per second of a large matrix product in the row's precision
+on the same backend and device (:func:`matrix_macs_per_s`; ``--peak-tflops``
+replaces it by a stated rate), over the multiply-adds of one training image
+(:mod:`ultrasound_transfer.networks.cost`); peak host memory (``ru_maxrss``)
+and peak accelerator memory (PyTorch's or JAX's allocator).
+
+The **unit breakdown** extends the fold to the whole unit (five folds of
+``--unit-epochs`` epochs; the stage builds, passes the prefix and traces
+once, and restores the initial weights per fold) and splits its time in
+three: the *arithmetic floor*, the unit's multiply-adds
+(:func:`~ultrasound_transfer.networks.cost.unit_work`) at the measured matrix
+rate; the *per-step overhead*, what the steady epochs take beyond their own
+arithmetic (framework dispatch per step, memory traffic of normalization and
+activations, the input feed); and the *fixed cost*, the time outside the
+steady epochs beyond its own arithmetic (building, tracing, prediction
+calls; imports are not counted: the row starts in a running process).
+Run it on a CPU with ``--image-sizes 80 224`` for the demo's unit at both
+sizes.  Writes ``device_unit_<backend>.json`` and
 ``.md`` into ``--results-dir`` (``$OUT`` on the device machine), row by row,
 so a run stopped by its time limit keeps what it measured.
 
@@ -34,15 +47,17 @@ setting.  Without a GPU it runs on the CPU, which a test does with tiny sizes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from benchmarks.gpu import PRECISIONS, device_name, peak_macs_per_s, synchronize
+from benchmarks.gpu import PRECISIONS, device_name, peak_macs_per_s, synchronize, timed_steps
 from benchmarks.results import RESULTS_DIR, markdown_table, write_results
 from ultrasound_transfer.settings import HeadSettings, PhantomSettings
 
@@ -75,6 +90,53 @@ def accelerator_peak_mb() -> float | None:
         stats = gpus[0].memory_stats() if gpus else None
         return stats["peak_bytes_in_use"] / 2**20 if stats else None
     return None
+
+
+def matrix_macs_per_s(precision: str, *, side: int | None = None, rounds: int = 5) -> float:
+    """Multiply-adds per second of a ``side`` x ``side`` matrix product in ``precision``'s compute dtype.
+
+    On the active Keras backend and device, the fastest of ``rounds``: the
+    rate the device reaches on the operation these networks' arithmetic is
+    made of, which bounds from above what any of their steps can reach.
+    Measured after the fold (the backend's deterministic settings are made
+    before it starts) and after its memory is read, with the matrices made
+    on the device.  On PyTorch, float32 matrix products use TF32 exactly when
+    cuDNN's convolutions do (``torch.backends.cudnn.allow_tf32``), so the
+    limit is the one the network's convolutions run under.
+    """
+    import keras
+
+    on_gpu = device_name() != "CPU"
+    side = side or (8192 if on_gpu else 2048)
+    dtype = keras.DTypePolicy(precision).compute_dtype
+    a, b = (keras.random.normal((side, side), dtype=dtype, seed=seed) for seed in (1, 2))
+    products = max(1, int(2e12 // side**3)) if on_gpu else 4
+
+    def step() -> None:
+        # Reading one value back waits for the device (JAX and PyTorch run asynchronously).
+        keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.matmul(a, b)[0, 0], "float32"))
+
+    with torch_matmul_tf32_as_convolutions():
+        fastest = min(timed_steps(step, products, warmup=1) for _ in range(rounds))
+    return products * side**3 / fastest
+
+
+@contextlib.contextmanager
+def torch_matmul_tf32_as_convolutions() -> Iterator[None]:
+    """On PyTorch, matrix products allow TF32 as cuDNN's convolutions do, for the block; elsewhere nothing."""
+    import keras
+
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    import torch
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def one_fold(model_name: str, ft_fraction: float, precision: str, *, image_size: int, images: int, epochs: int,
@@ -126,11 +188,12 @@ def one_fold(model_name: str, ft_fraction: float, precision: str, *, image_size:
     return {"model": model_name, "ft_fraction": ft_fraction, "precision": precision, "image_size": image_size,
             "images": images, "fit_images": n_fit, "validation_images": n_validation, "epochs": epochs,
             "batch_size": batch_size, "path": path.description["path"], "prefix_macs": macs.prefix,
-            "tail_macs": macs.tail, "cached": cached, "before_training_s": before_training - started,
+            "tail_macs": macs.tail, "cached": cached,
+            "before_training_s": before_training - started,
             "first_epoch_s": float(epoch_s[0]), "steady_epoch_s": steady,
             "test_and_features_s": after_features - after_training,
             "host_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "accelerator_peak_mb": accelerator_peak_mb()}
+            "accelerator_peak_mb": accelerator_peak_mb()} | {"matrix_macs_per_s": matrix_macs_per_s(precision)}
 
 
 def in_fresh_process(*args, **kwargs) -> dict:
@@ -139,31 +202,80 @@ def in_fresh_process(*args, **kwargs) -> dict:
         return pool.submit(one_fold, *args, **kwargs).result()
 
 
-def with_rates(row: dict, peak: float | None, *, unit_epochs: int) -> dict:
-    """The row with its training rate, that rate's arithmetic limit, and the estimate of a whole unit."""
-    per_training_image = 3 * row["tail_macs"] + (0 if row["cached"] else row["prefix_macs"])
+def with_rates(row: dict, rate: float, *, unit_epochs: int) -> dict:
+    """The row with its training rate, that rate's limit at ``rate`` multiply-adds/s, and the whole unit split.
+
+    The unit: the fold's fixed cost once (build, prefix pass, tracing), then
+    per fold ``unit_epochs`` steady epochs and the test and features.  Its
+    time splits into the arithmetic floor (all its multiply-adds at
+    ``rate``), the per-step overhead (steady epochs beyond their arithmetic)
+    and the fixed cost (the time outside the steady epochs beyond its own
+    arithmetic: building, tracing, prediction calls); the three sum to the
+    unit.
+    """
+    from ultrasound_transfer.networks.cost import SplitMacs, unit_work
+
+    frozen = 0 if row["cached"] else row["prefix_macs"]
+    per_training_image, per_evaluated_image = 3 * row["tail_macs"] + frozen, row["tail_macs"] + frozen
+    row["limit_macs_per_s"] = rate
     row["training_images_per_s"] = row["fit_images"] / row["steady_epoch_s"]
-    row["limit_images_per_s"] = peak / per_training_image if peak else None
-    row["share_of_limit"] = row["training_images_per_s"] / row["limit_images_per_s"] if peak else None
+    # What a steady epoch's arithmetic ran at, per-step overhead included: the rate a protocol's estimate can use.
+    steady_epoch_macs = row["fit_images"] * per_training_image + row["validation_images"] * per_evaluated_image
+    row["steady_macs_per_s"] = steady_epoch_macs / row["steady_epoch_s"]
+    row["limit_images_per_s"] = rate / per_training_image
+    row["share_of_limit"] = row["training_images_per_s"] / row["limit_images_per_s"]
     fixed = row["before_training_s"] + row["first_epoch_s"] - row["steady_epoch_s"]
-    row["unit_estimate_s"] = fixed + FOLDS * (unit_epochs * row["steady_epoch_s"] + row["test_and_features_s"])
+    steady_epochs_s = FOLDS * unit_epochs * row["steady_epoch_s"]
+    row["unit_estimate_s"] = fixed + steady_epochs_s + FOLDS * row["test_and_features_s"]
+    steady_floor_s = FOLDS * unit_epochs * steady_epoch_macs / rate
+    work = unit_work(SplitMacs(prefix=row["prefix_macs"], tail=row["tail_macs"]), images=row["images"],
+                     folds=FOLDS, epochs=unit_epochs, validation_fraction=VALIDATION_SHARE / (1 - 1 / FOLDS),
+                     cached=row["cached"])
+    row["unit_floor_s"] = work.total / rate
+    row["unit_step_overhead_s"] = steady_epochs_s - steady_floor_s
+    row["unit_fixed_s"] = row["unit_estimate_s"] - row["unit_floor_s"] - row["unit_step_overhead_s"]
     return row
 
 
 def rows_table(rows: list[dict]) -> str:
     def limit(row: dict) -> str:
-        return f"{row['limit_images_per_s']:,.0f} ({row['share_of_limit']:.0%})" if row["limit_images_per_s"] else "—"
+        return f"{row['limit_images_per_s']:,.0f} ({row['share_of_limit']:.0%})"
 
     def memory(row: dict) -> str:
         device = row["accelerator_peak_mb"]
         return f"{row['host_peak_mb']:,.0f}" + (f" / {device:,.0f}" if device is not None else "")
 
     return markdown_table(
-        [[r["model"], f"{r['ft_fraction']:g}", r["precision"], r["path"], f"{r['before_training_s']:.1f}",
+        [[r["model"], f"{r['ft_fraction']:g}", r["precision"], r["image_size"], r["path"],
+          f"{r['before_training_s']:.1f}",
           f"{r['first_epoch_s']:.1f}", f"{r['steady_epoch_s']:.2f}", f"{r['training_images_per_s']:,.0f}", limit(r),
           f"{r['unit_estimate_s'] / 60:.1f}", memory(r)] for r in rows],
-        ["network", "ft_fraction", "precision", "path", "before training, s", "first epoch, s", "steady epoch, s",
+        ["network", "ft_fraction", "precision", "px", "path", "before training, s", "first epoch, s", "steady epoch, s",
          "training images/s", "limit images/s (reached)", "unit estimate, min", "peak MB: host / GPU"])
+
+
+def breakdown_table(rows: list[dict]) -> str:
+    """The whole unit's estimate in three parts, each with its share, beside the arithmetic floor's rate."""
+    def part(row: dict, key: str) -> str:
+        return f"{row[key]:,.0f} ({row[key] / row['unit_estimate_s']:.0%})"
+
+    return markdown_table(
+        [[r["model"], f"{r['ft_fraction']:g}", r["precision"], r["image_size"],
+          f"{r['limit_macs_per_s'] * 2 / 1e9:,.0f}", f"{r['unit_estimate_s']:,.0f}", part(r, "unit_floor_s"),
+          part(r, "unit_step_overhead_s"), part(r, "unit_fixed_s"), f"{r['host_peak_mb']:,.0f}"] for r in rows],
+        ["network", "ft_fraction", "precision", "px", "limit GFLOP/s", "unit, s", "arithmetic floor, s",
+         "per-step overhead, s", "fixed cost, s", "peak host MB"])
+
+
+def results_note(args: argparse.Namespace, device: str, backend: str) -> str:
+    peaks = {p: peak_macs_per_s(device, p, None) for p in args.precisions}
+    sheet = "; ".join(f"{p} {2 * v / 1e12:,.0f} TFLOP/s" for p, v in peaks.items() if v)
+    limit = (f"a stated {args.peak_tflops:g} TFLOP/s" if args.peak_tflops else
+             "the matrix rate measured in the row's process (a large matrix product in its precision)")
+    return (f"Device: {device}, Keras backend {backend}; one fold of five of a unit of {args.images} phantom images, "
+            f"batch {args.batch_size}, {args.epochs} epochs timed (the first compiles); the unit counts "
+            f"{args.unit_epochs} epochs per fold. Limit: {limit}, over the multiply-adds of one training image on "
+            "the path taken" + (f" (the data sheet's peak: {sheet})." if sheet else "."))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,11 +284,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ft-fractions", nargs="+", type=float, default=[0.15, 1.0])
     parser.add_argument("--precisions", nargs="+", default=["mixed_bfloat16", "float32"], choices=PRECISIONS)
     parser.add_argument("--images", type=int, default=780, help="BUSI's 780 images")
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-sizes", type=int, nargs="+", default=[224])
     parser.add_argument("--epochs", type=int, default=3, help="epochs timed per row (the first compiles)")
     parser.add_argument("--unit-epochs", type=int, default=15, help="epochs per fold in the unit estimate")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--peak-tflops", type=float, help="the card's peak TFLOP/s for the precisions measured")
+    parser.add_argument("--peak-tflops", type=float,
+                        help="a stated TFLOP/s for the limit instead of the measured matrix rate")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     import keras
@@ -184,25 +297,24 @@ def main(argv: list[str] | None = None) -> None:
     backend, device = keras.backend.backend(), device_name()
     print(f"device: {device}, Keras backend {backend}", flush=True)
     rows: list[dict] = []
-    for model_name in args.models:
-        for ft_fraction in args.ft_fractions:
-            for precision in args.precisions:
-                row = in_fresh_process(model_name, ft_fraction, precision, image_size=args.image_size,
-                                       images=args.images, epochs=args.epochs, batch_size=args.batch_size)
-                rows.append(with_rates(row, peak_macs_per_s(device, precision, args.peak_tflops),
-                                       unit_epochs=args.unit_epochs))
-                print(f"{model_name} {ft_fraction:g} {precision}: {row['training_images_per_s']:,.0f} training "
-                      f"images/s, steady epoch {row['steady_epoch_s']:.2f} s, unit about "
-                      f"{row['unit_estimate_s'] / 60:.1f} min", flush=True)
-                note = (f"Device: {device}, Keras backend {backend}; one fold of five of a unit of {args.images} "
-                        f"phantom images at {args.image_size} px, batch {args.batch_size}, {args.epochs} epochs "
-                        f"timed; the unit estimate counts {args.unit_epochs} epochs per fold. Limit: the card's "
-                        "peak multiply-adds per second over those of one training image on the path taken"
-                        + ("." if rows[0]["limit_images_per_s"] else " (unknown for this device)."))
-                write_results(f"device_unit_{backend}", {"device": device, "backend": backend, "rows": rows},
-                              {"table": rows_table(rows)}, note=note, directory=args.results_dir,
-                              benchmark="device_unit")
+    for image_size in args.image_sizes:
+        for model_name in args.models:
+            for ft_fraction in args.ft_fractions:
+                for precision in args.precisions:
+                    row = in_fresh_process(model_name, ft_fraction, precision, image_size=image_size,
+                                           images=args.images, epochs=args.epochs, batch_size=args.batch_size)
+                    stated = args.peak_tflops and peak_macs_per_s(device, precision, args.peak_tflops)
+                    rows.append(with_rates(row, stated or row["matrix_macs_per_s"], unit_epochs=args.unit_epochs))
+                    print(f"{model_name} {ft_fraction:g} {precision} {image_size} px: "
+                          f"{row['training_images_per_s']:,.0f} training images/s "
+                          f"({row['share_of_limit']:.0%} of the limit), steady epoch {row['steady_epoch_s']:.2f} s, "
+                          f"unit about {row['unit_estimate_s'] / 60:.1f} min", flush=True)
+                    write_results(f"device_unit_{backend}", {"device": device, "backend": backend, "rows": rows},
+                                  {"table": rows_table(rows), "breakdown": breakdown_table(rows)},
+                                  note=results_note(args, device, backend), directory=args.results_dir,
+                                  benchmark="device_unit")
     print(rows_table(rows))
+    print(breakdown_table(rows))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ in one process:
   tails) against K whole networks, the gain sharing the prefix can give.
 
 Loading (building K networks from the trained study) and tracing the ensemble's
-graph for the batch shapes are fixed costs per command, reported apart.
+graph for the batch shapes are fixed costs per command, reported apart.  The
+three timed parts run in turn ``--rounds`` times (3), each keeping its
+fastest round.
 Writes ``benchmarks/results/predict.json`` and ``.md``.
 """
 
@@ -54,7 +56,7 @@ def scan_folder(dataset: str, count: int, folder: Path) -> list[Path]:
     return files
 
 
-def measure(dataset: str, model_name: str, files: list[Path]) -> dict:
+def measure(dataset: str, model_name: str, files: list[Path], rounds: int = 3) -> dict:
     from ultrasound_transfer.deployment.predict import (
         PREDICT_BATCH,
         ensemble_probabilities,
@@ -82,13 +84,19 @@ def measure(dataset: str, model_name: str, files: list[Path]) -> dict:
             squares.append(batch_squares)
         return rows, np.concatenate(squares)
 
-    whole, (table, squares) = timed(predict_files)
-    forward, _ = timed(lambda: ensemble_probabilities(trained, squares))
+    _, (table, squares) = timed(predict_files)
     inputs = to_network_input(squares.astype(np.uint8), model_name)
     for fold in trained.folds:
         fold.predict(inputs[:PREDICT_BATCH + len(files) % PREDICT_BATCH], batch_size=PREDICT_BATCH,
                      verbose=0)     # traced, as the ensemble was
-    plain, _ = timed(lambda: [fold.predict(inputs, batch_size=PREDICT_BATCH, verbose=0) for fold in trained.folds])
+    # The three in turn, ``rounds`` times, each keeping its fastest: a slow spell touches all alike.
+    runs: dict[str, list[float]] = {"whole": [], "forward": [], "plain": []}
+    for _ in range(rounds):
+        runs["whole"].append(timed(predict_files)[0])
+        runs["forward"].append(timed(lambda: ensemble_probabilities(trained, squares))[0])
+        runs["plain"].append(timed(lambda: [fold.predict(inputs, batch_size=PREDICT_BATCH, verbose=0)
+                                            for fold in trained.folds])[0])
+    whole, forward, plain = (min(runs[key]) for key in ("whole", "forward", "plain"))
     macs = split_macs(trained.folds[0])
     k = len(trained.folds)
     return {"model": model_name, "images": len(files), "splits": k, "loading_s": loading, "tracing_s": tracing,
@@ -105,11 +113,12 @@ def main() -> None:
     parser.add_argument("--dataset", default="phantom")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3, help="each measurement in turn, the fastest kept")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where predict.json and .md go")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="predict-benchmark-") as folder:
         files = scan_folder(args.dataset, args.images, Path(folder))
-        figures = [measure(args.dataset, name, files) for name in args.models]
+        figures = [measure(args.dataset, name, files, args.rounds) for name in args.models]
     rows = [[f["model"], f"{f['images'] / f['predict_s']:.0f}", f"{f['images'] / f['ensemble_forward_s']:.0f}",
              f"{f['predict_s'] / f['ensemble_forward_s']:.2f}×",
              f"{f['plain_networks_s'] / f['ensemble_forward_s']:.2f}×",

@@ -68,9 +68,9 @@ def provenance(name: str) -> str:
     """One line: commit, date, machine and library versions, the command that rewrites the file, and the
     fingerprint of the code it timed (``name``: the benchmark's module in ``benchmarks``)."""
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    # The results files themselves are left out: a benchmark rewrites its own after each part.
-    dirty = git("status", "--porcelain", "--", "ultrasound_transfer", "stages", "benchmarks",
-                ":(exclude)benchmarks/results")
+    # The code it times and the parameters the study runs with: other uncommitted work (another benchmark, the
+    # docs) does not touch the figures.
+    dirty = git("status", "--porcelain", "--", *map(str, timed_files(name)), "params.yaml", "dvc.yaml")
     versions = []
     for module in ("tensorflow", "torch", "jax", "keras"):
         try:
@@ -78,7 +78,7 @@ def provenance(name: str) -> str:
         except ImportError:
             pass
     where = f"{os.cpu_count()}-core {platform.machine()} CPU, Python {platform.python_version()}, {', '.join(versions)}"
-    return (f"Measured at commit {commit}{' with uncommitted changes' if dirty else ''}, "
+    return (f"Measured at commit {commit}{' with uncommitted changes to the code it times' if dirty else ''}, "
             f"{datetime.date.today().isoformat()} ({where}) by `python -m benchmarks.{name} "
             f"{' '.join(sys.argv[1:])}`.".replace(" `.", "`.")
             + f" `python -m benchmarks.{name}` rewrites this file; timed code `{timed_code(name)}` (a test fails "

@@ -50,10 +50,13 @@ def add_protocol(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the commands and the cost estimate only")
     parser.add_argument("--images", nargs="+", default=[], metavar="DATASET=N",
                         help="image counts for the estimate of datasets not prepared yet (ddti, salivary)")
-    parser.add_argument("--tflops", type=float, default=DEFAULT_TFLOPS,
+    parser.add_argument("--tflops", type=float,
                         help=f"sustained TFLOP/s assumed by the estimate (default {DEFAULT_TFLOPS:g})")
-    parser.add_argument("--overhead-min", type=float, default=DEFAULT_OVERHEAD_MIN,
+    parser.add_argument("--overhead-min", type=float,
                         help=f"fixed minutes per dataset x network x strategy (default {DEFAULT_OVERHEAD_MIN:g})")
+    parser.add_argument("--calibration", type=Path, metavar="DEVICE_UNIT_JSON",
+                        help="with --dry-run: estimate at the rates and fixed cost benchmarks.device_unit measured "
+                             "(its device_unit_<backend>.json) instead of --tflops and --overhead-min")
     parser.set_defaults(run=run_protocol)
 
 
@@ -63,7 +66,8 @@ def run_protocol(args: argparse.Namespace) -> None:
 
     run(ProtocolRequest(protocol=args.protocol, strategies=parse_strategies(args.strategies), datasets=args.datasets,
                         extra=args.extra, queue=args.queue, dry_run=args.dry_run,
-                        images=parse_image_counts(args.images), tflops=args.tflops, overhead_min=args.overhead_min))
+                        images=parse_image_counts(args.images), tflops=args.tflops, overhead_min=args.overhead_min,
+                        calibration=args.calibration))
 
 
 def add_sweep(commands: argparse._SubParsersAction) -> None:

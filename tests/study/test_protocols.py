@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from ultrasound_transfer.cli import run
@@ -71,3 +73,61 @@ def test_a_bad_override_is_refused_before_any_experiment_starts(project, capsys)
     with pytest.raises(PipelineError, match=r"finetune.epoch: unknown parameter; did you mean finetune.epochs\?"):
         run(["protocol", "demo", "--strategies", "0,0.15", "-S", "finetune.epoch=3"])
     assert "dvc exp run" not in capsys.readouterr().out
+
+
+def device_unit_results(path, rows):
+    path.write_text(json.dumps({"device": "NVIDIA H100 80GB HBM3", "backend": "jax", "rows": rows}))
+    return path
+
+
+def test_the_estimate_can_use_the_rates_a_device_run_measured(capsys, project, tmp_path):
+    from tests.conftest import default_params
+
+    project.write_params(default_params())
+    # Two full-network rows (100 and 300 TMAC/s: median 200, i.e. 400 TFLOP/s), one tail row (50 TMAC/s), and
+    # fixed costs of 60, 120 and 600 s (median 2 min); a float32 row and an 80 px row that the bf16 protocol at
+    # 224 px must not read.
+    def row(precision="mixed_bfloat16", image_size=224, *, prefix_macs, rate, fixed_s):
+        return {"precision": precision, "image_size": image_size, "prefix_macs": prefix_macs,
+                "steady_macs_per_s": rate, "unit_fixed_s": fixed_s}
+
+    rows = [row(prefix_macs=0, rate=1e14, fixed_s=60.0), row(prefix_macs=0, rate=3e14, fixed_s=120.0),
+            row(prefix_macs=5e9, rate=5e13, fixed_s=600.0),
+            row("float32", prefix_macs=5e9, rate=1.0, fixed_s=1e9), row(image_size=80, prefix_macs=0, rate=1.0,
+                                                                      fixed_s=1e9)]
+    calibration = device_unit_results(tmp_path / "device_unit_jax.json", rows)
+    run(["protocol", "paper", "--strategies", "0.15,1", "-S", "models=[VGG16]", "-S", "datasets=[busi]",
+         "-S", "finetune.precision=mixed_bfloat16", "--calibration", str(calibration), "--dry-run"])
+    out = capsys.readouterr().out
+    assert "full network 400 TFLOP/s, frozen-prefix tail 100 TFLOP/s, plus 2 min per row" in out
+    hours = {cells[4]: float(cells[8]) for line in out.splitlines() if line.startswith("| busi")
+             for cells in [[c.strip() for c in line.split("|")]]}
+    pmac = {cells[4]: float(cells[7]) for line in out.splitlines() if line.startswith("| busi")
+            for cells in [[c.strip() for c in line.split("|")]]}
+    assert hours["1"] == pytest.approx(2 * pmac["1"] * 1e15 / 400e12 / 3600 + 2 / 60, abs=0.006)
+    assert hours["0.15"] == pytest.approx(2 * pmac["0.15"] * 1e15 / 100e12 / 3600 + 2 / 60, abs=0.006)
+
+
+def test_a_calibration_without_the_precision_or_without_dry_run_is_refused(project, tmp_path):
+    from tests.conftest import default_params
+
+    project.write_params(default_params())
+    measured = {"precision": "mixed_bfloat16", "image_size": 224, "prefix_macs": 0, "steady_macs_per_s": 1e14,
+                "unit_fixed_s": 60.0}
+    calibration = device_unit_results(tmp_path / "device_unit_jax.json", [measured])
+    with pytest.raises(PipelineError, match=r"no row in finetune.precision float32 at image_size 224 "
+                                            r"\(it has mixed_bfloat16 at 224 px\)"):
+        run(["protocol", "paper", "--calibration", str(calibration), "--dry-run"])
+    with pytest.raises(PipelineError, match="it changes only the estimate that --dry-run prints"):
+        run(["protocol", "paper", "--calibration", str(calibration)])
+    with pytest.raises(PipelineError, match="pass one or the other"):
+        run(["protocol", "paper", "--calibration", str(calibration), "--tflops", "10", "--dry-run"])
+    broken = device_unit_results(tmp_path / "nan.json", [measured | {"precision": "float32", "unit_fixed_s": None}])
+    with pytest.raises(PipelineError, match="nan.json: not a results file"):
+        run(["protocol", "paper", "--calibration", str(broken), "--dry-run"])
+    negative = device_unit_results(tmp_path / "neg.json", [measured | {"precision": "float32", "unit_fixed_s": -6.0}])
+    with pytest.raises(PipelineError, match=r"neg.json: fixed min per unit -0.1 is not a usable figure"):
+        run(["protocol", "paper", "--calibration", str(negative), "--dry-run"])
+    (tmp_path / "old.json").write_text(json.dumps({"rows": [{"precision": "float32", "cached": True}]}))
+    with pytest.raises(PipelineError, match=r"old.json: not a results file of benchmarks.device_unit"):
+        run(["protocol", "paper", "--calibration", str(tmp_path / "old.json"), "--dry-run"])

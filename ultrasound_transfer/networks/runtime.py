@@ -55,7 +55,8 @@ def seed_everything(seed: int, deterministic_ops: bool = True) -> None:
 def set_precision(policy: str) -> None:
     """Use ``policy`` for every layer built from now on (``mixed_*`` computes in 16 bits).
 
-    Mixed precision pays off on GPUs with tensor cores; on a CPU it is slower.
+    Mixed precision pays off on GPUs with tensor cores, and bf16 on CPUs with
+    AMX; elsewhere on a CPU it is slower (docs/speed.md, "16-bit arithmetic").
     The softmax output stays float32 (see :func:`ultrasound_transfer.networks.backbones.attach_head`),
     and Keras scales the loss under ``mixed_float16``.
     """

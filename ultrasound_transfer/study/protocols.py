@@ -21,11 +21,18 @@ from __future__ import annotations
 import shlex
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.parameters import check_params, schema_problems
 from ultrasound_transfer.settings import settings_from_params
-from ultrasound_transfer.study.estimate import DEFAULT_OVERHEAD_MIN, DEFAULT_TFLOPS, cost_estimate
+from ultrasound_transfer.study.estimate import (
+    DEFAULT_OVERHEAD_MIN,
+    DEFAULT_TFLOPS,
+    Rates,
+    cost_estimate,
+    measured_rates,
+)
 from ultrasound_transfer.study.experiments import existing_experiments, format_value, resolved_params, split_override
 from ultrasound_transfer.study.experiments import experiment_name as grid_experiment_name
 
@@ -110,8 +117,9 @@ class ProtocolRequest:
     queue: bool = False
     dry_run: bool = False
     images: dict[str, int] = field(default_factory=dict)  # for the estimate
-    tflops: float = DEFAULT_TFLOPS
-    overhead_min: float = DEFAULT_OVERHEAD_MIN
+    tflops: float | None = None                           # assumed rates (None: the defaults) ...
+    overhead_min: float | None = None
+    calibration: Path | None = None                       # ... or a benchmarks.device_unit results file's
 
 
 def parse_image_counts(items: list[str]) -> dict[str, int]:
@@ -127,6 +135,12 @@ def parse_image_counts(items: list[str]) -> dict[str, int]:
 
 def run_protocol(request: ProtocolRequest) -> None:
     """Check every experiment's params, then run (or queue, or only print and estimate) them."""
+    if request.calibration and not request.dry_run:
+        raise PipelineError(f"--calibration {request.calibration}: it changes only the estimate that --dry-run "
+                            "prints; add --dry-run, or leave it out to run the grid.")
+    if request.calibration and (request.tflops is not None or request.overhead_min is not None):
+        raise PipelineError(f"--calibration {request.calibration} gives measured rates; --tflops and --overhead-min "
+                            "give assumed ones: pass one or the other.")
     overrides = overrides_for(request.protocol, request.datasets, request.extra)
     names = [experiment_name(request.protocol, ft) for ft in request.strategies]
     commands = [(name, dvc_command(name, overrides, ft, request.queue)) for name, ft in zip(names, request.strategies)]
@@ -141,13 +155,16 @@ def run_protocol(request: ProtocolRequest) -> None:
         for _, command in commands:
             print(shlex.join(command), flush=True)
         settings = settings_from_params(resolved_params(overrides))
-        table, hours = cost_estimate(settings, request.strategies, images=request.images, tflops=request.tflops,
-                                     overhead_min=request.overhead_min)
+        rates = (measured_rates(request.calibration, precision=settings.finetune.precision,
+                                image_size=settings.image_size) if request.calibration
+                 else Rates.assumed(DEFAULT_TFLOPS if request.tflops is None else request.tflops,
+                                    DEFAULT_OVERHEAD_MIN if request.overhead_min is None else request.overhead_min))
+        table, hours = cost_estimate(settings, request.strategies, images=request.images, rates=rates)
         print(f"\nWork of the grid (finetune, {settings.cv.n_splits} folds x {settings.cv.repeats} "
               f"repeats, up to "
               f"{settings.finetune.epochs} epochs, {settings.image_size} px; frozen prefix cached):\n\n{table}\n\n"
-              f"About {hours:.1f} h at {request.tflops:g} TFLOP/s sustained plus {request.overhead_min:g} min per row "
-              "(datasets of unknown size left out; early stopping usually ends sooner).", flush=True)
+              f"About {hours:.1f} h at {rates.source} (datasets of unknown size left out; early stopping "
+              "usually ends sooner).", flush=True)
         return
     done = existing_experiments()
     failed = []
