@@ -36,9 +36,11 @@ steady epochs beyond its own arithmetic (building, tracing, prediction
 calls; imports are not counted: the row starts in a running process).
 Run it on a CPU with ``--image-sizes 80 224`` for the demo's unit at both
 sizes, and ``--rounds 3`` to run every configuration in turn three times and
-keep each one's fastest round (a shared machine's noise only slows a run).  Writes ``device_unit_<backend>.json`` and
-``.md`` into ``--results-dir`` (``$OUT`` on the device machine), row by row,
-so a run stopped by its time limit keeps what it measured.
+keep each one's fastest round (a shared machine's noise only slows a run).
+
+Writes ``device_unit_<backend>.json`` and ``.md`` into ``--results-dir``
+(``$OUT`` on the device machine), row by row, so a run stopped by its time
+limit keeps what it measured.
 
 Deterministic kernels as ``params.yaml`` sets them (``finetune.deterministic_ops``):
 the figures are for the study as it runs, not for its fastest unrepeatable
