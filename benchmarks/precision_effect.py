@@ -31,16 +31,21 @@ import io
 import json
 import subprocess
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from benchmarks.results import RESULTS_DIR, markdown_table, write_results
+from ultrasound_transfer.choices import CLASSIFIERS
+from ultrasound_transfer.evaluation.statistics import corrected_resampled_t
+from ultrasound_transfer.outputs import cv_results, prepared
+from ultrasound_transfer.parameters import load_settings
+from ultrasound_transfer.settings import Settings
 
 # What it runs in other processes, whose code it times too (benchmarks.results.timed_files).
 RUNS = ("stages.finetune", "stages.evaluate")
-CLASSIFIERS = ("dense", "svm")
 
 
 def read_at(ref: str, path: str) -> str:
@@ -50,16 +55,17 @@ def read_at(ref: str, path: str) -> str:
     return dvc.api.read(path, repo=".", rev=ref)
 
 
-def check_workspace_is_the_float32_study() -> None:
-    from ultrasound_transfer.parameters import load_settings
-
-    if load_settings().finetune.precision != "float32":
+def check_workspace_is_the_float32_study() -> Settings:
+    """The workspace's settings, once its results are known to be the float32 run of today's code."""
+    settings = load_settings()
+    if settings.finetune.precision != "float32":
         raise SystemExit("params.yaml: finetune.precision must be float32, the run compared against; "
                          "set it back and run 'dvc repro'.")
     status = subprocess.run(["dvc", "status", "--quiet"], capture_output=True, text=True)
     if status.returncode != 0:
         raise SystemExit("the pipeline is not up to date ('dvc status'): run 'dvc repro' first, so that the "
                          "workspace's results are the float32 run of today's code.")
+    return settings
 
 
 def run_experiment(name: str, precision: str) -> tuple[str, float]:
@@ -77,26 +83,29 @@ def run_experiment(name: str, precision: str) -> tuple[str, float]:
     return found[0], seconds
 
 
-def paired_rows(read: Callable[[str, str], str], dataset: str, model_name: str) -> list[dict]:
+def paired_rows(read: Callable[[str, str], str], dataset: str, model_name: str, *,
+                class_names: list[str]) -> list[dict]:
     """Per classifier: the paired per-split AUC difference, the float32 interval, the largest probability change.
 
-    ``read(run, path)``: the text of a results file of ``run`` (``float32`` or ``16-bit``).
+    ``read(run, path)``: the text of a results file of ``run`` (``float32`` or ``16-bit``), at its path in
+    the repository (:mod:`ultrasound_transfer.outputs.cv_results`).
     """
-    from ultrasound_transfer.evaluation.statistics import corrected_resampled_t
-
-    base = f"metrics/cv/{dataset}/{model_name}"
     runs = ("float32", "16-bit")
-    folds = {run: pd.read_csv(io.StringIO(read(run, f"{base}.folds.csv"))) for run in runs}
-    predictions = {run: pd.read_csv(io.StringIO(read(run, f"{base}.predictions.csv"))) for run in runs}
-    headline = json.loads(read("float32", f"{base}.json"))["image"]
+
+    def table(run: str, path: Path) -> pd.DataFrame:
+        return pd.read_csv(io.StringIO(read(run, str(path))))
+
+    folds = {run: table(run, cv_results.folds_path(dataset, model_name)) for run in runs}
+    predictions = {run: table(run, cv_results.predictions_path(dataset, model_name)) for run in runs}
+    headline = json.loads(read("float32", str(cv_results.metrics_path(dataset, model_name))))["image"]
     rows = []
     for classifier in CLASSIFIERS:
         a, b = (folds[run][folds[run]["classifier"] == classifier].set_index(["repeat", "fold", "split"]).sort_index()
                 for run in runs)
         difference = (b["roc_auc"] - a["roc_auc"]).to_numpy()
         test = corrected_resampled_t(difference, n_train=float(a["n_train"].mean()), n_test=float(a["n_test"].mean()))
-        p, q = (predictions[run].set_index(["id", "repeat"]).sort_index().filter(like=f"{classifier}_prob_")
-                for run in runs)
+        columns = [cv_results.prob_column(classifier, name) for name in class_names]
+        p, q = (predictions[run].set_index(["id", "repeat"]).sort_index()[columns] for run in runs)
         width = headline[classifier]["roc_auc_ci_high"] - headline[classifier]["roc_auc_ci_low"]
         rows.append({"dataset": dataset, "model": model_name, "classifier": classifier, "splits": len(difference),
                      "auc_float32": float(a["roc_auc"].mean()), "auc_16bit": float(b["roc_auc"].mean()),
@@ -118,10 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", default="mixed_bfloat16", choices=["mixed_bfloat16", "mixed_float16"])
     parser.add_argument("--results-dir", default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    from ultrasound_transfer.parameters import load_settings
-
-    check_workspace_is_the_float32_study()
-    settings = load_settings()
+    settings = check_workspace_is_the_float32_study()
     name = f"precision-effect-{int(time.time())}"
     ref, seconds = run_experiment(name, args.precision)
     def read(run: str, path: str) -> str:
@@ -129,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         rows = [row for dataset in settings.datasets for model_name in settings.models
-                for row in paired_rows(read, dataset, model_name)]
+                for row in paired_rows(read, dataset, model_name,
+                                       class_names=prepared.class_names_of(prepared.load_manifest(dataset)))]
     finally:
         subprocess.run(["dvc", "exp", "remove", name], check=False)
     for row in rows:

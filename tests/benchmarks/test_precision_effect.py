@@ -32,7 +32,8 @@ def results_files(auc_shift: float, probability_shift: float, *, order_seed: int
 
 def test_the_difference_is_paired_by_split_and_the_probability_change_is_the_classifiers_own():
     runs = {"float32": results_files(0.0, 0.0), "16-bit": results_files(0.005, 0.03, order_seed=3)}
-    rows = {row["classifier"]: row for row in paired_rows(lambda run, path: runs[run][path], "phantom", "VGG16")}
+    rows = {row["classifier"]: row for row in paired_rows(lambda run, path: runs[run][path], "phantom", "VGG16",
+                                                          class_names=["benign", "malignant"])}
     assert rows["dense"]["mean_difference"] == 0.0 and rows["dense"]["largest_probability_change"] == 0.0
     # svm: 0.005 k on split k = 1..5 whatever the order of the rows; the corrected interval (Nadeau & Bengio):
     # variance (1/5 + 20/80) s^2 of the mean, s^2 the differences' sample variance, 4 degrees of freedom
