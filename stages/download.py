@@ -4,6 +4,8 @@ Usage: ``python -m stages.download DATASET``.  Reads params section ``download``
 
 * ``phantom`` and ``phantom_site_b`` are generated (see :mod:`ultrasound_transfer.data.phantom`),
   written as images plus ``labels.csv`` (``path,label,case``).
+* A dataset of one's own (``download.<name>.layout``) is used as placed in
+  ``data/raw/<name>/`` in its layout, or fetched as a zip from its ``url``.
 * A real dataset is used as found, without network access, when
   ``data/raw/<dataset>/`` already holds it in its official layout (extracted
   by hand), or when its archive lies in ``data/raw/_downloads/`` (checksum
@@ -47,23 +49,30 @@ def write_phantom(spec: phantom.PhantomSettings, out_dir: Path) -> int:
     return len(rows)
 
 
-def already_in_place(dataset: str, raw_dir: Path) -> bool:
-    """True if ``raw_dir`` holds the dataset in its official layout (checked by scanning it)."""
+def already_in_place(dataset: str, raw_dir: Path, layout: str | None) -> bool:
+    """True if ``raw_dir`` holds the dataset in its official layout, or a dataset of one's own in its ``layout``
+    (checked by scanning it)."""
     if not raw_dir.is_dir() or not any(raw_dir.iterdir()):
         return False
     try:
-        datasets.scan(dataset, raw_dir)
+        datasets.scan(dataset, raw_dir, layout=layout)
     except PipelineError as problem:
+        kind = f"the {layout} layout declared in download.{dataset}.layout" if layout else "its official layout"
         raise PipelineError(
-            f"{raw_dir} exists but does not hold {dataset} in its official layout: {problem} "
+            f"{raw_dir} exists but does not hold {dataset} in {kind}: {problem} "
             f"Fix it, or delete {raw_dir} to download the dataset afresh."
         ) from problem
     return True
 
 
+def source_of(dataset: str, settings: SourceSettings) -> datasets.Source:
+    """A built-in dataset's source, or that of a dataset of one's own (:func:`datasets.own_source`)."""
+    return datasets.SOURCES.get(dataset) or datasets.own_source(dataset, settings.layout, settings.url)
+
+
 def obtain_archive(dataset: str, settings: SourceSettings) -> Path:
     """The dataset's archive in ``data/raw/_downloads/``: found there and verified, or downloaded."""
-    source = datasets.SOURCES[dataset]
+    source = source_of(dataset, settings)
     url, sha256 = settings.url, settings.sha256
     archive = DOWNLOADS_DIR / source.archive
     if archive.exists():
@@ -85,10 +94,13 @@ def obtain_archive(dataset: str, settings: SourceSettings) -> Path:
 def obtain_real_dataset(dataset: str, settings: SourceSettings) -> None:
     """Make sure ``data/raw/<dataset>`` holds the dataset, downloading only if needed."""
     raw_dir = RAW_DIR / dataset
-    if already_in_place(dataset, raw_dir):
+    if already_in_place(dataset, raw_dir, settings.layout):
         log("download", f"{dataset}: using the files already in {raw_dir}")
         return
-    source = datasets.SOURCES[dataset]
+    source = source_of(dataset, settings)
+    if source.archive is None and dataset not in datasets.SOURCES:
+        raise PipelineError(f"{raw_dir} holds no images of {dataset}; place {source.how_to_get}, or give "
+                            f"download.{dataset}.url, a zip archive of them.")
     if source.archive is None:
         raise PipelineError(
             f"{dataset} cannot be downloaded automatically (no archive, no licence to redistribute). "
@@ -98,15 +110,15 @@ def obtain_real_dataset(dataset: str, settings: SourceSettings) -> None:
     log("download", f"{dataset}: extracting {archive} into {raw_dir}")
     fetch.extract_zip(archive, raw_dir)
     try:
-        datasets.scan(dataset, raw_dir)
+        datasets.scan(dataset, raw_dir, layout=settings.layout)
     except PipelineError as problem:
         raise PipelineError(f"{archive} unpacked, but not in the expected layout: {problem}") from problem
 
 
 def main(argv: list[str]) -> None:
     (dataset,) = parse_args(argv, ["dataset"], "python -m stages.download DATASET")
-    check_choice("datasets", dataset, DATASETS)
     settings = load_settings()
+    check_choice("datasets", dataset, (*DATASETS, *settings.sources))
     clock = Stopwatch()
     if dataset in settings.phantoms:
         spec = settings.phantoms[dataset]

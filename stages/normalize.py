@@ -49,6 +49,7 @@ from ultrasound_transfer.data.manifest import (
     conflicting_duplicates,
     cross_label_near_duplicates,
     decode_all,
+    image_name,
     reindex_pairs,
 )
 from ultrasound_transfer.data.near_duplicates import contact_sheet, near_pairs
@@ -92,6 +93,7 @@ def dataset_report(manifest: pd.DataFrame, ignored: list[dict], excluded: list[d
         "near_duplicate_group_sizes": near_sizes,
         "cross_label_near_duplicates": near["cross_label"],
         "excluded": excluded,
+        "ignored": ignored,
     }
 
 
@@ -132,7 +134,8 @@ def main(argv: list[str]) -> None:
     threshold = cfg.near_duplicate_bits
     clock = Stopwatch()
     raw_dir = RAW_DIR / dataset
-    scan = datasets.scan(dataset, raw_dir, busi_classes=cfg.busi_classes,
+    source = settings.sources.get(dataset)
+    scan = datasets.scan(dataset, raw_dir, layout=source.layout if source else None, busi_classes=cfg.busi_classes,
                          busi_normal_as_benign=cfg.busi_normal_as_benign)
     log("normalize", f"{dataset}: decoding {len(scan.rows)} images, to {size}x{size} by {cfg.resize}")
     stack, prints, rows, excluded = decode_all(raw_dir, scan.rows, size, cfg.on_undecodable, cfg.resize)
@@ -148,7 +151,7 @@ def main(argv: list[str]) -> None:
         near_conflicts = {p for pair in cross_label for p in pair["files"]} - drop
         excluded += [{"path": p, "reason": "near-duplicate under another label"} for p in sorted(near_conflicts)]
         drop |= near_conflicts
-    keep = [i for i, row in enumerate(rows) if row["path"] not in drop]
+    keep = [i for i, row in enumerate(rows) if image_name(row) not in drop]
     if not keep:
         raise PipelineError(f"{raw_dir}: no usable image is left; see the reasons above.")
     candidates, distances = reindex_pairs(candidates, distances, keep, len(rows))

@@ -50,7 +50,7 @@ from tabulate import tabulate
 
 from ultrasound_transfer.choices import CLASSIFIERS
 from ultrasound_transfer.common import PipelineError, atomic_dir, log, run_stage
-from ultrasound_transfer.data.reference_standards import REFERENCE_STANDARDS, SYNTHETIC
+from ultrasound_transfer.data.reference_standards import SYNTHETIC, reference_standard
 from ultrasound_transfer.evaluation.error_sheets import errors_sheet
 from ultrasound_transfer.evaluation.statistics import compare_classifiers, format_p, holm_adjusted
 from ultrasound_transfer.outputs import cv_results, external_results, folds, prepared
@@ -254,7 +254,8 @@ def run_section(summary: dict, settings: Settings) -> list[str]:
     for dataset in summary:
         record = folds.load_record(dataset)
         kind = "synthetic" if dataset in SYNTHETIC else "real"
-        rows.append([dataset, kind, REFERENCE_STANDARDS.get(dataset, "—"),
+        source = settings.sources.get(dataset)
+        rows.append([dataset, kind, reference_standard(dataset, source.reference_standard if source else None),
                      f"{record['n_splits']} × {record.get('repeats', 1)}"])
     weights = str(facts.get("weights", "—"))
     lines = ["## What this run is", "",

@@ -76,6 +76,18 @@ BAD = [   # (change to params.yaml, what the message must say)
     ({"normalize": {"resize": "pad"}}, r"normalize.resize = 'pad': must be one of letterbox, crop, stretch"),
     ({"download": {"phantom_site_b": {"overlay": "logo"}}},
      r"download.phantom_site_b.overlay = 'logo': must be one of none, text, ruler"),
+    # A dataset of one's own (docs/datasets.md): declared with its layout, under a name of its own.
+    ({"datasets": ["phantom", "clinic"]}, r"datasets: 'clinic' is neither built in nor declared under download; "
+                                          r"declare it: download.clinic: \{layout: folders\}"),
+    ({"datasets": ["buzi"]}, r"datasets: 'buzi' is neither built in .* did you mean busi\?"),
+    ({"download": {"clinic": {"url": None}}}, r"download.clinic.layout: missing; .* folders or table"),
+    ({"download": {"clinic": {"layout": "tree"}}}, r"download.clinic.layout = 'tree': must be one of folders, table"),
+    ({"download": {"clinic": {"layout": "folders", "patients": "yes"}}},
+     r"download.clinic.patients: unknown parameter"),
+    ({"download": {"busi": {"layout": "folders"}}}, r"download.busi.layout: busi is a built-in dataset.*busi_local"),
+    ({"download": {"my clinic": {"layout": "folders"}}}, r"download.my clinic: a dataset's name is its folder"),
+    ({"external": [{"train": "phantom", "test": "clinic"}], "download": {"clinic": {"layout": "table"}}},
+     r"external entry 1 .*clinic must also be in datasets"),
     ({"weights": "imagenet"}, r"weights = imagenet: no cached ImageNet weights for VGG16, VGG19, ResNet50, "
                               r"ResNet101, InceptionV3 in .*\.keras/models and Keras' store cannot be reached "
                               r"\(URLError: no network\); download https://storage.googleapis.com/.*vgg16_weights"),
@@ -95,6 +107,17 @@ def test_an_external_pair_of_studied_datasets_passes():
                                        "external": [{"train": "phantom", "test": "phantom_site_b"},
                                                     {"train": "phantom_site_b", "test": "phantom"}]})
     assert check_params(params) is params
+
+
+def test_a_declared_dataset_of_ones_own_passes_and_reaches_the_settings():
+    from ultrasound_transfer.settings import settings_from_params
+
+    params = merged(default_params(), {"datasets": ["phantom", "clinic"],
+                                       "download": {"clinic": {"layout": "table"}},
+                                       "external": [{"train": "phantom", "test": "clinic"}]})
+    settings = settings_from_params(check_params(params))
+    assert settings.sources["clinic"].layout == "table" and settings.sources["clinic"].url is None
+    assert settings.sources["busi"].layout is None
 
 
 def test_every_problem_is_listed_at_once():

@@ -17,6 +17,11 @@ PHANTOMS = ("phantom", "phantom_site_b")
 # does not depend on the readers' code: editing one reader reruns only what reads that dataset.
 PUBLISHED_DATASETS = ("busi", "rodrigues", "ddti", "salivary")
 DATASETS = (*PHANTOMS, *PUBLISHED_DATASETS)
+# How a dataset of one's own is laid out under data/raw/<name>/ (download.<name>.layout; the salivary reader is
+# the same pair): folders (<label>/<patient>/<image>, or <label>/<image>) or table (labels.csv: path,label,patient).
+DATASET_LAYOUTS = ("folders", "table")
+# A dataset's own name is a folder and part of DVC's stage names (download@<name>): letters, digits, _ and -.
+DATASET_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 PHANTOM_OVERLAYS = ("none", "text", "ruler")
 
 # Smallest square input each network's strides allow, px (keras.applications refuses less).

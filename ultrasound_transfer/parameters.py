@@ -25,7 +25,7 @@ import re
 import socket
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,6 +54,7 @@ class Rule:
 
     accepts: Callable[[Any], bool]
     allowed: str
+    required: bool = True       # False: the key may be left out of its section
 
 
 def is_number(value: Any) -> bool:
@@ -85,6 +86,13 @@ def numbers(low: float, high: float) -> Rule:
                 f"a list (empty allowed) of numbers in [{low:g}, {high:g}]")
 
 
+def dataset_names() -> Rule:
+    return Rule(lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v)
+                and len(set(v)) == len(v) and all(re.fullmatch(choices.DATASET_NAME, x) for x in v),
+                f"a non-empty list, without repeats, of dataset names: built in ({', '.join(choices.DATASETS)}) or "
+                "declared under download with a layout (docs/datasets.md)")
+
+
 def optional_text(what: str) -> Rule:
     return Rule(lambda v: v is None or (isinstance(v, str) and bool(v)), f"null or {what}")
 
@@ -100,9 +108,8 @@ SHA256 = Rule(lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[0-9
               "null or a SHA-256: 64 hexadecimal digits")
 SWITCH = choice(True, False)
 PAIRS = Rule(lambda v: isinstance(v, list) and all(isinstance(p, dict) and set(p) == {"train", "test"}
-                                                   and {p["train"], p["test"]} <= set(choices.DATASETS) for p in v),
-             "a list (empty allowed) of {train: <dataset>, test: <dataset>} entries, each dataset one of "
-             + ", ".join(choices.DATASETS))
+                                                   and all(isinstance(p[k], str) for k in p) for p in v),
+             "a list (empty allowed) of {train: <dataset>, test: <dataset>} entries, each dataset one of datasets")
 # download.phantom and download.phantom_site_b: the generator of each built-in site.
 PHANTOM_RULES = {"count": integer(4, 1_000_000), "malignant_fraction": number(0.0, 1.0),
                  "images_per_patient": integer(1, 1000), "difficulty": number(0.0, 1.0),
@@ -111,8 +118,14 @@ PHANTOM_RULES = {"count": integer(4, 1_000_000), "malignant_fraction": number(0.
                  "depth": number(0.5, 2.0), "overlay": choice(*choices.PHANTOM_OVERLAYS),
                  "size_shortcut": number(0.0, 1.0), "caliper_shortcut": number(0.0, 1.0)}
 
+# download.<name> of a dataset of one's own (docs/datasets.md): its layout, and an archive to fetch where it has one.
+# (The layout is required; own_dataset_problems says so, with the choices, where it is missing.)
+OWN_DATASET_RULES = {"layout": replace(choice(*choices.DATASET_LAYOUTS), required=False),
+                     "url": replace(URL, required=False), "sha256": replace(SHA256, required=False),
+                     "reference_standard": replace(optional_text("what decided the labels"), required=False)}
+
 SCHEMA: dict[str, Any] = {
-    "datasets": subset(choices.DATASETS),
+    "datasets": dataset_names(),
     "models": subset(choices.MODELS),
     "ft_fraction": number(0.0, 1.0),
     "weights": weights_source(),
@@ -189,7 +202,57 @@ def schema_problems(params: Any, schema: dict = SCHEMA, prefix: str = "") -> lis
             problems.append(f"{name} = {value!r}: must be {schema[key].allowed} ({fix_hint(name)})")
     if prefix.rstrip(".") not in OPTIONAL_SECTIONS:
         for key in schema.keys() - params.keys():
-            problems.append(f"{prefix}{key}: missing; add it to params.yaml (docs/parameters.md)")
+            if isinstance(schema[key], dict) or schema[key].required:
+                problems.append(f"{prefix}{key}: missing; add it to params.yaml (docs/parameters.md)")
+    return problems
+
+
+def own_datasets(params: Any) -> dict[str, dict]:
+    """The datasets of one's own that ``download`` declares: every entry that is not built in, by name."""
+    download = params.get("download") if isinstance(params, dict) else None
+    if not isinstance(download, dict):
+        return {}
+    return {str(name): section for name, section in download.items() if name not in choices.DATASETS}
+
+
+def schema_of(params: Any) -> dict[str, Any]:
+    """:data:`SCHEMA` with a ``download`` rule for each dataset of one's own that ``params`` declares."""
+    own = own_datasets(params)
+    download = params.get("download") if isinstance(params, dict) and isinstance(params.get("download"), dict) else {}
+    # A built-in dataset given a layout is refused by own_dataset_problems, once, rather than as an unknown key.
+    given_layout = {name: {**SCHEMA["download"][name], "layout": Rule(lambda v: True, "", required=False)}
+                    for name in choices.PUBLISHED_DATASETS
+                    if isinstance(download.get(name), dict) and "layout" in download[name]}
+    if not own and not given_layout:
+        return SCHEMA
+    return {**SCHEMA, "download": {**SCHEMA["download"], **given_layout,
+                                   **{name: OWN_DATASET_RULES for name in own}}}
+
+
+def own_dataset_problems(params: dict) -> list[str]:
+    """Each dataset of one's own has a usable name and a layout, and no built-in dataset is given a layout; each
+    name in ``datasets`` is built in or declared."""
+    problems = []
+    for name, section in own_datasets(params).items():
+        if not re.fullmatch(choices.DATASET_NAME, name):
+            problems.append(f"download.{name}: a dataset's name is its folder under data/raw/ and part of DVC's "
+                            "stage names; use letters, digits, _ and - (up to 64), starting with a letter or digit")
+        if isinstance(section, dict) and "layout" not in section:
+            problems.append(f"download.{name}.layout: missing; a dataset of your own says how its files are laid "
+                            f"out: {' or '.join(choices.DATASET_LAYOUTS)} (docs/datasets.md)")
+    download = params.get("download") if isinstance(params.get("download"), dict) else {}
+    for name in choices.PUBLISHED_DATASETS:
+        if isinstance(download.get(name), dict) and "layout" in download[name]:
+            problems.append(f"download.{name}.layout: {name} is a built-in dataset, read in its published layout; "
+                            f"give your own dataset another name (e.g. {name}_local) and list that in datasets")
+    studied = params.get("datasets")
+    declared = [*choices.DATASETS, *own_datasets(params)]
+    for name in studied if isinstance(studied, list) else []:
+        if isinstance(name, str) and name not in declared:
+            near = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}? Or declare" if near else "declare"
+            problems.append(f"datasets: {name!r} is neither built in nor declared under download; {hint} it: "
+                            f"download.{name}: {{layout: folders}} (docs/datasets.md)")
     return problems
 
 
@@ -318,7 +381,8 @@ def weights_problems(params: dict, reachable: Callable[[], str | None] = imagene
 
 def check_params(params: dict, reachable: Callable[[], str | None] = imagenet_reachable) -> dict:
     """Return ``params`` if every check passes; otherwise fail listing every problem."""
-    problems = schema_problems(params)
+    problems = (own_dataset_problems(params) if isinstance(params, dict) else []) + schema_problems(
+        params, schema_of(params))
     if not problems:
         problems = consistency_problems(params) + weights_problems(params, reachable)
     if problems:

@@ -45,10 +45,14 @@ class PhantomSettings:
 
 @dataclass(frozen=True)
 class SourceSettings:
-    """``download.<dataset>``: where a real dataset's archive comes from (None: placed by hand, not checked)."""
+    """``download.<dataset>``: where a real dataset's archive comes from (None: placed by hand, not checked), and
+    for a dataset of one's own its layout (:data:`~ultrasound_transfer.choices.DATASET_LAYOUTS`; None for a
+    built-in dataset, read in its published layout)."""
 
     url: str | None = None
     sha256: str | None = None
+    layout: str | None = None
+    reference_standard: str | None = None   # a dataset of one's own: what decided its labels (biopsy, ...)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from ultrasound_transfer.data import datasets
-from ultrasound_transfer.common import PipelineError
 from tests import miniatures
+from tests.data.test_dicom import write_dicom
+from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.data import datasets
 
 
 def test_busi_masks_are_never_images_and_classes_are_selectable(tmp_path):
@@ -83,7 +87,7 @@ def test_salivary_class_case_image_layout(tmp_path):
     scan = datasets.scan("salivary", tmp_path)
     assert len(scan.rows) == 16 and {r["case"] for r in scan.rows} == {"benign/caseb0", "benign/caseb1",
                                                                        "malignant/casem0", "malignant/casem1"}
-    assert [i["reason"] for i in scan.ignored] == ["not an image"] * 4
+    assert [i["reason"] for i in scan.ignored] == ["not an image or DICOM file"] * 4
 
 
 def test_missing_raw_folder_names_the_stage(tmp_path):
@@ -95,6 +99,8 @@ def test_missing_raw_folder_names_the_stage(tmp_path):
 def test_labels_csv_paths_must_stay_inside_the_dataset_folder(tmp_path, path):
     raw = tmp_path / "salivary"
     (raw / "a").mkdir(parents=True)
+    (raw / "a" / "ok.png").touch()
+    (tmp_path / "outside.png").touch()
     (raw / "labels.csv").write_text(f"path,label,case\na/ok.png,benign,c1\n{path},malignant,c2\n")
     with pytest.raises(PipelineError, match=r"labels.csv, line 3: path .* points outside"):
         datasets.scan("salivary", raw)
@@ -102,14 +108,18 @@ def test_labels_csv_paths_must_stay_inside_the_dataset_folder(tmp_path, path):
 
 def test_labels_csv_paths_inside_the_folder_are_kept(tmp_path):
     raw = tmp_path / "salivary"
-    raw.mkdir()
+    for folder in ("a", "b"):
+        (raw / folder).mkdir(parents=True)
+    (raw / "a" / "ok.png").touch()
+    (raw / "a" / "two.png").touch()
     (raw / "labels.csv").write_text("path,label,case\nb/../a/ok.png,benign,c1\na/two.png,malignant,c2\n")
-    assert datasets.scan("salivary", raw).rows[0] == {"path": "b/../a/ok.png", "label": "benign", "case": "c1"}
+    assert datasets.scan("salivary", raw).rows[0] == {"path": "b/../a/ok.png", "label": "benign", "case": "c1",
+                                                      "patient": "c1", "line": 2}
 
 
 @pytest.mark.parametrize("rows, message", [
     ("a/1.png,benign,c1\na/2.png,malignant,c2\na/./1.png,benign,c3\n",
-     r"labels.csv, line 4: 'a/./1.png' is listed twice \(first on line 2\); keep one row per image"),
+     r"labels.csv, line 4: 'a/1.png' is listed twice \(first on line 2\); keep one row per image"),
     ("a/1.png,benign,c1\na/2.png,,c2\n", r"line 3: label '' is not a known class; every image needs one"),
     ("a/1.png,benign ,c1\na/2.png,malignant,c2\n", r"line 2: label 'benign ' .*remove the spaces: 'benign'"),
     ("a/1.png,Malignant,c1\na/2.png,benign,c2\n", r"line 2: label 'Malignant' .*use one of benign, malignant"),
@@ -118,7 +128,9 @@ def test_labels_csv_paths_inside_the_folder_are_kept(tmp_path):
 ])
 def test_labels_csv_labels_are_refused_at_import_naming_the_line(tmp_path, rows, message):
     raw = tmp_path / "salivary"
-    raw.mkdir()
+    (raw / "a").mkdir(parents=True)
+    for name in ("1.png", "2.png"):
+        (raw / "a" / name).touch()
     (raw / "labels.csv").write_text("path,label,case\n" + rows)
     with pytest.raises(PipelineError, match=message):
         datasets.scan("salivary", raw)
@@ -147,7 +159,7 @@ def test_a_malformed_labels_csv_is_refused_naming_the_file(tmp_path, content):
     raw = tmp_path / "salivary"
     raw.mkdir()
     (raw / "labels.csv").write_bytes(content)
-    with pytest.raises(PipelineError, match=r"labels.csv is not a readable CSV|labels.csv lists no images|lacks columns"):
+    with pytest.raises(PipelineError, match=r"labels.csv is not a readable CSV|labels.csv lists no images|lacks the column"):
         datasets.scan("salivary", raw)
 
 
@@ -156,3 +168,80 @@ def test_every_published_dataset_name_has_its_source_and_reader():
 
     assert set(datasets.SOURCES) == set(PUBLISHED_DATASETS) and set(DATASETS) == set(PHANTOMS) | set(datasets.SOURCES)
     assert all(callable(getattr(datasets, f"scan_{name}", None)) for name in PUBLISHED_DATASETS)
+
+
+# --- a dataset of one's own: download.<name>.layout folders or table -------------------------------------------
+
+
+def make_clinic(raw: Path) -> Path:
+    """A clinic's export in the folders layout: patient P1 with a benign and a malignant lesion (a frame two
+    folders deep), a benign image of its own patient, P2's three-frame cine loop without a suffix (as a PACS
+    names it), a DICOMDIR index and a note beside the images."""
+    frames = miniatures.phantom_pixels(6, seed=5)
+    miniatures.write(raw / "benign" / "P1" / "a.png", frames[0])
+    miniatures.write(raw / "benign" / "P1" / "study" / "b.png", frames[1])
+    miniatures.write(raw / "benign" / "solo.png", frames[2])
+    miniatures.write(raw / "malignant" / "P1" / "c.png", frames[3])
+    (raw / "malignant" / "P2").mkdir(parents=True)
+    write_dicom(raw / "malignant" / "P2" / "IM000001", np.stack(miniatures.phantom_pixels(3, seed=9)), "MONOCHROME2")
+    (raw / "malignant" / "P2" / "DICOMDIR").write_bytes(b"index")
+    (raw / "benign" / "P1" / "notes.txt").write_text("seen 2026")
+    return raw
+
+
+def test_the_folders_layout_reads_patients_across_labels_and_a_cine_loop_as_one_case(tmp_path):
+    raw = make_clinic(tmp_path / "clinic")
+    scan = datasets.scan("clinic", raw, layout="folders")
+    rows = {(row["path"], row.get("frame")): row for row in scan.rows}
+    assert {key: (row["label"], row["patient"]) for key, row in rows.items() if key[0].endswith(".png")} == {
+        ("benign/P1/a.png", None): ("benign", "P1"), ("benign/P1/study/b.png", None): ("benign", "P1"),
+        ("benign/solo.png", None): ("benign", ""), ("malignant/P1/c.png", None): ("malignant", "P1")}
+    loop = [rows[("malignant/P2/IM000001", k)] for k in (1, 2, 3)]
+    assert {(row["patient"], row["case"]) for row in loop} == {("P2", "malignant/P2/IM000001")}
+    assert {row["path"]: row["reason"] for row in scan.ignored} == {
+        "benign/P1/notes.txt": "not an image or DICOM file", "malignant/P2/DICOMDIR": "a DICOMDIR index"}
+
+
+def test_the_folders_layout_refuses_a_label_outside_the_classes_and_a_table_beside_it(tmp_path):
+    raw = make_clinic(tmp_path / "clinic")
+    (raw / "malignant").rename(raw / "Malignant")
+    with pytest.raises(PipelineError, match=r"clinic/Malignant/P1/c.png: label 'Malignant' is not a known class; "
+                                            r"use one of benign, malignant"):
+        datasets.scan("clinic", raw, layout="folders")
+    (raw / "Malignant").rename(raw / "malignant")
+    (raw / "labels.csv").write_text("path,label,patient\n")
+    with pytest.raises(PipelineError, match=r"labels.csv exists, but download.clinic.layout is folders.*layout: "
+                                            r"table"):
+        datasets.scan("clinic", raw, layout="folders")
+
+
+def test_the_table_layout_reads_patients_cases_and_frames(tmp_path):
+    raw = make_clinic(tmp_path / "clinic")
+    (raw / "labels.csv").write_text("path,label,patient,case\nbenign/P1/a.png,benign,P1,left\n"
+                                    "malignant/P1/c.png,malignant,P1,right\nmalignant/P2/IM000001,malignant,P2,\n")
+    rows = datasets.scan("clinic", raw, layout="table").rows
+    assert [(row["patient"], row["case"], row.get("frame"), row["line"]) for row in rows] == [
+        ("P1", "left", None, 2), ("P1", "right", None, 3), ("P2", "malignant/P2/IM000001", 1, 4),
+        ("P2", "malignant/P2/IM000001", 2, 4), ("P2", "malignant/P2/IM000001", 3, 4)]
+
+
+@pytest.mark.parametrize("table, message", [
+    ("path,label,case\nbenign/P1/a.png,benign,c1\n", r"lacks the column\(s\) patient.*copy the case column into a "
+                                                     r"patient column"),
+    ("path,label,patient\nbenign/P1/a.png,benign,\n", r"labels.csv, line 2: no patient given"),
+    ("path,label,patient\nbenign/P1/a.png,benign,P1\nbenign/P9.png,malignant,P9\n",
+     r"labels.csv, line 3: 'benign/P9.png' is no file in .*copy the image there or remove the line"),
+    ("path,label,patient\nbenign/P1/a.png,benign,P1\nmalignant/P1/c.png,malign,P1\n",
+     r"labels.csv, line 3: label 'malign' is not a known class"),
+])
+def test_the_table_layout_names_the_line_of_each_problem(tmp_path, table, message):
+    raw = make_clinic(tmp_path / "clinic")
+    (raw / "labels.csv").write_text(table)
+    with pytest.raises(PipelineError, match=message):
+        datasets.scan("clinic", raw, layout="table")
+
+
+def test_an_undeclared_dataset_without_a_layout_is_refused_naming_the_declaration(tmp_path):
+    raw = make_clinic(tmp_path / "clinic")
+    with pytest.raises(PipelineError, match=r"download.clinic: \{layout: folders\} or \{layout: table\}"):
+        datasets.scan("clinic", raw)

@@ -130,3 +130,29 @@ def test_served_archive_with_escaping_entry_is_refused_and_leaves_nothing(projec
             download.main(["busi"])
     assert not (project / "data/raw/busi").exists() and not (project / "data/raw/e.txt").exists()
     assert [p.name for p in (project / "data/raw").iterdir()] == ["_downloads"]
+
+
+# --- a dataset of one's own ---------------------------------------------------------------------------------------
+
+
+def test_a_dataset_of_ones_own_is_used_in_place_or_fetched_and_else_says_what_to_place(project, tmp_path):
+    from tests.data.test_datasets import make_clinic
+
+    project.write_params(params_with({"clinic": {"layout": "folders"}}) | {"datasets": ["clinic"]})
+    with pytest.raises(PipelineError, match=r"data/raw/clinic holds no images of clinic; place your images as "
+                                            r"data/raw/clinic/<label>/<patient>/<image>.*download.clinic.url"):
+        download.main(["clinic"])
+    data = miniatures.zip_folder(make_clinic(tmp_path / "export"))
+    with LoopbackServer() as server:
+        server.files.content["/clinic.zip"] = data
+        project.write_params(params_with({"clinic": {"layout": "folders", "url": server.url("/clinic.zip"),
+                                                     "sha256": hashlib.sha256(data).hexdigest()}})
+                             | {"datasets": ["clinic"]})
+        download.main(["clinic"])
+    assert (project / "data/raw/clinic/malignant/P2/IM000001").is_file()
+    shutil.rmtree(project / "data/raw/_downloads")
+    download.main(["clinic"])           # in place now: used as it is, nothing fetched
+    (project / "data/raw/clinic/benign").rename(project / "data/raw/clinic/Benign")
+    with pytest.raises(PipelineError, match=r"does not hold clinic in the folders layout declared in "
+                                            r"download.clinic.layout: .*label 'Benign'"):
+        download.main(["clinic"])

@@ -134,6 +134,25 @@ def test_salivary_formats_and_groups(project):
         assert hashes["b.png"] == hashes["c.png"] != hashes["a.png"]
 
 
+def test_a_clinics_own_folders_give_patient_groups_and_a_cine_loop_frame_by_frame(project):
+    from tests.data.test_datasets import make_clinic
+
+    make_clinic(project / "data/raw/clinic")
+    project.write_params({**PARAMS, "datasets": ["clinic"], "download": {"clinic": {"layout": "folders"}}})
+    normalize.main(["clinic"])
+    images, manifest, report = prepared(project, "clinic")
+    assert report["classes"] == {"benign": 3, "malignant": 4}
+    group = dict(zip(manifest["source"], manifest["group"]))
+    # P1's benign and malignant images lie in one group, the loop's frames in another, the lone image alone.
+    assert group["benign/P1/a.png"] == group["benign/P1/study/b.png"] == group["malignant/P1/c.png"] == "P1"
+    assert {group[f"malignant/P2/IM000001#{k}"] for k in (1, 2, 3)} == {"P2"} and report["groups"] == 3
+    loop = miniatures.phantom_pixels(3, seed=9)
+    for k in (1, 2, 3):
+        row = manifest.index[manifest["id"] == f"clinic/malignant/P2/IM000001#{k}"][0]
+        assert np.array_equal(images[row], letterbox(loop[k - 1], 40))
+    assert {item["path"] for item in report["ignored"]} == {"benign/P1/notes.txt", "malignant/P2/DICOMDIR"}
+
+
 def near_copy_dataset(project):
     """Six patients; p2 holds a JPEG copy with text of p1's frame (same label), and p6
     (malignant) a cropped copy of p3's benign frame."""

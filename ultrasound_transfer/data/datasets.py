@@ -14,7 +14,19 @@ busi           ``Dataset_BUSI_with_GT/{benign,malignant,normal}/<class> (N).png`
 rodrigues      ``originals/{benign,malignant}/*.bmp`` (anywhere below the folder)
 ddti           flat folder of case files ``N.xml`` and images ``N_K.jpg``
 salivary       ``<class>/<case>/<image>`` assembled by the user, or ``labels.csv``
+               (``path,label,case``): the two layouts below, a case standing for a patient
+(your own)     ``download.<name>.layout``: ``folders``, ``<label>/<patient>/<image>``
+               (images at any depth below the patient) or ``<label>/<image>`` (one
+               patient per image); ``table``, ``labels.csv`` with ``path,label,patient``
+               and an optional ``case``
 =============  ===================================================================
+
+A dataset of one's own (:func:`scan_folders`, :func:`scan_table`) may hold
+PNG, BMP, JPEG and DICOM files, recognised by content as ``predict`` does
+(:mod:`ultrasound_transfer.data.frames`); a multi-frame DICOM file (a cine
+loop) is one case of several images, one per frame.  Its patients are the
+groups no split divides: every image of a patient, under whichever label,
+lies on one side of every split.
 """
 
 from __future__ import annotations
@@ -24,8 +36,8 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ultrasound_transfer.choices import PHANTOMS
 from ultrasound_transfer.common import PipelineError
+from ultrasound_transfer.data.frames import file_kind, frame_count
 from ultrasound_transfer.data.imaging import IMAGE_SUFFIXES
 
 
@@ -71,6 +83,19 @@ SOURCES: dict[str, Source] = {
     ),
 }
 
+LAYOUT_HOW_TO = {
+    "folders": "data/raw/{name}/<label>/<patient>/<image> (or <label>/<image>, one patient per image), the labels "
+               "being benign and malignant",
+    "table": "data/raw/{name}/labels.csv (path,label,patient and optionally case) beside the images it lists",
+}
+
+
+def own_source(name: str, layout: str, url: str | None) -> Source:
+    """The source of a dataset of one's own: placed by hand in its ``layout``, or fetched as a zip from ``url``."""
+    return Source(f"{name}.zip" if url else None, url, None,
+                  f"your images as {LAYOUT_HOW_TO[layout].format(name=name)} (docs/datasets.md)")
+
+
 # The classes a label may name; normal only in BUSI, and only beside benign and malignant.
 KNOWN_CLASSES = ("benign", "malignant", "normal")
 
@@ -82,11 +107,28 @@ BUSI_MASK = re.compile(r"_mask(_\d+)?\.png$", re.IGNORECASE)
 class Scan:
     """What a raw folder holds: usable images and everything left out."""
 
-    rows: list[dict] = field(default_factory=list)        # path, label, case (path relative to the raw folder)
+    # path (relative to the raw folder), label, case; where the dataset says so, patient (the group) and frame
+    # (1, 2, ... of a multi-frame file)
+    rows: list[dict] = field(default_factory=list)
     ignored: list[dict] = field(default_factory=list)     # path, reason
 
     def add(self, raw: Path, path: Path, label: str, case: str) -> None:
         self.rows.append({"path": path.relative_to(raw).as_posix(), "label": label, "case": case})
+
+    def add_file(self, raw: Path, path: Path, label: str, *, patient: str, case: str = "",
+                 line: int | None = None) -> None:
+        """An image or DICOM file of ``patient`` (its group; "" for a patient of one image), listed on ``line`` of
+        ``labels.csv`` where given.  Each frame of a multi-frame file is an image, and the file's frames are one
+        case (``case``, or the file); otherwise the case is ``case``, or the patient."""
+        relative = path.relative_to(raw).as_posix()
+        where = {"line": line} if line is not None else {}
+        frames = frame_count(path)
+        if frames == 1:
+            self.rows.append({"path": relative, "label": label, "case": case or patient, "patient": patient, **where})
+            return
+        for frame in range(1, frames + 1):
+            self.rows.append({"path": relative, "label": label, "case": case or relative, "patient": patient,
+                              "frame": frame, **where})
 
     def ignore(self, raw: Path, path: Path, reason: str) -> None:
         self.ignored.append({"path": path.relative_to(raw).as_posix(), "reason": reason})
@@ -112,26 +154,6 @@ def class_files(folder: Path, label: str, where: str) -> list[Path]:
     if not any(is_image(p) for p in files):
         raise PipelineError(f"{where}: class folder {folder} holds no image; is the dataset complete?")
     return files
-
-
-def scan_manifest(raw: Path) -> Scan:
-    """A ``labels.csv`` listing ``path,label,case`` (phantom, or a hand-made list)."""
-    import pandas as pd
-
-    try:
-        table = pd.read_csv(raw / "labels.csv", dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise PipelineError(f"{raw / 'labels.csv'} is not a readable CSV ({str(error).strip()}); it must be UTF-8 "
-                            "text with the header path,label,case and one row per image.") from None
-    missing = {"path", "label", "case"} - set(table.columns)
-    if missing:
-        raise PipelineError(f"{raw / 'labels.csv'} lacks columns {sorted(missing)}; expected path,label,case.")
-    scan = Scan(rows=table[["path", "label", "case"]].to_dict("records"))
-    if not scan.rows:
-        raise PipelineError(f"{raw / 'labels.csv'} lists no images.")
-    for line, row in enumerate(scan.rows, start=2):
-        check_inside(raw, row["path"], f"{raw / 'labels.csv'}, line {line}")
-    return scan
 
 
 def check_inside(raw: Path, relative: str, where: str) -> None:
@@ -249,25 +271,100 @@ def scan_ddti(raw: Path) -> Scan:
     return scan
 
 
-def scan_salivary(raw: Path) -> Scan:
-    """Salivary glands: ``labels.csv``, or ``<class>/<case>/<image>`` folders."""
+def visible_children(folder: Path) -> list[Path]:
+    """A folder's entries in sorted order, without hidden ones and those starting with ``_`` (a system's or a
+    tool's own, such as ``.DS_Store`` or ``__MACOSX``)."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
+
+
+def scan_folders(raw: Path, *, dataset: str, patients_per_label: bool = False) -> Scan:
+    """``<label>/<patient>/<image>`` (images at any depth below the patient's folder) or ``<label>/<image>`` (a
+    file directly in a label's folder is a patient of its own).
+
+    A patient's folder name is the patient: the same name under two labels is
+    one patient, whose images all lie on one side of every split, unless
+    ``patients_per_label`` (the salivary cases, numbered within a class).
+    Files that are no image or DICOM file, and DICOMDIR indexes, are left out
+    and listed.
+    """
     if (raw / "labels.csv").exists():
-        return scan_manifest(raw)
+        raise PipelineError(f"{raw / 'labels.csv'} exists, but download.{dataset}.layout is folders, which reads the "
+                            "labels from the folder names; set layout: table to read the table, or remove the file.")
     scan = Scan()
-    for class_dir in sorted(p for p in raw.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-        case_dirs = sorted(p for p in class_dir.iterdir() if p.is_dir())
-        if not case_dirs:
-            raise PipelineError(f"salivary: {class_dir} holds no case folders; expected <class>/<case>/<image>.")
-        for case_dir in case_dirs:
-            for path in sorted(p for p in case_dir.rglob("*") if p.is_file()):
-                (scan.add(raw, path, class_dir.name, f"{class_dir.name}/{case_dir.name}") if is_image(path)
-                 else scan.ignore(raw, path, "not an image"))
+    for entry in visible_children(raw):
+        if entry.is_file():
+            scan.ignore(raw, entry, "not in a label's folder")
+            continue
+        label = entry.name
+        for item in visible_children(entry):
+            files = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
+            patient = (f"{label}/{item.name}" if patients_per_label else item.name) if item.is_dir() else ""
+            for path in files:
+                kind = file_kind(path)
+                if kind == "scan":
+                    scan.add_file(raw, path, label, patient=patient)
+                else:
+                    scan.ignore(raw, path, "a DICOMDIR index" if kind == "dicomdir" else "not an image or DICOM file")
     if not scan.rows:
-        raise PipelineError(f"{raw}: no images found; expected <class>/<case>/<image> folders or labels.csv.")
+        raise PipelineError(f"{raw}: no image or DICOM file found; expected <label>/<patient>/<image> or "
+                            "<label>/<image>, the labels being benign and malignant.")
     return scan
 
 
-def check_scan(raw: Path, found: Scan, *, from_labels_csv: bool, known: tuple[str, ...] = ("benign", "malignant")) -> Scan:
+def read_labels_table(raw: Path) -> "pd.DataFrame":
+    """``labels.csv`` as text columns (blank cells empty), or a refusal naming the file."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(raw / "labels.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise PipelineError(f"{raw / 'labels.csv'} is not a readable CSV ({str(error).strip()}); it must be UTF-8 "
+                            "text with a header line and one row per image.") from None
+
+
+def scan_table(raw: Path, *, patient_column: str = "patient") -> Scan:
+    """``labels.csv`` with ``path,label,patient`` and an optional ``case``: one row per image or DICOM file.
+
+    ``patient_column``: the column whose value is the group (``case`` for the
+    salivary and phantom tables, where a case is a patient).  Each path must
+    exist inside the folder and each patient be given; a problem names the
+    line.  Without a ``case`` column a patient's images are one case.
+    """
+    table = read_labels_table(raw)
+    required = {"path", "label", patient_column}
+    missing = required - set(table.columns)
+    if missing:
+        hint = (" Patients are what no split divides; if each case is a different patient, copy the case column "
+                "into a patient column." if missing == {"patient"} and "case" in table.columns else "")
+        raise PipelineError(f"{raw / 'labels.csv'} lacks the column(s) {', '.join(sorted(missing))}; its header "
+                            f"must name path,label,{patient_column}{'' if patient_column == 'case' else ' (and optionally case)'}.{hint}")
+    if table.empty:
+        raise PipelineError(f"{raw / 'labels.csv'} lists no images.")
+    scan = Scan()
+    has_case = "case" in table.columns and patient_column != "case"
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        where = f"{raw / 'labels.csv'}, line {line}"
+        check_inside(raw, row["path"], where)
+        if not (raw / row["path"]).is_file():
+            raise PipelineError(f"{where}: {row['path']!r} is no file in {raw}; copy the image there or remove the "
+                                "line.")
+        if not row[patient_column].strip():
+            raise PipelineError(f"{where}: no {patient_column} given; every image needs one (an image of a patient "
+                                "seen once may take any id not used for another patient).")
+        scan.add_file(raw, raw / row["path"], row["label"], patient=row[patient_column],
+                      case=row["case"] if has_case else "", line=line)
+    return scan
+
+
+def scan_salivary(raw: Path) -> Scan:
+    """Salivary glands: ``labels.csv`` (``path,label,case``, a case being a patient), or ``<class>/<case>/<image>``
+    folders (cases numbered within their class): the two layouts of a dataset of one's own."""
+    if (raw / "labels.csv").exists():
+        return scan_table(raw, patient_column="case")
+    return scan_folders(raw, dataset="salivary", patients_per_label=True)
+
+
+def check_scan(raw: Path, found: Scan, *, known: tuple[str, ...] = ("benign", "malignant")) -> Scan:
     """Refuse, before any work, what would leak past DVC or corrupt the labels.
 
     Every image must resolve inside ``raw`` (a symbolic link, or a file in a
@@ -275,18 +372,18 @@ def check_scan(raw: Path, found: Scan, *, from_labels_csv: bool, known: tuple[st
     no image may be listed twice; every label must be one of the ``known``
     classes, written exactly (no blank, no padding); and two classes must be
     benign and malignant (malignant is the positive class of every metric).
-    ``labels.csv`` problems name the line.  An empty scan is left to the
-    caller, which says why each file was left out.
+    A problem names the ``labels.csv`` line (a row's ``line``) or the file.
+    An empty scan is left to the caller, which says why each file was left out.
     """
-    first_line: dict[str, int] = {}
-    for number, row in enumerate(found.rows, start=2):
-        where = f"{raw / 'labels.csv'}, line {number}" if from_labels_csv else f"{raw / row['path']}"
+    first_seen: dict[tuple[str, int], str] = {}
+    for row in found.rows:
+        where = f"{raw / 'labels.csv'}, line {row['line']}" if "line" in row else f"{raw / row['path']}"
         check_inside(raw, row["path"], where)
-        key = str((raw / row["path"]).resolve())
-        if key in first_line:
-            first = f"line {first_line[key]}" if from_labels_csv else "another entry"
-            raise PipelineError(f"{where}: {row['path']!r} is listed twice (first on {first}); keep one row per image.")
-        first_line[key] = number
+        key = (str((raw / row["path"]).resolve()), row.get("frame", 0))
+        if key in first_seen:
+            raise PipelineError(f"{where}: {row['path']!r} is listed twice (first {first_seen[key]}); keep one row "
+                                "per image.")
+        first_seen[key] = f"on line {row['line']}" if "line" in row else "as another entry"
         label = row["label"]
         if label not in known:
             hint = (f"remove the spaces: {label.strip()!r}" if label.strip() in known else
@@ -302,22 +399,26 @@ def check_scan(raw: Path, found: Scan, *, from_labels_csv: bool, known: tuple[st
     return found
 
 
-def scan(dataset: str, raw: Path, *, busi_classes: tuple[str, ...] = ("benign", "malignant"),
+def scan(dataset: str, raw: Path, *, layout: str | None = None, busi_classes: tuple[str, ...] = ("benign", "malignant"),
          busi_normal_as_benign: bool = False) -> Scan:
-    """Scan the raw folder of ``dataset`` in its official layout (``busi_classes``: the BUSI classes used;
-    ``busi_normal_as_benign``: normal read as benign), checked by :func:`check_scan`."""
-    from_labels_csv = dataset not in ("busi", "rodrigues", "ddti") and (raw / "labels.csv").exists()
+    """Scan the raw folder of ``dataset`` in its official layout, or a dataset of one's own in its ``layout``
+    (``folders`` or ``table``), checked by :func:`check_scan` (``busi_classes``: the BUSI classes used;
+    ``busi_normal_as_benign``: normal read as benign)."""
     known = KNOWN_CLASSES if dataset == "busi" else ("benign", "malignant")
-    found = scan_layout(dataset, raw, busi_classes=busi_classes)
+    found = scan_layout(dataset, raw, layout=layout, busi_classes=busi_classes)
     if dataset == "busi" and busi_normal_as_benign:
         found.rows = [{**row, "label": "benign" if row["label"] == "normal" else row["label"]} for row in found.rows]
-    return check_scan(raw, found, from_labels_csv=from_labels_csv, known=known)
+    return check_scan(raw, found, known=known)
 
 
-def scan_layout(dataset: str, raw: Path, *, busi_classes: tuple[str, ...]) -> Scan:
+def scan_layout(dataset: str, raw: Path, *, layout: str | None, busi_classes: tuple[str, ...]) -> Scan:
     """The images of ``dataset``'s raw folder as its layout lists them."""
     if not raw.is_dir() or not any(raw.iterdir()):
         raise PipelineError(f"raw data folder {raw} is missing or empty; run 'dvc repro download@{dataset}' first.")
+    if layout == "folders":
+        return scan_folders(raw, dataset=dataset)
+    if layout == "table":
+        return scan_table(raw)
     if dataset == "busi":
         return scan_busi(raw, list(busi_classes))
     if dataset == "rodrigues":
@@ -326,6 +427,7 @@ def scan_layout(dataset: str, raw: Path, *, busi_classes: tuple[str, ...]) -> Sc
         return scan_ddti(raw)
     if dataset == "salivary":
         return scan_salivary(raw)
-    if (raw / "labels.csv").exists():
-        return scan_manifest(raw)
-    raise PipelineError(f"{raw}: no labels.csv and '{dataset}' has no layout of its own; add labels.csv (path,label,case).")
+    if (raw / "labels.csv").exists():           # a built-in phantom, generated with its table
+        return scan_table(raw, patient_column="case")
+    raise PipelineError(f"{raw}: '{dataset}' is not a built-in dataset and has no layout; declare it in params.yaml "
+                        f"as download.{dataset}: {{layout: folders}} or {{layout: table}} (docs/datasets.md).")

@@ -67,7 +67,7 @@ from pathlib import Path
 import numpy as np
 
 from ultrasound_transfer.common import PipelineError, log
-from ultrasound_transfer.data.imaging import gray_frame
+from ultrasound_transfer.data.imaging import colour_share, gray_frame
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 PREAMBLE_BYTES = 128
@@ -478,27 +478,55 @@ def to_gray(frame: np.ndarray, header: PixelHeader, source: Path | str) -> np.nd
     return gray_frame(values, source, channel_order="RGB" if header.colour else "gray")
 
 
-def gray_frames(path: Path, header: PixelHeader) -> Iterator[np.ndarray]:
-    """The frames of a file that :func:`open_dicom` passed, as gray, one at a time; refused at the end when
-    fewer frames are stored than the header declares."""
+def colour_of(frame: np.ndarray, header: PixelHeader) -> float:
+    """The share of a stored frame's pixels in colour, as :func:`ultrasound_transfer.data.imaging.colour_share`
+    counts it for an image file (0 for a monochrome frame).  A partial-range YBR frame (the only kind pydicom
+    leaves unconverted) is converted to RGB first, by the ITU-R BT.601 studio-range equations."""
+    if not header.colour or frame.ndim < 3:
+        return 0.0
+    if header.photometric in PARTIAL_LUMA:
+        luma, blue, red = (frame[..., i].astype(np.float64) for i in range(3))
+        scaled = (luma - 16) * 255.0 / 219.0
+        blue, red = (blue - 128) * 255.0 / 224.0, (red - 128) * 255.0 / 224.0
+        rgb = np.stack([scaled + 1.402 * red, scaled - 0.344136 * blue - 0.714136 * red, scaled + 1.772 * blue],
+                       axis=-1)
+        frame = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    return colour_share(frame)
+
+
+def coloured_gray_frames(path: Path, header: PixelHeader, *,
+                         measure_colour: bool = True) -> Iterator[tuple[np.ndarray, float]]:
+    """The frames of a file that :func:`open_dicom` passed, as gray with their share of colour (:func:`colour_of`;
+    0 unmeasured where ``measure_colour`` is false), one at a time; refused at the end when fewer frames are
+    stored than the header declares."""
     count = 0
     for count, frame in enumerate(stored_frames(path, header), start=1):
-        yield to_gray(frame, header, f"{path} frame {count}" if header.n_frames > 1 else path)
+        yield (to_gray(frame, header, f"{path} frame {count}" if header.n_frames > 1 else path),
+               colour_of(frame, header) if measure_colour else 0.0)
         del frame                       # hold no frame while the next is decoded
     if count < header.n_frames:
         raise PipelineError(f"{path}: its header declares {header.n_frames} frames, but only {count} are stored. "
                             "The file is damaged; export or copy it again.")
 
 
-def iter_dicom_frames(path: Path | str) -> Iterator[np.ndarray]:
-    """Every frame of a DICOM file as 2-D uint8 gray, one at a time (see the module's rules).
+def iter_coloured_dicom_frames(path: Path | str, *,
+                               measure_colour: bool = True) -> Iterator[tuple[np.ndarray, float]]:
+    """Every frame of a DICOM file as 2-D uint8 gray with its share of colour, one at a time (see the module's
+    rules).
 
     The header is checked at the call (a refusal is raised there, before any
     frame); a frame that cannot be decoded is refused when the iteration
     reaches it, after the frames before it were yielded.
     """
     path = Path(path)
-    return gray_frames(path, open_dicom(path))
+    return coloured_gray_frames(path, open_dicom(path), measure_colour=measure_colour)
+
+
+def iter_dicom_frames(path: Path | str) -> Iterator[np.ndarray]:
+    """Every frame of a DICOM file as 2-D uint8 gray, one at a time (:func:`iter_coloured_dicom_frames` without
+    the colour, which is then not measured)."""
+    frames = iter_coloured_dicom_frames(path, measure_colour=False)
+    return (gray for gray, _ in frames)
 
 
 def read_dicom_frames(path: Path | str) -> list[np.ndarray]:

@@ -21,7 +21,8 @@ import pandas as pd
 
 from ultrasound_transfer.common import PipelineError, Progress, log
 from ultrasound_transfer.data.grouping import merge_groups
-from ultrasound_transfer.data.imaging import fit_square, kept_region, pixel_sha256, read_frame
+from ultrasound_transfer.data.frames import coloured_frames
+from ultrasound_transfer.data.imaging import fit_square, kept_region, pixel_sha256
 from ultrasound_transfer.data.near_duplicates import N_VARIANTS, fingerprints
 
 
@@ -29,10 +30,45 @@ from ultrasound_transfer.data.near_duplicates import N_VARIANTS, fingerprints
 BRIGHT_LEVEL = 250
 
 
+def image_name(row: dict) -> str:
+    """An image's name within its raw folder: its file's path, and ``#<k>`` for frame k of a multi-frame file."""
+    return f"{row['path']}#{row['frame']}" if row.get("frame") else row["path"]
+
+
+class FrameReader:
+    """The frames rows ask for, each file opened once: a multi-frame file's frames are listed in order, so its
+    frames are read one after another from one open file (a cine loop is never decoded from the start again)."""
+
+    def __init__(self, raw_dir: Path) -> None:
+        self.raw_dir, self.path, self.frames, self.position = raw_dir, None, iter(()), 0
+
+    def read(self, row: dict) -> tuple[np.ndarray, float]:
+        """The gray frame of ``row`` and its share of colour; a :class:`PipelineError` naming the file if not."""
+        path, wanted = self.raw_dir / row["path"], row.get("frame") or 1
+        if path != self.path or wanted <= self.position:
+            if not path.exists():
+                raise PipelineError(f"{self.raw_dir}: the listed image {row['path']} does not exist at {path}.")
+            self.path, self.position = None, 0          # set again once the file has opened
+            self.frames = coloured_frames(path)
+            self.path = path
+        try:
+            while self.position < wanted:
+                frame = next(self.frames)
+                self.position += 1
+        except StopIteration:
+            self.path = None
+            raise PipelineError(f"{path}: frame {wanted} is listed but the file holds {self.position}.") from None
+        except PipelineError:
+            self.path = None                # a frame that failed: the next row opens the file again
+            raise
+        return frame
+
+
 def decode_all(
     raw_dir: Path, rows: list[dict], size: int, on_undecodable: str, resize: str = "letterbox"
 ) -> tuple[np.ndarray, np.ndarray, list[dict], list[dict]]:
-    """Decode every listed image, fit it to the square by ``resize``, and fingerprint it.
+    """Decode every listed image (a frame of a multi-frame file where the row says so), fit it to the square by
+    ``resize``, and fingerprint it.
 
     Returns the stack, the fingerprints (N, variants, 2), the rows kept (with
     sha256, native size, padding share, mean gray and bright share added) and
@@ -41,19 +77,18 @@ def decode_all(
     """
     stack, prints, kept, excluded = [], [], [], []
     progress = Progress(len(rows), "images")
+    reader = FrameReader(raw_dir)
     for row in rows:
         if progress.due():
             log("normalize", f"{raw_dir.name}: decoded {progress}")
         progress.done()
-        path = raw_dir / row["path"]
-        if not path.exists():
-            raise PipelineError(f"{raw_dir}: the listed image {row['path']} does not exist at {path}.")
         try:
-            image, coloured = read_frame(path)
+            image, coloured = reader.read(row)
         except PipelineError as problem:
-            if on_undecodable != "skip":
-                raise PipelineError(f"{problem} (or set normalize.on_undecodable: skip to leave such files out)") from None
-            excluded.append({"path": row["path"], "reason": "undecodable or degenerate image"})
+            if on_undecodable != "skip" or not (raw_dir / row["path"]).exists():
+                raise PipelineError(f"{problem} (or set normalize.on_undecodable: skip to leave such files "
+                                    "out)") from None
+            excluded.append({"path": image_name(row), "reason": "undecodable or degenerate image"})
             continue
         square, padding = fit_square(image, size, resize)
         stack.append(square)
@@ -73,7 +108,7 @@ def conflicting_duplicates(rows: list[dict]) -> list[dict]:
     for row in rows:
         by_hash.setdefault(row["sha256"], []).append(row)
     return [
-        {"sha256": h, "files": [r["path"] for r in group], "labels": sorted({r["label"] for r in group})}
+        {"sha256": h, "files": [image_name(r) for r in group], "labels": sorted({r["label"] for r in group})}
         for h, group in by_hash.items()
         if len({r["label"] for r in group}) > 1
     ]
@@ -82,7 +117,8 @@ def conflicting_duplicates(rows: list[dict]) -> list[dict]:
 def cross_label_near_duplicates(rows: list[dict], pairs: np.ndarray, distances: np.ndarray) -> list[dict]:
     """Near-duplicate pairs filed under different labels, closest first."""
     found = [
-        {"files": [rows[i]["path"], rows[j]["path"]], "labels": [rows[i]["label"], rows[j]["label"]], "distance": int(d)}
+        {"files": [image_name(rows[i]), image_name(rows[j])], "labels": [rows[i]["label"], rows[j]["label"]],
+         "distance": int(d)}
         for (i, j), d in zip(pairs, distances)
         if rows[i]["label"] != rows[j]["label"]
     ]
@@ -94,19 +130,22 @@ AUDITED_COLUMNS = ("padding_share", "mean_gray", "bright_share", "colour_share")
 
 
 def build_manifest(dataset: str, rows: list[dict], near: np.ndarray) -> pd.DataFrame:
-    """The manifest of the kept images, with groups joined over cases, identical pixels
-    and (column ``group``) the near-duplicate pairs ``near``."""
+    """The manifest of the kept images, with groups joined over patients (cases where a dataset names no
+    patients), identical pixels and (column ``group``) the near-duplicate pairs ``near``.  ``source`` is the
+    image's name in the raw folder (:func:`image_name`)."""
     table = pd.DataFrame(rows)
     classes = sorted(table["label"].unique())
-    cases = [case or f"image:{path}" for case, path in zip(table["case"], table["path"])]
+    names = [image_name(row) for row in rows]
+    # The patient where the dataset names one; else the case (a multi-frame file's frames); else the image alone.
+    patients = [row.get("patient") or row["case"] or f"image:{name}" for row, name in zip(rows, names)]
     return pd.DataFrame(
         {
-            "id": [f"{dataset}/{p}" for p in table["path"]],
-            "source": table["path"],
+            "id": [f"{dataset}/{name}" for name in names],
+            "source": names,
             "label": [classes.index(c) for c in table["label"]],
             "class_name": table["label"],
-            "group": merge_groups(cases, list(table["sha256"]), near),
-            "group_exact": merge_groups(cases, list(table["sha256"])),
+            "group": merge_groups(patients, list(table["sha256"]), near),
+            "group_exact": merge_groups(patients, list(table["sha256"])),
             "case": table["case"],
             "sha256": table["sha256"],
             "height": table["height"],

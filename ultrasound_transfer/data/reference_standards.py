@@ -20,3 +20,12 @@ REFERENCE_STANDARDS = {
     "salivary": "salivary-gland lesions assembled from ultrasoundcases.info, as the cases' authors labelled them",
 }
 SYNTHETIC = ("phantom", "phantom_site_b")
+
+
+def reference_standard(dataset: str, declared: str | None = None) -> str:
+    """A built-in dataset's reference standard, or the one declared for a dataset of one's own
+    (``download.<name>.reference_standard``), or a note that none was."""
+    if dataset in REFERENCE_STANDARDS:
+        return REFERENCE_STANDARDS[dataset]
+    return declared or (f"a dataset of one's own whose reference standard was not declared (say what decided its "
+                        f"labels in download.{dataset}.reference_standard)")

@@ -9,7 +9,8 @@ images, never a copy of them: :func:`ultrasound_transfer.data.imaging.read_gray`
 ``preprocess_input`` is the ensemble network's first layer
 (:mod:`ultrasound_transfer.deployment.trained`).
 
-Which files are scans:
+Which files are scans (the rules of :mod:`ultrasound_transfer.data.frames`, which ``normalize`` reads a
+dataset's files by too):
 
 * a file named on the command line is read whatever its suffix: as DICOM
   when bytes 128..131 are ``DICM`` (scanners often write no suffix); as a
@@ -43,8 +44,9 @@ from pathlib import Path
 import numpy as np
 
 from ultrasound_transfer.common import PipelineError, log
-from ultrasound_transfer.data.dicom import DICOM_SUFFIXES, NotDicom, is_dicom, is_dicomdir, iter_dicom_frames
-from ultrasound_transfer.data.imaging import IMAGE_SUFFIXES, fit_square, read_gray
+from ultrasound_transfer.data.dicom import DICOM_SUFFIXES
+from ultrasound_transfer.data.frames import file_kind, scan_frames
+from ultrasound_transfer.data.imaging import IMAGE_SUFFIXES, fit_square
 
 SCAN_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
 NOT_A_SCAN = f"neither an image ({', '.join(IMAGE_SUFFIXES)}) nor a DICOM file (checked by content)"
@@ -82,28 +84,11 @@ class FolderScans:
         return len(self.scans) + len(self.not_scans) + len(self.dicomdirs)
 
 
-def folder_file_kind(path: Path) -> str:
-    """``scan``, ``dicomdir`` or ``other``: whether a file found in a folder is read (see the module's rules).
-
-    A file that cannot be opened counts as a scan, so reading it reports why.
-    """
-    if path.name.upper() == "DICOMDIR":
-        return "dicomdir"
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return "scan"
-    try:
-        if is_dicom(path):
-            return "dicomdir" if is_dicomdir(path) else "scan"
-    except OSError:
-        return "scan"
-    return "scan" if path.suffix.lower() in DICOM_SUFFIXES else "other"
-
-
 def folder_scans(folder: Path) -> FolderScans:
     """The files under ``folder`` (at any depth, sorted), sorted into scans and files left out."""
     kinds: dict[str, list[Path]] = {"scan": [], "other": [], "dicomdir": []}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        kinds[folder_file_kind(path)].append(path)
+        kinds[file_kind(path)].append(path)
     return FolderScans(kinds["scan"], kinds["other"], kinds["dicomdir"])
 
 
@@ -157,33 +142,6 @@ def scan_files(paths: list[str | Path]) -> list[Path]:
         else:
             raise PipelineError(f"{given}: no such file or folder.")
     return files
-
-
-def unsuffixed_frames(path: Path) -> Iterator[np.ndarray]:
-    """The frames of a file without suffix and without the DICM marker: a raw DICOM data set, else an image."""
-    try:
-        return iter_dicom_frames(path)
-    except NotDicom as not_dicom:
-        try:
-            return iter([read_gray(path)])
-        except PipelineError:
-            raise PipelineError(f"{path}: neither an image file (no PNG, BMP or JPEG that OpenCV decodes) nor a "
-                                "DICOM file (no 'DICM' marker at bytes 128..131, and not readable as a raw DICOM "
-                                f"data set: {not_dicom.reason}). Replace or remove it.") from None
-
-
-def scan_frames(path: Path) -> Iterator[np.ndarray]:
-    """The gray frames of one file, one at a time (see the module's rules for which reader reads it).
-
-    A file refused as a whole is refused at the call; a frame that cannot be
-    decoded, when the iteration reaches it.
-    """
-    suffix = path.suffix.lower()
-    if is_dicom(path) or suffix in DICOM_SUFFIXES:
-        return iter_dicom_frames(path)
-    if not suffix:
-        return unsuffixed_frames(path)
-    return iter([read_gray(path)])
 
 
 def read_scan(path: Path) -> list[np.ndarray]:

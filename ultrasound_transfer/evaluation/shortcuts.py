@@ -122,6 +122,11 @@ def shortcut_audit(manifest: pd.DataFrame, *, warning_auc: float) -> dict:
     if folds < 2:
         return {**result, "folds": folds, "models": {}, "warnings": [],
                 "skipped": f"a class has {fewest} group(s); the audit's grouped cross-validation needs 2"}
+    split = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=AUDIT_SEED)
+    if any(len(np.unique(malignant[train])) < 2 for train, _ in split.split(table, malignant, groups)):
+        # Few groups, some holding both classes (a patient with a benign and a malignant lesion).
+        return {**result, "folds": folds, "models": {}, "warnings": [],
+                "skipped": "a grouped fold's training part holds one class only; too few groups to audit"}
     models = {"all_features": audit_model(table, FILE_FEATURES + VISIBLE_FEATURES, malignant, groups, folds),
               "visible_features": audit_model(table, VISIBLE_FEATURES, malignant, groups, folds)}
     presets = size_presets(manifest)
