@@ -13,7 +13,10 @@ experiments with other seeds get other splits, not shifted copies.
 (``ultrasound_transfer.choices.GROUPING_MEANS``): ``near``, the default, keeps
 patients, identical pixels and near-duplicates (see ``normalize``) together;
 ``none`` is plain stratified K-fold, the leaky protocol of most published
-work, kept for measuring how much it inflates the scores.
+work, kept for measuring how much it inflates the scores.  ``cv.folds:
+official`` takes a dataset's published patient-level partition instead
+(BUS-BRA's 5 or 10 folds, kept by ``normalize`` in the manifest), refused
+where it would split a group (:func:`official_folds`).
 
 Output ``data/folds/<dataset>.json`` records the grouping, the group of every
 image (used again by the inner splits of ``finetune`` and ``evaluate``), and
@@ -76,6 +79,30 @@ def stratified_group_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     dummy = np.zeros(len(labels))
     return [np.sort(test) for _, test in splitter.split(dummy, labels, groups)]
+
+
+def official_folds(manifest, *, n_splits: int, groups: np.ndarray, grouping: str, where: str) -> list[np.ndarray]:
+    """Test indices of each fold of the dataset's official ``n_splits``-fold partition (``cv.folds: official``).
+
+    The partition keeps patients apart; a group of ``cv.grouping`` that it
+    splits (near-copies of different patients, identical pixels filed twice)
+    would put one group in two test folds, which the case level and the inner
+    splits assume cannot happen, so it is refused rather than regrouped.
+    """
+    column = prepared.official_fold_column(n_splits)
+    if column not in manifest.columns or manifest[column].isna().any():
+        raise PipelineError(f"{where}: no official {n_splits}-fold partition for every image (column {column}); "
+                            "the dataset publishes none of that size: run dvc exp run -S cv.folds=seeded.")
+    fold_of = manifest[column].to_numpy(dtype=int)
+    if set(fold_of) != set(range(1, n_splits + 1)):
+        raise PipelineError(f"{where}: the official partition numbers its folds {sorted(set(fold_of))}, not 1 to "
+                            f"{n_splits}; replace the dataset's partition file with the published one.")
+    split = [len(set(fold_of[groups == group])) > 1 for group in np.unique(groups)]
+    if any(split):
+        raise PipelineError(f"{where}: the official partition splits {sum(split)} group(s) of cv.grouping = "
+                            f"{grouping} (near-copies or identical pixels across its patients) over two test folds; "
+                            "run dvc exp run -S cv.grouping=exact (or none), or -S cv.folds=seeded.")
+    return [np.flatnonzero(fold_of == k) for k in range(1, n_splits + 1)]
 
 
 def repeat_seed(seed: int, repeat: int) -> int:
@@ -159,7 +186,11 @@ def main(argv: list[str]) -> None:
                         where=str(prepared.folder(dataset) / prepared.MANIFEST))
     splits = []
     for repeat in range(1, settings.cv.repeats + 1):
-        folds = stratified_group_folds(labels, groups, n_splits, repeat_seed(seed, repeat))
+        if settings.cv.folds == "official":
+            folds = official_folds(manifest, n_splits=n_splits, groups=groups, grouping=grouping,
+                                   where=str(prepared.folder(dataset) / prepared.MANIFEST))
+        else:
+            folds = stratified_group_folds(labels, groups, n_splits, repeat_seed(seed, repeat))
         check_every_class_tested(folds, labels, class_names, seed, repeat)
         splits += [{"repeat": repeat, "fold": k, **fold_record(test, labels, class_names)}
                    for k, test in enumerate(folds, start=1)]
@@ -171,6 +202,7 @@ def main(argv: list[str]) -> None:
         "seed": seed,
         "n_images": int(len(manifest)),
         "grouping": grouping,
+        "folds_from": settings.cv.folds,
         "n_groups": int(len(np.unique(groups))),
         "folds": splits,
         "groups": groups.tolist(),

@@ -256,7 +256,8 @@ def run_section(summary: dict, settings: Settings) -> list[str]:
         kind = "synthetic" if dataset in SYNTHETIC else "real"
         source = settings.sources.get(dataset)
         rows.append([dataset, kind, reference_standard(dataset, source.reference_standard if source else None),
-                     f"{record['n_splits']} × {record.get('repeats', 1)}"])
+                     f"{record['n_splits']} × {record.get('repeats', 1)}"
+                     + (" (the dataset's official partition)" if record.get("folds_from") == "official" else "")])
     weights = str(facts.get("weights", "—"))
     lines = ["## What this run is", "",
              tabulate(rows, headers=["dataset", "data", "reference standard (what the labels are)",

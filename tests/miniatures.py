@@ -102,3 +102,44 @@ def zip_folder(folder: Path) -> bytes:
             if path.is_file():
                 zf.write(path, path.relative_to(folder).as_posix())
     return buffer.getvalue()
+
+
+def make_busbra(raw: Path, patients: int = 12) -> None:
+    """BUS-BRA: ``BUSBRA/bus_data.csv``, ``Images/bus_NNNN-<side>.png``, masks, and the official 5-fold partition
+    (its test fold per image, patients kept apart); odd patients have two views (left and right)."""
+    root = raw / "BUSBRA"
+    frames = phantom_pixels(2 * patients, seed=13)
+    data, folds = ["ID,Case,Histology,Pathology,BIRADS,Device,Width,Height,Side,BBOX"], ["ID,Pathology,kFold"]
+    k = 0
+    for patient in range(1, patients + 1):
+        pathology = "benign" if patient <= patients // 2 else "malignant"
+        # Each class's patients dealt round the five folds, so every test fold holds both classes.
+        fold = (patient - 1 - (0 if pathology == "benign" else patients // 2)) % 5 + 1
+        for side in ("l", "r") if patient % 2 else ("s",):
+            image_id = f"bus_{patient:04d}-{side}"
+            write(root / "Images" / f"{image_id}.png", frames[k])
+            write(root / "Masks" / f"mask_{patient:04d}-{side}.png", (frames[k] > 128).astype(np.uint8) * 255)
+            k += 1
+            data.append(f'{image_id},{patient},x,{pathology},4,GE Logiq 7,64,48,left,"[1,2,3,4]"')
+            folds.append(f"{image_id},{pathology},{fold}")
+    (root / "bus_data.csv").write_text("\n".join(data) + "\n", encoding="utf-8-sig")
+    (root / "5-fold-cv.csv").write_text("\n".join(folds) + "\n")
+
+
+def make_breast_usg(raw: Path, cases: int = 10) -> None:
+    """BrEaST: a flat folder of ``caseNNN.png`` with ``_tumor`` and ``_other1`` masks, and the clinical table as
+    .xlsx; the last case is a normal scan."""
+    import pandas as pd
+
+    folder = raw / "BrEaST-Lesions_USG-images_and_masks"
+    frames = phantom_pixels(cases, seed=17)
+    rows = []
+    for case in range(1, cases + 1):
+        name = f"case{case:03d}"
+        write(folder / f"{name}.png", frames[case - 1])
+        write(folder / f"{name}_tumor.png", (frames[case - 1] > 128).astype(np.uint8) * 255)
+        classification = "normal" if case == cases else "benign" if case % 2 else "malignant"
+        rows.append({"CaseID": case, "Image_filename": f"{name}.png", "Mask_tumor_filename": f"{name}_tumor.png",
+                     "BIRADS": "4a", "Verification": "confirmed by biopsy", "Classification": classification})
+    write(folder / "case001_other1.png", frames[0])
+    pd.DataFrame(rows).to_excel(raw / "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx", index=False)

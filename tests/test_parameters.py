@@ -88,6 +88,12 @@ BAD = [   # (change to params.yaml, what the message must say)
     ({"download": {"my clinic": {"layout": "folders"}}}, r"download.my clinic: a dataset's name is its folder"),
     ({"external": [{"train": "phantom", "test": "clinic"}], "download": {"clinic": {"layout": "table"}}},
      r"external entry 1 .*clinic must also be in datasets"),
+    ({"cv": {"folds": "official"}}, r"cv.folds = official with cv.n_splits = 5: phantom publishes no partition; "
+                                    r"run dvc exp run -S cv.folds=seeded"),
+    ({"datasets": ["busbra"], "cv": {"folds": "official", "n_splits": 3}},
+     r"busbra publishes 5 and 10-fold partitions; run dvc exp run -S cv.n_splits=5"),
+    ({"datasets": ["busbra"], "cv": {"folds": "official", "repeats": 3}},
+     r"cv.folds = official reads one published partition, but cv.repeats = 3; run dvc exp run -S cv.repeats=1"),
     ({"weights": "imagenet"}, r"weights = imagenet: no cached ImageNet weights for VGG16, VGG19, ResNet50, "
                               r"ResNet101, InceptionV3 in .*\.keras/models and Keras' store cannot be reached "
                               r"\(URLError: no network\); download https://storage.googleapis.com/.*vgg16_weights"),

@@ -15,7 +15,7 @@ PHANTOMS = ("phantom", "phantom_site_b")
 # The published datasets, each with its source and layout reader in ultrasound_transfer.data.datasets (a test keeps
 # both equal). Here, not there, so that checking the parameters, and every stage that only reads a dataset's name,
 # does not depend on the readers' code: editing one reader reruns only what reads that dataset.
-PUBLISHED_DATASETS = ("busi", "rodrigues", "ddti", "salivary")
+PUBLISHED_DATASETS = ("busi", "rodrigues", "ddti", "salivary", "busbra", "breast_usg")
 DATASETS = (*PHANTOMS, *PUBLISHED_DATASETS)
 # How a dataset of one's own is laid out under data/raw/<name>/ (download.<name>.layout; the salivary reader is
 # the same pair): folders (<label>/<patient>/<image>, or <label>/<image>) or table (labels.csv: path,label,patient).
@@ -43,6 +43,13 @@ GROUPING_MEANS = {
             "so the figures may be optimistic",
 }
 GROUPINGS = tuple(GROUPING_MEANS)
+# cv.folds: where the outer folds come from: seeded (the project's own grouped stratified split, cv.grouping) or
+# official (a dataset's published patient-level partition; ultrasound_transfer.data.datasets reads them).
+FOLD_SOURCES = ("seeded", "official")
+# The datasets that publish official partitions, and their numbers of folds.
+OFFICIAL_PARTITIONS = {"busbra": (5, 10)}
+# The prepared manifest's column of each image's test fold in its dataset's official partition of N folds.
+OFFICIAL_FOLD_COLUMN = "official_fold_{}"
 
 # finetune
 OPTIMIZERS = ("adam", "sgd", "rmsprop")

@@ -144,7 +144,8 @@ SCHEMA: dict[str, Any] = {
         "resize": choice(*choices.RESIZE_MODES),
         "shortcut_warning_auc": number(0.5, 1.0),
     },
-    "cv": {"n_splits": integer(2, 100), "grouping": choice(*choices.GROUPINGS), "repeats": integer(1, 100)},
+    "cv": {"n_splits": integer(2, 100), "grouping": choice(*choices.GROUPINGS), "repeats": integer(1, 100),
+           "folds": choice(*choices.FOLD_SOURCES)},
     "finetune": {
         "epochs": integer(1, 10_000),
         "batch_size": integer(1, 4096),
@@ -276,7 +277,7 @@ def consistency_problems(params: dict) -> list[str]:
         problems.append("normalize.busi_normal_as_benign = true reads BUSI's normal images as benign, but "
                         "normalize.busi_classes leaves normal out; run dvc exp run -S "
                         "'normalize.busi_classes=[benign,malignant,normal]', or set busi_normal_as_benign: false")
-    problems += external_problems(params)
+    problems += external_problems(params) + official_fold_problems(params)
     finetune, evaluation = params.get("finetune"), params.get("evaluation")
     if isinstance(finetune, dict) and isinstance(evaluation, dict):
         rule = evaluation.get("operating_point")
@@ -289,6 +290,27 @@ def consistency_problems(params: dict) -> list[str]:
                             "but finetune.validation_fraction = 0 leaves none; run dvc exp run -S "
                             "finetune.validation_fraction=0.2, or -S evaluation.dense_calibration=none")
     problems += svm_selection_problems(params)
+    return problems
+
+
+def official_fold_problems(params: dict) -> list[str]:
+    """``cv.folds: official`` needs every studied dataset to publish a partition of ``cv.n_splits`` folds, and one
+    repeat (a published partition is one split)."""
+    cv, studied = params.get("cv"), params.get("datasets")
+    if not isinstance(cv, dict) or cv.get("folds") != "official" or not isinstance(studied, list):
+        return []
+    problems = []
+    for dataset in studied:
+        published = choices.OFFICIAL_PARTITIONS.get(dataset, ())
+        if cv.get("n_splits") not in published:
+            what = (f"publishes {' and '.join(map(str, published))}-fold partitions; run dvc exp run -S "
+                    f"cv.n_splits={published[0]}" if published else "publishes no partition; run dvc exp run -S "
+                    "cv.folds=seeded, or study only datasets that publish one "
+                    f"({', '.join(choices.OFFICIAL_PARTITIONS)})")
+            problems.append(f"cv.folds = official with cv.n_splits = {cv.get('n_splits')}: {dataset} {what}")
+    if cv.get("repeats") != 1:
+        problems.append(f"cv.folds = official reads one published partition, but cv.repeats = {cv.get('repeats')}; "
+                        "run dvc exp run -S cv.repeats=1")
     return problems
 
 

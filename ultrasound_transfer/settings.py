@@ -75,6 +75,7 @@ class CvSettings:
     n_splits: int
     grouping: str
     repeats: int = 1
+    folds: str = "seeded"
 
 
 @dataclass(frozen=True)

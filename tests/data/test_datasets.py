@@ -114,12 +114,14 @@ def test_labels_csv_paths_inside_the_folder_are_kept(tmp_path):
     (raw / "a" / "two.png").touch()
     (raw / "labels.csv").write_text("path,label,case\nb/../a/ok.png,benign,c1\na/two.png,malignant,c2\n")
     assert datasets.scan("salivary", raw).rows[0] == {"path": "b/../a/ok.png", "label": "benign", "case": "c1",
-                                                      "patient": "c1", "line": 2}
+                                                      "patient": "c1",
+                                                      "listed_at": f"{raw / 'labels.csv'}, line 2"}
 
 
 @pytest.mark.parametrize("rows, message", [
     ("a/1.png,benign,c1\na/2.png,malignant,c2\na/./1.png,benign,c3\n",
-     r"labels.csv, line 4: 'a/1.png' is listed twice \(first on line 2\); keep one row per image"),
+     r"labels.csv, line 4: 'a/1.png' is listed twice \(first at .*labels.csv, line 2\); keep one "
+     r"row per image"),
     ("a/1.png,benign,c1\na/2.png,,c2\n", r"line 3: label '' is not a known class; every image needs one"),
     ("a/1.png,benign ,c1\na/2.png,malignant,c2\n", r"line 2: label 'benign ' .*remove the spaces: 'benign'"),
     ("a/1.png,Malignant,c1\na/2.png,benign,c2\n", r"line 2: label 'Malignant' .*use one of benign, malignant"),
@@ -220,9 +222,9 @@ def test_the_table_layout_reads_patients_cases_and_frames(tmp_path):
     (raw / "labels.csv").write_text("path,label,patient,case\nbenign/P1/a.png,benign,P1,left\n"
                                     "malignant/P1/c.png,malignant,P1,right\nmalignant/P2/IM000001,malignant,P2,\n")
     rows = datasets.scan("clinic", raw, layout="table").rows
-    assert [(row["patient"], row["case"], row.get("frame"), row["line"]) for row in rows] == [
-        ("P1", "left", None, 2), ("P1", "right", None, 3), ("P2", "malignant/P2/IM000001", 1, 4),
-        ("P2", "malignant/P2/IM000001", 2, 4), ("P2", "malignant/P2/IM000001", 3, 4)]
+    assert [(row["patient"], row["case"], row.get("frame"), row["listed_at"][-6:]) for row in rows] == [
+        ("P1", "left", None, "line 2"), ("P1", "right", None, "line 3"), ("P2", "malignant/P2/IM000001", 1, "line 4"),
+        ("P2", "malignant/P2/IM000001", 2, "line 4"), ("P2", "malignant/P2/IM000001", 3, "line 4")]
 
 
 @pytest.mark.parametrize("table, message", [
@@ -245,3 +247,48 @@ def test_an_undeclared_dataset_without_a_layout_is_refused_naming_the_declaratio
     raw = make_clinic(tmp_path / "clinic")
     with pytest.raises(PipelineError, match=r"download.clinic: \{layout: folders\} or \{layout: table\}"):
         datasets.scan("clinic", raw)
+
+
+# --- breast datasets that publish patients: BUS-BRA and BrEaST --------------------------------------------------
+
+
+def test_busbra_reads_patients_pathology_and_its_official_partition(tmp_path):
+    miniatures.make_busbra(tmp_path, patients=12)
+    scan = datasets.scan("busbra", tmp_path)
+    assert len(scan.rows) == 18                    # six patients with two views, six with one
+    two_views = [row for row in scan.rows if row["patient"] == "patient1"]
+    assert [row["path"] for row in two_views] == ["BUSBRA/Images/bus_0001-l.png", "BUSBRA/Images/bus_0001-r.png"]
+    assert {row["official_fold_5"] for row in two_views} == {1}
+    assert {row["label"] for row in scan.rows} == {"benign", "malignant"}
+    assert {item["reason"] for item in scan.ignored} == {"segmentation mask"} and len(scan.ignored) == 18
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda root: (root / "bus_data.csv").write_text((root / "bus_data.csv").read_text(encoding="utf-8-sig")
+                                                      .replace(",malignant,", ",Malignant,", 1)),
+     r"bus_data.csv, line \d+: label 'Malignant' is not a known class"),
+    (lambda root: (root / "Images" / "bus_0003-r.png").unlink(), r"bus_data.csv, line \d+: its image .*bus_0003-r.png "
+                                                                  r"is missing"),
+    (lambda root: (root / "5-fold-cv.csv").write_text("ID,Pathology,kFold\nbus_0001-l,benign,1\n"),
+     r"5-fold-cv.csv has no row for bus_0001-r"),
+])
+def test_busbra_names_the_line_or_file_that_does_not_fit(tmp_path, edit, message):
+    miniatures.make_busbra(tmp_path)
+    edit(tmp_path / "BUSBRA")
+    with pytest.raises(PipelineError, match=message):
+        datasets.scan("busbra", tmp_path)
+
+
+def test_breast_usg_reads_one_patient_per_scan_leaves_normal_and_masks_out(tmp_path):
+    miniatures.make_breast_usg(tmp_path, cases=10)
+    scan = datasets.scan("breast_usg", tmp_path)
+    assert [row["patient"] for row in scan.rows] == [f"case{k}" for k in range(1, 10)]
+    assert {row["label"] for row in scan.rows} == {"benign", "malignant"}
+    reasons = [item["reason"] for item in scan.ignored]
+    assert reasons.count("segmentation mask") == 11 and sum("normal scan" in r for r in reasons) == 1
+
+
+def test_every_official_partition_has_its_reader():
+    from ultrasound_transfer.choices import OFFICIAL_PARTITIONS
+
+    assert {name: tuple(files) for name, files in datasets.OFFICIAL_PARTITIONS.items()} == OFFICIAL_PARTITIONS

@@ -146,3 +146,25 @@ def test_inner_splits_that_cannot_be_made_are_refused_at_folds_before_any_traini
     project.write_params({"seed": 3, "cv": {"n_splits": 4, "grouping": "near"},
                           "svm": {"inner_folds": 12, "C_grid": [0.1, 1.0], "C_selection": "validation"}})
     folds.main(["toy"])      # nor does a C chosen on the validation images
+
+
+def test_official_folds_are_busbras_published_partition_and_a_split_group_is_refused(project):
+    from stages import normalize
+    from tests import miniatures
+
+    miniatures.make_busbra(project / "data/raw/busbra", patients=20)
+    project.write_params({"datasets": ["busbra"], "image_size": 40, "models": ["VGG16"],
+                          "cv": {"n_splits": 5, "folds": "official", "grouping": "exact"}})
+    normalize.main(["busbra"])
+    folds.main(["busbra"])
+    record = json.loads((project / "data/folds/busbra.json").read_text())
+    manifest = pd.read_csv(project / "data/prepared/busbra/manifest.csv")
+    assert record["folds_from"] == "official"
+    for entry in record["folds"]:
+        assert set(manifest.loc[entry["test_indices"], "official_fold_5"]) == {entry["fold"]}
+    # An image filed under two patients in two official folds: one group over two test folds, refused.
+    images = project / "data/raw/busbra/BUSBRA/Images"
+    (images / "bus_0002-s.png").write_bytes((images / "bus_0001-l.png").read_bytes())
+    normalize.main(["busbra"])
+    with pytest.raises(PipelineError, match=r"the official partition splits 1 group\(s\) of cv.grouping = exact"):
+        folds.main(["busbra"])

@@ -13,6 +13,13 @@ busi           ``Dataset_BUSI_with_GT/{benign,malignant,normal}/<class> (N).png`
                with masks ``<class> (N)_mask.png``, ``_mask_1.png`` beside them
 rodrigues      ``originals/{benign,malignant}/*.bmp`` (anywhere below the folder)
 ddti           flat folder of case files ``N.xml`` and images ``N_K.jpg``
+busbra         ``BUSBRA/bus_data.csv`` (``ID,Case,Histology,Pathology,BIRADS,...``),
+               ``BUSBRA/Images/<ID>.png``, ``Masks/``, the official partitions
+               ``5-fold-cv.csv`` and ``10-fold-cv.csv`` (``ID,Pathology,kFold,...``)
+breast_usg     ``BrEaST-Lesions_USG-images_and_masks/caseNNN.png`` with masks
+               ``caseNNN_tumor.png``, ``caseNNN_other1.png``, and the clinical table
+               ``BrEaST-Lesions-USG-clinical-data-*.xlsx`` (``CaseID,Image_filename,
+               ...,Classification``)
 salivary       ``<class>/<case>/<image>`` assembled by the user, or ``labels.csv``
                (``path,label,case``): the two layouts below, a case standing for a patient
 (your own)     ``download.<name>.layout``: ``folders``, ``<label>/<patient>/<image>``
@@ -39,6 +46,7 @@ from pathlib import Path
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.data.frames import file_kind, frame_count
 from ultrasound_transfer.data.imaging import IMAGE_SUFFIXES
+from ultrasound_transfer.choices import OFFICIAL_FOLD_COLUMN
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,21 @@ SOURCES: dict[str, Source] = {
         None,
         "the DDTI thyroid images (Pedraza et al., SPIE 9287, 2015), e.g. the Kaggle copy "
         "'ddti-thyroid-ultrasound-images': a flat folder of N.xml and N_K.jpg files",
+    ),
+    "busbra": Source(
+        "BUSBRA.zip",
+        "https://zenodo.org/api/records/8231412/files/BUSBRA.zip/content",
+        None,
+        "BUS-BRA (Gomez-Flores et al., Medical Physics 51(4), 2024) from Zenodo, doi 10.5281/zenodo.8231412: "
+        "BUSBRA.zip, unpacked to data/raw/busbra/BUSBRA/",
+    ),
+    "breast_usg": Source(
+        None,
+        None,
+        None,
+        "BrEaST (Pawlowska et al., Scientific Data 11:148, 2024) from The Cancer Imaging Archive, collection "
+        "Breast-Lesions-USG (doi 10.7937/9WKK-Q141): unpack BrEaST-Lesions_USG-images_and_masks-Dec-15-2023.zip into "
+        "data/raw/breast_usg/ and put BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx beside it",
     ),
     "salivary": Source(
         None,
@@ -116,12 +139,13 @@ class Scan:
         self.rows.append({"path": path.relative_to(raw).as_posix(), "label": label, "case": case})
 
     def add_file(self, raw: Path, path: Path, label: str, *, patient: str, case: str = "",
-                 line: int | None = None) -> None:
-        """An image or DICOM file of ``patient`` (its group; "" for a patient of one image), listed on ``line`` of
-        ``labels.csv`` where given.  Each frame of a multi-frame file is an image, and the file's frames are one
-        case (``case``, or the file); otherwise the case is ``case``, or the patient."""
+                 listed_at: str | None = None, extra: dict | None = None) -> None:
+        """An image or DICOM file of ``patient`` (its group; "" for a patient of one image), listed at
+        ``listed_at`` (a table's file and line) where given.  Each frame of a multi-frame file is an image, and the file's frames are one
+        case (``case``, or the file); otherwise the case is ``case``, or the patient.  ``extra``: columns the
+        dataset publishes beside (its official folds)."""
         relative = path.relative_to(raw).as_posix()
-        where = {"line": line} if line is not None else {}
+        where = ({"listed_at": listed_at} if listed_at is not None else {}) | (extra or {})
         frames = frame_count(path)
         if frames == 1:
             self.rows.append({"path": relative, "label": label, "case": case or patient, "patient": patient, **where})
@@ -200,6 +224,137 @@ def scan_rodrigues(raw: Path) -> Scan:
     for label in ("benign", "malignant"):
         for path in class_files(root / label, label, "rodrigues"):
             (scan.add(raw, path, label, "") if is_image(path) else scan.ignore(raw, path, "not an image"))
+    return scan
+
+
+# BUS-BRA's image ids: bus_<patient, 4 digits>-<l, r or s: the lesion's side, or a single view>.
+BUSBRA_ID = re.compile(r"^bus_(\d{4})-[lrs]$")
+# The official patient-level partitions each dataset publishes, by number of folds (cv.folds: official).
+OFFICIAL_PARTITIONS = {"busbra": {5: "5-fold-cv.csv", 10: "10-fold-cv.csv"}}
+
+
+def shallowest_file(raw: Path, pattern: str) -> Path | None:
+    """The file matching ``pattern`` nearest ``raw``'s top, or None."""
+    found = sorted((p for p in raw.rglob(pattern) if p.is_file()), key=lambda p: (len(p.parts), p.name))
+    return found[0] if found else None
+
+
+def read_partition(path: Path) -> dict[str, int]:
+    """An official partition file (``ID,...,kFold``): each image id's test fold."""
+    table = read_csv_text(path)
+    if not {"ID", "kFold"} <= set(table.columns):
+        raise PipelineError(f"{path} lacks the columns ID and kFold of BUS-BRA's partitions; replace it with the "
+                            "file from BUSBRA.zip.")
+    try:
+        return {row["ID"].strip(): int(float(row["kFold"])) for row in table.to_dict("records")}
+    except ValueError:
+        raise PipelineError(f"{path}: a kFold value is not a fold number; replace it with the file from "
+                            "BUSBRA.zip.") from None
+
+
+def read_csv_text(path: Path, *, fix: str = "replace it with the published file") -> "pd.DataFrame":
+    """A CSV as text columns (blank cells empty, a leading byte-order mark dropped), or a refusal naming it and
+    the ``fix``."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise PipelineError(f"{path} is not a readable CSV ({str(error).strip()}); {fix}.") from None
+
+
+def scan_busbra(raw: Path) -> Scan:
+    """BUS-BRA (Gomez-Flores et al., Medical Physics 51(4), 2024): 1,875 biopsy-proven images of 1,064 patients.
+
+    ``bus_data.csv`` gives each image's ``ID``, its patient (``Case``) and its
+    ``Pathology`` (benign or malignant); the image is ``Images/<ID>.png``.  The
+    patients are the groups.  The official patient-level partitions
+    (``5-fold-cv.csv``, ``10-fold-cv.csv``: each image's test fold ``kFold``)
+    are kept per image, for ``cv.folds: official``.
+    """
+    table_path = shallowest_file(raw, "bus_data.csv")
+    if table_path is None:
+        raise PipelineError(f"{raw}: no bus_data.csv; unzip BUSBRA.zip there (BUSBRA/bus_data.csv, BUSBRA/Images/).")
+    root = table_path.parent
+    table = read_csv_text(table_path)
+    missing = {"ID", "Case", "Pathology"} - set(table.columns)
+    if missing:
+        raise PipelineError(f"{table_path} lacks the column(s) {', '.join(sorted(missing))}; replace it with the "
+                            "file from BUSBRA.zip.")
+    partitions = {folds: read_partition(root / name) for folds, name in OFFICIAL_PARTITIONS["busbra"].items()
+                  if (root / name).is_file()}
+    scan, listed = Scan(), set()
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        where, image_id = f"{table_path}, line {line}", row["ID"].strip()
+        if not BUSBRA_ID.match(image_id):
+            raise PipelineError(f"{where}: ID {image_id!r} is not of BUS-BRA's form bus_NNNN-l (r, s); replace the "
+                                "file with the one from BUSBRA.zip.")
+        image = root / "Images" / f"{image_id}.png"
+        if not image.is_file():
+            raise PipelineError(f"{where}: its image {image} is missing; is the dataset complete?")
+        folds = {}
+        for n_splits, fold_of in partitions.items():
+            if image_id not in fold_of:
+                raise PipelineError(f"{root / OFFICIAL_PARTITIONS['busbra'][n_splits]} has no row for {image_id} "
+                                    f"(listed on line {line} of {table_path.name}); replace it with the file from "
+                                    "BUSBRA.zip.")
+            folds[OFFICIAL_FOLD_COLUMN.format(n_splits)] = fold_of[image_id]
+        listed.add(image)
+        scan.add_file(raw, image, row["Pathology"].strip(), patient=f"patient{row['Case'].strip()}", listed_at=where,
+                      extra=folds)
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p not in listed):
+        if path.parent.name == "Masks":
+            scan.ignore(raw, path, "segmentation mask")
+        elif is_image(path):
+            scan.ignore(raw, path, "not listed in bus_data.csv")
+        elif path != table_path and path.name not in OFFICIAL_PARTITIONS["busbra"].values():
+            scan.ignore(raw, path, "not an image")
+    return scan
+
+
+BREAST_USG_MASK = re.compile(r"_(tumor|other\d*)\.png$", re.IGNORECASE)
+
+
+def scan_breast_usg(raw: Path) -> Scan:
+    """BrEaST (Pawlowska et al., Scientific Data 11:148, 2024): one scan per patient, 154 benign, 98 malignant and
+    4 normal, with the clinical table (``CaseID``, ``Image_filename``, ``Classification``, BI-RADS, how the
+    diagnosis was verified ...).
+
+    The patient is ``CaseID`` (one image each).  Normal scans show no lesion
+    and are left out and counted (benign against malignant); masks are never
+    taken for images.
+    """
+    import pandas as pd
+
+    table_path = shallowest_file(raw, "BrEaST-Lesions*clinical*.xlsx")
+    if table_path is None:
+        raise PipelineError(f"{raw}: no BrEaST-Lesions-USG clinical data .xlsx; put the collection's clinical table "
+                            "(BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx) beside the images.")
+    try:
+        table = pd.read_excel(table_path, dtype=str, keep_default_na=False)
+    except Exception as error:  # noqa: BLE001 - openpyxl's own errors, re-raised naming the file
+        raise PipelineError(f"{table_path} is not a readable .xlsx ({type(error).__name__}: {error}); download it "
+                            "again from the collection's page.") from None
+    missing = {"CaseID", "Image_filename", "Classification"} - set(table.columns)
+    if missing:
+        raise PipelineError(f"{table_path} lacks the column(s) {', '.join(sorted(missing))}; download it again.")
+    images = {p.name: p for p in raw.rglob("*.png") if not BREAST_USG_MASK.search(p.name)}
+    scan, listed = Scan(), set()
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        name, label = row["Image_filename"].strip(), row["Classification"].strip()
+        if not name:
+            continue
+        where = f"{table_path}, row {line}"
+        if name not in images:
+            raise PipelineError(f"{where}: its image {name} is not under {raw}; unpack the images and masks there.")
+        listed.add(images[name])
+        if label == "normal":
+            scan.ignore(raw, images[name], "normal scan (no lesion): the study is benign against malignant")
+            continue
+        scan.add_file(raw, images[name], label, patient=f"case{row['CaseID'].strip()}", listed_at=where)
+    for path in sorted(p for p in raw.rglob("*") if p.is_file() and p not in listed and p != table_path):
+        scan.ignore(raw, path, "segmentation mask" if BREAST_USG_MASK.search(path.name) else
+                    "not listed in the clinical table" if is_image(path) else "not an image")
     return scan
 
 
@@ -311,17 +466,6 @@ def scan_folders(raw: Path, *, dataset: str, patients_per_label: bool = False) -
     return scan
 
 
-def read_labels_table(raw: Path) -> "pd.DataFrame":
-    """``labels.csv`` as text columns (blank cells empty), or a refusal naming the file."""
-    import pandas as pd
-
-    try:
-        return pd.read_csv(raw / "labels.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise PipelineError(f"{raw / 'labels.csv'} is not a readable CSV ({str(error).strip()}); it must be UTF-8 "
-                            "text with a header line and one row per image.") from None
-
-
 def scan_table(raw: Path, *, patient_column: str = "patient") -> Scan:
     """``labels.csv`` with ``path,label,patient`` and an optional ``case``: one row per image or DICOM file.
 
@@ -330,7 +474,7 @@ def scan_table(raw: Path, *, patient_column: str = "patient") -> Scan:
     exist inside the folder and each patient be given; a problem names the
     line.  Without a ``case`` column a patient's images are one case.
     """
-    table = read_labels_table(raw)
+    table = read_csv_text(raw / "labels.csv", fix="it must be UTF-8 text with a header line and one row per image")
     required = {"path", "label", patient_column}
     missing = required - set(table.columns)
     if missing:
@@ -352,7 +496,7 @@ def scan_table(raw: Path, *, patient_column: str = "patient") -> Scan:
             raise PipelineError(f"{where}: no {patient_column} given; every image needs one (an image of a patient "
                                 "seen once may take any id not used for another patient).")
         scan.add_file(raw, raw / row["path"], row["label"], patient=row[patient_column],
-                      case=row["case"] if has_case else "", line=line)
+                      case=row["case"] if has_case else "", listed_at=where)
     return scan
 
 
@@ -372,18 +516,18 @@ def check_scan(raw: Path, found: Scan, *, known: tuple[str, ...] = ("benign", "m
     no image may be listed twice; every label must be one of the ``known``
     classes, written exactly (no blank, no padding); and two classes must be
     benign and malignant (malignant is the positive class of every metric).
-    A problem names the ``labels.csv`` line (a row's ``line``) or the file.
+    A problem names the table's line (a row's ``listed_at``) or the file.
     An empty scan is left to the caller, which says why each file was left out.
     """
     first_seen: dict[tuple[str, int], str] = {}
     for row in found.rows:
-        where = f"{raw / 'labels.csv'}, line {row['line']}" if "line" in row else f"{raw / row['path']}"
+        where = row.get("listed_at") or f"{raw / row['path']}"
         check_inside(raw, row["path"], where)
         key = (str((raw / row["path"]).resolve()), row.get("frame", 0))
         if key in first_seen:
             raise PipelineError(f"{where}: {row['path']!r} is listed twice (first {first_seen[key]}); keep one row "
                                 "per image.")
-        first_seen[key] = f"on line {row['line']}" if "line" in row else "as another entry"
+        first_seen[key] = f"at {row['listed_at']}" if "listed_at" in row else "as another entry"
         label = row["label"]
         if label not in known:
             hint = (f"remove the spaces: {label.strip()!r}" if label.strip() in known else
@@ -425,6 +569,10 @@ def scan_layout(dataset: str, raw: Path, *, layout: str | None, busi_classes: tu
         return scan_rodrigues(raw)
     if dataset == "ddti":
         return scan_ddti(raw)
+    if dataset == "busbra":
+        return scan_busbra(raw)
+    if dataset == "breast_usg":
+        return scan_breast_usg(raw)
     if dataset == "salivary":
         return scan_salivary(raw)
     if (raw / "labels.csv").exists():           # a built-in phantom, generated with its table

@@ -24,6 +24,7 @@ from ultrasound_transfer.data.grouping import merge_groups
 from ultrasound_transfer.data.frames import coloured_frames
 from ultrasound_transfer.data.imaging import fit_square, kept_region, pixel_sha256
 from ultrasound_transfer.data.near_duplicates import N_VARIANTS, fingerprints
+from ultrasound_transfer.choices import OFFICIAL_FOLD_COLUMN
 
 
 # A native pixel at least this bright counts as overlay-like (text, calipers, markers are drawn white).
@@ -151,6 +152,9 @@ def build_manifest(dataset: str, rows: list[dict], near: np.ndarray) -> pd.DataF
             "height": table["height"],
             "width": table["width"],
             **{column: table[column] for column in AUDITED_COLUMNS if column in table},
+            # A dataset's official partitions (each image's test fold), where it publishes them (cv.folds: official).
+            **{column: table[column].astype("Int64") for column in table.columns
+               if column.startswith(OFFICIAL_FOLD_COLUMN.format(""))},
         }
     )
 

@@ -17,6 +17,10 @@ REFERENCE_STANDARDS = {
     "ddti": "DDTI (Pedraza et al. 2015): TI-RADS categories from radiologists' reports, 2-3 read as benign and "
             "4a-5 as malignant. TI-RADS is a risk category, not pathology: the model learns the "
             "radiologists' reading, not the biopsy's",
+    "busbra": "BUS-BRA (Gomez-Flores et al. 2024): pathology of every lesion proven by biopsy (benign or "
+              "malignant), BI-RADS 2-5; patients from the published case numbers",
+    "breast_usg": "BrEaST (Pawlowska et al. 2024): benign or malignant as verified by biopsy or, for some benign "
+                  "lesions, by follow-up care; one scan per patient",
     "salivary": "salivary-gland lesions assembled from ultrasoundcases.info, as the cases' authors labelled them",
 }
 SYNTHETIC = ("phantom", "phantom_site_b")

@@ -82,6 +82,8 @@ def model_card(trained: TrainedNetwork, *, internal: dict, external: dict[str, d
     params = recorded_params(trained.study)
     evaluation, finetune, cv = params.get("evaluation", {}), params.get("finetune", {}), recipe.folds
     grouping = cv.get("grouping", "near")
+    partition = ("cross-validation on the dataset's official patient-level partition"
+                 if params.get("cv", {}).get("folds") == "official" else "stratified cross-validation")
     benign, malignant = trained.class_names
     data = internal.get("data", {})
     rule = fitted.operating_point
@@ -116,7 +118,7 @@ def model_card(trained: TrainedNetwork, *, internal: dict, external: dict[str, d
         f"* **Counts**: {data.get('images', '?')} images ({data.get(f'images_{benign}', '?')} {benign}, "
         f"{data.get(f'images_{malignant}', '?')} {malignant}) of {data.get('groups', '?')} groups and "
         f"{data.get('cases', '?')} cases.",
-        f"* **Folds**: {cv.get('n_splits', '?')}-fold stratified cross-validation, grouping `{grouping}` "
+        f"* **Folds**: {cv.get('n_splits', '?')}-fold {partition}, grouping `{grouping}` "
         f"({GROUPING_MEANS.get(grouping, grouping)}), {cv.get('repeats', '?')} repeat(s), seed "
         f"{cv.get('seed', '?')}. Early stopping, the SVM's C, Platt scaling and the operating points were chosen "
         "inside each training part.",

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from ultrasound_transfer.choices import OFFICIAL_FOLD_COLUMN
 from ultrasound_transfer.common import PipelineError, atomic_dir, read_json, write_json
 from ultrasound_transfer.outputs.stages import repro, stage_name
 
@@ -31,6 +32,12 @@ IMAGES, MANIFEST, PREPROCESSING, REPORT, SHEET = ("images.npy", "manifest.csv", 
 FINGERPRINTS = "fingerprints.npy"
 # The manifest's columns that identify an image and its place in the study (the audit adds its own).
 MANIFEST_KEYS = ("id", "source", "label", "class_name", "group", "group_exact", "case", "sha256", "height", "width")
+
+
+def official_fold_column(n_splits: int) -> str:
+    """The manifest column of each image's test fold (1..n) in its dataset's official ``n_splits``-fold partition
+    (a dataset that publishes one: BUS-BRA)."""
+    return OFFICIAL_FOLD_COLUMN.format(n_splits)
 
 
 def stage(dataset: str) -> str:
