@@ -22,7 +22,7 @@ def main(argv: list[str]) -> None:
     if argv:
         raise PipelineError(f"usage: python -m stages.check_params (got arguments {argv}).")
     clock = Stopwatch()
-    load_settings()
+    load_settings(verify_weights=True)       # the weights files' checksums once per run, here
     summary = checked_summary()
     write_checked(summary)
     log("check_params", f"{len(summary['checked'])} parameters valid ({clock})")

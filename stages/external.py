@@ -127,7 +127,8 @@ def read_splits(recipe: NetworkRecipe, fitted: StudyClassifiers, images: np.ndar
     network = build_network(recipe)
     readings: dict[str, list[SplitReading]] = {name: [] for name in CLASSIFIERS}
     with layers_pass(network, images, layer_names=[FEATURE_LAYERS[fitted.feature_layer], OUTPUT_LAYER],
-                     model_name=recipe.model, batch_size=cfg.batch_size, cache=cfg.cache,
+                     model_name=recipe.model, batch_size=cfg.batch_size, preprocessing=recipe.input_preprocessing,
+                     cache=cfg.cache,
                      scratch_dir=scratch_dir) as outputs:
         log("external", f"{tag}: frozen prefix over {len(images)} images done ({clock})")
         for split in fitted.splits:

@@ -59,6 +59,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from ultrasound_transfer.backbone_weights import check_weights_file, input_preprocessing
 from ultrasound_transfer.common import (
     Progress,
     Stopwatch,
@@ -116,7 +117,7 @@ def fold_features(path: TrainingPath, network: keras.Model, n_images: int) -> di
 
 def checkpoint_fingerprint(settings: Settings, dataset: str, model_name: str) -> str:
     """What an interrupted run's saved folds must match to be reused."""
-    what = {"ft_fraction": settings.ft_fraction, "weights": settings.weights, "seed": settings.seed,
+    what = {"ft_fraction": settings.ft_fraction, "weights": settings.weights[model_name], "seed": settings.seed,
             "finetune": asdict(settings.finetune), "dataset": dataset, "model": model_name,
             "backend": keras.backend.backend()}
     return run_fingerprint(what, [*data_files(dataset), *CODE_FILES])
@@ -138,7 +139,7 @@ RECORDED_PARAMS = ("ft_fraction", "weights", "seed", "finetune")
 def network_recipe(dataset: str, model_name: str, settings: Settings, *, class_names: list[str], frozen: str,
                    fold_files: list[Path]) -> NetworkRecipe:
     """What rebuilds this dataset x network's fold networks and feeds them (training/network.json)."""
-    cfg = settings.finetune
+    cfg, weights = settings.finetune, settings.weights[model_name]
     preprocessing = load_preprocessing(dataset)
     params = load_params()
     # The folds' parameters too: they decided which images each split trained on.
@@ -146,7 +147,8 @@ def network_recipe(dataset: str, model_name: str, settings: Settings, *, class_n
         "image_size": preprocessing.image_size, "normalize": {"resize": preprocessing.resize}, "cv": params["cv"]}
     return NetworkRecipe(
         dataset=dataset, model=model_name, class_names=tuple(class_names), preprocessing=preprocessing,
-        weights=settings.weights, ft_fraction=settings.ft_fraction, head=cfg.head, batch_norm=cfg.batch_norm,
+        weights=weights, input_preprocessing=input_preprocessing(weights), weights_sha256=check_weights_file(
+            model_name, weights), ft_fraction=settings.ft_fraction, head=cfg.head, batch_norm=cfg.batch_norm,
         precision=cfg.precision, seed=settings.seed, deterministic_ops=cfg.deterministic_ops, frozen_sha256=frozen,
         fold_sha256=tuple(file_sha256(p) for p in fold_files), backend=keras.backend.backend(),
         keras=keras.__version__, folds={key: folds_output.load_record(dataset)[key] for key in FOLDS_FACTS},
@@ -259,6 +261,8 @@ def finetune_model(dataset: str, model_name: str, settings: Settings) -> None:
     check_image_size(model_name, image_size)
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
+    weights = settings.weights[model_name]
+    check_weights_file(model_name, weights)         # its declaration and checksum, before the network is built
     out = fold_networks.folder(dataset, model_name).parent
     checkpoints = FoldCheckpoints(out / ".unfinished", checkpoint_fingerprint(settings, dataset, model_name))
     if checkpoints.finished():
@@ -268,7 +272,7 @@ def finetune_model(dataset: str, model_name: str, settings: Settings) -> None:
     seed_everything(seed, cfg.deterministic_ops)
     with data_parallel_scope(cfg.data_parallel):
         model, freeze = build_classifier(
-            model_name, image_size=image_size, n_classes=len(data.class_names), weights=settings.weights,
+            model_name, image_size=image_size, n_classes=len(data.class_names), weights=weights,
             ft_fraction=ft_fraction, head=cfg.head, batch_norm=cfg.batch_norm,
         )
         frozen = frozen_fingerprint(model)
@@ -277,8 +281,9 @@ def finetune_model(dataset: str, model_name: str, settings: Settings) -> None:
             f"{freeze.trainable_params:,} backbone params ({freeze.trained_share:.0%} of its "
             f"{freeze.backbone_params:,}) ({clock})")
         with choose_training_path(
-            model, data.images, model_name=model_name, batch_size=cfg.batch_size, cache=cfg.cache,
-            augmentation=cfg.augmentation, scratch_dir=out,
+            model, data.images, model_name=model_name, batch_size=cfg.batch_size,
+            preprocessing=input_preprocessing(weights), cache=cfg.cache, augmentation=cfg.augmentation,
+            scratch_dir=out,
         ) as path:
             shown = ", ".join(f"{key}={value}" for key, value in path.description.items())
             log("finetune", f"{tag}: {shown} ({clock})")

@@ -8,14 +8,12 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, default_params, merged
-from tests.http_server import LoopbackServer
+from ultrasound_transfer.backbone_weights import IMAGENET_FILES
 from ultrasound_transfer.choices import MODELS
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.parameters import (
-    IMAGENET_FILES,
     SCHEMA,
     check_params,
-    imagenet_reachable,
     parameter_comments,
     reference_markdown,
     schema_keys,
@@ -159,23 +157,6 @@ def test_every_parameter_says_what_it_means_in_params_yaml_and_the_reference_sho
     assert rows["finetune.epochs"][0] == "`15`" and rows["svm.C_grid"][0] == "`[0.001, 0.01, 0.1, 1.0, 10.0]`"
     # A key left out of params.yaml (download.salivary is {}) takes its section's comment.
     assert rows["download.salivary.url"][2].startswith("assembled by hand")
-
-
-def test_cached_imagenet_weights_need_no_network(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / ".keras"))
-    (tmp_path / ".keras/models").mkdir(parents=True)
-    params = merged(default_params(), {"weights": "imagenet", "models": ["VGG16", "ResNet50"]})
-    for model in params["models"]:
-        (tmp_path / ".keras/models" / IMAGENET_FILES[model].split("/")[1]).write_bytes(b"h5")
-    assert check_params(params, reachable=lambda: pytest.fail("no network needed")) is params
-
-
-def test_reachability_is_asked_over_http():
-    with LoopbackServer() as server:
-        server.files.content["/w.h5"] = b"weights"
-        assert imagenet_reachable(server.url("/w.h5")) is None
-        assert "404" in imagenet_reachable(server.url("/gone.h5"))
-    assert "Error" in imagenet_reachable("http://127.0.0.1:9/w.h5", timeout=2)
 
 
 def test_the_stage_refuses_bad_params_in_a_second_with_exit_2_and_writes_nothing(project):

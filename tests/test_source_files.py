@@ -19,7 +19,7 @@ LAYERS = [
     ("ultrasound_transfer.networks", "ultrasound_transfer.evaluation"),
     ("ultrasound_transfer.parameters",),
     ("ultrasound_transfer.data",),
-    ("ultrasound_transfer.settings", "ultrasound_transfer.choices"),
+    ("ultrasound_transfer.settings", "ultrasound_transfer.choices", "ultrasound_transfer.backbone_weights"),
     ("ultrasound_transfer.common", "ultrasound_transfer.paths", "ultrasound_transfer.source_files"),
 ]
 # Public functions take at most this many positional parameters; the rest are keyword-only.

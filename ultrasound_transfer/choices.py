@@ -27,6 +27,12 @@ PHANTOM_OVERLAYS = ("none", "text", "ruler")
 # Smallest square input each network's strides allow, px (keras.applications refuses less).
 MODEL_MIN_SIZES = {"VGG16": 32, "VGG19": 32, "ResNet50": 32, "ResNet101": 32, "InceptionV3": 75}
 MODELS = tuple(MODEL_MIN_SIZES)
+# How a network's input is preprocessed (gray as RGB, 0..255, in): keras, the network's own keras.applications
+# preprocess_input (ImageNet and random weights); or, for a weights file trained otherwise, as declared beside it
+# (ultrasound_transfer.backbone_weights): caffe (BGR, ImageNet means subtracted), caffe_over_255 (caffe, then
+# divided by 255: what RadImageNet's own fine-tuning code feeds), tf (scaled to -1..1), torch (0..1, ImageNet means
+# and deviations), unit (0..1).
+INPUT_PREPROCESSINGS = ("keras", "caffe", "caffe_over_255", "tf", "torch", "unit")
 
 # normalize
 BUSI_CLASSES = ("benign", "malignant", "normal")

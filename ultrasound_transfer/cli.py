@@ -57,17 +57,27 @@ def add_protocol(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibration", type=Path, metavar="DEVICE_UNIT_JSON",
                         help="with --dry-run: estimate at the rates and fixed cost benchmarks.device_unit measured "
                              "(its device_unit_<backend>.json) instead of --tflops and --overhead-min")
+    parser.add_argument("--weights-arm", metavar="NAME=NETWORK:FILE[,NETWORK:FILE]",
+                        help="run the grid again for these networks, each from its declared weights file in "
+                             "models/backbones/, as experiments <protocol>-NAME-ft<fraction> (e.g. "
+                             "radimagenet=ResNet50:models/backbones/r50.h5,InceptionV3:models/backbones/iv3.h5)")
     parser.set_defaults(run=run_protocol)
 
 
 def run_protocol(args: argparse.Namespace) -> None:
-    from ultrasound_transfer.study.protocols import ProtocolRequest, parse_image_counts, parse_strategies
+    from ultrasound_transfer.study.protocols import (
+        ProtocolRequest,
+        parse_image_counts,
+        parse_strategies,
+        parse_weights_arm,
+    )
     from ultrasound_transfer.study.protocols import run_protocol as run
 
     run(ProtocolRequest(protocol=args.protocol, strategies=parse_strategies(args.strategies), datasets=args.datasets,
                         extra=args.extra, queue=args.queue, dry_run=args.dry_run,
                         images=parse_image_counts(args.images), tflops=args.tflops, overhead_min=args.overhead_min,
-                        calibration=args.calibration))
+                        calibration=args.calibration,
+                        weights_arm=parse_weights_arm(args.weights_arm) if args.weights_arm else None))
 
 
 def add_sweep(commands: argparse._SubParsersAction) -> None:
@@ -120,13 +130,15 @@ def add_compare(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--metric", default="roc_auc", choices=METRICS,
                         help="the per-split metric compared (default roc_auc, the primary metric)")
     parser.add_argument("--exp-json", type=Path, help="read this saved 'dvc exp show --json' instead of running it")
+    parser.add_argument("--prefix", help="compare only experiments whose names start with this, e.g. one weights "
+                                         "arm's paper-radimagenet-")
     parser.set_defaults(run=run_compare)
 
 
 def run_compare(args: argparse.Namespace) -> None:
     from ultrasound_transfer.study.comparison import run_comparison
 
-    run_comparison(classifier=args.classifier, metric=args.metric, exp_json=args.exp_json)
+    run_comparison(classifier=args.classifier, metric=args.metric, exp_json=args.exp_json, prefix=args.prefix)
 
 
 def add_trained_network(parser: argparse.ArgumentParser, *, out: str, scans: bool) -> None:

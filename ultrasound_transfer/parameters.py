@@ -20,11 +20,7 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 import re
-import socket
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -32,20 +28,11 @@ from typing import Any, Callable
 import yaml
 
 from ultrasound_transfer import choices
+from ultrasound_transfer.backbone_weights import imagenet_reachable, weights_problems
 from ultrasound_transfer.choices import MODEL_MIN_SIZES
 from ultrasound_transfer.common import PARAMS_FILE, PipelineError, load_params
 from ultrasound_transfer.paths import BACKBONES_DIR
 from ultrasound_transfer.settings import Settings, settings_from_params
-
-# What keras.applications downloads for weights=imagenet without the top, per network.
-KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-IMAGENET_FILES = {
-    "VGG16": "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    "VGG19": "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    "ResNet50": "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    "ResNet101": "resnet/resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    "InceptionV3": "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-}
 
 
 @dataclass(frozen=True)
@@ -98,8 +85,13 @@ def optional_text(what: str) -> Rule:
 
 
 def weights_source() -> Rule:
-    return Rule(lambda v: isinstance(v, str) and bool(v),
-                f"imagenet, none, or the path of a file in {BACKBONES_DIR}/")
+    def accepts(value: Any) -> bool:
+        if isinstance(value, dict):
+            return bool(value) and all(k in choices.MODELS and isinstance(v, str) and bool(v) for k, v in value.items())
+        return isinstance(value, str) and bool(value)
+
+    return Rule(accepts, f"imagenet, none, or the path of a file in {BACKBONES_DIR}/, for every network; or a mapping "
+                         f"from network ({', '.join(choices.MODELS)}) to one of those")
 
 
 URL = Rule(lambda v: v is None or (isinstance(v, str) and re.match(r"https?://[^/\s]+", v) is not None),
@@ -358,67 +350,39 @@ def external_problems(params: dict) -> list[str]:
     return problems
 
 
-def imagenet_reachable(url: str = KERAS_WEIGHTS_URL + IMAGENET_FILES["VGG16"], timeout: float = 3.0) -> str | None:
-    """None when Keras' weight store answers; otherwise why not."""
-    try:
-        request = urllib.request.Request(url, method="HEAD")
-        urllib.request.urlopen(request, timeout=timeout).close()
-        return None
-    except urllib.error.HTTPError as error:
-        return f"HTTP {error.code} {error.reason} from {url}"
-    except (urllib.error.URLError, socket.timeout, OSError) as error:
-        return f"{type(error).__name__}: {getattr(error, 'reason', error)}"
-
-
-def weights_problems(params: dict, reachable: Callable[[], str | None] = imagenet_reachable) -> list[str]:
-    """A weights file that does not exist; ImageNet weights neither cached nor downloadable."""
+def weights_coverage_problems(params: dict) -> list[str]:
+    """A mapping of ``weights`` gives every studied network its initial weights (none is assumed)."""
     weights, models = params.get("weights"), params.get("models")
-    if not isinstance(weights, str) or weights.lower() == "none":
+    if not isinstance(weights, dict) or not isinstance(models, list):
         return []
-    if weights != "imagenet":
-        path = Path(weights)
-        # Resolved, so that neither '..' nor a symbolic link can lead out of the folder DVC tracks.
-        inside = path.resolve().is_relative_to(BACKBONES_DIR.resolve())
-        if path.is_absolute() or BACKBONES_DIR not in path.parents or not inside:
-            how = " (through '..' or a symbolic link)" if BACKBONES_DIR in path.parents and not inside else ""
-            return [f"weights = {weights!r}: a backbone weights file must lie in {BACKBONES_DIR}/{how}, which DVC "
-                    f"tracks as a dependency; copy it there and run dvc exp run -S "
-                    f"weights={BACKBONES_DIR / path.name}"]
-        if not path.is_file():
-            return [f"weights = {weights!r}: no such file; place the backbone weights (saved without the top) "
-                    f"there, or use weights=imagenet or weights=none"]
-        return []
-    cached = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "models"   # where Keras caches them
-    missing = [m for m in models or [] if m in IMAGENET_FILES and not (cached / Path(IMAGENET_FILES[m]).name).is_file()]
-    if not missing:
-        return []
-    why = reachable()
-    if why is None:
-        return []
-    files = ", ".join(f"{KERAS_WEIGHTS_URL}{IMAGENET_FILES[m]}" for m in missing)
-    return [f"weights = imagenet: no cached ImageNet weights for {', '.join(missing)} in {cached} and Keras' "
-            f"store cannot be reached ({why}); download {files} on a machine with internet and copy them into "
-            f"{cached}/, or use weights=none (random initialization) knowingly"]
+    return [f"weights names no initial weights for {model}; add weights.{model}: imagenet (or none, or a file in "
+            f"{BACKBONES_DIR}/), e.g. dvc exp run -S weights.{model}=imagenet"
+            for model in models if model not in weights]
 
 
-def check_params(params: dict, reachable: Callable[[], str | None] = imagenet_reachable) -> dict:
-    """Return ``params`` if every check passes; otherwise fail listing every problem."""
+def check_params(params: dict, reachable: Callable[[], str | None] = imagenet_reachable, *,
+                 verify_weights: bool = False) -> dict:
+    """Return ``params`` if every check passes; otherwise fail listing every problem (``verify_weights``: the
+    weights files' checksums too, which reads them whole: the ``check_params`` stage does, once per run)."""
     problems = (own_dataset_problems(params) if isinstance(params, dict) else []) + schema_problems(
         params, schema_of(params))
     if not problems:
-        problems = consistency_problems(params) + weights_problems(params, reachable)
+        problems = consistency_problems(params) + weights_coverage_problems(params)
+    if not problems:
+        problems = weights_problems(params["weights"], params["models"], reachable=reachable, verify=verify_weights)
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise PipelineError(f"params.yaml has {len(problems)} problem(s), nothing was run:\n{listed}")
     return params
 
 
-def load_settings(path: Path | str = PARAMS_FILE) -> Settings:
+def load_settings(path: Path | str = PARAMS_FILE, *, verify_weights: bool = False) -> Settings:
     """``params.yaml`` checked (every problem at once, or a :class:`PipelineError`) and typed.
 
-    What every stage reads first: a :class:`~ultrasound_transfer.settings.Settings`.
+    What every stage reads first: a :class:`~ultrasound_transfer.settings.Settings`.  ``verify_weights``: the
+    weights files' checksums too (:func:`check_params`).
     """
-    return settings_from_params(check_params(load_params(path)))
+    return settings_from_params(check_params(load_params(path), verify_weights=verify_weights))
 
 
 def checked_summary() -> dict:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ultrasound_transfer.choices import PHANTOMS
+from ultrasound_transfer.backbone_weights import weights_by_model
+from ultrasound_transfer.choices import MODELS, PHANTOMS
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class Settings:
     datasets: tuple[str, ...]
     models: tuple[str, ...]
     ft_fraction: float
-    weights: str
+    weights: dict[str, str]                  # each network's initial weights (imagenet, none, or a file)
     image_size: int
     seed: int
     phantoms: dict[str, PhantomSettings]      # download.phantom, download.phantom_site_b
@@ -207,7 +208,8 @@ def settings_from_params(params: dict) -> Settings:
     svm = params["svm"]
     return Settings(
         datasets=tuple(params["datasets"]), models=tuple(params["models"]),
-        ft_fraction=float(params["ft_fraction"]), weights=params["weights"], image_size=params["image_size"],
+        ft_fraction=float(params["ft_fraction"]), weights=weights_by_model(params["weights"], MODELS),
+        image_size=params["image_size"],
         seed=params["seed"],
         phantoms={name: PhantomSettings(**section) for name, section in download.items() if name in PHANTOMS},
         sources={name: SourceSettings(**(section or {})) for name, section in download.items()

@@ -116,3 +116,20 @@ def test_trained_batch_norm_in_inference_mode_keeps_its_statistics_and_trains_sc
     assert set_batch_norm_mode(model, "training") == len(norms)
     with pytest.raises(PipelineError, match="finetune.batch_norm"):
         set_batch_norm_mode(model, "frozen")
+
+
+def test_each_declared_input_preprocessing_feeds_what_its_name_says():
+    from ultrasound_transfer.networks.backbones import to_network_input
+
+    gray = np.array([[[0, 255]]], dtype=np.uint8)
+    assert np.allclose(to_network_input(gray, "ResNet50", preprocessing="unit")[0, 0], [[0, 0, 0], [1, 1, 1]])
+    assert np.allclose(to_network_input(gray, "ResNet50", preprocessing="tf")[0, 0], [[-1, -1, -1], [1, 1, 1]])
+    torch_mean, torch_std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    assert np.allclose(to_network_input(gray, "ResNet50", preprocessing="torch")[0, 0, 0], -torch_mean / torch_std)
+    caffe = to_network_input(gray, "VGG16", preprocessing="caffe")[0, 0, 0]
+    assert np.allclose(caffe, [-103.939, -116.779, -123.68])        # BGR, ImageNet means subtracted
+    assert np.allclose(to_network_input(gray, "VGG16", preprocessing="caffe_over_255")[0, 0, 0], caffe / 255)
+    # keras: the network's own; for InceptionV3 that is tf's -1..1, for ResNet50 caffe's.
+    as_tf = to_network_input(gray, "VGG16", preprocessing="tf")
+    assert np.allclose(to_network_input(gray, "InceptionV3")[0, 0], as_tf[0, 0])
+    assert np.allclose(to_network_input(gray, "ResNet50")[0, 0, 0], caffe)

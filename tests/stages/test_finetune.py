@@ -134,3 +134,28 @@ def test_the_features_are_those_of_each_fold_network_rebuilt_from_its_saved_weig
                 for layer, expected in zip(FEATURE_LAYERS, outputs_now(), strict=True):
                     assert stored[layer].shape == expected.shape
                     np.testing.assert_allclose(stored[layer], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_declared_weights_file_starts_its_network_and_the_recipe_records_it_and_its_preprocessing(project):
+    import hashlib
+
+    from ultrasound_transfer.backbone_weights import declaration_path
+    from ultrasound_transfer.networks.backbones import build_backbone
+
+    params = prepared_phantom(project)
+    source = build_backbone("VGG16", 32, None)
+    path = project.root / "models/backbones/vgg16_domain.weights.h5"
+    path.parent.mkdir(parents=True)
+    source.save_weights(path)
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    declaration_path(path).write_text(json.dumps({"network": "VGG16", "preprocessing": "unit", "sha256": sha256}))
+    params.update(weights={"VGG16": "models/backbones/vgg16_domain.weights.h5"}, ft_fraction=0.15)
+    project.write_params(params)
+    finetune.main(["phantom", "VGG16"])
+    recipe = load_recipe("phantom", "VGG16")
+    assert (recipe.weights, recipe.input_preprocessing, recipe.weights_sha256) == (
+        "models/backbones/vgg16_domain.weights.h5", "unit", sha256)
+    fold = build_network(recipe)
+    load_fold(fold, recipe, 1)
+    first = fold.get_layer("block1_conv1")          # frozen at ft_fraction 0.15: as loaded from the file
+    assert np.array_equal(first.get_weights()[0], source.get_layer("block1_conv1").get_weights()[0])

@@ -134,3 +134,17 @@ def test_a_malformed_exp_json_is_refused_clearly(project, text, message):
         (project / "show.json").write_text(text)
     with pytest.raises(PipelineError, match=f"--exp-json show.json: {message}"):
         compare.run_comparison(exp_json=Path("show.json"))
+
+
+def test_one_weights_arm_is_compared_by_its_prefix_and_the_table_names_its_weights(project):
+    arm = [entry(r, f"paper-radimagenet-ft{ft:g}", ft, models=("A",)) for r, ft in (("c", 0.0), ("d", 0.5))]
+    for record in arm:
+        record["data"]["params"]["params.yaml"]["data"]["weights"] = {"A": "models/backbones/a.h5"}
+    entries = [entry("a", "paper-ft0", 0.0), entry("b", "paper-ft0.5", 0.5), *arm]
+    (project / "show.json").write_text(json.dumps(show(*entries)))
+    read = reader_for({"a": (0.0, 42), "b": (0.5, 42), "c": (0.0, 42), "d": (0.5, 42)})
+    compare.run_comparison(exp_json=project / "show.json", read=read, prefix="paper-radimagenet-")
+    text = (project / "metrics/compare/toy.md").read_text()
+    assert "Initial weights: A `models/backbones/a.h5`" in text and "paper-ft0.5" not in text
+    with pytest.raises(PipelineError, match=r"--prefix 'paper-imagenet-': no experiment's name starts with it"):
+        compare.run_comparison(exp_json=project / "show.json", read=read, prefix="paper-imagenet-")

@@ -131,3 +131,22 @@ def test_a_calibration_without_the_precision_or_without_dry_run_is_refused(proje
     (tmp_path / "old.json").write_text(json.dumps({"rows": [{"precision": "float32", "cached": True}]}))
     with pytest.raises(PipelineError, match=r"old.json: not a results file of benchmarks.device_unit"):
         run(["protocol", "paper", "--calibration", str(tmp_path / "old.json"), "--dry-run"])
+
+
+def test_a_weights_arm_runs_the_grid_again_for_its_networks_from_their_declared_files(capsys, project):
+    from tests.conftest import default_params
+    from tests.test_backbone_weights import declared_file
+
+    project.write_params(default_params())
+    file = declared_file(project.root, "r50.h5")
+    run(["protocol", "paper", "--strategies", "0.15", "--images", "ddti=400", "salivary=100",
+         "--weights-arm", f"radimagenet=ResNet50:{file}", "--dry-run"])
+    out = capsys.readouterr().out
+    commands = [line for line in out.splitlines() if line.startswith("dvc exp run")]
+    assert [command.split()[4] for command in commands] == ["paper-ft0.15", "paper-radimagenet-ft0.15"]
+    assert "weights=imagenet" in commands[0] and "models=[ResNet50]" in commands[1]
+    assert f"weights={{ResNet50: {file}}}" in commands[1]
+    assert "r50.h5" not in out.split("dvc exp run")[0]          # the arm's file passed every check
+    for bad in ("radimagenet", "RIN=ResNet50:x.h5", "rin=ResNet-50:x.h5"):
+        with pytest.raises(PipelineError, match="--weights-arm"):
+            run(["protocol", "paper", "--weights-arm", bad, "--dry-run"])

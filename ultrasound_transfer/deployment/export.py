@@ -94,7 +94,8 @@ def export_facts(trained: TrainedNetwork, files: dict[str, str]) -> dict:
                             f"{STRUCTURE_CORRELATION:g} (mean lag-1 autocorrelation across and down)"},
         "splits": len(trained.splits), "frozen_sha256": recipe.frozen_sha256,
         "keras": keras.__version__, "backend": keras.backend.backend(),
-        "trained_with": {"keras": recipe.keras, "backend": recipe.backend, "weights": recipe.weights},
+        "trained_with": {"keras": recipe.keras, "backend": recipe.backend, "weights": recipe.weights,
+                         "weights_sha256": recipe.weights_sha256, "input_preprocessing": recipe.input_preprocessing},
         "params": recorded_params(trained.study),
         "provenance": {"training": recipe.provenance, "classifiers": fitted.provenance},
     }

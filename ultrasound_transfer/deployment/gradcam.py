@@ -123,7 +123,7 @@ def grad_cam(fold: keras.Model, inputs: np.ndarray, layer: str, batch_size: int 
 def ensemble_cam(trained: TrainedNetwork, squares: np.ndarray, *, layer: str) -> np.ndarray:
     """The mean of the splits' Grad-CAM maps at ``layer``, upsampled to the square and scaled to 0..1 per image."""
     check_gradient_backend()
-    inputs = to_network_input(squares, trained.model_name)
+    inputs = to_network_input(squares, trained.model_name, preprocessing=trained.study.recipe.input_preprocessing)
     maps = np.mean([grad_cam(fold, inputs, layer) for fold in trained.folds], axis=0)
     size = squares.shape[1]
     cams = np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in maps])

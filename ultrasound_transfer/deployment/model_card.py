@@ -82,6 +82,8 @@ def model_card(trained: TrainedNetwork, *, internal: dict, external: dict[str, d
     params = recorded_params(trained.study)
     evaluation, finetune, cv = params.get("evaluation", {}), params.get("finetune", {}), recipe.folds
     grouping = cv.get("grouping", "near")
+    weights_detail = (f" (SHA-256 `{recipe.weights_sha256[:16]}`, input preprocessing `{recipe.input_preprocessing}`)"
+                      if recipe.weights_sha256 else "")
     partition = ("cross-validation on the dataset's official patient-level partition"
                  if params.get("cv", {}).get("folds") == "official" else "stratified cross-validation")
     benign, malignant = trained.class_names
@@ -100,8 +102,8 @@ def model_card(trained: TrainedNetwork, *, internal: dict, external: dict[str, d
         f"* **Strategy**: `ft_fraction` {recipe.ft_fraction:g} (the last {internal.get('layers_trained', '?')} of "
         f"{internal.get('layers_total', '?')} weight-carrying layers trained, "
         f"{100 * internal.get('trained_share', 0):.1f} % of the backbone's parameters); initial weights "
-        f"`{recipe.weights}`; input {trained.image_size} px; up to {finetune.get('epochs', '?')} epochs with early "
-        f"stopping; SVM input: `{fitted.feature_layer}` features; seed {recipe.seed}.",
+        f"`{recipe.weights}`{weights_detail}; input {trained.image_size} px; up to {finetune.get('epochs', '?')} "
+        f"epochs with early stopping; SVM input: `{fitted.feature_layer}` features; seed {recipe.seed}.",
         f"* **Provenance**: {'experiment `' + experiment + '`' if experiment else 'the workspace'}; trained at code "
         f"revision `{recipe.provenance.get('code_revision', 'unknown')}` with Keras {recipe.keras} on "
         f"{recipe.backend}; frozen part fingerprint `{recipe.frozen_sha256[:16]}`.",

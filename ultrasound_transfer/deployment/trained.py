@@ -123,7 +123,7 @@ class TrainedNetwork:
         return self.study.classifiers.novelty_threshold
 
 
-def preprocessing_affine(model_name: str) -> tuple[np.ndarray, np.ndarray]:
+def preprocessing_affine(model_name: str, preprocessing: str = "keras") -> tuple[np.ndarray, np.ndarray]:
     """Per-channel ``scale`` and ``offset`` with ``preprocess_input(gray as RGB) == gray * scale + offset``.
 
     Read off the network's own ``keras.applications`` preprocessing
@@ -131,7 +131,8 @@ def preprocessing_affine(model_name: str) -> tuple[np.ndarray, np.ndarray]:
     function training used), and checked at 255, so that a preprocessing that
     is not affine is refused instead of approximated.
     """
-    probe = to_network_input(np.array([0, 1, 255], dtype=np.uint8).reshape(3, 1, 1), model_name)[:, 0, 0, :]
+    probe = to_network_input(np.array([0, 1, 255], dtype=np.uint8).reshape(3, 1, 1), model_name,
+                             preprocessing=preprocessing)[:, 0, 0, :]
     offset, scale = probe[0], probe[1] - probe[0]
     if not np.allclose(probe[2], offset + 255 * scale, rtol=1e-5, atol=1e-4):
         raise PipelineError(f"{model_name}: its preprocess_input is not affine per channel; the ensemble network "
@@ -228,13 +229,13 @@ def novelty_layer(split: SplitClassifiers, name: str):
 
 
 def ensemble_parts(folds: list[keras.Model], splits: list[SplitClassifiers], *, model_name: str,
-                   feature_layer: str) -> EnsembleParts:
+                   feature_layer: str, preprocessing: str = "keras") -> EnsembleParts:
     """The front and the splits' tails, of built-in Keras layers only (module docstring)."""
     size = int(folds[0].inputs[0].shape[1])
     gray = keras.Input((size, size), name=GRAY_INPUT)
     x = keras.layers.Reshape((size, size, 1), name="channel")(gray)
     x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
-    scale, offset = preprocessing_affine(model_name)
+    scale, offset = preprocessing_affine(model_name, preprocessing)
     x = keras.layers.Rescaling(scale=scale.tolist(), offset=offset.tolist(), name="preprocess_input")(x)
     cut = split_at_frozen_prefix(folds[0]).cut if has_frozen_part(folds[0]) else []
     # Keras numbers unnamed layers (InceptionV3's conv2d_94...) by what the process built before, so each
@@ -302,7 +303,8 @@ def load_trained_network(dataset: str, model_name: str) -> TrainedNetwork:
         set_batch_norm_mode(fold, "training")
         folds.append(fold)
     parts = ensemble_parts(folds, list(study.classifiers.splits), model_name=model_name,
-                           feature_layer=study.classifiers.feature_layer)
+                           feature_layer=study.classifiers.feature_layer,
+                           preprocessing=study.recipe.input_preprocessing)
     log("ensemble", f"{dataset}/{model_name}: the ensemble of {len(folds)} splits is ready ({clock})")
     return TrainedNetwork(study, folds, parts, ensemble_network(parts))
 

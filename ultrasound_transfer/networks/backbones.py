@@ -38,7 +38,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from ultrasound_transfer.choices import BATCH_NORM_MODES, HEAD_NORMS, MODEL_MIN_SIZES
+from ultrasound_transfer.choices import BATCH_NORM_MODES, HEAD_NORMS, INPUT_PREPROCESSINGS, MODEL_MIN_SIZES
 from ultrasound_transfer.common import PipelineError, check_choice
 from ultrasound_transfer.networks.initialization import draw_initial_weights
 from ultrasound_transfer.settings import HeadSettings
@@ -268,7 +268,27 @@ def feature_extractor(model: keras.Model, layer: str) -> keras.Model:
     return keras.Model(model.input, model.get_layer(FEATURE_LAYERS[layer]).output)
 
 
-def to_network_input(images: np.ndarray, name: str) -> np.ndarray:
-    """Gray uint8 images (N, S, S) -> the network's own preprocessed RGB float32 input."""
+def to_network_input(images: np.ndarray, name: str, *, preprocessing: str = "keras") -> np.ndarray:
+    """Gray uint8 images (N, S, S) -> the network's preprocessed RGB float32 input.
+
+    ``preprocessing`` (:data:`~ultrasound_transfer.choices.INPUT_PREPROCESSINGS`):
+    ``keras``, the network's own ``keras.applications`` ``preprocess_input``
+    (ImageNet and random weights); or, for a weights file trained on other
+    input, what its declaration says: ``caffe``, ``tf`` and ``torch`` are
+    ``keras.applications.imagenet_utils.preprocess_input``'s modes,
+    ``caffe_over_255`` is caffe's divided by 255 (RadImageNet's fine-tuning
+    code, github.com/BMEII-AI/RadImageNet ``breast/breast_train.py``: an
+    ``ImageDataGenerator`` with that ``preprocessing_function`` and
+    ``rescale=1/255``, applied in that order), ``unit`` scales to 0..1.
+    """
     rgb = np.repeat(images[..., None].astype(np.float32), 3, axis=-1)
-    return np.asarray(check_model_name(name).preprocess(rgb), dtype=np.float32)
+    check_choice("weights preprocessing", preprocessing, INPUT_PREPROCESSINGS)
+    if preprocessing == "keras":
+        fed = check_model_name(name).preprocess(rgb)
+    elif preprocessing == "unit":
+        fed = rgb / 255.0
+    elif preprocessing == "caffe_over_255":
+        fed = keras.applications.imagenet_utils.preprocess_input(rgb, mode="caffe") / 255.0
+    else:
+        fed = keras.applications.imagenet_utils.preprocess_input(rgb, mode=preprocessing)
+    return np.asarray(fed, dtype=np.float32)

@@ -43,6 +43,7 @@ def layers_pass(
     layer_names: list[str],
     model_name: str,
     batch_size: int,
+    preprocessing: str = "keras",
     cache: PrefixCacheSettings = PrefixCacheSettings(),
     scratch_dir: Path | str | None = None,
 ) -> Iterator[Callable[[], list[np.ndarray]]]:
@@ -52,7 +53,7 @@ def layers_pass(
     frozen prefix ran once, when the block was entered (always: ``cache.enabled``
     concerns training only).  A layer the prefix ends at is read from the cache.
     """
-    to_input = lambda batch: to_network_input(batch, model_name)  # noqa: E731
+    to_input = lambda batch: to_network_input(batch, model_name, preprocessing=preprocessing)  # noqa: E731
     outputs_of = lambda names: [model.get_layer(n).output for n in names]  # noqa: E731
     if not has_frozen_part(model):
         whole = keras.Model(model.inputs, outputs_of(layer_names))

@@ -179,6 +179,7 @@ def choose_training_path(
     *,
     model_name: str,
     batch_size: int,
+    preprocessing: str = "keras",
     cache: PrefixCacheSettings = PrefixCacheSettings(),
     augmentation: AugmentationSettings | None = None,
     scratch_dir: Path | str | None = None,
@@ -190,7 +191,7 @@ def choose_training_path(
     outputs (:mod:`ultrasound_transfer.networks.frozen_prefix`).  Otherwise the full network trains
     on the images.  ``description`` says which path was taken and why.
     """
-    to_input = lambda batch: to_network_input(batch, model_name)  # noqa: E731
+    to_input = lambda batch: to_network_input(batch, model_name, preprocessing=preprocessing)  # noqa: E731
     if not cache.enabled:
         reason = "finetune.frozen_prefix_cache is off"
     elif augmentation is not None:

@@ -80,6 +80,9 @@ class NetworkRecipe:
     backend: str                  # the Keras backend that trained the folds
     keras: str
     folds: dict = field(default_factory=dict)        # the cross-validation: n_splits, repeats, grouping, seed...
+    # How the network's input is preprocessed (choices.INPUT_PREPROCESSINGS): keras, or a weights file's declared one
+    input_preprocessing: str = "keras"
+    weights_sha256: str = ""      # the weights file's SHA-256 (none for imagenet and none: Keras checks its own)
     provenance: dict = field(default_factory=dict)   # params, code revision, data hashes
 
     @property

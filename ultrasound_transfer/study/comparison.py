@@ -291,15 +291,30 @@ def read_exp_json(path: Path) -> list[dict]:
     return show
 
 
+def weights_line(params: dict) -> str:
+    """What the compared networks started from (``weights``: one value, or one per network), for the header."""
+    weights = params.get("weights", "none")
+    if isinstance(weights, dict):
+        return ", ".join(f"{model} `{weights.get(model, '?')}`" for model in params.get("models", weights))
+    return f"`{weights}` for every network"
+
+
 def run_comparison(*, classifier: str = "svm", metric: str = "roc_auc", exp_json: Path | None = None,
-                   read: Callable[[str, str], str] | None = None) -> None:
-    """Print and write the paper's table and the best strategy per model for every dataset, and the plot.
+                   read: Callable[[str, str], str] | None = None, prefix: str | None = None) -> None:
+    """Print and write the paper's table and the best strategy per model for every dataset, and the plot
+    (``prefix``: compare only the experiments whose names start with it, such as one weights arm's
+    ``paper-radimagenet-``).
 
     The selections of every network x dataset form one family: their tests are Holm-adjusted together, so
     that a "supported" among many is not one of many lucky draws.
     """
     show = read_exp_json(Path(exp_json)) if exp_json else dvc_exp_show()
-    runs, left_out = select_experiments(experiment_records(show))
+    records = experiment_records(show)
+    if prefix:
+        records = [r for r in records if (r["name"] or "").startswith(prefix)]
+        if not records:
+            raise PipelineError(f"--prefix {prefix!r}: no experiment's name starts with it (dvc exp show lists them).")
+    runs, left_out = select_experiments(records)
     params = runs[0]["params"]
     read = read or git_reader()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -322,7 +337,8 @@ def run_comparison(*, classifier: str = "svm", metric: str = "roc_auc", exp_json
         table = paper_table(dataset_scores, metric)
         best = selection_table(selections[dataset], metric)
         text = (f"# {dataset}: {metric} by network, ft_fraction and classifier\n\n"
-                f"Experiments compared (pooled over seeds and repeats): {listing}\n\nLeft out:{omitted}\n\n"
+                f"Experiments compared (pooled over seeds and repeats): {listing}\n\n"
+                f"Initial weights: {weights_line(params)}\n\nLeft out:{omitted}\n\n"
                 + tabulate(table, headers="keys", tablefmt="github", showindex=False)
                 + f"\n\n## Best ft_fraction per model ({classifier})\n\nThe best is the {direction} mean {metric}; "
                 "'better by' is its advantage over the runner-up with its 95 % interval (split-paired corrected "

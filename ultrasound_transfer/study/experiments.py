@@ -28,6 +28,8 @@ def format_value(value: object) -> str:
     """A value as DVC's ``-S key=value`` parses it (YAML)."""
     if isinstance(value, list):
         return "[" + ",".join(map(str, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {item}" for key, item in value.items()) + "}"
     return str(value)
 
 

@@ -6,6 +6,8 @@ Usage::
     ultrasound-transfer protocol paper --strategies 0,0.15,0.5,1 --dry-run   # commands and cost estimate only
     ultrasound-transfer protocol paper --queue                               # queue (then: dvc queue start)
     ultrasound-transfer protocol paper --datasets busi -S models=[ResNet50]  # paper settings, narrower
+    ultrasound-transfer protocol paper --weights-arm radimagenet=ResNet50:models/backbones/rin_resnet50.h5
+                                       # and a second arm: those networks from domain weights
 
 A protocol is a fixed set of parameter overrides.  Each strategy becomes one
 experiment, ``<protocol>-ft<fraction>`` (``paper-ft0.15``), run with
@@ -14,10 +16,17 @@ experiment, ``<protocol>-ft<fraction>`` (``paper-ft0.15``), run with
 so stages finished before (the data stages; a strategy's folds) are restored,
 not rerun.  A second call skips the experiments that exist and runs the
 missing ones.  ``ultrasound-transfer compare`` then tabulates them.
+
+A second *weights arm* (``--weights-arm NAME=NETWORK:FILE,...``) runs the same
+grid again for the networks named, each from its file in ``models/backbones/``
+(declared beside it: ``ultrasound_transfer.backbone_weights``), as experiments
+``<protocol>-<NAME>-ft<fraction>``: ImageNet against domain weights (RadImageNet,
+Mei et al. 2022), same data, folds, budget and calibration, one switch apart.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from dataclasses import dataclass, field
@@ -82,9 +91,41 @@ def parse_strategies(text: str) -> list[float]:
     return values
 
 
-def experiment_name(protocol: str, ft_fraction: float) -> str:
-    """``paper-ft0.15``: the name ``ultrasound-transfer sweep --protocol paper`` gives the same grid point."""
-    return grid_experiment_name(protocol, {"ft_fraction": f"{ft_fraction:g}"}, ["ft_fraction"])
+def experiment_name(protocol: str, ft_fraction: float, arm: str | None = None) -> str:
+    """``paper-ft0.15``: the name ``ultrasound-transfer sweep --protocol paper`` gives the same grid point;
+    ``paper-radimagenet-ft0.15`` in the weights arm ``radimagenet``."""
+    return grid_experiment_name(f"{protocol}-{arm}" if arm else protocol, {"ft_fraction": f"{ft_fraction:g}"},
+                                ["ft_fraction"])
+
+
+@dataclass(frozen=True)
+class WeightsArm:
+    """A second arm of the grid: ``networks`` (each from its weights file) trained again under ``name``."""
+
+    name: str
+    files: dict[str, str]          # network -> file in models/backbones/
+
+    def overrides(self) -> dict[str, str]:
+        """Its ``-S`` values: only its networks, each from its file."""
+        return {"models": format_value(list(self.files)), "weights": format_value(self.files)}
+
+
+def parse_weights_arm(text: str) -> WeightsArm:
+    """``"radimagenet=ResNet50:models/backbones/a.h5,InceptionV3:models/backbones/b.h5"`` -> a :class:`WeightsArm`."""
+    from ultrasound_transfer.choices import MODELS
+
+    name, _, pairs = text.partition("=")
+    form = "--weights-arm NAME=NETWORK:FILE[,NETWORK:FILE], e.g. radimagenet=ResNet50:models/backbones/r50.h5"
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name) or not pairs:
+        raise PipelineError(f"--weights-arm {text!r}: write it as {form} (the name in lower case, digits and _).")
+    files = {}
+    for pair in pairs.split(","):
+        network, _, file = pair.partition(":")
+        if network.strip() not in MODELS or not file.strip():
+            raise PipelineError(f"--weights-arm {text!r}: {pair!r} is not NETWORK:FILE with NETWORK one of "
+                                f"{', '.join(MODELS)}; write it as {form}.")
+        files[network.strip()] = file.strip()
+    return WeightsArm(name, files)
 
 
 def overrides_for(protocol: str, datasets: list[str] | None, extra: list[str]) -> dict[str, str]:
@@ -120,6 +161,7 @@ class ProtocolRequest:
     tflops: float | None = None                           # assumed rates (None: the defaults) ...
     overhead_min: float | None = None
     calibration: Path | None = None                       # ... or a benchmarks.device_unit results file's
+    weights_arm: WeightsArm | None = None                 # a second arm: some networks from domain weights
 
 
 def parse_image_counts(items: list[str]) -> dict[str, int]:
@@ -142,11 +184,16 @@ def run_protocol(request: ProtocolRequest) -> None:
         raise PipelineError(f"--calibration {request.calibration} gives measured rates; --tflops and --overhead-min "
                             "give assumed ones: pass one or the other.")
     overrides = overrides_for(request.protocol, request.datasets, request.extra)
-    names = [experiment_name(request.protocol, ft) for ft in request.strategies]
-    commands = [(name, dvc_command(name, overrides, ft, request.queue)) for name, ft in zip(names, request.strategies)]
+    arms = [(None, overrides)]
+    if request.weights_arm:
+        arms.append((request.weights_arm.name, {**overrides, **request.weights_arm.overrides()}))
+    commands = [(name, dvc_command(name, arm_overrides, ft, request.queue))
+                for arm, arm_overrides in arms for ft in request.strategies
+                for name in [experiment_name(request.protocol, ft, arm)]]
     try:     # every experiment's params, checked before any starts
-        for ft in request.strategies:
-            check_params(resolved_params({**overrides, "ft_fraction": f"{ft:g}"}))
+        for _, arm_overrides in arms:
+            for ft in request.strategies:
+                check_params(resolved_params({**arm_overrides, "ft_fraction": f"{ft:g}"}))
     except PipelineError as problem:
         if not request.dry_run or schema_problems(resolved_params(overrides)):
             raise
