@@ -117,7 +117,10 @@ def fold_features(path: TrainingPath, network: keras.Model, n_images: int) -> di
 
 def checkpoint_fingerprint(settings: Settings, dataset: str, model_name: str) -> str:
     """What an interrupted run's saved folds must match to be reused."""
-    what = {"ft_fraction": settings.ft_fraction, "weights": settings.weights[model_name], "seed": settings.seed,
+    weights = settings.weights[model_name]
+    # The file's content and the preprocessing declared with it, not only its name: a replaced file restarts.
+    what = {"ft_fraction": settings.ft_fraction, "weights": weights, "weights_sha256": check_weights_file(
+                model_name, weights), "input_preprocessing": input_preprocessing(weights), "seed": settings.seed,
             "finetune": asdict(settings.finetune), "dataset": dataset, "model": model_name,
             "backend": keras.backend.backend()}
     return run_fingerprint(what, [*data_files(dataset), *CODE_FILES])

@@ -91,8 +91,10 @@ def official_folds(manifest, *, n_splits: int, groups: np.ndarray, grouping: str
     """
     column = prepared.official_fold_column(n_splits)
     if column not in manifest.columns or manifest[column].isna().any():
-        raise PipelineError(f"{where}: no official {n_splits}-fold partition for every image (column {column}); "
-                            "the dataset publishes none of that size: run dvc exp run -S cv.folds=seeded.")
+        raise PipelineError(f"{where}: no official {n_splits}-fold partition for every image (column {column}): the "
+                            "dataset publishes none of that size, or its partition file was missing when normalize "
+                            "read it (BUS-BRA: 5-fold-cv.csv beside bus_data.csv); place it and rerun normalize, or "
+                            "run dvc exp run -S cv.folds=seeded.")
     fold_of = manifest[column].to_numpy(dtype=int)
     if set(fold_of) != set(range(1, n_splits + 1)):
         raise PipelineError(f"{where}: the official partition numbers its folds {sorted(set(fold_of))}, not 1 to "
@@ -101,7 +103,7 @@ def official_folds(manifest, *, n_splits: int, groups: np.ndarray, grouping: str
     if any(split):
         raise PipelineError(f"{where}: the official partition splits {sum(split)} group(s) of cv.grouping = "
                             f"{grouping} (near-copies or identical pixels across its patients) over two test folds; "
-                            "run dvc exp run -S cv.grouping=exact (or none), or -S cv.folds=seeded.")
+                            "run dvc exp run -S cv.grouping=exact, or -S cv.folds=seeded.")
     return [np.flatnonzero(fold_of == k) for k in range(1, n_splits + 1)]
 
 

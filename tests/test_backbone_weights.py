@@ -102,6 +102,7 @@ def test_a_declared_file_per_network_passes_and_feeds_the_declared_preprocessing
     ({"preprocessing": "radimagenet"},
      r"preprocessing 'radimagenet' is not one of keras, caffe, caffe_over_255, tf, torch, unit"),
     ({"layers": 3}, r"is not a weights declaration"),
+    ({"sha256": 12345}, r"every value must be text and sha256 the file's 64 hexadecimal digits"),
 ])
 def test_a_file_not_as_declared_is_refused_naming_the_file_and_the_fix(project, change, message):
     value = declared_file(project.root, **change)
@@ -120,3 +121,12 @@ def test_an_undeclared_file_and_a_network_left_out_of_the_mapping_are_refused(pr
         check_params(merged(default_params(), {"weights": {m: "none" for m in MODELS if m != "InceptionV3"}}))
     with pytest.raises(PipelineError, match=r"weights = .*must be imagenet, none, or the path of a file"):
         check_params(merged(default_params(), {"weights": {"ResNet-50": "none"}}))
+
+
+def test_a_keras_home_whose_folders_do_not_exist_yet_is_where_keras_will_read(tmp_path, monkeypatch):
+    # Importing Keras creates $KERAS_HOME with its parents (os.makedirs), so that is where get_file then reads.
+    nested = tmp_path / "a" / "b"
+    monkeypatch.setenv("KERAS_HOME", str(nested))
+    assert keras_models_folder() == (nested / "models", nested / "models")
+    monkeypatch.setenv("KERAS_HOME", "")
+    assert keras_models_folder()[1] == backbone_weights.Path("/tmp/.keras/models")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -123,6 +124,10 @@ def read_declaration(file: Path | str) -> WeightsDeclaration:
                             f"{example}.") from None
     if declared.network not in choices.MODELS:
         raise PipelineError(f"{path}: network {declared.network!r} is not one of {', '.join(choices.MODELS)}.")
+    if not all(isinstance(value, str) for value in declared.as_dict().values()) or not re.fullmatch(
+            r"[0-9a-fA-F]{64}", declared.sha256):
+        raise PipelineError(f"{path}: every value must be text and sha256 the file's 64 hexadecimal digits; write "
+                            f"them as in {example}.")
     if declared.preprocessing not in choices.INPUT_PREPROCESSINGS:
         raise PipelineError(f"{path}: preprocessing {declared.preprocessing!r} is not one of "
                             f"{', '.join(choices.INPUT_PREPROCESSINGS)} (docs/parameters.md, 'Initial weights').")
@@ -148,8 +153,12 @@ def keras_models_folder(environ: Mapping[str, str] | None = None) -> tuple[Path,
     else:
         user = Path(environ.get("HOME", "~")).expanduser()
         home = (user if os.access(user, os.W_OK) else Path("/tmp")) / ".keras"
-    used = home if os.access(home, os.W_OK) or not home.exists() and os.access(home.parent, os.W_OK) \
-        else Path("/tmp/.keras")
+    # Importing Keras creates its home (os.makedirs, parents too) where the nearest existing folder allows it.
+    existing = home
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    writable = str(home) not in ("", ".") and os.access(existing, os.W_OK) and (existing == home or existing.is_dir())
+    used = home if writable else Path("/tmp/.keras")
     return home / "models", used / "models"
 
 

@@ -303,6 +303,9 @@ def official_fold_problems(params: dict) -> list[str]:
     if cv.get("repeats") != 1:
         problems.append(f"cv.folds = official reads one published partition, but cv.repeats = {cv.get('repeats')}; "
                         "run dvc exp run -S cv.repeats=1")
+    if cv.get("grouping") == "none":
+        problems.append("cv.folds = official keeps patients apart, but cv.grouping = none would make every split's "
+                        "inner validation part image by image; run dvc exp run -S cv.grouping=exact (or near)")
     return problems
 
 
@@ -356,7 +359,7 @@ def weights_coverage_problems(params: dict) -> list[str]:
     if not isinstance(weights, dict) or not isinstance(models, list):
         return []
     return [f"weights names no initial weights for {model}; add weights.{model}: imagenet (or none, or a file in "
-            f"{BACKBONES_DIR}/), e.g. dvc exp run -S weights.{model}=imagenet"
+            f"{BACKBONES_DIR}/), e.g. dvc exp run -S +weights.{model}=imagenet"
             for model in models if model not in weights]
 
 

@@ -231,6 +231,8 @@ def test_the_table_layout_reads_patients_cases_and_frames(tmp_path):
     ("path,label,case\nbenign/P1/a.png,benign,c1\n", r"lacks the column\(s\) patient.*copy the case column into a "
                                                      r"patient column"),
     ("path,label,patient\nbenign/P1/a.png,benign,\n", r"labels.csv, line 2: no patient given"),
+    ("path,label,patient\nbenign/P1/a.png,benign,P1\nmalignant/P1/c.png,malignant,P1 \n",
+     r"labels.csv, line 3: patient 'P1 ' has spaces around it; remove them: 'P1'"),
     ("path,label,patient\nbenign/P1/a.png,benign,P1\nbenign/P9.png,malignant,P9\n",
      r"labels.csv, line 3: 'benign/P9.png' is no file in .*copy the image there or remove the line"),
     ("path,label,patient\nbenign/P1/a.png,benign,P1\nmalignant/P1/c.png,malign,P1\n",

@@ -150,3 +150,12 @@ def test_a_weights_arm_runs_the_grid_again_for_its_networks_from_their_declared_
     for bad in ("radimagenet", "RIN=ResNet50:x.h5", "rin=ResNet-50:x.h5"):
         with pytest.raises(PipelineError, match="--weights-arm"):
             run(["protocol", "paper", "--weights-arm", bad, "--dry-run"])
+
+
+def test_a_key_below_a_value_that_is_no_section_is_refused_with_the_whole_value_to_give(project):
+    from tests.conftest import default_params
+
+    project.write_params(default_params())
+    with pytest.raises(PipelineError, match=r"-S weights.ResNet50=imagenet: weights is 'none', not a section.*"
+                                            r"-S 'weights=\{ResNet50: imagenet, ...\}'"):
+        run(["protocol", "demo", "--strategies", "0.15", "-S", "+weights.ResNet50=imagenet", "--dry-run"])

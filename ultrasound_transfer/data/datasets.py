@@ -495,6 +495,11 @@ def scan_table(raw: Path, *, patient_column: str = "patient") -> Scan:
         if not row[patient_column].strip():
             raise PipelineError(f"{where}: no {patient_column} given; every image needs one (an image of a patient "
                                 "seen once may take any id not used for another patient).")
+        for column in (patient_column, "case") if has_case else (patient_column,):
+            if row[column] != row[column].strip():
+                # 'P1 ' and 'P1' would be two patients, whose images could then lie on both sides of a split.
+                raise PipelineError(f"{where}: {column} {row[column]!r} has spaces around it; remove them: "
+                                    f"{row[column].strip()!r}.")
         scan.add_file(raw, raw / row["path"], row["label"], patient=row[patient_column],
                       case=row["case"] if has_case else "", listed_at=where)
     return scan

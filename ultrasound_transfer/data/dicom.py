@@ -458,14 +458,38 @@ def stored_frames(path: Path, header: PixelHeader) -> Iterator[np.ndarray]:
             except StopIteration:
                 return
             except Exception as error:  # noqa: BLE001 - a decoder's own error, re-raised naming the file
-                said = " ".join(str(error).split())         # one line: a plugin's report spans several
-                raise PipelineError(f"{path}: pydicom could not decode frame {index} of {header.n_frames} "
-                                    f"({type(error).__name__}: {said}). The file is damaged or its header does not "
-                                    "match its pixel data; export it again, or remove it.") from None
+                raise frame_error(path, header, index, error) from None
             yield frame
             del frame                   # hold no frame while the next is decoded
     finally:
         frames.close()
+
+
+def frame_error(path: Path, header: PixelHeader, index: int, error: Exception) -> PipelineError:
+    """The refusal of frame ``index`` that pydicom's decoder failed on, naming the file, the frame and the fix."""
+    said = " ".join(str(error).split())         # one line: a plugin's report spans several
+    return PipelineError(f"{path}: pydicom could not decode frame {index} of {header.n_frames} "
+                         f"({type(error).__name__}: {said}). The file is damaged or its header does not "
+                         "match its pixel data; export it again, or remove it.")
+
+
+def coloured_dicom_frame(path: Path | str, index: int) -> tuple[np.ndarray, float]:
+    """Frame ``index`` (1-based) of a DICOM file alone, as gray with its share of colour: what reads on past a
+    frame the decoder failed on (:func:`stored_frames` stops there), without decoding the file from its start."""
+    from pydicom.pixels import pixel_array
+
+    path = Path(path)
+    header = open_dicom(path)
+    if not 1 <= index <= header.n_frames:
+        raise PipelineError(f"{path}: frame {index} is asked for, but its header declares {header.n_frames}.")
+    options = {"transfer_syntax_uid": header.transfer_syntax} if header.raw else {}
+    try:
+        with quiet_pydicom():
+            frame = pixel_array(pixel_source(path, header), index=index - 1, **options)
+    except Exception as error:  # noqa: BLE001 - a decoder's own error, re-raised naming the file
+        raise frame_error(path, header, index, error) from None
+    source = f"{path} frame {index}" if header.n_frames > 1 else path
+    return to_gray(frame, header, source), colour_of(frame, header)
 
 
 def to_gray(frame: np.ndarray, header: PixelHeader, source: Path | str) -> np.ndarray:

@@ -22,6 +22,7 @@ from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.data.dicom import (
     DICOM_SUFFIXES,
     NotDicom,
+    coloured_dicom_frame,
     is_dicom,
     is_dicomdir,
     iter_coloured_dicom_frames,
@@ -87,12 +88,26 @@ def scan_frames(path: Path) -> Iterator[np.ndarray]:
 
 
 def frame_count(path: Path) -> int:
-    """How many frames a file holds: its header's count for a DICOM file, 1 for an image file, and 1 for a file
-    whose header cannot be read (reading it later says why, under ``normalize.on_undecodable``)."""
+    """How many frames a file holds, by the reader :func:`coloured_frames` gives it: its header's count for a
+    DICOM file (a raw data set without suffix too), 1 for an image file, and 1 for a file that cannot be read
+    or whose header cannot (reading it later says why, under ``normalize.on_undecodable``)."""
     path = Path(path)
-    if not reads_as_dicom(path):
-        return 1
     try:
+        if not reads_as_dicom(path) and path.suffix:
+            return 1
         return open_dicom(path).n_frames
     except (PipelineError, OSError):
         return 1
+
+
+def coloured_frame(path: Path, index: int) -> tuple[np.ndarray, float]:
+    """Frame ``index`` (1-based) of one file alone, gray with its share of colour: a DICOM file's frame read by
+    itself (past one its decoder failed on), an image file's one frame."""
+    path = Path(path)
+    if reads_as_dicom(path) or not path.suffix:
+        try:
+            return coloured_dicom_frame(path, index)
+        except NotDicom:
+            if path.suffix:
+                raise
+    return read_frame(path)

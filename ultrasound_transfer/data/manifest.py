@@ -21,7 +21,7 @@ import pandas as pd
 
 from ultrasound_transfer.common import PipelineError, Progress, log
 from ultrasound_transfer.data.grouping import merge_groups
-from ultrasound_transfer.data.frames import coloured_frames
+from ultrasound_transfer.data.frames import coloured_frame, coloured_frames
 from ultrasound_transfer.data.imaging import fit_square, kept_region, pixel_sha256
 from ultrasound_transfer.data.near_duplicates import N_VARIANTS, fingerprints
 from ultrasound_transfer.choices import OFFICIAL_FOLD_COLUMN
@@ -38,17 +38,28 @@ def image_name(row: dict) -> str:
 
 class FrameReader:
     """The frames rows ask for, each file opened once: a multi-frame file's frames are listed in order, so its
-    frames are read one after another from one open file (a cine loop is never decoded from the start again)."""
+    frames are read one after another from one open file (a cine loop is never decoded from the start again).
+    Past a frame the decoder failed on, a file's later frames are read one by one, by their index."""
 
     def __init__(self, raw_dir: Path) -> None:
         self.raw_dir, self.path, self.frames, self.position = raw_dir, None, iter(()), 0
+        self.read_alone: set[Path] = set()          # files whose sequential reading failed partway
 
     def read(self, row: dict) -> tuple[np.ndarray, float]:
         """The gray frame of ``row`` and its share of colour; a :class:`PipelineError` naming the file if not."""
         path, wanted = self.raw_dir / row["path"], row.get("frame") or 1
+        if not path.exists():
+            raise PipelineError(f"{self.raw_dir}: the listed image {row['path']} does not exist at {path}.")
+        try:
+            if path in self.read_alone:
+                return coloured_frame(path, wanted)
+            return self.next_in_order(path, wanted)
+        except OSError as error:
+            raise PipelineError(f"{path}: cannot be read ({error.strerror or error}); copy it again, or remove "
+                                "it.") from None
+
+    def next_in_order(self, path: Path, wanted: int) -> tuple[np.ndarray, float]:
         if path != self.path or wanted <= self.position:
-            if not path.exists():
-                raise PipelineError(f"{self.raw_dir}: the listed image {row['path']} does not exist at {path}.")
             self.path, self.position = None, 0          # set again once the file has opened
             self.frames = coloured_frames(path)
             self.path = path
@@ -60,7 +71,8 @@ class FrameReader:
             self.path = None
             raise PipelineError(f"{path}: frame {wanted} is listed but the file holds {self.position}.") from None
         except PipelineError:
-            self.path = None                # a frame that failed: the next row opens the file again
+            self.path = None
+            self.read_alone.add(path)       # its later frames are read alone, not after this one again
             raise
         return frame
 

@@ -136,8 +136,14 @@ def resolved_params(overrides: dict[str, str], base: str | None = None) -> dict:
     for key, value in added.items():
         node = params
         *parents, last = key.split(".")
-        for part in parents:
+        for depth, part in enumerate(parents, start=1):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                # DVC would replace the whole value (weights: imagenet by {ResNet50: ...}), not add a key to it.
+                parent = ".".join(parents[:depth])
+                raise PipelineError(f"-S {key}={value}: {parent} is {node!r}, not a section, so it has no key "
+                                    f"{last}; give the whole value, e.g. -S '{parent}={{{last}: {value}, ...}}' "
+                                    "(for weights: one entry per network studied).")
         node[last] = parse_yaml(value, f"-S {key}")
     return params
 
