@@ -101,9 +101,11 @@ def official_folds(manifest, *, n_splits: int, groups: np.ndarray, grouping: str
                             f"{n_splits}; replace the dataset's partition file with the published one.")
     split = [len(set(fold_of[groups == group])) > 1 for group in np.unique(groups)]
     if any(split):
+        fixes = ("run dvc exp run -S cv.grouping=exact (identical pixels only), or -S cv.folds=seeded"
+                 if grouping == "near" else "run dvc exp run -S cv.folds=seeded")
         raise PipelineError(f"{where}: the official partition splits {sum(split)} group(s) of cv.grouping = "
                             f"{grouping} (near-copies or identical pixels across its patients) over two test folds; "
-                            "run dvc exp run -S cv.grouping=exact, or -S cv.folds=seeded.")
+                            f"{fixes}.")
     return [np.flatnonzero(fold_of == k) for k in range(1, n_splits + 1)]
 
 

@@ -132,12 +132,18 @@ def add_compare(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--exp-json", type=Path, help="read this saved 'dvc exp show --json' instead of running it")
     parser.add_argument("--prefix", help="compare only experiments whose names start with this, e.g. one weights "
                                          "arm's paper-radimagenet-")
+    parser.add_argument("--arms", nargs=2, metavar=("BASE", "OTHER"),
+                        help="instead, the second weights arm against the first, split by split (e.g. paper "
+                             "paper-radimagenet: experiments paper-ft<f> and paper-radimagenet-ft<f>)")
     parser.set_defaults(run=run_compare)
 
 
 def run_compare(args: argparse.Namespace) -> None:
-    from ultrasound_transfer.study.comparison import run_comparison
+    from ultrasound_transfer.study.comparison import run_arm_comparison, run_comparison
 
+    if args.arms:
+        run_arm_comparison(tuple(args.arms), classifier=args.classifier, metric=args.metric, exp_json=args.exp_json)
+        return
     run_comparison(classifier=args.classifier, metric=args.metric, exp_json=args.exp_json, prefix=args.prefix)
 
 

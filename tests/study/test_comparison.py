@@ -1,3 +1,4 @@
+import io
 import json
 from pathlib import Path
 
@@ -148,3 +149,34 @@ def test_one_weights_arm_is_compared_by_its_prefix_and_the_table_names_its_weigh
     assert "Initial weights: A `models/backbones/a.h5`" in text and "paper-ft0.5" not in text
     with pytest.raises(PipelineError, match=r"--prefix 'paper-imagenet-': no experiment's name starts with it"):
         compare.run_comparison(exp_json=project / "show.json", read=read, prefix="paper-imagenet-")
+
+
+def test_a_second_weights_arm_is_compared_split_by_split_with_the_first_and_must_differ_only_in_weights(project):
+    base = [entry(r, f"paper-ft{ft:g}", ft) for r, ft in (("a", 0.0), ("b", 0.5))]
+    other = [entry(r, f"paper-rin-ft{ft:g}", ft, models=("A",)) for r, ft in (("c", 0.0), ("d", 0.5))]
+    for record in other:
+        record["data"]["params"]["params.yaml"]["data"]["weights"] = {"A": "models/backbones/a.h5"}
+    (project / "show.json").write_text(json.dumps(show(*base, *other)))
+    gain = {"a": 0.0, "b": 0.0, "c": 0.03, "d": 0.0}       # the domain weights help at ft_fraction 0 only
+    plain = reader_for({"a": (0.0, 42), "b": (0.5, 42), "c": (0.0, 42), "d": (0.5, 42)})
+
+    def read(rev, path):
+        table = pd.read_csv(io.StringIO(plain(rev, path)))
+        table["roc_auc"] += gain[rev] + np.where(table["fold"] % 2, 0.004, -0.004) * (rev == "c")
+        return table.to_csv(index=False)
+
+    out = compare.run_arm_comparison(("paper", "paper-rin"), exp_json=project / "show.json", read=read)
+    table = pd.read_csv(io.StringIO("\n".join(line for line in out.read_text().splitlines() if line.startswith("|")
+                                              and "---" not in line)), sep="|").iloc[:, 1:-1]
+    table.columns = [c.strip() for c in table.columns]
+    rows = {float(r["ft_fraction"]): r for _, r in table.iterrows()}
+    assert set(rows) == {0.0, 0.5} and all(r["network"].strip() == "A" for r in rows.values())
+    assert float(rows[0.0]["other − base"]) == pytest.approx(0.03, abs=0.002)       # 0.03 + the folds' ±0.004
+    assert float(rows[0.5]["other − base"]) == 0.0
+    assert rows[0.0]["other weights"].strip() == "models/backbones/a.h5" and rows[0.0]["base weights"].strip() == "none"
+    assert float(rows[0.0]["Holm p (family)"]) < 0.05
+    other[1]["data"]["params"]["params.yaml"]["data"]["svm"] = {"C": 10.0}
+    (project / "show.json").write_text(json.dumps(show(*base, *other)))
+    with pytest.raises(PipelineError, match=r"paper-rin-ft0.5 differs from paper-ft0 in svm.C, not only in its "
+                                            r"weights"):
+        compare.run_arm_comparison(("paper", "paper-rin"), exp_json=project / "show.json", read=read)

@@ -141,9 +141,9 @@ class Scan:
     def add_file(self, raw: Path, path: Path, label: str, *, patient: str, case: str = "",
                  listed_at: str | None = None, extra: dict | None = None) -> None:
         """An image or DICOM file of ``patient`` (its group; "" for a patient of one image), listed at
-        ``listed_at`` (a table's file and line) where given.  Each frame of a multi-frame file is an image, and the file's frames are one
-        case (``case``, or the file); otherwise the case is ``case``, or the patient.  ``extra``: columns the
-        dataset publishes beside (its official folds)."""
+        ``listed_at`` (a table's file and line) where given.  Each frame of a multi-frame file is an image,
+        and the file's frames are one case (``case``, or the file); otherwise the case is ``case``, or the
+        patient.  ``extra``: columns the dataset publishes beside (its official folds)."""
         relative = path.relative_to(raw).as_posix()
         where = ({"listed_at": listed_at} if listed_at is not None else {}) | (extra or {})
         frames = frame_count(path)

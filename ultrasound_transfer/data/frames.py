@@ -4,8 +4,10 @@ A hospital's files come as PNG, BMP or JPEG exports, or as DICOM, often
 without a suffix (a PACS export names them ``IM000001``).  So a file is
 DICOM when bytes 128..131 are ``DICM`` whatever its name; a ``.dcm`` /
 ``.dicom`` file without the marker is read as a raw DICOM data set; a file
-without a suffix is tried as a raw data set and, failing that, as an image;
-any other file with an image suffix is an image.  A ``DICOMDIR`` (an export's
+without a suffix is tried as a raw data set and, failing that, as an image
+(where it is named: on the command line, or in a table; in a folder only a
+file with the marker or a DICOM suffix counts, :func:`file_kind`); any other
+file with an image suffix is an image.  A ``DICOMDIR`` (an export's
 index, by its name or its SOP class) holds no image.  A DICOM file's frames
 are read one at a time (:mod:`ultrasound_transfer.data.dicom`), an image
 file's one frame by :func:`ultrasound_transfer.data.imaging.read_frame`.

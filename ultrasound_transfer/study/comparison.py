@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Callable
@@ -46,8 +47,10 @@ from ultrasound_transfer.evaluation.classifiers import ARGMAX_METRICS
 from ultrasound_transfer.evaluation.scoring import BINARY_METRICS, MULTICLASS_METRICS
 from ultrasound_transfer.evaluation.statistics import (
     best_against_rest,
+    compare_paired,
     fold_sizes,
     format_p,
+    holm_adjusted,
     supported_selections,
 )
 from ultrasound_transfer.outputs import cv_results
@@ -361,3 +364,103 @@ def run_comparison(*, classifier: str = "svm", metric: str = "roc_auc", exp_json
     plot = OUT_DIR / f"{metric}_vs_ft_fraction.html"
     plot.write_text(plot_html(pd.DataFrame(points), metric))
     print(f"[compare] wrote {OUT_DIR}/<dataset>.md and {plot}", flush=True)
+
+
+# What two weights arms may differ in: the initial weights and which networks run (an arm runs only the networks it
+# has weights for). Anything else would make the difference not the weights'.
+ARM_DIFFERENCES = ("weights", "models")
+
+
+def arm_runs(records: list[dict], arm: str) -> list[dict]:
+    """The experiments of one arm: named ``<arm>-ft<fraction>`` (``paper-ft0.15``, ``paper-radimagenet-ft0.15``)."""
+    pattern = re.compile(rf"^{re.escape(arm)}-ft[0-9.]+$")
+    runs = [r for r in records if pattern.match(r["name"] or "")]
+    if not runs:
+        raise PipelineError(f"--arms: no experiment is named {arm}-ft<fraction> (dvc exp show lists them); run "
+                            "ultrasound-transfer protocol ... --weights-arm first.")
+    return runs
+
+
+def check_like_for_like(base: list[dict], other: list[dict]) -> None:
+    """Refuse arms that differ in more than their weights and networks, naming the parameters."""
+    def rest(run: dict) -> dict:
+        return {k: v for k, v in flat_params(run["params"]).items()
+                if k != "ft_fraction" and k.split(".")[0] not in ARM_DIFFERENCES}
+
+    reference = rest(base[0])
+    for run in [*base, *other]:
+        differs = sorted(k for k in reference.keys() | rest(run).keys() if reference.get(k) != rest(run).get(k))
+        if differs:
+            raise PipelineError(f"--arms: {run['name']} differs from {base[0]['name']} in {', '.join(differs)}, not "
+                                "only in its weights: the difference would not be the weights'. Run both arms with "
+                                "the same parameters (ultrasound-transfer protocol ... --weights-arm).")
+
+
+def arm_weights(run: dict, model: str) -> str:
+    weights = run["params"].get("weights", "none")
+    return str(weights.get(model, "?") if isinstance(weights, dict) else weights)
+
+
+def arm_comparisons(base: list[dict], other: list[dict], *, classifier: str, metric: str,
+                    read: Callable[[str, str], str]) -> pd.DataFrame:
+    """Per dataset x network x ft_fraction both arms ran: ``other`` minus ``base`` on ``metric`` for
+    ``classifier``, paired by split (the same folds: same data, seed and cv), by the corrected repeated k-fold
+    t-test, Holm-adjusted over every row (one family)."""
+    rows = []
+    by_fraction = {float(r["params"]["ft_fraction"]): r for r in base}
+    for run in other:
+        ft = float(run["params"]["ft_fraction"])
+        if ft not in by_fraction:
+            continue
+        reference = by_fraction[ft]
+        for dataset in run["params"]["datasets"]:
+            for model in run["params"]["models"]:
+                if model not in reference["params"]["models"]:
+                    continue
+                tables = [split_scores([r], dataset, model, metric=metric, read=read) for r in (reference, run)]
+                if any(t.empty for t in tables):
+                    continue
+                mine = [t[t["classifier"] == classifier].set_index(["seed", "repeat", "fold"])[metric]
+                        for t in tables]
+                paired = pd.concat(mine, axis=1, keys=["base", "other"]).dropna()
+                if len(paired) < 2:
+                    continue
+                n_train, n_test = fold_sizes(pd.concat(tables))
+                result = compare_paired(paired["other"].to_numpy(), paired["base"].to_numpy(), n_train, n_test)
+                rows.append({"dataset": dataset, "network": model, "ft_fraction": ft,
+                             "base weights": arm_weights(reference, model), "other weights": arm_weights(run, model),
+                             "base": round(float(paired["base"].mean()), 3),
+                             "other": round(float(paired["other"].mean()), 3),
+                             "other − base": round(result["mean_diff"], 3),
+                             "95 % CI": f"[{result['ci_low']:+.3f}, {result['ci_high']:+.3f}]",
+                             "detectable (80 % power)": round(result["detectable_80"], 3),
+                             "splits": len(paired), "p": result["p_value_t"]})
+    if not rows:
+        raise PipelineError(f"--arms: no dataset x network x ft_fraction has per-split {metric} in both arms.")
+    table = pd.DataFrame(rows)
+    table["Holm p (family)"] = [format_p(p) for p in holm_adjusted(table["p"].tolist())]
+    table["p"] = [format_p(p) for p in table["p"]]
+    return table
+
+
+def run_arm_comparison(arms: tuple[str, str], *, classifier: str = "svm", metric: str = "roc_auc",
+                       exp_json: Path | None = None, read: Callable[[str, str], str] | None = None) -> Path:
+    """Print and write ``metrics/compare/arms_<base>_vs_<other>.md``: the second weights arm against the first,
+    network by network and strategy by strategy (:func:`arm_comparisons`)."""
+    show = read_exp_json(Path(exp_json)) if exp_json else dvc_exp_show()
+    records = experiment_records(show)
+    base, other = (arm_runs(records, arm) for arm in arms)
+    check_like_for_like(base, other)
+    table = arm_comparisons(base, other, classifier=classifier, metric=metric, read=read or git_reader())
+    text = (f"# {arms[1]} against {arms[0]}: {metric} of the {classifier} classifier\n\n"
+            f"Experiments: {', '.join(r['name'] for r in [*base, *other])}. The arms differ only in their initial "
+            "weights (and which networks run); each row pairs the same splits of the same data, so the difference "
+            "is the weights'. Interval and p: the corrected repeated k-fold t-test (Nadeau and Bengio 2003); "
+            f"Holm over all {len(table)} rows as one family. 'detectable' is the difference this design finds with "
+            "80 % power at level 0.05: a smaller true difference is likely missed.\n\n"
+            + tabulate(table, headers="keys", tablefmt="github", showindex=False) + "\n")
+    print(text, flush=True)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUT_DIR / f"arms_{arms[0]}_vs_{arms[1]}.md"
+    path.write_text(text)
+    return path
