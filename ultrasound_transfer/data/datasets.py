@@ -480,8 +480,9 @@ def scan_table(raw: Path, *, patient_column: str = "patient") -> Scan:
     if missing:
         hint = (" Patients are what no split divides; if each case is a different patient, copy the case column "
                 "into a patient column." if missing == {"patient"} and "case" in table.columns else "")
+        header = "path,label,case" if patient_column == "case" else "path,label,patient (and optionally case)"
         raise PipelineError(f"{raw / 'labels.csv'} lacks the column(s) {', '.join(sorted(missing))}; its header "
-                            f"must name path,label,{patient_column}{'' if patient_column == 'case' else ' (and optionally case)'}.{hint}")
+                            f"must name {header}.{hint}")
     if table.empty:
         raise PipelineError(f"{raw / 'labels.csv'} lists no images.")
     scan = Scan()
