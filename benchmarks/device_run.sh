@@ -12,8 +12,8 @@
 #    (default 140); what it measured before then is kept.
 # 3. Writes device_unit_<backend>.md and .json into $OUT (default benchmarks/results), with the log.
 #
-# DEVICE_RUN_IMAGES, DEVICE_RUN_IMAGE_SIZE, DEVICE_RUN_EPOCHS and DEVICE_RUN_BATCH_SIZE shrink it: a test runs it
-# on the CPU with tiny sizes.
+# DEVICE_RUN_IMAGES, DEVICE_RUN_IMAGE_SIZE, DEVICE_RUN_EPOCHS, DEVICE_RUN_BATCH_SIZE and DEVICE_RUN_MODELS shrink
+# it: a test runs it on the CPU with tiny sizes and one network.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-benchmarks/results}"
@@ -34,6 +34,7 @@ for backend in ${DEVICE_RUN_BACKENDS:-jax torch}; do
   KERAS_BACKEND="$backend" timeout "${DEVICE_RUN_BACKEND_S:-140}" "$python" -m benchmarks.device_unit \
     --images "${DEVICE_RUN_IMAGES:-780}" --image-sizes "${DEVICE_RUN_IMAGE_SIZE:-224}" \
     --epochs "${DEVICE_RUN_EPOCHS:-3}" --batch-size "${DEVICE_RUN_BATCH_SIZE:-32}" --results-dir "$out" \
+    --models ${DEVICE_RUN_MODELS:-ResNet50 VGG16} \
     2>&1 | grep -v "^WARNING\|^I0000\|^W0000" | tee -a "$out/device_run.log"
   code=${PIPESTATUS[0]}
   if [ "$code" = 124 ]; then

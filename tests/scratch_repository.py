@@ -50,9 +50,10 @@ def commit_all(repo: Path, message: str) -> None:
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message], repo)
 
 
-def tiny_params() -> str:
-    """The repository's params.yaml with TINY merged in."""
-    return yaml.safe_dump(merged(yaml.safe_load((REPO / "params.yaml").read_text()), TINY), sort_keys=False)
+def tiny_params(**changes) -> str:
+    """The repository's params.yaml with TINY merged in, and then ``changes`` (top-level keys)."""
+    return yaml.safe_dump(merged(yaml.safe_load((REPO / "params.yaml").read_text()), {**TINY, **changes}),
+                          sort_keys=False)
 
 
 @dataclass(frozen=True)

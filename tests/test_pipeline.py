@@ -256,12 +256,14 @@ class KillFirstFinetune(threading.Thread):
 
 
 def test_sweep_on_two_dask_workers_gives_the_plain_experiments_metrics(pipeline, tmp_path):
-    """A 2 x 2 grid on a LocalCluster of 2 workers and a local-folder remote, one unit killed once:
-    the same metrics as plain ``dvc exp run``, bit for bit, and no finetune at assembly."""
+    """Two strategies of one network on a LocalCluster of 2 workers and a local-folder remote, one unit killed
+    once: the same metrics as plain ``dvc exp run``, bit for bit, and no finetune at assembly.  One network keeps
+    the test short: the units of a second would run the same code."""
     plain_repo, dvc, _ = pipeline
     repo = tmp_path / "repo"
     copy_repository(repo)
-    (repo / "params.yaml").write_text(tiny_params())
+    one_network = tiny_params(models=["VGG16"])
+    (repo / "params.yaml").write_text(one_network)
     run(["git", "init", "-q"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "tiny params"], repo)
@@ -273,15 +275,15 @@ def test_sweep_on_two_dask_workers_gives_the_plain_experiments_metrics(pipeline,
     log = sweep.stdout
     assert killer.killed, "no finetune was seen to kill"
     assert "attempt failed" in log and "FAILED" not in log, log
-    assert log.count(": queued") == 4 and log.count(": done on worker") == 4, log
+    assert log.count(": queued") == 2 and log.count(": done on worker") == 2, log
     assert {"worker 0", "worker 1"} <= set(re.findall(r"running on (worker \d)", log)), log
-    assert log.count("experiment assembled (2 stages from the run-cache; ran ") == 2, log
+    assert log.count("experiment assembled (1 finetune stage(s) from the run-cache; ran ") == 2, log
     assert "ran again" not in log, log
     names = set(run(dvc + ["exp", "list", "--name-only"], repo).stdout.split())
     assert {"sweep-ft0.15", "sweep-ft0"} <= names
     # The same grid with plain dvc exp run, one by one, in the repository of the other tests
     # (whose finished stages DVC may restore: they are plain runs' results too).
-    (plain_repo / "params.yaml").write_text(tiny_params())
+    (plain_repo / "params.yaml").write_text(one_network)
     run(["git", "add", "-A"], plain_repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "plain"],
         plain_repo)

@@ -20,14 +20,15 @@ def test_the_device_run_script_measures_every_row_on_the_cpu_and_writes_its_resu
     backend = keras.backend.backend()
     env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "DEVICE_RUN_BACKENDS": backend,
            "DEVICE_RUN_IMAGES": "25", "DEVICE_RUN_IMAGE_SIZE": "32", "DEVICE_RUN_EPOCHS": "2",
-           "DEVICE_RUN_BATCH_SIZE": "8", "DEVICE_RUN_BACKEND_S": "500"}
+           "DEVICE_RUN_BATCH_SIZE": "8", "DEVICE_RUN_BACKEND_S": "500", "DEVICE_RUN_MODELS": "VGG16"}
     done = subprocess.run(["bash", str(REPO / "benchmarks/device_run.sh")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads((tmp_path / f"device_unit_{backend}.json").read_text())
     rows = results["rows"]
     assert results["device"] == "CPU"
+    # one network of the two (a second runs the same code), each strategy in each precision
     assert {(r["model"], r["ft_fraction"], r["precision"]) for r in rows} == {
-        (m, f, p) for m in ("ResNet50", "VGG16") for f in (0.15, 1.0) for p in ("float32", "mixed_bfloat16")}
+        ("VGG16", f, p) for f in (0.15, 1.0) for p in ("float32", "mixed_bfloat16")}
     for row in rows:
         assert row["path"] == ("full network" if row["ft_fraction"] == 1.0 else "frozen-prefix cache")
         assert row["fit_images"] == 16 and row["validation_images"] == 4

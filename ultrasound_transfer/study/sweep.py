@@ -279,7 +279,7 @@ def assemble(clone: Path, point: GridPoint, base_params: str) -> list[str]:
     finetune = f"{training_record.STAGE}@"
     retrained = [stage for stage in ran if stage.startswith(finetune)]
     restored = [stage for stage in restored_stages(output) if stage.startswith(finetune)]
-    log("sweep", f"{point.name}: experiment assembled ({len(restored)} stages from the run-cache; ran "
+    log("sweep", f"{point.name}: experiment assembled ({len(restored)} finetune stage(s) from the run-cache; ran "
         f"{', '.join(ran) or 'nothing'})" + (f"; ran again: {', '.join(retrained)}" if retrained else ""))
     return retrained
 
