@@ -91,7 +91,10 @@ def add_sweep(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), help="start from a protocol's overrides")
     parser.add_argument("--name", help="experiment name prefix (default: the protocol's name, or 'sweep')")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="local Dask workers (default: one per visible GPU, else 1)")
+    where.add_argument("--workers", type=int, help="local Dask workers (default: one per visible GPU, else 1); "
+                                                   "more workers than GPUs share them")
+    where.add_argument("--units-per-gpu", type=int, default=1, metavar="K",
+                       help="K local workers per visible GPU, for units too small to fill one (default 1)")
     where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://head:8786")
     parser.add_argument("--remote", help="DVC remote shared by all machines: a configured name, a URL or an "
                                          "absolute path (default: the repository's default remote)")
@@ -114,7 +117,8 @@ def run_sweep(args: argparse.Namespace) -> None:
     if args.workers is not None and args.workers < 1:
         raise PipelineError(f"--workers {args.workers}: give at least 1.")
     run(SweepRequest(grid=args.set, protocol=args.protocol, name=args.name, workers=args.workers,
-                     scheduler=args.scheduler, remote=args.remote, retries=args.retries, repo_url=args.repo_url,
+                     units_per_gpu=args.units_per_gpu, scheduler=args.scheduler, remote=args.remote,
+                     retries=args.retries, repo_url=args.repo_url,
                      workdir=args.workdir, dry_run=args.dry_run))
 
 

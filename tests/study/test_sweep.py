@@ -11,6 +11,7 @@ from ultrasound_transfer.study.sweep import (
     SweepRequest,
     assemble_reporting,
     build_grid,
+    local_gpu_plan,
     plan_units,
     resolve_remote,
     uncommitted_code,
@@ -109,3 +110,23 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
     assert visible_gpus() == ["0", "2"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert visible_gpus() == []
+
+
+def test_units_per_gpu_sets_the_workers_and_shares_each_gpu():
+    count, plan = local_gpu_plan(None, 3, ["0", "1"])
+    assert count == 6 and plan.shared and plan.gpus == ("0", "1")
+    count, plan = local_gpu_plan(None, 1, ["0"])
+    assert count == 1 and not plan.shared
+    count, plan = local_gpu_plan(4, 1, ["0"])              # more workers than GPUs share them too
+    assert count == 4 and plan.shared
+    assert local_gpu_plan(None, 1, []) == (1, None)
+
+
+def test_units_per_gpu_without_a_gpu_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.chdir(tmp_path)                              # no params.yaml: the refusal comes first
+    with pytest.raises(PipelineError, match=r"--units-per-gpu 2: no GPU is visible here.*--workers"):
+        run(["sweep", "-S", "ft_fraction=0,1", "--units-per-gpu", "2"])
+    with pytest.raises(PipelineError, match=r"--units-per-gpu 0: give at least 1"):
+        local_gpu_plan(None, 0, ["0"])
+    assert not list(tmp_path.iterdir())

@@ -4,6 +4,7 @@ Usage::
 
     ultrasound-transfer sweep -S ft_fraction=0,0.15,0.5,1                     # one worker per visible GPU (or 1 on CPU)
     ultrasound-transfer sweep --protocol paper -S ft_fraction=0,0.15,0.5,1 --workers 4
+    ultrasound-transfer sweep -S ft_fraction=0,0.15 --units-per-gpu 3            # small units: three share each GPU
     ultrasound-transfer sweep -S ft_fraction=0,1 --scheduler tcp://head:8786   # any running Dask cluster (Slurm, ...)
     ultrasound-transfer sweep -S ft_fraction=0,1 --remote /shared/dvc-remote   # a remote name, URL or path
     ultrasound-transfer sweep -S ft_fraction=0,1 --dry-run                     # the grid and its units only
@@ -64,6 +65,7 @@ from ultrasound_transfer.study.protocols import PROTOCOLS
 from ultrasound_transfer.study.sweep_units import (
     UNIT_EVENTS,
     Checkout,
+    GpuPlan,
     Unit,
     UnitFailed,
     configure_clone,
@@ -89,6 +91,7 @@ class SweepRequest:
     protocol: str | None = None
     name: str | None = None          # experiment name prefix
     workers: int | None = None       # local Dask workers
+    units_per_gpu: int = 1           # local workers that share each visible GPU
     scheduler: str | None = None     # address of a running Dask scheduler
     remote: str | None = None        # DVC remote: a configured name, a URL or a path
     retries: int = 2
@@ -237,20 +240,34 @@ def visible_gpus() -> list[str]:
     return [str(index) for index, line in enumerate(listed.stdout.splitlines()) if line.startswith("GPU")]
 
 
-def start_client(workers: int | None, scheduler: str | None):
+def local_gpu_plan(workers: int | None, units_per_gpu: int, gpus: list[str]) -> tuple[int, GpuPlan | None]:
+    """How many local workers, and which GPU each uses: by default ``units_per_gpu`` per visible GPU, else 1.
+
+    Several units on one GPU pay off where one cannot fill it (small images, a
+    tail of a few layers: the GPU waits on each step's fixed cost); they share
+    its memory, so each is told to take memory as it needs it.
+    """
+    if units_per_gpu < 1:
+        raise PipelineError(f"--units-per-gpu {units_per_gpu}: give at least 1.")
+    if units_per_gpu > 1 and not gpus:
+        raise PipelineError(f"--units-per-gpu {units_per_gpu}: no GPU is visible here (CUDA_VISIBLE_DEVICES, "
+                            "nvidia-smi -L); on CPUs give the number of units to run at once with --workers.")
+    count = workers or max(1, len(gpus) * units_per_gpu)
+    return count, GpuPlan(tuple(gpus), count) if gpus else None
+
+
+def start_client(workers: int | None, scheduler: str | None, units_per_gpu: int = 1):
     """A Dask client of the scheduler at ``scheduler`` or of a new local cluster (else None); the GPUs to pin."""
     from distributed import Client, LocalCluster
 
     if scheduler:
         log("sweep", f"Dask scheduler {scheduler}; workers keep the GPUs their launcher gave them")
         return Client(scheduler), None, None
-    gpus = visible_gpus()
-    count = workers or max(1, len(gpus))
-    # One thread per worker: a unit is a DVC process that uses the whole GPU (or all cores) itself.
+    count, plan = local_gpu_plan(workers, units_per_gpu, visible_gpus())
+    # One thread per worker: a unit is a DVC process that uses its GPU (or all cores) itself.
     cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None)
-    where = f"{len(gpus)} GPU(s), one per worker" if gpus else "no GPU, CPU workers"
-    log("sweep", f"local Dask cluster: {count} worker(s), {where}")
-    return Client(cluster), cluster, gpus or None
+    log("sweep", f"local Dask cluster: {count} worker(s), {plan.describe() if plan else 'no GPU, CPU workers'}")
+    return Client(cluster), cluster, plan
 
 
 def announce(event) -> None:
@@ -316,6 +333,8 @@ def plan_units(points: list[GridPoint]) -> dict[tuple, Unit]:
 def run_sweep(request: SweepRequest) -> None:
     """The whole sweep of the repository in the working directory (the module's docstring says how)."""
     repo = Path.cwd()
+    if not request.scheduler:       # a request this machine's GPUs cannot serve fails before any work
+        local_gpu_plan(request.workers, request.units_per_gpu, visible_gpus())
     base_params = (repo / "params.yaml").read_text()
     points, varied = build_grid(request, base_params)
     if not varied:
@@ -359,7 +378,7 @@ def run_grid(request: SweepRequest, checkout: Checkout, points: list[GridPoint],
     """Units on Dask, each point assembled when its units are done; the names of the points not made."""
     from distributed import as_completed
 
-    client, cluster, gpus = start_client(request.workers, request.scheduler)
+    client, cluster, gpus = start_client(request.workers, request.scheduler, request.units_per_gpu)
     client.subscribe_topic(UNIT_EVENTS, announce)
     started = time.perf_counter()
     try:

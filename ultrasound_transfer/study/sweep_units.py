@@ -36,6 +36,10 @@ from ultrasound_transfer.outputs import training_record
 from ultrasound_transfer.study.experiments import DVC
 
 SWEEP_REMOTE = "sweep"
+# What lets several processes share one GPU: each backend then takes memory as it needs it, instead of all of
+# the GPU's memory (TensorFlow) or three quarters of it (JAX) when it starts, which leaves a second process none.
+# PyTorch's caching allocator already takes memory as it needs it.
+SHARED_GPU_ENVIRONMENT = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 UNIT_EVENTS = "sweep-units"      # Dask event topic: a unit started, an attempt failed
 RUNNING = re.compile(r"Running stage '([^']+)'")
 RESTORED = re.compile(r"Stage '([^']+)' is cached - skipping run")
@@ -150,12 +154,39 @@ def clone_for_this_worker(workdir: Path) -> Path:
     return workdir / f"worker-{safe}-{threading.get_ident()}"
 
 
-def run_unit(unit: Unit, checkout: Checkout, gpus: list[str] | None = None) -> UnitResult:
+@dataclass(frozen=True)
+class GpuPlan:
+    """Which GPU each worker of a local cluster runs its units on.
+
+    Worker ``i`` gets ``gpus[i % len(gpus)]`` as ``CUDA_VISIBLE_DEVICES``;
+    with more workers than GPUs (``sweep --units-per-gpu``), each GPU is
+    shared and every unit is told to take GPU memory as it needs it
+    (:data:`SHARED_GPU_ENVIRONMENT`).
+    """
+
+    gpus: tuple[str, ...]
+    workers: int
+
+    @property
+    def shared(self) -> bool:
+        return self.workers > len(self.gpus)
+
+    def environment(self, worker_index: int) -> dict[str, str]:
+        """The variables worker ``worker_index``'s units run with."""
+        gpu = {"CUDA_VISIBLE_DEVICES": self.gpus[worker_index % len(self.gpus)]}
+        return gpu | SHARED_GPU_ENVIRONMENT if self.shared else gpu
+
+    def describe(self) -> str:
+        per_gpu = -(-self.workers // len(self.gpus))
+        return (f"{len(self.gpus)} GPU(s), up to {per_gpu} units on each (memory taken as needed)" if self.shared
+                else f"{len(self.gpus)} GPU(s), one per worker")
+
+
+def run_unit(unit: Unit, checkout: Checkout, gpus: GpuPlan | None = None) -> UnitResult:
     """Run ``unit``'s stages with DVC in this worker's clone and push the results to the remote.
 
-    ``gpus``: the GPUs of a local cluster, one per worker (worker ``i`` gets
-    ``gpus[i % len(gpus)]`` as ``CUDA_VISIBLE_DEVICES``); ``None`` leaves the
-    worker's environment as its launcher set it (Slurm does, per job).
+    ``gpus``: the GPUs of a local cluster (:class:`GpuPlan`); ``None`` leaves
+    the worker's environment as its launcher set it (Slurm does, per job).
     """
     started = time.perf_counter()
     workdir = Path(checkout.workdir or Path(tempfile.gettempdir()) / "ultrasound-sweep")
@@ -164,14 +195,14 @@ def run_unit(unit: Unit, checkout: Checkout, gpus: list[str] | None = None) -> U
     (clone / "params.yaml").write_text(unit.params_yaml)
     (clone / "dvc.lock").write_text(unit.lock_yaml)
     name = worker_name()
-    gpu = {"CUDA_VISIBLE_DEVICES": gpus[(int(name) if name.isdigit() else 0) % len(gpus)]} if gpus else None
+    gpu = gpus.environment(int(name) if name.isdigit() else 0) if gpus else None
     output = run_command([*DVC, "repro", "--pull", *unit.targets], clone, unit.label, gpu)
     run_command([*DVC, "push", "--run-cache", *unit.targets], clone, unit.label)
     return UnitResult(unit.label, name, time.perf_counter() - started,
                       executed_stages(output), restored_stages(output))
 
 
-def run_unit_reporting(unit: Unit, checkout: Checkout, gpus: list[str] | None = None) -> UnitResult:
+def run_unit_reporting(unit: Unit, checkout: Checkout, gpus: GpuPlan | None = None) -> UnitResult:
     """:func:`run_unit` as a Dask task, telling the client when it starts and when an attempt fails."""
     from distributed import get_worker
 
