@@ -112,7 +112,8 @@ def run_queue(repo: Path, dvc: list[str], experiments: dict[str, list[str]]) -> 
 
 
 def test_queued_experiments_rerun_only_what_their_params_touch(pipeline):
-    """Queued experiments run in a temporary copy; finished stages come back from DVC's cache."""
+    """Queued experiments run in a temporary copy and rerun only the stages their parameters reach.  (That a
+    later experiment finds a finished ``finetune`` in DVC's run-cache is the Dask sweep test's assembly check.)"""
     repo, dvc, _ = pipeline
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "baseline"], repo)
@@ -125,12 +126,6 @@ def test_queued_experiments_rerun_only_what_their_params_touch(pipeline):
            for name, log in logs.items()}
     assert ran["svm-only"] == {"evaluate", "report"}, logs["svm-only"]
     assert ran["head-only"] == {"finetune", "evaluate", "report"}, logs["head-only"]
-    # A later experiment on that strategy, changing only the SVM, finds its folds in DVC's run-cache.
-    again = run_queue(repo, dvc, {"head-only-svm": ["-S", "ft_fraction=0", *svm]})["head-only-svm"]
-    reran = set(re.findall(r"Running stage '([^'@]+)", again)) - {"check_params", "folds"}
-    assert reran == {"evaluate", "report"}, again
-    for model in TINY["models"]:
-        assert f"Stage 'finetune@phantom-{model}' is cached - skipping run" in again, again
 
 
 def test_protocol_grid_is_rerunnable_and_leaves_params_yaml_alone(pipeline):
