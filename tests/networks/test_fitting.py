@@ -99,8 +99,9 @@ def test_values_outside_the_choices_are_refused_not_read_as_another():
 
 
 def test_on_tensorflow_the_folds_batches_feed_tf_data_and_train_bit_for_bit_as_the_py_dataset_did(tmp_path):
-    """fit_fold reads FoldBatches through tf.data on TensorFlow (no Python call per batch); the network it trains,
-    with early stopping and class weights, is the one that Keras' fit on the PyDataset itself trains."""
+    """fit_fold reads FoldBatches through tf.data on TensorFlow (no Python call per batch), from tensors or, for a
+    memory-mapped cache, batch by batch; the network it trains, with early stopping and class weights, is the one
+    that Keras' fit on the PyDataset itself trains."""
     x = np.random.default_rng(1).normal(size=(20, 32, 32, 3)).astype("float32")
     y = np.array([0, 1] * 10)
     rows = np.arange(16)
@@ -109,20 +110,23 @@ def test_on_tensorflow_the_folds_batches_feed_tf_data_and_train_bit_for_bit_as_t
         assert batches.as_tf_dataset(2) is None
         return
     memory_mapped = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype="float32", shape=x.shape)
-    assert FoldBatches([memory_mapped], rows, 4, labels=y, seed=5).as_tf_dataset(2) is None   # read batch by batch
-    trained = []
-    for feed in ("tf.data", "PyDataset"):
+    memory_mapped[:] = x
+    assert batches.fits_in_the_graph()
+    assert not FoldBatches([memory_mapped], rows, 4, labels=y, seed=5).fits_in_the_graph()
+    trained = {}
+    for feed, images in (("tf.data", x), ("tf.data, memory-mapped", memory_mapped), ("PyDataset", x)):
         model = small_model()
         seed_everything(5)
-        train, validation = FoldBatches([x], rows, 4, labels=y, seed=5), FoldBatches([x], np.arange(16, 20), 4,
-                                                                                       labels=y)
-        if feed == "tf.data":
+        train = FoldBatches([images], rows, 4, labels=y, seed=5)
+        validation = FoldBatches([images], np.arange(16, 20), 4, labels=y)
+        if feed.startswith("tf.data"):
             history = fit_fold(model, train, validation, epochs=3, patience=1, class_weight={0: 1.0, 1: 2.0},
                                progress=keras.callbacks.Callback())
         else:
             stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
             history = model.fit(train, validation_data=validation, epochs=3, shuffle=False,
                                 class_weight={0: 1.0, 1: 2.0}, callbacks=[stop], verbose=0).history
-        trained.append((history["val_loss"], [v.numpy().copy() for v in model.variables]))
-    assert trained[0][0] == trained[1][0]
-    assert all(np.array_equal(a, b) for a, b in zip(trained[0][1], trained[1][1]))
+        trained[feed] = (history["val_loss"], [v.numpy().copy() for v in model.variables])
+    for feed in ("tf.data", "tf.data, memory-mapped"):
+        assert trained[feed][0] == trained["PyDataset"][0], feed
+        assert all(np.array_equal(a, b) for a, b in zip(trained[feed][1], trained["PyDataset"][1])), feed

@@ -24,7 +24,7 @@ from ultrasound_transfer.networks.backbones import HEAD_NORM_LAYER, POOLED_LAYER
 from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, model_upto, split_at_frozen_prefix
 from ultrasound_transfer.settings import AugmentationSettings, PrefixCacheSettings
 
-# The most that FoldBatches.as_tf_dataset holds in memory, prepared; beyond it batches are read one by one.
+# The most that FoldBatches.as_tf_dataset holds in memory, prepared; beyond it its pipeline reads batch by batch.
 MAX_TF_FEED_BYTES = 2 * 2**30
 
 
@@ -86,7 +86,7 @@ class FoldBatches(keras.utils.PyDataset):
 
     def as_tf_dataset(self, epochs: int):
         """The batches that Keras' ``fit`` draws from this ``PyDataset`` over ``epochs`` epochs, as a ``tf.data``
-        pipeline; None where it does not apply (another backend, augmentation, memory-mapped or large inputs).
+        pipeline; None where it does not apply (another backend, augmentation).
 
         Keras feeds a ``PyDataset`` on TensorFlow through ``from_generator``,
         a Python call per batch: on ResNet101's tail at the demo's size that
@@ -101,23 +101,28 @@ class FoldBatches(keras.utils.PyDataset):
         for every feed of a training path (:meth:`TrainingPath.prepared_tensors`):
         made per feed, each fold's training and validation feeds held a copy
         of the whole cache, 4 GB of a 600 MB cache after a few folds.
+
+        Memory-mapped inputs (a cache over ``finetune.cache_memory_mb``), and
+        inputs over ``MAX_TF_FEED_BYTES`` prepared, stay where they are: each
+        batch's rows are read and prepared by NumPy, as :meth:`__getitem__`
+        does, inside the pipeline, whose prefetch reads the next batch while
+        the step runs.  Through the ``PyDataset`` the reading waited for the
+        step: a memory-mapped cache on TensorFlow was up to half again slower
+        than the same cache in memory, and in one configuration slower than
+        plain ``fit`` (``benchmarks/results/epochs_tensorflow.md``).
         """
-        if keras.backend.backend() != "tensorflow" or self.augmentation is not None or any(
-                isinstance(array, np.memmap) for array in self.inputs):
-            return None
-        if sum(self.prepare(array[:1]).nbytes * len(array) for array in self.inputs) > MAX_TF_FEED_BYTES:
+        if keras.backend.backend() != "tensorflow" or self.augmentation is not None:
             return None
         import tensorflow as tf
 
-        prepared = (self.prepared_tensors() if self.prepared_tensors is not None
-                    else [tf.constant(self.prepare(array)) for array in self.inputs])
         labels = None if self.labels is None else tf.constant(np.asarray(self.labels))
         first = self.epoch + (self.seed is not None)
         orders = np.stack([self.epoch_order(e) for e in range(first, first + epochs)]).astype(np.int64)
         batch_size = self.batch_size
+        gather_inputs = self.graph_gather() if self.fits_in_the_graph() else self.numpy_gather()
 
         def gather(rows):
-            x = tuple(tf.gather(array, rows) for array in prepared)
+            x = gather_inputs(rows)
             x = x[0] if len(x) == 1 else x
             return (x,) if labels is None else (x, tf.gather(labels, rows))
 
@@ -128,6 +133,40 @@ class FoldBatches(keras.utils.PyDataset):
         # flat_map hides the length, which Keras needs to tell a finished epoch from data that ran out.
         batches = batches.apply(tf.data.experimental.assert_cardinality(len(orders) * len(self)))
         return batches.map(gather).prefetch(2)
+
+    def fits_in_the_graph(self) -> bool:
+        """Whether :meth:`as_tf_dataset` holds the prepared inputs as tensors: none memory-mapped, all within
+        ``MAX_TF_FEED_BYTES`` prepared."""
+        return not any(isinstance(array, np.memmap) for array in self.inputs) and sum(
+            self.prepare(array[:1]).nbytes * len(array) for array in self.inputs) <= MAX_TF_FEED_BYTES
+
+    def graph_gather(self) -> Callable:
+        """Rows -> the prepared inputs' rows, gathered from tensors of the whole prepared inputs."""
+        import tensorflow as tf
+
+        prepared = (self.prepared_tensors() if self.prepared_tensors is not None
+                    else [tf.constant(self.prepare(array)) for array in self.inputs])
+        return lambda rows: tuple(tf.gather(array, rows) for array in prepared)
+
+    def numpy_gather(self) -> Callable:
+        """Rows -> the prepared inputs' rows, read from the arrays (memory-maps) by NumPy, batch by batch."""
+        import tensorflow as tf
+
+        inputs, prepare = self.inputs, self.prepare
+        examples = [prepare(array[:1]) for array in inputs]
+
+        def read(rows: np.ndarray) -> list[np.ndarray]:
+            return [prepare(array[rows]) for array in inputs]
+
+        def gather(rows):
+            # Pure: the arrays do not change while the pipeline runs, so tf.data may prefetch it.
+            read_rows = tf.numpy_function(read, [rows], [tf.as_dtype(example.dtype) for example in examples],
+                                          stateful=False)
+            for tensor, example in zip(read_rows, examples):
+                tensor.set_shape((None, *example.shape[1:]))
+            return tuple(read_rows)
+
+        return gather
 
 
 def as_float32(array: np.ndarray) -> np.ndarray:

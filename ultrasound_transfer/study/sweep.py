@@ -256,14 +256,15 @@ def local_gpu_plan(workers: int | None, units_per_gpu: int, gpus: list[str]) -> 
     return count, GpuPlan(tuple(gpus), count) if gpus else None
 
 
-def start_client(workers: int | None, scheduler: str | None, units_per_gpu: int = 1):
-    """A Dask client of the scheduler at ``scheduler`` or of a new local cluster (else None); the GPUs to pin."""
+def start_client(scheduler: str | None, local_plan: tuple[int, GpuPlan | None] | None):
+    """A Dask client of the scheduler at ``scheduler``, or of a new local cluster of ``local_plan``'s workers
+    (:func:`local_gpu_plan`); the cluster (else None); the GPUs to pin."""
     from distributed import Client, LocalCluster
 
     if scheduler:
         log("sweep", f"Dask scheduler {scheduler}; workers keep the GPUs their launcher gave them")
         return Client(scheduler), None, None
-    count, plan = local_gpu_plan(workers, units_per_gpu, visible_gpus())
+    count, plan = local_plan
     # One thread per worker: a unit is a DVC process that uses its GPU (or all cores) itself.
     cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None)
     log("sweep", f"local Dask cluster: {count} worker(s), {plan.describe() if plan else 'no GPU, CPU workers'}")
@@ -333,8 +334,9 @@ def plan_units(points: list[GridPoint]) -> dict[tuple, Unit]:
 def run_sweep(request: SweepRequest) -> None:
     """The whole sweep of the repository in the working directory (the module's docstring says how)."""
     repo = Path.cwd()
-    if not request.scheduler:       # a request this machine's GPUs cannot serve fails before any work
-        local_gpu_plan(request.workers, request.units_per_gpu, visible_gpus())
+    # A request this machine's GPUs cannot serve fails before any work.
+    local_plan = None if request.scheduler else local_gpu_plan(request.workers, request.units_per_gpu,
+                                                               visible_gpus())
     base_params = (repo / "params.yaml").read_text()
     points, varied = build_grid(request, base_params)
     if not varied:
@@ -367,18 +369,22 @@ def run_sweep(request: SweepRequest) -> None:
     for point in todo:
         point.lock_yaml = run_data_stages(clone, point)
     units = plan_units(todo)
-    failed = run_grid(request, checkout, todo, units=units, clone=clone, base_params=base_params)
+    failed = run_grid(request, checkout, todo, units=units, clone=clone, base_params=base_params,
+                      local_plan=local_plan)
     if failed:
         raise PipelineError(f"{len(failed)} of {len(todo)} experiment(s) not made: {', '.join(failed)}. "
                             "Rerun the same command: finished units come from the run-cache.")
 
 
 def run_grid(request: SweepRequest, checkout: Checkout, points: list[GridPoint], *, units: dict[tuple, Unit],
-             clone: Path, base_params: str) -> list[str]:
-    """Units on Dask, each point assembled when its units are done; the names of the points not made."""
+             clone: Path, base_params: str, local_plan: tuple[int, GpuPlan | None] | None) -> list[str]:
+    """Units on Dask, each point assembled when its units are done; the names of the points not made.
+
+    ``local_plan`` is :func:`local_gpu_plan`'s, made once by :func:`run_sweep`; None with a scheduler.
+    """
     from distributed import as_completed
 
-    client, cluster, gpus = start_client(request.workers, request.scheduler, request.units_per_gpu)
+    client, cluster, gpus = start_client(request.scheduler, local_plan)
     client.subscribe_topic(UNIT_EVENTS, announce)
     started = time.perf_counter()
     try:
