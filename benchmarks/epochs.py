@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=48, help="training images per epoch")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3, help="plain and cached in turn, the fastest kept")
+    parser.add_argument("--rounds", type=int, default=3, help="the three paths in turn, the fastest round kept")
     args = parser.parse_args()
     import keras
 

@@ -64,36 +64,6 @@ def test_plots_render_offline_and_name_every_plot(pipeline):
     assert "vegaEmbed" in html and "function" in html[:200_000]   # the libraries are inlined
 
 
-def test_experiment_with_other_ft_fraction_and_metrics_diff(pipeline):
-    repo, dvc, _ = pipeline
-    run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline"], repo)
-    try:
-        before = json.loads((repo / "metrics/cv/phantom/ResNet50.json").read_text())
-        # ResNet50's part of the pipeline only: what the diff and compare read (VGG16's is the same code).
-        exp = run(dvc + ["exp", "run", "-S", "ft_fraction=0.5", "evaluate@phantom-ResNet50"], repo)
-        assert "Running stage 'finetune@phantom-ResNet50'" in exp.stdout
-        assert "Running stage 'download@phantom'" not in exp.stdout      # data stages are reused
-        after = json.loads((repo / "metrics/cv/phantom/ResNet50.json").read_text())
-        assert before["layers_trained"] == 16 and after["layers_trained"] == 53
-        diff = run(dvc + ["metrics", "diff", "--json"], repo).stdout
-        changes = json.loads(diff)["metrics/cv/phantom/ResNet50.json"]
-        assert changes["layers_trained"] == {"old": 16, "new": 53, "diff": 37}
-        table = run(dvc + ["metrics", "diff"], repo).stdout
-        assert "metrics/cv/phantom/ResNet50.json" in table and "layers_trained" in table
-        shown = json.loads(run(dvc + ["exp", "show", "--json"], repo).stdout)
-        assert shown  # experiments are listed
-        compared = run([sys.executable, "-m", "ultrasound_transfer", "compare"], repo).stdout
-        table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in compared.splitlines()
-                 if line.startswith("| ResNet50")]
-        assert {(row[1], row[3] != "—", row[4] != "—") for row in table} >= {("0.15", True, True), ("0.5", True, True)}
-        assert "Best ft_fraction per model" in compared
-        assert (repo / "metrics/compare/roc_auc_vs_ft_fraction.html").is_file()
-    finally:        # back to the baseline for the next tests (the experiment ran part of the pipeline only)
-        run(["git", "checkout", "--", "."], repo)             # params.yaml, dvc.lock and the uncached metrics
-        run(dvc + ["checkout", "--force"], repo)
-
-
 def run_queue(repo: Path, dvc: list[str], experiments: dict[str, list[str]]) -> dict[str, str]:
     """Queue named experiments (``dvc exp run --queue``), run the queue, return each one's log."""
     for name, overrides in experiments.items():
@@ -111,21 +81,42 @@ def run_queue(repo: Path, dvc: list[str], experiments: dict[str, list[str]]) -> 
     return {name: run(dvc + ["queue", "logs", name], repo).stdout for name in experiments}
 
 
-def test_queued_experiments_rerun_only_what_their_params_touch(pipeline):
-    """Queued experiments run in a temporary copy and rerun only the stages their parameters reach.  (That a
-    later experiment finds a finished ``finetune`` in DVC's run-cache is the Dask sweep test's assembly check.)"""
+def test_queued_experiments_rerun_only_what_their_params_touch_and_one_applied_diffs_against_the_baseline(pipeline):
+    """Queued experiments run in a temporary copy and rerun only the stages their parameters reach; an applied one
+    shows in ``dvc metrics diff`` and beside the baseline in ``compare``.  (That a later experiment finds a finished
+    ``finetune`` in DVC's run-cache is the Dask sweep test's assembly check.)"""
     repo, dvc, _ = pipeline
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "baseline"], repo)
-    svm = ["-S", "svm.C_grid=[0.01,1.0]"]
-    logs = run_queue(repo, dvc, {"svm-only": svm, "head-only": ["-S", "ft_fraction=0"]})
+    before = json.loads((repo / "metrics/cv/phantom/ResNet50.json").read_text())
+    logs = run_queue(repo, dvc, {"svm-only": ["-S", "svm.C_grid=[0.01,1.0]"], "half": ["-S", "ft_fraction=0.5"]})
     # check_params runs whenever a parameter changed, and folds whenever an svm parameter did (it checks the
     # inner splits the SVM needs); each takes about a second, and its output is unchanged, so it never makes
-    # another stage rerun.
+    # another stage rerun.  The data stages are reused.
     ran = {name: set(re.findall(r"Running stage '([^'@]+)", log)) - {"check_params", "folds"}
            for name, log in logs.items()}
     assert ran["svm-only"] == {"evaluate", "report"}, logs["svm-only"]
-    assert ran["head-only"] == {"finetune", "evaluate", "report"}, logs["head-only"]
+    assert ran["half"] == {"finetune", "evaluate", "report"}, logs["half"]
+    try:
+        run(dvc + ["exp", "apply", "half"], repo)
+        after = json.loads((repo / "metrics/cv/phantom/ResNet50.json").read_text())
+        assert before["layers_trained"] == 16 and after["layers_trained"] == 53
+        diff = run(dvc + ["metrics", "diff", "--json"], repo).stdout
+        changes = json.loads(diff)["metrics/cv/phantom/ResNet50.json"]
+        assert changes["layers_trained"] == {"old": 16, "new": 53, "diff": 37}
+        table = run(dvc + ["metrics", "diff"], repo).stdout
+        assert "metrics/cv/phantom/ResNet50.json" in table and "layers_trained" in table
+        shown = json.loads(run(dvc + ["exp", "show", "--json"], repo).stdout)
+        assert shown  # experiments are listed
+        compared = run([sys.executable, "-m", "ultrasound_transfer", "compare"], repo).stdout
+        table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in compared.splitlines()
+                 if line.startswith("| ResNet50")]
+        assert {(row[1], row[3] != "—", row[4] != "—") for row in table} >= {("0.15", True, True), ("0.5", True, True)}
+        assert "Best ft_fraction per model" in compared
+        assert (repo / "metrics/compare/roc_auc_vs_ft_fraction.html").is_file()
+    finally:        # back to the baseline for the next tests
+        run(["git", "checkout", "--", "."], repo)             # params.yaml, dvc.lock and the uncached metrics
+        run(dvc + ["checkout", "--force"], repo)
 
 
 def test_protocol_grid_is_rerunnable_and_leaves_params_yaml_alone(pipeline):
