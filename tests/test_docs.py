@@ -84,7 +84,7 @@ def test_readme_is_a_front_door_and_its_commands_are_what_ci_runs():
     readme = (REPO / "README.md").read_text()
     assert len(readme.splitlines()) <= README_MAX_LINES
     ci = (REPO / ".ci/run").read_text()
-    assert "python -m pytest -q\n" in readme and re.search(r"python -m pytest -q( \|\||$)", ci, re.M)
+    assert "python -m pytest -q -n 2\n" in readme and re.search(r"python -m pytest -q -n 2( \|\||$)", ci, re.M)
     assert 'python -m pytest -q -m "not slow"' in readme
     assert "pip install -e . && dvc repro" in readme
 

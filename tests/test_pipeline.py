@@ -19,7 +19,8 @@ import yaml
 from tests.conftest import merged
 from tests.scratch_repository import TINY, copy_repository, run, tiny_params
 
-pytestmark = pytest.mark.slow
+# One process under pytest -n: the trained tiny study is built once for both modules that read it.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny-study")]
 
 
 @pytest.fixture(scope="module")

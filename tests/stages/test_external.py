@@ -13,7 +13,8 @@ from tests.conftest import Project, default_params, merged
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.settings import ExternalPair
 
-pytestmark = pytest.mark.slow
+# One process under pytest -n: the module's study is built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("external-study")]
 
 PAIR = "phantom-to-phantom_site_b"
 TINY = {"datasets": ["phantom", "phantom_site_b"], "models": ["VGG16"], "image_size": 32,
