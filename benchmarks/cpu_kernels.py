@@ -18,7 +18,8 @@ rounds (3), every configuration once per round in turn:
 * JAX and PyTorch where installed, with their deterministic settings.
 
 Each row also says whether two runs of it gave bit-identical weights and
-predictions (``--repeat``).  Writes ``benchmarks/results/cpu_kernels.json``
+predictions (``--repeat``), and the process's peak resident memory (the
+largest over the rounds).  Writes ``benchmarks/results/cpu_kernels.json``
 and ``.md``.
 """
 
@@ -47,6 +48,7 @@ CONFIGURATIONS = [
 
 def one_fold(model_name: str, deterministic_ops: bool, jit_compile, epochs: int) -> dict:
     """Train one demo fold in this process; epoch seconds and a digest of what it gave."""
+    import resource
     import time
 
     import keras
@@ -84,7 +86,8 @@ def one_fold(model_name: str, deterministic_ops: bool, jit_compile, epochs: int)
     digest = hashlib.sha256(probs.tobytes())
     for weight in model.weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
-    return {"first_epoch_s": seconds[0], "epoch_s": float(np.median(seconds[1:])), "digest": digest.hexdigest()}
+    return {"first_epoch_s": seconds[0], "epoch_s": float(np.median(seconds[1:])), "digest": digest.hexdigest(),
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def in_fresh_process(backend: str, env: dict, *args) -> dict:
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(json.dumps({"round": round_ + 1, "model": model_name, "configuration": label, **run}),
                       flush=True)
     rows = [{"model": model_name, "configuration": label, "epoch_s": min(r["epoch_s"] for r in done),
-             "first_epoch_s": min(r["first_epoch_s"] for r in done),
+             "first_epoch_s": min(r["first_epoch_s"] for r in done), "peak_mb": max(r["peak_mb"] for r in done),
              "repeats_bit_for_bit": len({r["digest"] for r in done}) == 1}
             for (model_name, label), done in runs.items()]
     for model_name in args.models:
@@ -126,9 +129,10 @@ def main(argv: list[str] | None = None) -> None:
                 row["over_fastest"] = row["epoch_s"] / fastest
     table = markdown_table(
         [[r["model"], r["configuration"], f"{r['epoch_s']:.2f}", f"{r['over_fastest']:.2f}×",
-          f"{r['first_epoch_s']:.1f}", "yes" if r["repeats_bit_for_bit"] else "**no**"] for r in rows],
+          f"{r['first_epoch_s']:.1f}", "yes" if r["repeats_bit_for_bit"] else "**no**", f"{r['peak_mb']:,.0f}"]
+         for r in rows],
         ["model", "configuration", "epoch, s", "over the fastest", "first epoch, s",
-         f"{args.repeat} runs bit for bit"])
+         f"{args.repeat} runs bit for bit", "peak MB"])
     print(table)
     write_results("cpu_kernels", rows, {"table": table})
 
