@@ -19,7 +19,7 @@ import yaml
 from tests.conftest import merged
 from tests.scratch_repository import TINY, copy_repository, run, tiny_params
 
-# One process under pytest -n: the trained tiny study is built once for both modules that read it.
+# Meant to keep these tests in one process under pytest -n (the tiny study built once); not yet effective (pytest.ini).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny-study")]
 
 

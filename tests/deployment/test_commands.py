@@ -15,7 +15,7 @@ from tests.data.test_dicom import PATIENT_ID, PATIENT_NAME, write_dicom
 from tests.scratch_repository import TINY, commit_all, run
 from ultrasound_transfer.deployment.scans import network_squares, read_scans
 
-# One process under pytest -n: the trained tiny study is built once for both modules that read it.
+# Meant to keep these tests in one process under pytest -n (the tiny study built once); not yet effective (pytest.ini).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny-study")]
 
 MODELS = TINY["models"]          # VGG16 (one cached tensor) and ResNet50 (a cut inside a residual block)

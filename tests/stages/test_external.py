@@ -13,7 +13,7 @@ from tests.conftest import Project, default_params, merged
 from ultrasound_transfer.common import PipelineError
 from ultrasound_transfer.settings import ExternalPair
 
-# One process under pytest -n: the module's study is built once.
+# Meant to keep the module in one process under pytest -n (its study built once); see pytest.ini.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("external-study")]
 
 PAIR = "phantom-to-phantom_site_b"
