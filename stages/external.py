@@ -70,12 +70,15 @@ from ultrasound_transfer.parameters import load_settings
 from ultrasound_transfer.settings import Settings
 
 
-def check_pair(settings: Settings, train: str, test: str, *, source_classes: list[str],
-               target_classes: list[str]) -> None:
-    """Refuse a pair that params do not list, or whose datasets' classes differ, before any network is built."""
+def check_listed(settings: Settings, train: str, test: str) -> None:
+    """Refuse a pair that params do not list, before anything of either dataset is read."""
     if (train, test) not in {(p.train, p.test) for p in settings.external}:
         raise PipelineError(f"{train} -> {test} is not an entry of params external; add "
                             f"{{train: {train}, test: {test}}} there.")
+
+
+def check_classes(train: str, test: str, *, source_classes: list[str], target_classes: list[str]) -> None:
+    """Refuse a pair whose datasets' classes differ, or are not two, before any network is built."""
     if len(source_classes) != 2:
         raise PipelineError(f"external {train} -> {test}: {train} has classes {source_classes}; external validation "
                             "reads two classes, benign and malignant (for BUSI, normalize.busi_classes: "
@@ -143,11 +146,12 @@ def read_splits(recipe: NetworkRecipe, fitted: StudyClassifiers, images: np.ndar
 def main(argv: list[str]) -> None:
     train, test, model_name = parse_args(argv, ["train", "test", "model"], "python -m stages.external TRAIN TEST MODEL")
     settings = load_settings()
+    check_listed(settings, train, test)
     study = load_trained_study(train, model_name)
     recipe, fitted = study.recipe, study.classifiers
     class_names = list(recipe.class_names)
     target, source = load_prepared(test), load_manifest(train)
-    check_pair(settings, train, test, source_classes=class_names, target_classes=target.class_names)
+    check_classes(train, test, source_classes=class_names, target_classes=target.class_names)
     check_no_shared_images(train, test, source=source, target=target.manifest)
     check_no_near_copies(train, test, threshold_bits=load_report(train)["near_duplicate_threshold_bits"],
                          source=source, target=target.manifest)

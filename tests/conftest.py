@@ -1,4 +1,4 @@
-"""Shared test fixtures: a scratch project folder to run stages in."""
+"""Shared test fixtures: a scratch project folder to run stages in; how ``pytest -n`` shares out the tests."""
 
 from __future__ import annotations
 
@@ -12,6 +12,33 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+# Modules whose tests share a trained study (a session or module fixture, about a minute to build): under
+# ``pytest -n`` each group runs in one process, so the study is built once rather than once per process.
+SHARED_STUDY_MODULES = {
+    "tests/test_pipeline.py": "tiny-study",                 # trained_tiny_study
+    "tests/deployment/test_commands.py": "tiny-study",      # trained_tiny_study
+    "tests/stages/test_external.py": "external-study",      # its module fixture ``trained``
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``pytest -n`` (default ``--dist load``), keep each group of ``SHARED_STUDY_MODULES`` on one process
+    and share out every other test one by one.
+
+    pytest-xdist's own ``--dist loadgroup`` would do this from ``xdist_group`` marks, but with pytest 9.2 it
+    silently groups nothing (pytest-xdist issue #1386: it renames node ids, which pytest 9.2 no longer reads).
+    Another ``--dist`` given on the command line is left to xdist.
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedStudyScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SHARED_STUDY_MODULES.get(nodeid.split("::")[0], nodeid)
+
+    return SharedStudyScheduling(config, log)
 
 
 class Project:

@@ -19,8 +19,8 @@ import yaml
 from tests.conftest import merged
 from tests.scratch_repository import TINY, copy_repository, run, tiny_params
 
-# Meant to keep these tests in one process under pytest -n (the tiny study built once); not yet effective (pytest.ini).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny-study")]
+# One process under pytest -n builds its study once (tests/conftest.py, SHARED_STUDY_MODULES).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from tests.data.test_dicom import PATIENT_ID, PATIENT_NAME, write_dicom
 from tests.scratch_repository import TINY, commit_all, run
 from ultrasound_transfer.deployment.scans import network_squares, read_scans
 
-# Meant to keep these tests in one process under pytest -n (the tiny study built once); not yet effective (pytest.ini).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny-study")]
+# One process under pytest -n builds its study once (tests/conftest.py, SHARED_STUDY_MODULES).
+pytestmark = pytest.mark.slow
 
 MODELS = TINY["models"]          # VGG16 (one cached tensor) and ResNet50 (a cut inside a residual block)
 

@@ -11,10 +11,9 @@ from sklearn.metrics import roc_auc_score
 from stages import download, evaluate, external, finetune, folds, normalize, report
 from tests.conftest import Project, default_params, merged
 from ultrasound_transfer.common import PipelineError
-from ultrasound_transfer.settings import ExternalPair
 
-# Meant to keep the module in one process under pytest -n (its study built once); see pytest.ini.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("external-study")]
+# One process under pytest -n builds its study once (tests/conftest.py, SHARED_STUDY_MODULES).
+pytestmark = pytest.mark.slow
 
 PAIR = "phantom-to-phantom_site_b"
 TINY = {"datasets": ["phantom", "phantom_site_b"], "models": ["VGG16"], "image_size": 32,
@@ -149,12 +148,12 @@ def test_the_report_shows_the_gap_for_each_network_and_classifier(trained, monke
 
 def test_a_pair_not_in_params_or_of_other_classes_is_refused_before_any_network(trained, monkeypatch):
     monkeypatch.chdir(trained.root)
+    assert not (trained / "models/phantom_site_b/ResNet50").exists()      # refused before its study is looked for
     with pytest.raises(PipelineError, match="not an entry of params external"):
-        external.main(["phantom_site_b", "phantom", "VGG16"])
-    settings = type("S", (), {"external": (ExternalPair("busi", "rodrigues"),)})()
+        external.main(["phantom_site_b", "phantom", "ResNet50"])
     with pytest.raises(PipelineError, match=r"busi has classes \['benign', 'malignant', 'normal'\]"):
-        external.check_pair(settings, "busi", "rodrigues", source_classes=["benign", "malignant", "normal"],
-                            target_classes=["benign", "malignant"])
+        external.check_classes("busi", "rodrigues", source_classes=["benign", "malignant", "normal"],
+                               target_classes=["benign", "malignant"])
 
 
 def test_a_site_shift_lowers_a_shortcut_reading_model_more_than_a_lesion_reading_one(trained, tmp_path):
