@@ -4,7 +4,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.demo import DemoRun, comparison_rows, metrics_difference, run_demo, stage_times
+from benchmarks.demo import (
+    RUNS,
+    DemoRun,
+    comparison_rows,
+    demo_stage_modules,
+    metrics_difference,
+    run_demo,
+    stage_times,
+)
 
 DVC_YAML = """stages:
   first:
@@ -23,6 +31,18 @@ SCRIPTS = {"first.py": "import time\ntime.sleep(0.6)\nopen('a.txt', 'w').write('
 def git(*args, cwd):
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
                    capture_output=True)
+
+
+def test_the_timed_stages_are_those_the_demo_runs_not_those_its_params_leave_without_an_entry():
+    pipeline = {"stages": {
+        "folds": {"foreach": "${datasets}", "do": {"cmd": "python -m stages.folds ${item}"}},
+        "external": {"matrix": {"pair": "${external}", "model": "${models}"}, "cmd": "python -m stages.external"},
+        "report": {"cmd": "python -m stages.report"}}}
+    assert demo_stage_modules(pipeline, {"datasets": ["phantom"], "external": [], "models": ["VGG16"]}) == (
+        "stages.folds", "stages.report")
+    both = {"datasets": ["phantom"], "external": [{"train": "a", "test": "b"}], "models": ["VGG16"]}
+    assert demo_stage_modules(pipeline, both) == ("stages.external", "stages.folds", "stages.report")
+    assert "stages.finetune" in RUNS and "stages.external" not in RUNS          # the repository's own demo
 
 
 def test_each_stage_runs_from_its_line_to_the_next_and_the_last_to_the_end():
