@@ -118,10 +118,15 @@ def calibration_intercept_slope(labels: np.ndarray, probability: np.ndarray) -> 
 
 
 def debiased_calibration_error(labels: np.ndarray, probability: np.ndarray, bins: int) -> float:
-    """Kumar et al.'s debiased root mean squared calibration error over ``bins`` bins of equal counts."""
+    """Kumar et al.'s debiased root mean squared calibration error over ``bins`` bins of equal counts.
+
+    Images are sorted by probability and, among equal probabilities, by
+    outcome, so that the bins do not depend on the images' order (a bootstrap
+    resample lists them in the order their groups were drawn).
+    """
     probability = np.asarray(probability, dtype=float)
     outcome = (np.asarray(labels) == 1).astype(float)
-    order = np.argsort(probability, kind="stable")
+    order = np.lexsort((outcome, probability))
     total = 0.0
     for part in np.array_split(order, min(bins, max(1, len(order) // 2))):
         n = len(part)

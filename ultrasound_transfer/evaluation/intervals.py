@@ -35,6 +35,7 @@ from ultrasound_transfer.evaluation.calibration import (
     expected_calibration_error,
 )
 from ultrasound_transfer.evaluation.scoring import roc_auc, threshold_metrics
+from ultrasound_transfer.evaluation.weighted_figures import weighted_headline
 from ultrasound_transfer.settings import EvaluationSettings
 
 # The headline figures of two classes, and which carry an interval.
@@ -104,19 +105,32 @@ def averaged_over_repeats(pooled: PooledPredictions, rows: np.ndarray, calibrati
             else np.nan for name in per_repeat[0]}
 
 
+def drawn_groups(groups: np.ndarray, *, resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The bootstrap's draws: each row's group (0..G-1), the groups' sizes, and per resample the G groups drawn
+    with replacement.  One seeded stream, so that the rows and the weights below are the same resamples."""
+    _, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    rng = np.random.default_rng(seed)
+    return inverse, sizes, [rng.integers(0, len(sizes), len(sizes)) for _ in range(resamples)]
+
+
 def group_resamples(groups: np.ndarray, *, resamples: int, seed: int) -> list[np.ndarray]:
     """Row positions of each bootstrap resample: groups drawn with replacement, each with all its rows."""
-    _, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    inverse, sizes, drawn_per_resample = drawn_groups(groups, resamples=resamples, seed=seed)
     order = np.argsort(inverse, kind="stable")          # rows grouped, group by group
     starts = np.cumsum(sizes) - sizes
-    rng = np.random.default_rng(seed)
     draws = []
-    for _ in range(resamples):
-        drawn = rng.integers(0, len(sizes), len(sizes))
+    for drawn in drawn_per_resample:
         drawn_sizes = sizes[drawn]
         within = np.arange(drawn_sizes.sum()) - np.repeat(np.cumsum(drawn_sizes) - drawn_sizes, drawn_sizes)
         draws.append(order[np.repeat(starts[drawn], drawn_sizes) + within])
     return draws
+
+
+def resample_weights(groups: np.ndarray, *, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, rows): how often each row is in each resample of :func:`group_resamples` (the same seed, the
+    same resamples), as the weights :mod:`ultrasound_transfer.evaluation.weighted_figures` reads."""
+    inverse, sizes, drawn_per_resample = drawn_groups(groups, resamples=resamples, seed=seed)
+    return np.stack([np.bincount(drawn, minlength=len(sizes))[inverse] for drawn in drawn_per_resample])
 
 
 def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
@@ -136,28 +150,68 @@ def bootstrap_figures(statistics: Callable[[np.ndarray], dict[str, float]], grou
     return {name: percentile_interval(np.array([d[name] for d in draws], dtype=float), level) for name in draws[0]}
 
 
+def weighted_over_repeats(pooled: PooledPredictions, weights: np.ndarray, calibration_bins: int
+                          ) -> dict[str, np.ndarray]:
+    """:func:`averaged_over_repeats` of every resample at once (two classes): ``weights`` is (resamples, rows)."""
+    per_repeat = []
+    for repeat in np.unique(pooled.repeats):
+        rows = pooled.rows_of(repeat)
+        per_repeat.append(weighted_headline(weights[:, rows], pooled.labels[rows], pooled.probabilities[rows, 1],
+                                            pooled.thresholds[rows], calibration_bins))
+    if len(per_repeat) == 1:
+        return per_repeat[0]
+    averaged = {}
+    for name in per_repeat[0]:
+        stacked = np.stack([figures[name] for figures in per_repeat])
+        finite = np.isfinite(stacked)
+        count = finite.sum(axis=0)
+        averaged[name] = np.where(count > 0, np.where(finite, stacked, 0.0).sum(axis=0) / np.maximum(count, 1),
+                                  np.nan)
+    return averaged
+
+
+# Resamples computed together by weighted_over_repeats: bounds its working memory (a few arrays of
+# this many x rows floats) on large datasets with repeats.
+RESAMPLES_AT_ONCE = 250
+
+
 def headline_with_intervals(by_classifier: dict[str, PooledPredictions], *, calibration_bins: int, resamples: int,
                             level: float, seed: int) -> dict[str, dict[str, float]]:
     """Per classifier: each headline figure and its ``_ci_low`` / ``_ci_high``, and the paired difference
     of the second classifier minus the first (``<second>_minus_<first>``) for each figure.
 
     Every classifier must hold the same rows in the same order (the same
-    images, repeats and groups), so one resample of groups fits all.
+    images, repeats and groups), so one resample of groups fits all.  With
+    two classes every resample's figures come from
+    :mod:`~ultrasound_transfer.evaluation.weighted_figures` (the resample as
+    counts per row, hundreds at once); with more, resample by resample.
     """
     names = list(by_classifier)
     first = by_classifier[names[0]]
     everything = np.arange(len(first.labels))
 
+    def differences(per: dict[str, dict]) -> dict:
+        if len(names) != 2:
+            return {}
+        return {f"difference.{k}": per[names[1]][k] - per[names[0]][k] for k in per[names[1]] if k not in COUNTS}
+
     def figures(rows: np.ndarray) -> dict[str, float]:
         per = {name: averaged_over_repeats(p, rows, calibration_bins) for name, p in by_classifier.items()}
-        flat = {f"{name}.{k}": v for name, figures in per.items() for k, v in figures.items()}
-        if len(names) == 2:
-            flat.update({f"difference.{k}": per[names[1]][k] - per[names[0]][k] for k in per[names[1]]
-                         if k not in COUNTS})
-        return flat
+        return {f"{name}.{k}": v for name, figures in per.items() for k, v in figures.items()} | differences(per)
 
     point = figures(everything)
-    intervals = bootstrap_figures(figures, first.groups, resamples=resamples, level=level, seed=seed)
+    if all(p.probabilities.shape[1] == 2 for p in by_classifier.values()):
+        weights = resample_weights(first.groups, resamples=resamples, seed=seed)
+        chunks = []
+        for start in range(0, resamples, RESAMPLES_AT_ONCE):
+            block = weights[start:start + RESAMPLES_AT_ONCE]
+            per = {name: weighted_over_repeats(p, block, calibration_bins) for name, p in by_classifier.items()}
+            chunks.append({f"{name}.{k}": v for name, figures in per.items() for k, v in figures.items()}
+                          | differences(per))
+        intervals = {key: percentile_interval(np.concatenate([chunk[key] for chunk in chunks]), level)
+                     for key in chunks[0]}
+    else:
+        intervals = bootstrap_figures(figures, first.groups, resamples=resamples, level=level, seed=seed)
     result: dict[str, dict[str, float]] = {}
     for key, value in point.items():
         owner, name = key.split(".")
