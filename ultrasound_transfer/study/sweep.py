@@ -50,6 +50,7 @@ import yaml
 
 from ultrasound_transfer.common import PipelineError, log
 from ultrasound_transfer.outputs import training_record
+from ultrasound_transfer.outputs.provenance import CODE_PATHS
 from ultrasound_transfer.parameters import check_params
 from ultrasound_transfer.paths import RAW_DIR
 from ultrasound_transfer.study.experiments import (
@@ -75,8 +76,6 @@ from ultrasound_transfer.study.sweep_units import (
     run_unit_reporting,
 )
 
-# What a worker needs from this folder is in git; these must be committed.
-CODE_PATHS = ["dvc.yaml", "stages", "ultrasound_transfer", "pyproject.toml", "requirements.txt"]
 # Params read only at assembly (evaluate, report): units that differ only in these are the same unit
 # (finetune writes both feature layers, so features.layer is among them).
 ASSEMBLY_ONLY_PARAMS = ("svm", "evaluation", "features", "datasets", "models")
@@ -119,7 +118,8 @@ class GridPoint:
 # --- before any work ------------------------------------------------------------------------------
 
 def uncommitted_code(repo: Path) -> list[str]:
-    """Code files that differ from the commit (or are not in it): workers would not see them."""
+    """Code files (:data:`~ultrasound_transfer.outputs.provenance.CODE_PATHS`) that differ from the commit (or
+    are not in it): a worker's clone holds the commit only, so these must be committed first."""
     status = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=repo,
                             capture_output=True, text=True, check=True)
     return [line[3:] for line in status.stdout.splitlines() if line.strip()]
