@@ -134,9 +134,11 @@ def metrics_difference(baseline: DemoRun, today: DemoRun) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="the earlier commit (any git revision)")
-    parser.add_argument("--rounds", type=int, default=2, help="pairs of runs, the order alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="pairs of runs, the order alternating (at least 1)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give at least 1 (a round runs the demo once at each commit).")
     baseline, today = git("rev-parse", "--short", args.baseline), git("rev-parse", "--short", "HEAD")
     if not baseline:
         raise SystemExit(f"--baseline {args.baseline}: no such commit in {REPO}; give a commit of its history.")

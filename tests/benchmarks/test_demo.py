@@ -4,11 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.demo import (
     RUNS,
     DemoRun,
     comparison_rows,
     demo_stage_modules,
+    main,
     metrics_difference,
     run_demo,
     stage_times,
@@ -80,3 +83,11 @@ def test_the_table_has_every_stage_of_either_run_and_the_whole_and_names_differi
                     ["`features@x`", "10.0", "—", "—"], ["**whole run**", "40.0", "30.0", "0.75×"]]
     assert metrics_difference(baseline, today) == ["metrics/m.json", "metrics/new.json"]
     assert metrics_difference(baseline, baseline) == []
+
+
+def test_no_rounds_is_refused_before_any_run_and_nothing_is_written(tmp_path, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(["--baseline", "HEAD", "--rounds", "0", "--results-dir", str(tmp_path)])
+    assert refused.value.code == 2
+    assert "--rounds 0: give at least 1" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
