@@ -115,12 +115,13 @@ def fold_features(path: TrainingPath, network: keras.Model, n_images: int) -> di
     return dict(zip(FEATURE_LAYERS, outputs))
 
 
-def checkpoint_fingerprint(settings: Settings, dataset: str, model_name: str) -> str:
-    """What an interrupted run's saved folds must match to be reused."""
+def checkpoint_fingerprint(settings: Settings, dataset: str, model_name: str, *, weights_sha256: str) -> str:
+    """What an interrupted run's saved folds must match to be reused (``weights_sha256``: the weights file's, from
+    :func:`~ultrasound_transfer.backbone_weights.check_weights_file`)."""
     weights = settings.weights[model_name]
     # The file's content and the preprocessing declared with it, not only its name: a replaced file restarts.
-    what = {"ft_fraction": settings.ft_fraction, "weights": weights, "weights_sha256": check_weights_file(
-                model_name, weights), "input_preprocessing": input_preprocessing(weights), "seed": settings.seed,
+    what = {"ft_fraction": settings.ft_fraction, "weights": weights, "weights_sha256": weights_sha256,
+            "input_preprocessing": input_preprocessing(weights), "seed": settings.seed,
             "finetune": asdict(settings.finetune), "dataset": dataset, "model": model_name,
             "backend": keras.backend.backend()}
     return run_fingerprint(what, [*data_files(dataset), *CODE_FILES])
@@ -140,7 +141,7 @@ RECORDED_PARAMS = ("ft_fraction", "weights", "seed", "finetune")
 
 
 def network_recipe(dataset: str, model_name: str, settings: Settings, *, class_names: list[str], frozen: str,
-                   fold_files: list[Path]) -> NetworkRecipe:
+                   fold_files: list[Path], weights_sha256: str) -> NetworkRecipe:
     """What rebuilds this dataset x network's fold networks and feeds them (training/network.json)."""
     cfg, weights = settings.finetune, settings.weights[model_name]
     preprocessing = load_preprocessing(dataset)
@@ -150,8 +151,8 @@ def network_recipe(dataset: str, model_name: str, settings: Settings, *, class_n
         "image_size": preprocessing.image_size, "normalize": {"resize": preprocessing.resize}, "cv": params["cv"]}
     return NetworkRecipe(
         dataset=dataset, model=model_name, class_names=tuple(class_names), preprocessing=preprocessing,
-        weights=weights, input_preprocessing=input_preprocessing(weights), weights_sha256=check_weights_file(
-            model_name, weights), ft_fraction=settings.ft_fraction, head=cfg.head, batch_norm=cfg.batch_norm,
+        weights=weights, input_preprocessing=input_preprocessing(weights), weights_sha256=weights_sha256,
+        ft_fraction=settings.ft_fraction, head=cfg.head, batch_norm=cfg.batch_norm,
         precision=cfg.precision, seed=settings.seed, deterministic_ops=cfg.deterministic_ops, frozen_sha256=frozen,
         fold_sha256=tuple(file_sha256(p) for p in fold_files), backend=keras.backend.backend(),
         keras=keras.__version__, folds={key: folds_output.load_record(dataset)[key] for key in FOLDS_FACTS},
@@ -265,9 +266,11 @@ def finetune_model(dataset: str, model_name: str, settings: Settings) -> None:
     tag = f"{dataset}/{model_name}"
     clock = Stopwatch()
     weights = settings.weights[model_name]
-    check_weights_file(model_name, weights)         # its declaration and checksum, before the network is built
+    # Its declaration and checksum, before the network is built: the file is read whole once, here.
+    weights_sha256 = check_weights_file(model_name, weights)
     out = fold_networks.folder(dataset, model_name).parent
-    checkpoints = FoldCheckpoints(out / ".unfinished", checkpoint_fingerprint(settings, dataset, model_name))
+    checkpoints = FoldCheckpoints(out / ".unfinished", checkpoint_fingerprint(settings, dataset, model_name,
+                                                                              weights_sha256=weights_sha256))
     if checkpoints.finished():
         log("finetune", f"{tag}: resuming an interrupted run; folds {checkpoints.finished()} are done")
 
@@ -301,7 +304,8 @@ def finetune_model(dataset: str, model_name: str, settings: Settings) -> None:
     }
     write_outputs(dataset, model_name, checkpoints, ids=data.manifest["id"].to_numpy(), n_folds=len(folds),
                   freezing=freezing, recipe=lambda files: network_recipe(
-                      dataset, model_name, settings, class_names=data.class_names, frozen=frozen, fold_files=files))
+                      dataset, model_name, settings, class_names=data.class_names, frozen=frozen, fold_files=files,
+                      weights_sha256=weights_sha256))
     checkpoints.remove()
     log("finetune", f"{tag}: done in {clock}")
 

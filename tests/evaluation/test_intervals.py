@@ -73,30 +73,3 @@ def test_resamples_draw_whole_groups():
         drawn = groups[rows]
         for name, size in (("a", 2), ("c", 3)):
             assert np.sum(drawn == name) % size == 0
-
-
-def test_the_split_by_split_gap_is_the_mean_of_the_splits_differences_with_an_interval_around_it():
-    from ultrasound_transfer.evaluation.external_validation import gap_figures, split_by_split_gap
-
-    rng = np.random.default_rng(7)
-    n_in, n_out, splits = 90, 60, 3
-    internal_labels = np.arange(n_in) % 2
-    internal = PooledPredictions(labels=internal_labels, probabilities=np.column_stack(
-        [np.zeros(n_in), np.clip(internal_labels * 0.4 + rng.uniform(0, 0.6, n_in), 0, 1)]),
-        thresholds=np.full(n_in, 0.5), repeats=np.ones(n_in, int), groups=np.repeat(np.arange(n_in // 3), 3))
-    internal.probabilities[:, 0] = 1 - internal.probabilities[:, 1]
-    split_of = np.repeat(np.arange(1, splits + 1), n_in // splits)
-    external_labels = np.arange(n_out) % 2
-    external = []
-    for _ in range(splits):
-        malignant = np.clip(external_labels * 0.2 + rng.uniform(0, 0.8, n_out), 0, 1)
-        external.append(PooledPredictions(labels=external_labels, probabilities=np.column_stack(
-            [1 - malignant, malignant]), thresholds=np.full(n_out, 0.5), repeats=np.ones(n_out, int),
-            groups=np.repeat(np.arange(n_out // 2), 2)))
-    gap = split_by_split_gap(internal, split_of, external, calibration_bins=10, resamples=300, level=0.95, seed=1)
-    inside = np.mean([gap_figures(internal, np.flatnonzero(split_of == k), 10)["roc_auc"] for k in (1, 2, 3)])
-    outside = np.mean([gap_figures(e, np.arange(n_out), 10)["roc_auc"] for e in external])
-    assert gap["internal_roc_auc"] == pytest.approx(inside) and gap["external_roc_auc"] == pytest.approx(outside)
-    assert gap["external_minus_internal_roc_auc"] == pytest.approx(outside - inside) and outside < inside
-    assert gap["external_minus_internal_roc_auc_ci_low"] < gap["external_minus_internal_roc_auc"] \
-        < gap["external_minus_internal_roc_auc_ci_high"]

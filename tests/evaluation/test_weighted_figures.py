@@ -3,15 +3,16 @@ import pytest
 
 from ultrasound_transfer.evaluation.calibration import debiased_calibration_error
 from ultrasound_transfer.evaluation.intervals import (
+    COUNTS,
     PooledPredictions,
-    averaged_over_repeats,
-    bootstrap_figures,
+    counted_intervals,
     group_resamples,
     headline_of,
     headline_with_intervals,
     resample_weights,
+    resampled_intervals,
 )
-from ultrasound_transfer.evaluation.weighted_figures import weighted_headline
+from ultrasound_transfer.evaluation.weighted_figures import weighted_headline, weighted_multiclass_headline
 
 # Figures made only of whole counts (and, for the AUC, halves): the same bits either way.
 EXACT = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "tp", "fp", "tn", "fn",
@@ -91,22 +92,56 @@ def test_intervals_from_the_weights_are_those_of_the_resampled_rows_with_repeats
     svm = PooledPredictions(labels=dense.labels, probabilities=svm.probabilities, thresholds=svm.thresholds,
                             repeats=dense.repeats, groups=dense.groups)
     by_classifier = {"dense": dense, "svm": svm}
-    result = headline_with_intervals(by_classifier, calibration_bins=10, resamples=300, level=0.95, seed=2)
-
-    def figures(rows):
-        per = {name: averaged_over_repeats(p, rows, 10) for name, p in by_classifier.items()}
-        flat = {f"{name}.{k}": v for name, f in per.items() for k, v in f.items()}
-        return flat | {f"difference.{k}": per["svm"][k] - per["dense"][k] for k in per["svm"]
-                       if k not in ("tp", "fp", "tn", "fn")}
-
-    expected = bootstrap_figures(figures, dense.groups, resamples=300, level=0.95, seed=2)
+    options = dict(calibration_bins=10, resamples=300, level=0.95, seed=2)
+    result = headline_with_intervals(by_classifier, **options)
+    expected = resampled_intervals(by_classifier, **options)
     compared = 0
     for key, (low, high) in expected.items():
         owner, name = key.split(".")
-        if name in ("tp", "fp", "tn", "fn"):
+        if name in COUNTS:
             continue
         section = result["svm_minus_dense" if owner == "difference" else owner]
         assert section[f"{name}_ci_low"] == pytest.approx(low, rel=1e-9, abs=1e-11, nan_ok=True), key
         assert section[f"{name}_ci_high"] == pytest.approx(high, rel=1e-9, abs=1e-11, nan_ok=True), key
         compared += 1
     assert compared == 3 * 13            # 13 figures with an interval, of dense, svm and their difference
+
+
+def three_classes(rng, images=60, repeats=1):
+    """Pooled predictions of three classes, patients of 1-3 images, rounded probabilities (ties, and ties
+    of the largest column)."""
+    groups = np.repeat(np.arange(images), rng.integers(1, 4, images))[:images]
+    labels = rng.integers(0, 3, groups.max() + 1)[groups]
+    scores = np.concatenate([np.eye(3)[labels] + rng.normal(0, 0.8, (images, 3)) for _ in range(repeats)])
+    probabilities = np.round(np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True), 1)
+    return PooledPredictions(labels=np.tile(labels, repeats), probabilities=probabilities,
+                             thresholds=np.full(images * repeats, np.nan),
+                             repeats=np.repeat(np.arange(repeats), images), groups=np.tile(groups, repeats))
+
+
+@pytest.mark.parametrize("images", [8, 50])
+def test_three_class_figures_of_every_resample_are_the_per_resample_functions_values(images):
+    rng = np.random.default_rng(images)
+    pooled = three_classes(rng, images=images)          # 8 images: many resamples lack a class
+    weights = resample_weights(pooled.groups, resamples=300, seed=3)
+    per_resample = [headline_of(pooled, rows, 10) for rows in group_resamples(pooled.groups, resamples=300, seed=3)]
+    weighted = weighted_multiclass_headline(weights, pooled.labels, pooled.probabilities)
+    assert set(weighted) == set(per_resample[0])
+    for name, values in weighted.items():
+        expected = np.array([d[name] for d in per_resample], dtype=float)
+        np.testing.assert_array_equal(np.isnan(values), np.isnan(expected), err_msg=name)
+        np.testing.assert_allclose(values, expected, rtol=1e-12, err_msg=name)
+    assert np.isnan(weighted["roc_auc"]).any() == (images == 8)
+
+
+def test_three_class_intervals_with_repeats_are_those_of_the_resampled_rows():
+    rng = np.random.default_rng(11)
+    first, second = three_classes(rng, images=40, repeats=2), three_classes(rng, images=40, repeats=2)
+    by_classifier = {"dense": first, "svm": PooledPredictions(
+        labels=first.labels, probabilities=second.probabilities, thresholds=first.thresholds, repeats=first.repeats,
+        groups=first.groups)}
+    options = dict(calibration_bins=10, resamples=300, level=0.95, seed=4)
+    counted, resampled = counted_intervals(by_classifier, **options), resampled_intervals(by_classifier, **options)
+    assert set(counted) == set(resampled) and len(counted) == 3 * 3
+    for key, ends in resampled.items():
+        np.testing.assert_allclose(counted[key], ends, rtol=1e-12, atol=1e-15, err_msg=key)

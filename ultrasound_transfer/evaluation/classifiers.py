@@ -104,6 +104,21 @@ class FittedDense:
                             self.n_train, ranking=ranking)
 
 
+def operating_points(labels: np.ndarray, malignant: np.ndarray, *, argmax_threshold: float,
+                     evaluation: EvaluationSettings, cases: np.ndarray | None) -> tuple[float, float]:
+    """The image and case operating points of a classifier, chosen on ``malignant``, its calibrated probabilities
+    of images it did not learn from: ``argmax_threshold`` (the classifier's own reading) under
+    ``evaluation.operating_point: argmax``, else that rule's threshold; the case one only where ``cases`` (each
+    image's case unit) is given, NaN otherwise."""
+    if evaluation.operating_point == "argmax":
+        threshold = argmax_threshold
+    else:
+        threshold = choose_threshold(labels, malignant, rule=evaluation.operating_point, target=evaluation.target)
+    by_case = (np.nan if cases is None else
+               case_threshold(labels, malignant, units=cases, evaluation=evaluation, argmax_threshold=threshold))
+    return threshold, by_case
+
+
 def fit_dense_reading(validation_labels: np.ndarray, validation_probabilities: np.ndarray, *, n_train: int,
                       evaluation: EvaluationSettings, validation_cases: np.ndarray | None = None) -> FittedDense:
     """The dense head's calibration (``evaluation.dense_calibration``) and operating points, all chosen on its
@@ -117,14 +132,10 @@ def fit_dense_reading(validation_labels: np.ndarray, validation_probabilities: n
     platt = (fit_platt(log_odds(validation_probabilities), validation_labels)
              if evaluation.dense_calibration == "platt" else None)
     malignant = FittedDense(np.nan, n_train, platt).calibrated(validation_probabilities)[:, 1]
-    if evaluation.operating_point == "argmax":    # the paper's reading: softmax 0.5, i.e. log-odds 0
-        threshold = 0.5 if platt is None else float(platt.probability(np.zeros(1))[0])
-    else:
-        threshold = choose_threshold(validation_labels, malignant, rule=evaluation.operating_point,
-                                     target=evaluation.target)
-    by_case = (np.nan if validation_cases is None else
-               case_threshold(validation_labels, malignant, units=validation_cases, evaluation=evaluation,
-                              argmax_threshold=threshold))
+    # The paper's reading: softmax 0.5, i.e. log-odds 0.
+    argmax_threshold = 0.5 if platt is None else float(platt.probability(np.zeros(1))[0])
+    threshold, by_case = operating_points(validation_labels, malignant, argmax_threshold=argmax_threshold,
+                                          evaluation=evaluation, cases=validation_cases)
     return FittedDense(threshold, n_train, platt, case_threshold=by_case)
 
 
@@ -169,15 +180,10 @@ def fit_svm_reading(features: np.ndarray, labels: np.ndarray, groups: np.ndarray
     rows, calibration = calibration_decisions(model, features, labels, groups, validation=validation, train=train,
                                               svm=svm, seed=seed)
     platt = fit_platt(calibration, labels[rows])
-    malignant = platt.probability(calibration)
-    if evaluation.operating_point == "argmax":
-        threshold = float(platt.probability(np.zeros(1))[0])    # the SVM's own reading: decision value 0
-    else:
-        threshold = choose_threshold(labels[rows], malignant, rule=evaluation.operating_point,
-                                     target=evaluation.target)
-    by_case = (np.nan if cases is None else
-               case_threshold(labels[rows], malignant, units=cases[rows], evaluation=evaluation,
-                              argmax_threshold=threshold))
+    # The SVM's own reading: decision value 0.
+    threshold, by_case = operating_points(labels[rows], platt.probability(calibration),
+                                          argmax_threshold=float(platt.probability(np.zeros(1))[0]),
+                                          evaluation=evaluation, cases=None if cases is None else cases[rows])
     return FittedSvm(model, n_classes, platt, threshold, len(train), case_threshold=by_case)
 
 

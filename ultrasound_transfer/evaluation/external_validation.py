@@ -26,28 +26,34 @@ image of the target (external); the splits' differences are averaged.  Its
 interval resamples the source's groups and the target's groups
 independently (the percentile bootstrap of a difference of two independent
 samples; Efron & Tibshirani 1993, ch. 13), every split recomputed on each
-resample.  The ensemble's own figures on the target are reported beside, as
-the deployed model's; its drop from the pooled internal figures
-(:func:`transfer_gap`) would mix the site with ensembling (averaging networks
-often helps; Lakshminarayanan et al., NeurIPS 2017), with the averaging of
-thresholds, and with the penalty pooled figures pay for scores that drift
-between splits.
+resample (from counts per image, hundreds of resamples at once, as
+:mod:`~ultrasound_transfer.evaluation.weighted_figures` computes the headline
+intervals).  The ensemble's own figures on the target are reported beside, as
+the deployed model's; its drop from the pooled internal figures would mix the
+site with ensembling (averaging networks often helps; Lakshminarayanan et
+al., NeurIPS 2017), with the averaging of thresholds, and with the penalty
+pooled figures pay for scores that drift between splits, so no such gap is
+reported.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
 from ultrasound_transfer.evaluation.calibration import brier_score, expected_calibration_error
 from ultrasound_transfer.evaluation.classifiers import SplitReading, two_columns
 from ultrasound_transfer.evaluation.intervals import (
+    RESAMPLES_AT_ONCE,
     PooledPredictions,
-    averaged_over_repeats,
     binary_auc,
     group_resamples,
     percentile_interval,
+    resample_weights,
 )
 from ultrasound_transfer.evaluation.scoring import threshold_metrics
+from ultrasound_transfer.evaluation.weighted_figures import ratio, threshold_figures, weighted_auc, weighted_ece
 
 # The figures whose internal-to-external gap is reported.
 GAP_FIGURES = ("roc_auc", "sensitivity", "specificity", "balanced_accuracy", "brier", "ece")
@@ -60,40 +66,6 @@ def ensemble_predictions(readings: list[SplitReading], *, labels: np.ndarray, gr
     return PooledPredictions(labels=np.asarray(labels), probabilities=two_columns(malignant),
                              thresholds=np.full(len(malignant), threshold), repeats=np.ones(len(malignant), int),
                              groups=np.asarray(groups))
-
-
-def transfer_gap(internal: dict[str, PooledPredictions], external: dict[str, PooledPredictions], *,
-                 calibration_bins: int, resamples: int, level: float, seed: int) -> dict[str, dict[str, float]]:
-    """Per classifier, for each of :data:`GAP_FIGURES`: ``internal_<f>``, ``external_<f>`` and
-    ``external_minus_internal_<f>`` with ``_ci_low`` / ``_ci_high``.
-
-    ``internal`` holds the source's pooled out-of-fold predictions, ``external``
-    the ensemble's on the target; the source's and the target's groups are
-    resampled independently (seeds ``seed`` and ``seed + 1``).
-    """
-    def figures(pooled: dict[str, PooledPredictions], rows: np.ndarray) -> dict[str, dict[str, float]]:
-        return {name: averaged_over_repeats(p, rows, calibration_bins) for name, p in pooled.items()}
-
-    first_internal, first_external = next(iter(internal.values())), next(iter(external.values()))
-    inside = figures(internal, np.arange(len(first_internal.labels)))
-    outside = figures(external, np.arange(len(first_external.labels)))
-    internal_draws = [figures(internal, rows) for rows in
-                      group_resamples(first_internal.groups, resamples=resamples, seed=seed)]
-    external_draws = [figures(external, rows) for rows in
-                      group_resamples(first_external.groups, resamples=resamples, seed=seed + 1)]
-    result: dict[str, dict[str, float]] = {}
-    for name in internal:
-        section = result.setdefault(name, {})
-        for figure in GAP_FIGURES:
-            section[f"internal_{figure}"] = inside[name][figure]
-            section[f"external_{figure}"] = outside[name][figure]
-            section[f"external_minus_internal_{figure}"] = outside[name][figure] - inside[name][figure]
-            differences = np.array([e[name][figure] - i[name][figure]
-                                    for i, e in zip(internal_draws, external_draws)], dtype=float)
-            low, high = percentile_interval(differences, level)
-            section[f"external_minus_internal_{figure}_ci_low"] = low
-            section[f"external_minus_internal_{figure}_ci_high"] = high
-    return result
 
 
 def split_reading_pooled(reading: SplitReading, *, labels: np.ndarray, groups: np.ndarray) -> PooledPredictions:
@@ -116,6 +88,37 @@ def gap_figures(pooled: PooledPredictions, rows: np.ndarray, calibration_bins: i
                                                                                        calibration_bins)}
 
 
+def counted_gap_figures(weights: np.ndarray, pooled: PooledPredictions, rows: np.ndarray, calibration_bins: int
+                        ) -> dict[str, np.ndarray]:
+    """:func:`gap_figures` of ``rows`` in every resample at once: ``weights`` is (resamples, all of ``pooled``'s
+    rows), each resample's count of each row; NaN where a resample draws none of ``rows``."""
+    drawn = np.asarray(weights[:, rows], dtype=float)
+    malignant, probability = pooled.labels[rows] == 1, pooled.probabilities[rows, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at_threshold = threshold_figures(drawn, malignant, probability >= pooled.thresholds[rows])
+        ece = weighted_ece(drawn, malignant, probability, calibration_bins)
+    return {"roc_auc": weighted_auc(drawn, malignant, probability), "sensitivity": at_threshold["sensitivity"],
+            "specificity": at_threshold["specificity"], "balanced_accuracy": at_threshold["balanced_accuracy"],
+            "brier": ratio(drawn @ (probability - malignant) ** 2, drawn.sum(axis=1)), "ece": ece}
+
+
+def mean_over_splits(per_split: list[dict]) -> dict:
+    """Each figure's mean over the splits where it is defined (NaN where it is in none)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {f: np.nanmean(np.stack([np.asarray(x[f], dtype=float) for x in per_split]), axis=0)
+                for f in GAP_FIGURES}
+
+
+def split_means(internal: PooledPredictions, split_rows: list[np.ndarray], external: list[PooledPredictions],
+                target_rows: np.ndarray, calibration_bins: int) -> tuple[dict, dict]:
+    """The means over the splits of :func:`gap_figures`: internal (each split's ``split_rows``) and external
+    (each split's reading of ``target_rows``)."""
+    with np.errstate(all="ignore"):         # a split lacking a class: its rates are NaN, left out of the mean
+        return (mean_over_splits([gap_figures(internal, rows, calibration_bins) for rows in split_rows]),
+                mean_over_splits([gap_figures(split, target_rows, calibration_bins) for split in external]))
+
+
 def split_by_split_gap(internal: PooledPredictions, internal_splits: np.ndarray, external: list[PooledPredictions], *,
                        calibration_bins: int, resamples: int, level: float, seed: int) -> dict[str, float]:
     """External against internal, split by split: each split's network and classifiers, read on its own test
@@ -126,27 +129,43 @@ def split_by_split_gap(internal: PooledPredictions, internal_splits: np.ndarray,
     ``external_minus_internal_<f>`` (the mean of the splits' differences) with ``_ci_low`` / ``_ci_high`` from
     a bootstrap that resamples the source's groups and the target's groups, independently, and recomputes every
     split on each resample, so that the interval carries both datasets' sampling and the splits' correlation
-    (they share training images and read the same target images).  Unlike the ensemble's gap, nothing here
+    (they share training images and read the same target images).  Unlike a gap of the ensemble, nothing here
     mixes the site with ensembling or with averaged thresholds.
     """
-    split_ids = np.unique(internal_splits)
-
-    def means(rows_in: np.ndarray, rows_out: np.ndarray) -> tuple[dict, dict]:
-        inside = [gap_figures(internal, rows_in[internal_splits[rows_in] == k], calibration_bins) for k in split_ids]
-        outside = [gap_figures(split, rows_out, calibration_bins) for split in external]
-        return ({f: float(np.nanmean([x[f] for x in inside])) for f in GAP_FIGURES},
-                {f: float(np.nanmean([x[f] for x in outside])) for f in GAP_FIGURES})
-
-    with np.errstate(all="ignore"):
-        inside, outside = means(np.arange(len(internal.labels)), np.arange(len(external[0].labels)))
-        draws = [means(rows_in, rows_out) for rows_in, rows_out in zip(
-            group_resamples(internal.groups, resamples=resamples, seed=seed),
-            group_resamples(external[0].groups, resamples=resamples, seed=seed + 1))]
+    split_rows = [np.flatnonzero(internal_splits == k) for k in np.unique(internal_splits)]
+    every_target_image = np.arange(len(external[0].labels))
+    inside, outside = split_means(internal, split_rows, external, every_target_image, calibration_bins)
+    internal_weights = resample_weights(internal.groups, resamples=resamples, seed=seed)
+    external_weights = resample_weights(external[0].groups, resamples=resamples, seed=seed + 1)
+    differences: dict[str, list[np.ndarray]] = {f: [] for f in GAP_FIGURES}
+    for start in range(0, resamples, RESAMPLES_AT_ONCE):
+        block = slice(start, start + RESAMPLES_AT_ONCE)
+        drawn_inside = mean_over_splits([counted_gap_figures(internal_weights[block], internal, rows,
+                                                             calibration_bins) for rows in split_rows])
+        drawn_outside = mean_over_splits([counted_gap_figures(external_weights[block], split, every_target_image,
+                                                              calibration_bins) for split in external])
+        for figure in GAP_FIGURES:
+            differences[figure].append(drawn_outside[figure] - drawn_inside[figure])
     result = {}
     for figure in GAP_FIGURES:
-        result[f"internal_{figure}"], result[f"external_{figure}"] = inside[figure], outside[figure]
-        result[f"external_minus_internal_{figure}"] = outside[figure] - inside[figure]
-        low, high = percentile_interval(np.array([o[figure] - i[figure] for i, o in draws], dtype=float), level)
+        result[f"internal_{figure}"], result[f"external_{figure}"] = float(inside[figure]), float(outside[figure])
+        result[f"external_minus_internal_{figure}"] = float(outside[figure] - inside[figure])
+        low, high = percentile_interval(np.concatenate(differences[figure]), level)
         result[f"external_minus_internal_{figure}_ci_low"] = low
         result[f"external_minus_internal_{figure}_ci_high"] = high
     return result
+
+
+def resampled_gap_intervals(internal: PooledPredictions, internal_splits: np.ndarray,
+                            external: list[PooledPredictions], *, calibration_bins: int, resamples: int, level: float,
+                            seed: int) -> dict[str, tuple[float, float]]:
+    """The intervals of :func:`split_by_split_gap`, resample by resample from the resampled rows: the
+    definition its counted ones are tested and timed against."""
+    split_ids = np.unique(internal_splits)
+    draws = []
+    for rows_in, rows_out in zip(group_resamples(internal.groups, resamples=resamples, seed=seed),
+                                 group_resamples(external[0].groups, resamples=resamples, seed=seed + 1)):
+        inside, outside = split_means(internal, [rows_in[internal_splits[rows_in] == k] for k in split_ids],
+                                      external, rows_out, calibration_bins)
+        draws.append({f: outside[f] - inside[f] for f in GAP_FIGURES})
+    return {f: percentile_interval(np.array([d[f] for d in draws], dtype=float), level) for f in GAP_FIGURES}

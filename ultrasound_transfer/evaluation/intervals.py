@@ -12,7 +12,11 @@ a patient or case, joined with its identical and near-duplicate images
 independent, come and go together (the cluster bootstrap; Field & Welsh,
 JRSS B 69, 2007).  One resample of groups serves every classifier and
 repeat, so the intervals of a difference between classifiers are paired.  It
-is seeded: the same predictions and seed give the same interval.
+is seeded: the same predictions and seed give the same interval.  Each
+resample's figures are computed from how often it draws each row, hundreds
+of resamples at once (:func:`counted_intervals`,
+:mod:`~ultrasound_transfer.evaluation.weighted_figures`); they equal the
+figures of the resample's rows (:func:`resampled_intervals`, the definition).
 
 The interval describes the uncertainty from which patients were sampled,
 given the trained networks; it does not include the variation between
@@ -22,6 +26,7 @@ training runs, which the repeated folds and the corrected t-test address
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,7 +40,7 @@ from ultrasound_transfer.evaluation.calibration import (
     expected_calibration_error,
 )
 from ultrasound_transfer.evaluation.scoring import roc_auc, threshold_metrics
-from ultrasound_transfer.evaluation.weighted_figures import weighted_headline
+from ultrasound_transfer.evaluation.weighted_figures import weighted_headline, weighted_multiclass_headline
 from ultrasound_transfer.settings import EvaluationSettings
 
 # The headline figures of two classes, and which carry an interval.
@@ -152,27 +157,65 @@ def bootstrap_figures(statistics: Callable[[np.ndarray], dict[str, float]], grou
 
 def weighted_over_repeats(pooled: PooledPredictions, weights: np.ndarray, calibration_bins: int
                           ) -> dict[str, np.ndarray]:
-    """:func:`averaged_over_repeats` of every resample at once (two classes): ``weights`` is (resamples, rows)."""
+    """:func:`averaged_over_repeats` of every resample at once: ``weights`` is (resamples, rows)."""
     per_repeat = []
     for repeat in np.unique(pooled.repeats):
         rows = pooled.rows_of(repeat)
-        per_repeat.append(weighted_headline(weights[:, rows], pooled.labels[rows], pooled.probabilities[rows, 1],
-                                            pooled.thresholds[rows], calibration_bins))
+        if pooled.probabilities.shape[1] > 2:
+            per_repeat.append(weighted_multiclass_headline(weights[:, rows], pooled.labels[rows],
+                                                           pooled.probabilities[rows]))
+        else:
+            per_repeat.append(weighted_headline(weights[:, rows], pooled.labels[rows],
+                                                pooled.probabilities[rows, 1], pooled.thresholds[rows],
+                                                calibration_bins))
     if len(per_repeat) == 1:
         return per_repeat[0]
-    averaged = {}
-    for name in per_repeat[0]:
-        stacked = np.stack([figures[name] for figures in per_repeat])
-        finite = np.isfinite(stacked)
-        count = finite.sum(axis=0)
-        averaged[name] = np.where(count > 0, np.where(finite, stacked, 0.0).sum(axis=0) / np.maximum(count, 1),
-                                  np.nan)
-    return averaged
+    with warnings.catch_warnings():         # a figure undefined in every repeat of a resample stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {name: np.nanmean(np.stack([figures[name] for figures in per_repeat]), axis=0)
+                for name in per_repeat[0]}
 
 
-# Resamples computed together by weighted_over_repeats: bounds its working memory (a few arrays of
-# this many x rows floats) on large datasets with repeats.
+def keyed_figures(per_classifier: dict[str, dict]) -> dict:
+    """Each classifier's figures as ``<classifier>.<figure>``, and for two classifiers the second minus the
+    first as ``difference.<figure>`` (counts excepted): the keys :func:`headline_with_intervals` reads."""
+    names = list(per_classifier)
+    keyed = {f"{name}.{k}": v for name, figures in per_classifier.items() for k, v in figures.items()}
+    if len(names) == 2:
+        first, second = per_classifier[names[0]], per_classifier[names[1]]
+        keyed |= {f"difference.{k}": second[k] - first[k] for k in second if k not in COUNTS}
+    return keyed
+
+
+def pooled_figures(by_classifier: dict[str, PooledPredictions], rows: np.ndarray, calibration_bins: int
+                   ) -> dict[str, float]:
+    """:func:`keyed_figures` of ``rows``: on every row the point estimates, on a resample's rows its draw."""
+    return keyed_figures({name: averaged_over_repeats(p, rows, calibration_bins)
+                          for name, p in by_classifier.items()})
+
+
+# Resamples computed together by counted_intervals: bounds its working memory (a few arrays of this many x
+# rows floats) on large datasets with repeats.
 RESAMPLES_AT_ONCE = 250
+
+
+def counted_intervals(by_classifier: dict[str, PooledPredictions], *, calibration_bins: int, resamples: int,
+                      level: float, seed: int) -> dict[str, tuple[float, float]]:
+    """The interval of every figure of :func:`pooled_figures`, each resample's figures computed from counts
+    per row (:mod:`~ultrasound_transfer.evaluation.weighted_figures`), :data:`RESAMPLES_AT_ONCE` at a time."""
+    weights = resample_weights(next(iter(by_classifier.values())).groups, resamples=resamples, seed=seed)
+    chunks = [keyed_figures({name: weighted_over_repeats(p, weights[start:start + RESAMPLES_AT_ONCE],
+                                                         calibration_bins) for name, p in by_classifier.items()})
+              for start in range(0, resamples, RESAMPLES_AT_ONCE)]
+    return {key: percentile_interval(np.concatenate([chunk[key] for chunk in chunks]), level) for key in chunks[0]}
+
+
+def resampled_intervals(by_classifier: dict[str, PooledPredictions], *, calibration_bins: int, resamples: int,
+                        level: float, seed: int) -> dict[str, tuple[float, float]]:
+    """The same intervals as :func:`counted_intervals`, resample by resample from the resampled rows: the
+    definition the counted ones are tested and timed against."""
+    return bootstrap_figures(lambda rows: pooled_figures(by_classifier, rows, calibration_bins),
+                             next(iter(by_classifier.values())).groups, resamples=resamples, level=level, seed=seed)
 
 
 def headline_with_intervals(by_classifier: dict[str, PooledPredictions], *, calibration_bins: int, resamples: int,
@@ -181,37 +224,12 @@ def headline_with_intervals(by_classifier: dict[str, PooledPredictions], *, cali
     of the second classifier minus the first (``<second>_minus_<first>``) for each figure.
 
     Every classifier must hold the same rows in the same order (the same
-    images, repeats and groups), so one resample of groups fits all.  With
-    two classes every resample's figures come from
-    :mod:`~ultrasound_transfer.evaluation.weighted_figures` (the resample as
-    counts per row, hundreds at once); with more, resample by resample.
+    images, repeats and groups), so one resample of groups fits all.
     """
     names = list(by_classifier)
-    first = by_classifier[names[0]]
-    everything = np.arange(len(first.labels))
-
-    def differences(per: dict[str, dict]) -> dict:
-        if len(names) != 2:
-            return {}
-        return {f"difference.{k}": per[names[1]][k] - per[names[0]][k] for k in per[names[1]] if k not in COUNTS}
-
-    def figures(rows: np.ndarray) -> dict[str, float]:
-        per = {name: averaged_over_repeats(p, rows, calibration_bins) for name, p in by_classifier.items()}
-        return {f"{name}.{k}": v for name, figures in per.items() for k, v in figures.items()} | differences(per)
-
-    point = figures(everything)
-    if all(p.probabilities.shape[1] == 2 for p in by_classifier.values()):
-        weights = resample_weights(first.groups, resamples=resamples, seed=seed)
-        chunks = []
-        for start in range(0, resamples, RESAMPLES_AT_ONCE):
-            block = weights[start:start + RESAMPLES_AT_ONCE]
-            per = {name: weighted_over_repeats(p, block, calibration_bins) for name, p in by_classifier.items()}
-            chunks.append({f"{name}.{k}": v for name, figures in per.items() for k, v in figures.items()}
-                          | differences(per))
-        intervals = {key: percentile_interval(np.concatenate([chunk[key] for chunk in chunks]), level)
-                     for key in chunks[0]}
-    else:
-        intervals = bootstrap_figures(figures, first.groups, resamples=resamples, level=level, seed=seed)
+    point = pooled_figures(by_classifier, np.arange(len(by_classifier[names[0]].labels)), calibration_bins)
+    intervals = counted_intervals(by_classifier, calibration_bins=calibration_bins, resamples=resamples, level=level,
+                                  seed=seed)
     result: dict[str, dict[str, float]] = {}
     for key, value in point.items():
         owner, name = key.split(".")

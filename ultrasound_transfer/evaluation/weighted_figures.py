@@ -1,4 +1,4 @@
-"""The two-class headline figures of many bootstrap resamples at once, each resample a row of weights.
+"""The headline figures of many bootstrap resamples at once, each resample a row of weights.
 
 A group bootstrap resample holds every image of each drawn group as often as
 the group was drawn, so it is the pooled predictions with a count per image.
@@ -7,7 +7,7 @@ gives the same value, and one array operation then serves hundreds of
 resamples: :func:`weighted_headline` takes a matrix of counts, one row per
 resample, and returns every figure of
 :func:`ultrasound_transfer.evaluation.intervals.headline_of` (two classes) for
-each row.
+each row; :func:`weighted_multiclass_headline` those of more classes.
 
 The figures are those of the per-resample functions, computed the same way
 on the counts:
@@ -21,7 +21,10 @@ on the counts:
   drawn twice filling two places) and the calibration intercept and slope
   (the same Newton-Raphson iterations, each resample stopping at its own
   convergence) equal the per-resample values up to the last bits of float
-  rounding, as their sums are taken in another order.
+  rounding, as their sums are taken in another order;
+* of more classes, accuracy is exactly equal; balanced accuracy and the
+  macro one-vs-rest ROC-AUC (the two-class AUC of each class against the
+  rest) equal up to the rounding of their means.
 
 ``tests/evaluation/test_weighted_figures.py`` checks each against the
 per-resample functions on resampled rows.
@@ -76,12 +79,14 @@ def weighted_ece(weights: np.ndarray, malignant: np.ndarray, probability: np.nda
     return np.sum(np.abs(predicted - observed), axis=1) / weights.sum(axis=1)
 
 
-def prefix_sums(cumulative_counts: np.ndarray, cumulative_values: np.ndarray, values: np.ndarray,
-                positions: np.ndarray) -> np.ndarray:
-    """Sum of the first ``positions[r]`` values of row r's expanded sequence (each image repeated by its count).
+def prefix_sums(cumulative_counts: np.ndarray, running: list[tuple[np.ndarray, np.ndarray]],
+                positions: np.ndarray) -> list[np.ndarray]:
+    """For each ``(cumulative_values, values)`` of ``running``: the sum of the first ``positions[r]`` values of
+    row r's expanded sequence (each image repeated by its count).
 
-    ``cumulative_counts`` and ``cumulative_values`` are the running sums of
-    the counts and of count x value along each row, images in sorted order.
+    ``cumulative_counts`` and each ``cumulative_values`` are the running sums
+    of the counts and of count x value along each row, images in sorted
+    order; the cut is searched once for all of them.
     """
     rows, width = cumulative_counts.shape
     stride = cumulative_counts[:, -1].max() + 1
@@ -90,8 +95,8 @@ def prefix_sums(cumulative_counts: np.ndarray, cumulative_values: np.ndarray, va
     at = np.searchsorted((cumulative_counts + offsets[:, None]).ravel(), positions + offsets) - np.arange(rows) * width
     at = np.minimum(at, width - 1)
     reached = cumulative_counts[np.arange(rows), at]
-    total = cumulative_values[np.arange(rows), at] - (reached - positions) * values[at]
-    return np.where(positions > 0, total, 0.0)
+    return [np.where(positions > 0, cumulative_values[np.arange(rows), at] - (reached - positions) * values[at], 0.0)
+            for cumulative_values, values in running]
 
 
 def weighted_debiased_calibration_error(weights: np.ndarray, malignant: np.ndarray, probability: np.ndarray,
@@ -106,8 +111,8 @@ def weighted_debiased_calibration_error(weights: np.ndarray, malignant: np.ndarr
     order = np.lexsort((outcome, probability))
     sorted_weights, sorted_outcome, sorted_probability = weights[:, order], outcome[order], probability[order]
     counts = np.cumsum(sorted_weights, axis=1)
-    outcomes = np.cumsum(sorted_weights * sorted_outcome, axis=1)
-    probabilities = np.cumsum(sorted_weights * sorted_probability, axis=1)
+    running = [(np.cumsum(sorted_weights * sorted_outcome, axis=1), sorted_outcome),
+               (np.cumsum(sorted_weights * sorted_probability, axis=1), sorted_probability)]
     n = counts[:, -1]
     parts = np.minimum(bins, np.maximum(1, n // 2))
     size, larger = n // parts, n % parts
@@ -117,18 +122,18 @@ def weighted_debiased_calibration_error(weights: np.ndarray, malignant: np.ndarr
 
     total = np.zeros(len(weights))
     start = cut(0)
+    outcomes_before, probabilities_before = prefix_sums(counts, running, start)
     for j in range(int(parts.max())):
         end = cut(j + 1)
+        outcomes_to, probabilities_to = prefix_sums(counts, running, end)    # the next part's start, too
         inside = end - start
         present = inside > 0
         safe = np.where(present, inside, 1)
-        observed = (prefix_sums(counts, outcomes, sorted_outcome, end)
-                    - prefix_sums(counts, outcomes, sorted_outcome, start)) / safe
-        predicted = (prefix_sums(counts, probabilities, sorted_probability, end)
-                     - prefix_sums(counts, probabilities, sorted_probability, start)) / safe
+        observed = (outcomes_to - outcomes_before) / safe
+        predicted = (probabilities_to - probabilities_before) / safe
         chance = np.where(inside > 1, observed * (1 - observed) / np.where(inside > 1, inside - 1, 1), 0.0)
         total += np.where(present, inside * ((observed - predicted) ** 2 - chance), 0.0)
-        start = end
+        start, outcomes_before, probabilities_before = end, outcomes_to, probabilities_to
     return np.sqrt(np.maximum(total / n, 0.0))
 
 
@@ -190,3 +195,21 @@ def weighted_headline(weights: np.ndarray, labels: np.ndarray, malignant_probabi
     result["calibration_intercept"], result["calibration_slope"] = weighted_calibration_intercept_slope(
         weights, malignant, probability)
     return result
+
+
+def weighted_multiclass_headline(weights: np.ndarray, labels: np.ndarray, probabilities: np.ndarray
+                                 ) -> dict[str, np.ndarray]:
+    """The headline figures of ``headline_of`` for more than two classes, per row of ``weights``: accuracy,
+    balanced accuracy (the mean recall of the classes drawn) and the macro one-vs-rest ROC-AUC (each class's
+    Mann-Whitney AUC against the rest, NaN unless every class is drawn)."""
+    labels = np.asarray(labels)
+    weights = np.asarray(weights, dtype=float)
+    classes = np.arange(probabilities.shape[1])
+    predicted = probabilities.argmax(axis=1)
+    members = labels[:, None] == classes                                    # (images, classes)
+    drawn = weights @ members
+    recalls = ratio(weights @ (members & (predicted[:, None] == classes)), drawn)
+    aucs = np.stack([weighted_auc(weights, members[:, c], probabilities[:, c]) for c in classes], axis=1)
+    return {"roc_auc": np.where((drawn > 0).all(axis=1), aucs.mean(axis=1), np.nan),
+            "accuracy": weights @ (predicted == labels) / weights.sum(axis=1),
+            "balanced_accuracy": np.nanmean(recalls, axis=1)}
