@@ -50,6 +50,7 @@ from ultrasound_transfer.evaluation.external_validation import (
 from ultrasound_transfer.evaluation.intervals import headline_with_intervals, interval_options
 from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, OUTPUT_LAYER
 from ultrasound_transfer.networks.feature_extraction import layers_pass
+from ultrasound_transfer.networks.heap import keep_freed_memory
 from ultrasound_transfer.outputs import classifiers as classifiers_output
 from ultrasound_transfer.outputs import cv_results, external_results, fold_networks
 from ultrasound_transfer.outputs.classifiers import StudyClassifiers
@@ -145,6 +146,7 @@ def read_splits(recipe: NetworkRecipe, fitted: StudyClassifiers, images: np.ndar
 
 def main(argv: list[str]) -> None:
     train, test, model_name = parse_args(argv, ["train", "test", "model"], "python -m stages.external TRAIN TEST MODEL")
+    keep_freed_memory()
     settings = load_settings()
     check_listed(settings, train, test)
     study = load_trained_study(train, model_name)

@@ -75,6 +75,7 @@ from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, build_classif
 from ultrasound_transfer.networks.checkpoints import FoldCheckpoints, run_fingerprint
 from ultrasound_transfer.networks.fitting import EpochLog, FoldReset, class_weights, compile_classifier, fit_fold
 from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, save_fold_weights
+from ultrasound_transfer.networks.heap import keep_freed_memory
 from ultrasound_transfer.networks.runtime import (
     check_data_parallel_supported,
     data_parallel_scope,
@@ -245,6 +246,7 @@ def train_folds(
 
 def main(argv: list[str]) -> None:
     dataset, model_name = parse_args(argv, ["dataset", "model"], "python -m stages.finetune DATASET MODEL")
+    keep_freed_memory()
     settings = load_settings()
     check_model_name(model_name)
     # One run per output: a second would overwrite this one's folds and resume state.

@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 
 from ultrasound_transfer.common import PipelineError, run_stage
+from ultrasound_transfer.networks.heap import keep_freed_memory
 
 PROG = "ultrasound-transfer"
 # As in the stages: TensorFlow's C++ log lines would bury the output (the estimate builds networks).
@@ -234,7 +235,9 @@ def run(argv: list[str]) -> None:
 
 def main() -> None:
     """The console entry point: as a stage runs, an error becomes one message and exit status 2, Ctrl-C one line
-    and exit status 130 (:func:`~ultrasound_transfer.common.run_stage`)."""
+    and exit status 130 (:func:`~ultrasound_transfer.common.run_stage`); freed memory is kept for the next
+    network step (:mod:`~ultrasound_transfer.networks.heap`)."""
+    keep_freed_memory()
     run_stage(run)
 
 
