@@ -62,16 +62,26 @@ def run_stage(project: Path, model: str, environment: dict[str, str]) -> dict:
             "peak_mb": usage.ru_maxrss / 1024, "outputs": stage_outputs(project, model)}
 
 
+def differing_outputs(first: dict[str, str], other: dict[str, str]) -> list[str]:
+    """The files one run wrote differently from the first run (or that only one of them wrote)."""
+    return sorted(name for name in set(first) | set(other) if first.get(name) != other.get(name))
+
+
 def network_row(model: str, runs: dict[str, list[dict]]) -> list[str]:
-    """Per setting the fastest run's figures; the ratio kept / default; whether every run's outputs agree."""
+    """Per setting the fastest run's figures; the ratio kept / default; whether every run's outputs agree with the
+    first kept run's, and if not, which runs and how many files differ."""
     kept, default = (min(runs[name], key=lambda run: run["s"]) for name in SETTINGS)
-    same = all(run["outputs"] == runs["kept"][0]["outputs"] for name in SETTINGS for run in runs[name])
+    first = runs["kept"][0]["outputs"]
+    differing = [f"{name} run {number}: {len(files)} files" for name in SETTINGS
+                 for number, run in enumerate(runs[name], start=1)
+                 if (files := differing_outputs(first, run["outputs"]))]
 
     def pair(key: str, pattern: str) -> str:
         return f"{pattern.format(default[key])} / {pattern.format(kept[key])}"
 
     return [model, pair("s", "{:.1f}"), f"{kept['s'] / default['s']:.2f}×", pair("system_s", "{:.1f}"),
-            pair("page_faults", "{:,}"), pair("peak_mb", "{:,.0f}"), "yes" if same else "**no**"]
+            pair("page_faults", "{:,}"), pair("peak_mb", "{:,.0f}"),
+            "yes" if not differing else f"**no**, against kept run 1: {'; '.join(differing)}"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,8 +101,10 @@ def main(argv: list[str] | None = None) -> None:
                 for name in order:
                     run = run_stage(project, model, SETTINGS[name])
                     runs[model][name].append(run)
+                    files = differing_outputs(runs[model]["kept"][0]["outputs"], run["outputs"])   # kept runs first
                     print(f"round {round_number}: {model}, {name}: {run['s']:.1f} s, "
-                          f"{run['page_faults']:,} page faults", flush=True)
+                          f"{run['page_faults']:,} page faults; differs from kept run 1 in {files or 'nothing'}",
+                          flush=True)
     headers = ["network", "s (default / kept)", "kept / default", "system CPU s", "page faults",
                "peak MB", "outputs the same"]
     table = markdown_table([network_row(model, runs[model]) for model in args.models], headers)
@@ -103,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
             "\"Outputs the same\": every file the stage wrote, in every run of both settings, byte for byte.")
     data = {"rounds": args.rounds,
             "runs": {model: {name: [{key: value for key, value in run.items() if key != "outputs"}
+                                    | {"differing_from_kept_run_1": differing_outputs(
+                                        settings["kept"][0]["outputs"], run["outputs"])}
                                     for run in model_runs] for name, model_runs in settings.items()}
                      for model, settings in runs.items()},
             "outputs_same": {model: network_row(model, runs[model])[-1] == "yes" for model in args.models}}

@@ -1,6 +1,6 @@
 """The heap benchmark's reading of its runs (its runs themselves are whole ``finetune`` stages: minutes)."""
 
-from benchmarks.heap import RUNS, SETTINGS, network_row, stage_outputs
+from benchmarks.heap import RUNS, SETTINGS, differing_outputs, network_row, stage_outputs
 
 
 def a_run(seconds: float, outputs: dict[str, str], faults: int = 1000) -> dict:
@@ -18,7 +18,8 @@ def test_each_setting_reads_its_fastest_run_and_the_outputs_are_checked_in_every
     assert row[-1] == "yes"
     # One run of one setting wrote another file: reported, whichever run it was.
     runs["glibc default"][0] = a_run(50.0, {**same, "models/phantom/VGG16/training/history.csv": "cd"})
-    assert network_row("VGG16", runs)[-1] == "**no**"
+    assert network_row("VGG16", runs)[-1] == "**no**, against kept run 1: glibc default run 1: 1 files"
+    assert differing_outputs(same, runs["glibc default"][0]["outputs"]) == ["models/phantom/VGG16/training/history.csv"]
 
 
 def test_outputs_are_every_file_the_stage_wrote_for_the_network(tmp_path):
