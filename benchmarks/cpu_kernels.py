@@ -34,6 +34,7 @@ import subprocess
 import sys
 
 from benchmarks.results import REPO, markdown_table, write_results
+from ultrasound_transfer.networks.heap import keep_freed_memory
 
 # (label, KERAS_BACKEND, finetune.deterministic_ops, jit_compile, extra environment)
 CONFIGURATIONS = [
@@ -47,7 +48,9 @@ CONFIGURATIONS = [
 
 
 def one_fold(model_name: str, deterministic_ops: bool, jit_compile, epochs: int) -> dict:
-    """Train one demo fold in this process; epoch seconds and a digest of what it gave."""
+    """Train one demo fold in this process (freed memory kept, as the stage's process does); epoch seconds and a
+    digest of what it gave."""
+    keep_freed_memory()
     import resource
     import time
 

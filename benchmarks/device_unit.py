@@ -62,6 +62,7 @@ import numpy as np
 
 from benchmarks.gpu import PRECISIONS, device_name, peak_macs_per_s, synchronize, timed_steps
 from benchmarks.results import RESULTS_DIR, markdown_table, write_results
+from ultrasound_transfer.networks.heap import keep_freed_memory
 from ultrasound_transfer.settings import HeadSettings, PhantomSettings
 
 FOLDS = 5
@@ -145,6 +146,7 @@ def torch_matmul_tf32_as_convolutions() -> Iterator[None]:
 def one_fold(model_name: str, ft_fraction: float, precision: str, *, image_size: int, images: int, epochs: int,
              batch_size: int) -> dict:
     """Train one fold of a unit in this process, as ``finetune`` does; its times, rates and memory."""
+    keep_freed_memory()                                 # as the stage's process does
     import keras
 
     from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, build_classifier

@@ -17,7 +17,10 @@ demo's 80 px and the paper's 224 px) two ways, each in a fresh process:
 The paths run in turn ``--rounds`` times (3: plain, cached, memory-mapped,
 plain...) and each keeps its fastest round.  The Keras backend is the
 environment's (``KERAS_BACKEND``): on PyTorch and JAX the cached path is fed
-batch by batch from host arrays, on TensorFlow through ``tf.data``.  Each row gives the steady-state
+batch by batch from host arrays, on TensorFlow through ``tf.data``.  Every path's process, plain
+included, keeps freed memory between steps as the stage's does
+(:mod:`ultrasound_transfer.networks.heap`; ``benchmarks.heap`` measures that
+setting on its own), so the ratios are the cache's alone.  Each row gives the steady-state
 epoch (the median after the first), the fixed cost before it (building,
 tracing and, cached, the prefix pass), the peak resident memory of each
 path's process and the ideal
@@ -41,6 +44,7 @@ import numpy as np
 from tabulate import tabulate
 
 from benchmarks.results import markdown_table, write_results
+from ultrasound_transfer.networks.heap import keep_freed_memory
 from ultrasound_transfer.settings import HeadSettings, PhantomSettings
 
 MODELS = ["VGG16", "VGG19", "ResNet50", "ResNet101", "InceptionV3"]
@@ -59,7 +63,8 @@ def phantom_images(image_size: int, count: int) -> tuple[np.ndarray, np.ndarray]
 def epoch_times(model_name: str, ft_fraction: float, path_name: str, image_size: int, images: int, epochs: int,
                 batch_size: int) -> dict:
     """Seconds of the steady epoch, and of everything before the first, for one path of :data:`PATHS` in this
-    process."""
+    process (freed memory kept, as the stage's process does: :mod:`ultrasound_transfer.networks.heap`)."""
+    keep_freed_memory()
     import keras
 
     from ultrasound_transfer.networks.backbones import build_classifier, to_network_input

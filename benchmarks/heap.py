@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.backends import MODELS, scratch_project
+from benchmarks.processes import timed_process
 from benchmarks.results import RESULTS_DIR, markdown_table, write_results
 from ultrasound_transfer.networks.heap import ENVIRONMENT_SWITCH
 
@@ -42,24 +41,15 @@ def stage_outputs(project: Path, model: str) -> dict[str, str]:
             for folder in folders for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def run_stage(project: Path, model: str, environment: dict[str, str]) -> dict:
+def timed_finetune(project: Path, model: str, environment: dict[str, str]) -> dict:
     """One ``finetune`` process: wall seconds, user and system CPU seconds, minor page faults, peak resident MB
     and its outputs' digests."""
     env = {key: value for key, value in os.environ.items() if key != ENVIRONMENT_SWITCH} | environment
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "stages.finetune", "phantom", model], cwd=project, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # wait4, not wait: the resources of this child alone (RUSAGE_CHILDREN would take the largest of all).
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    errors = process.stderr.read().decode(errors="replace")
-    process.stderr.close()
-    if process.returncode != 0:
-        raise SystemExit(f"finetune of {model} failed (exit {process.returncode}):\n{errors[-3000:]}")
-    return {"s": seconds, "user_s": usage.ru_utime, "system_s": usage.ru_stime, "page_faults": usage.ru_minflt,
-            "peak_mb": usage.ru_maxrss / 1024, "outputs": stage_outputs(project, model)}
+    usage = timed_process([sys.executable, "-m", "stages.finetune", "phantom", model], cwd=project, env=env,
+                          what=f"finetune of {model}")
+    return {"s": usage.seconds, "user_s": usage.user_s, "system_s": usage.system_s, "page_faults": usage.page_faults,
+            "peak_mb": usage.peak_mb, "outputs": stage_outputs(project, model)}
 
 
 def differing_outputs(first: dict[str, str], other: dict[str, str]) -> list[str]:
@@ -69,12 +59,11 @@ def differing_outputs(first: dict[str, str], other: dict[str, str]) -> list[str]
 
 def network_row(model: str, runs: dict[str, list[dict]]) -> list[str]:
     """Per setting the fastest run's figures; the ratio kept / default; whether every run's outputs agree with the
-    first kept run's, and if not, which runs and how many files differ."""
+    first kept run's, and if not, which runs and how many files differ (each run's
+    ``differing_from_kept_run_1``)."""
     kept, default = (min(runs[name], key=lambda run: run["s"]) for name in SETTINGS)
-    first = runs["kept"][0]["outputs"]
-    differing = [f"{name} run {number}: {len(files)} files" for name in SETTINGS
-                 for number, run in enumerate(runs[name], start=1)
-                 if (files := differing_outputs(first, run["outputs"]))]
+    differing = [f"{name} run {number}: {len(run['differing_from_kept_run_1'])} files" for name in SETTINGS
+                 for number, run in enumerate(runs[name], start=1) if run["differing_from_kept_run_1"]]
 
     def pair(key: str, pattern: str) -> str:
         return f"{pattern.format(default[key])} / {pattern.format(kept[key])}"
@@ -99,12 +88,14 @@ def main(argv: list[str] | None = None) -> None:
             order = list(SETTINGS) if round_number % 2 else list(reversed(SETTINGS))
             for model in args.models:
                 for name in order:
-                    run = run_stage(project, model, SETTINGS[name])
+                    run = timed_finetune(project, model, SETTINGS[name])
+                    # Round 1 runs "kept" first, so the first kept run is there to compare with (or is this run).
+                    first = runs[model]["kept"][0]["outputs"] if runs[model]["kept"] else run["outputs"]
+                    run["differing_from_kept_run_1"] = differing_outputs(first, run["outputs"])
                     runs[model][name].append(run)
-                    files = differing_outputs(runs[model]["kept"][0]["outputs"], run["outputs"])   # kept runs first
                     print(f"round {round_number}: {model}, {name}: {run['s']:.1f} s, "
-                          f"{run['page_faults']:,} page faults; differs from kept run 1 in {files or 'nothing'}",
-                          flush=True)
+                          f"{run['page_faults']:,} page faults; differs from kept run 1 in "
+                          f"{run['differing_from_kept_run_1'] or 'nothing'}", flush=True)
     headers = ["network", "s (default / kept)", "kept / default", "system CPU s", "page faults",
                "peak MB", "outputs the same"]
     table = markdown_table([network_row(model, runs[model]) for model in args.models], headers)
@@ -115,11 +106,11 @@ def main(argv: list[str] | None = None) -> None:
             "\"Outputs the same\": every file the stage wrote, in every run of both settings, byte for byte.")
     data = {"rounds": args.rounds,
             "runs": {model: {name: [{key: value for key, value in run.items() if key != "outputs"}
-                                    | {"differing_from_kept_run_1": differing_outputs(
-                                        settings["kept"][0]["outputs"], run["outputs"])}
                                     for run in model_runs] for name, model_runs in settings.items()}
                      for model, settings in runs.items()},
-            "outputs_same": {model: network_row(model, runs[model])[-1] == "yes" for model in args.models}}
+            "outputs_same": {model: not any(run["differing_from_kept_run_1"] for model_runs in settings.values()
+                                            for run in model_runs)
+                             for model, settings in runs.items()}}
     write_results("heap", data, {"table": table}, note=note, directory=args.results_dir)
     print(table)
 

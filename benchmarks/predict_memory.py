@@ -26,12 +26,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from benchmarks.processes import timed_process
 from benchmarks.results import REPO, RESULTS_DIR, markdown_table, write_results
 from tests.conftest import merged
 
@@ -107,14 +107,8 @@ def timed_predict(study: Path, scans: list[Path], out: Path) -> tuple[float, flo
     command = [sys.executable, "-m", "ultrasound_transfer", "predict", "--dataset", "phantom", "--model", "VGG16",
                "--out", str(out), *map(str, scans)]
     out.unlink(missing_ok=True)
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=study, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"predict failed in {study}: {process.stderr.read().decode()[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    usage = timed_process(command, cwd=study, env=env, what="predict")
+    return usage.seconds, usage.peak_mb
 
 
 def main() -> None:

@@ -3,9 +3,10 @@
 from benchmarks.heap import RUNS, SETTINGS, differing_outputs, network_row, stage_outputs
 
 
-def a_run(seconds: float, outputs: dict[str, str], faults: int = 1000) -> dict:
+def a_run(seconds: float, outputs: dict[str, str], faults: int = 1000, first: dict[str, str] | None = None) -> dict:
+    """A run as the benchmark records it, compared with the first kept run's outputs (``first``; itself if None)."""
     return {"s": seconds, "user_s": seconds, "system_s": seconds / 10, "page_faults": faults, "peak_mb": 1500.0,
-            "outputs": outputs}
+            "outputs": outputs, "differing_from_kept_run_1": differing_outputs(first or outputs, outputs)}
 
 
 def test_each_setting_reads_its_fastest_run_and_the_outputs_are_checked_in_every_run():
@@ -17,9 +18,12 @@ def test_each_setting_reads_its_fastest_run_and_the_outputs_are_checked_in_every
     assert row[4] == "8,000 / 400"
     assert row[-1] == "yes"
     # One run of one setting wrote another file: reported, whichever run it was.
-    runs["glibc default"][0] = a_run(50.0, {**same, "models/phantom/VGG16/training/history.csv": "cd"})
+    runs["glibc default"][0] = a_run(50.0, {**same, "models/phantom/VGG16/training/history.csv": "cd"}, first=same)
     assert network_row("VGG16", runs)[-1] == "**no**, against kept run 1: glibc default run 1: 1 files"
-    assert differing_outputs(same, runs["glibc default"][0]["outputs"]) == ["models/phantom/VGG16/training/history.csv"]
+    assert runs["glibc default"][0]["differing_from_kept_run_1"] == ["models/phantom/VGG16/training/history.csv"]
+    # A file written differently (not only one more file) counts too.
+    assert differing_outputs(same, {"models/phantom/VGG16/weights/fold1.weights.npz": "ef"}) == [
+        "models/phantom/VGG16/weights/fold1.weights.npz"]
 
 
 def test_outputs_are_every_file_the_stage_wrote_for_the_network(tmp_path):
