@@ -64,6 +64,22 @@ def git(*args: str) -> str:
         return ""
 
 
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The processor's name and the matrix instructions that set its float32 and bf16 rates (AVX-512, its bf16
+    extension, AMX), from ``cpuinfo``: machines of one kind differ in them (a bf16 product is several times
+    faster with AMX).  Empty where the file is absent (macOS, Windows)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return ""
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
+    present = set(flags.group(1).split()) if flags else set()
+    extensions = [label if flag in present else f"no {label}"
+                  for flag, label in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX"))]
+    return f"{model.group(1).strip() if model else 'unnamed'}; {', '.join(extensions)}"
+
+
 def provenance(name: str) -> str:
     """One line: commit, date, machine and library versions, the command that rewrites the file, and the
     fingerprint of the code it timed (``name``: the benchmark's module in ``benchmarks``)."""
@@ -77,7 +93,9 @@ def provenance(name: str) -> str:
             versions.append(f"{module} {__import__(module).__version__}")
         except ImportError:
             pass
-    where = f"{os.cpu_count()}-core {platform.machine()} CPU, Python {platform.python_version()}, {', '.join(versions)}"
+    cpu = cpu_description()
+    where = (f"{os.cpu_count()}-core {platform.machine()} CPU{f' ({cpu})' if cpu else ''}, "
+             f"Python {platform.python_version()}, {', '.join(versions)}")
     return (f"Measured at commit {commit}{' with uncommitted changes to the code it times' if dirty else ''}, "
             f"{datetime.date.today().isoformat()} ({where}) by `python -m benchmarks.{name} "
             f"{' '.join(sys.argv[1:])}`.".replace(" `.", "`.")

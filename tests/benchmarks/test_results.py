@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.results import RESULTS_DIR, recorded_timed_code, timed_code, timed_files
+from benchmarks.results import RESULTS_DIR, cpu_description, recorded_timed_code, timed_code, timed_files
 from ultrasound_transfer.source_files import code_fingerprint
 
 RESULTS = sorted(RESULTS_DIR.glob("*.md"))
@@ -40,3 +40,13 @@ def test_a_benchmark_that_runs_a_stage_in_another_process_counts_that_stages_cod
     files = {str(path) for path in timed_files("backends")}
     assert "stages/finetune.py" in files and "ultrasound_transfer/networks/fitting.py" in files
     assert "benchmarks/results.py" not in files
+
+
+def test_the_provenance_names_the_processor_and_its_matrix_instructions(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx512f avx512_bf16 sse2\n\n"
+                       "processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx512f avx512_bf16 sse2\n")
+    assert cpu_description(cpuinfo) == "AMD EPYC; AVX-512, AVX-512 BF16, no AMX"
+    cpuinfo.write_text("model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: avx512f avx512_bf16 amx_bf16\n")
+    assert cpu_description(cpuinfo) == "Intel(R) Xeon(R) Platinum 8480+; AVX-512, AVX-512 BF16, AMX"
+    assert cpu_description(tmp_path / "absent") == ""
