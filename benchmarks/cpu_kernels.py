@@ -15,6 +15,9 @@ rounds (3), every configuration once per round in turn:
 * TensorFlow with XLA (``finetune.jit_compile: true``), which Keras allows
   only with op determinism off;
 * TensorFlow without oneDNN (``TF_ENABLE_ONEDNN_OPTS=0``);
+* TensorFlow with glibc's default heap (``MALLOC_TOP_PAD_=131072``), where
+  every other configuration keeps freed memory between steps, as the stage
+  does (:mod:`ultrasound_transfer.networks.heap`);
 * JAX and PyTorch where installed, with their deterministic settings.
 
 Each row also says whether two runs of it gave bit-identical weights and
@@ -33,12 +36,15 @@ import os
 import subprocess
 import sys
 
+from benchmarks.heap import GLIBC_DEFAULT_TOP_PAD
 from benchmarks.results import REPO, markdown_table, write_results
-from ultrasound_transfer.networks.heap import keep_freed_memory
+from ultrasound_transfer.networks.heap import ENVIRONMENT_SWITCH, keep_freed_memory
 
 # (label, KERAS_BACKEND, finetune.deterministic_ops, jit_compile, extra environment)
 CONFIGURATIONS = [
     ("TensorFlow, op determinism (the default)", "tensorflow", True, False, {}),
+    ("TensorFlow, op determinism, glibc's default heap", "tensorflow", True, False,
+     {ENVIRONMENT_SWITCH: GLIBC_DEFAULT_TOP_PAD}),
     ("TensorFlow, no op determinism", "tensorflow", False, False, {}),
     ("TensorFlow, XLA (needs op determinism off)", "tensorflow", False, True, {}),
     ("TensorFlow, op determinism, no oneDNN", "tensorflow", True, False, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
@@ -93,11 +99,17 @@ def one_fold(model_name: str, deterministic_ops: bool, jit_compile, epochs: int)
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def configuration_environment(backend: str, env: dict[str, str]) -> dict[str, str]:
+    """The environment of one configuration's process: this one's, its backend and its extra variables.  The heap
+    setting is the configuration's alone: a ``MALLOC_TOP_PAD_`` of the caller's would reach every row."""
+    inherited = {key: value for key, value in os.environ.items() if key != ENVIRONMENT_SWITCH}
+    return {**inherited, "KERAS_BACKEND": backend, **env, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
 def in_fresh_process(backend: str, env: dict, *args) -> dict:
     script = (f"import json, sys; sys.path.insert(0, {str(REPO)!r}); from benchmarks.cpu_kernels import one_fold; "
               f"print('RESULT', json.dumps(one_fold(*{args!r})))")
-    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "KERAS_BACKEND": backend, **env,
-                                                                 "TF_CPP_MIN_LOG_LEVEL": "2"},
+    done = subprocess.run([sys.executable, "-c", script], env=configuration_environment(backend, env),
                           capture_output=True, text=True, check=True)
     return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))[7:])
 
