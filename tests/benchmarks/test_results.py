@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.results import RESULTS_DIR, cpu_description, recorded_timed_code, timed_code, timed_files
+from benchmarks.results import RESULTS_DIR, cpu_description, provenance, recorded_timed_code, timed_code, timed_files
 from ultrasound_transfer.source_files import code_fingerprint
 
 RESULTS = sorted(RESULTS_DIR.glob("*.md"))
@@ -50,3 +50,5 @@ def test_the_provenance_names_the_processor_and_its_matrix_instructions(tmp_path
     cpuinfo.write_text("model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: avx512f avx512_bf16 amx_bf16\n")
     assert cpu_description(cpuinfo) == "Intel(R) Xeon(R) Platinum 8480+; AVX-512, AVX-512 BF16, AMX"
     assert cpu_description(tmp_path / "absent") == ""
+    # The line each results file starts with carries this machine's description.
+    assert f"CPU ({cpu_description()})" in provenance("heap") or not cpu_description()
