@@ -15,7 +15,9 @@ demo's 80 px and the paper's 224 px) two ways, each in a fresh process:
   here the limit is set to 0 so that the demo's small caches go there too).
 
 The paths run in turn ``--rounds`` times (3: plain, cached, memory-mapped,
-plain...) and each keeps its fastest round.  The Keras backend is the
+plain...); the table gives each path's fastest round and, beside it, the
+range of the ratios within each round, so that a ratio near 1 can be told
+from noise; the JSON keeps every round.  The Keras backend is the
 environment's (``KERAS_BACKEND``): on PyTorch and JAX the cached path is fed
 batch by batch from host arrays, on TensorFlow through ``tf.data``.  Every path's process, plain
 included, keeps freed memory between steps as the stage's does
@@ -110,8 +112,9 @@ def epoch_row(model_name: str, ft_fraction: float, *, image_size: int, images: i
     from ultrasound_transfer.networks.backbones import build_classifier
     from ultrasound_transfer.networks.cost import split_macs
 
-    # The paths in turn, ``rounds`` times (ABCABC...), each keeping its fastest round: a slow spell of the
-    # machine then touches all alike.
+    # The paths in turn, ``rounds`` times (ABCABC...): a slow spell of the machine then touches all alike.  The
+    # table's epochs are each path's fastest round; every round is kept, and each round's ratios are shown, so
+    # a row can be checked against its own rounds.
     runs: dict[str, list[dict]] = {name: [] for name in PATHS}
     for _ in range(rounds):
         for name in PATHS:
@@ -131,25 +134,41 @@ def epoch_row(model_name: str, ft_fraction: float, *, image_size: int, images: i
             "mapped_speedup": plain["steady_s"] / mapped["steady_s"], "ideal_speedup": macs.ideal_epoch_speedup,
             "plain_fixed_s": plain["fixed_s"], "cached_fixed_s": cached["fixed_s"], "mapped_fixed_s": mapped["fixed_s"],
             "rounds": rounds, "plain_peak_mb": plain["peak_mb"], "cached_peak_mb": cached["peak_mb"],
-            "mapped_peak_mb": mapped["peak_mb"]}
+            "mapped_peak_mb": mapped["peak_mb"],
+            "round_speedups": round_ratios(runs["plain"], runs["cached"]),
+            "round_mapped_speedups": round_ratios(runs["plain"], runs["memory-mapped"]), "runs": runs}
+
+
+def round_ratios(plain: list[dict], other: list[dict]) -> list[float]:
+    """Plain's steady epoch over the other path's, round by round (the two ran one after the other)."""
+    return [p["steady_s"] / o["steady_s"] for p, o in zip(plain, other)]
+
+
+def ratio_range(ratios: list[float]) -> str:
+    return f"{min(ratios):.2f}–{max(ratios):.2f}×"
 
 
 def epochs_table(rows: list[dict]) -> str:
     return markdown_table(
         [[r["model"], f"{r['image_size']}", f"{r['ft_fraction']:g}", f"{r['plain_epoch_s']:.3g}",
           f"{r['cached_epoch_s']:.3g}", f"{r['mapped_epoch_s']:.3g}",
-          f"{r['speedup']:.2f}× / {r['mapped_speedup']:.2f}×", f"{r['ideal_speedup']:.2f}×",
+          f"{r['speedup']:.2f}× / {r['mapped_speedup']:.2f}×",
+          f"{ratio_range(r['round_speedups'])} / {ratio_range(r['round_mapped_speedups'])}",
+          f"{r['ideal_speedup']:.2f}×",
           f"{r['plain_fixed_s']:.3g} / {r['cached_fixed_s']:.3g} / {r['mapped_fixed_s']:.3g}",
           f"{r['plain_peak_mb']:,.0f} / {r['cached_peak_mb']:,.0f} / {r['mapped_peak_mb']:,.0f}"] for r in rows],
         ["network", "px", "ft_fraction", "plain epoch, s", "cached epoch, s", "memory-mapped epoch, s",
-         "speedup (cached / mapped)", "ideal (MACs)", "fixed, s (plain / cached / mapped)",
+         "speedup (cached / mapped)", "per-round speedups (cached / mapped)", "ideal (MACs)",
+         "fixed, s (plain / cached / mapped)",
          "peak MB (plain / cached / mapped)"])
 
 
 def results_note(args: argparse.Namespace, backend: str) -> str:
     return (f"Keras backend {backend}; {args.images} phantom images per epoch, batch {args.batch_size}, "
             f"{args.epochs} epochs (the steady epoch is the median after the first), random weights; "
-            f"each path in a fresh process, the three in turn {args.rounds} times, the fastest round kept.")
+            f"each path in a fresh process, the three in turn {args.rounds} times; the epoch columns and speedups "
+            f"are each path's fastest round, the per-round speedups the range of plain's epoch over the other "
+            f"path's within each round (every round is in the .json).")
 
 
 def main() -> None:
@@ -160,7 +179,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=48, help="training images per epoch")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3, help="the three paths in turn, the fastest round kept")
+    parser.add_argument("--rounds", type=int, default=3, help="the three paths in turn this many times")
     args = parser.parse_args()
     import keras
 
