@@ -32,19 +32,17 @@ import argparse
 import hashlib
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 
-from benchmarks.heap import GLIBC_DEFAULT_TOP_PAD
+from benchmarks.processes import GLIBC_DEFAULT_HEAP, child_environment
 from benchmarks.results import REPO, markdown_table, write_results
-from ultrasound_transfer.networks.heap import ENVIRONMENT_SWITCH, keep_freed_memory
+from ultrasound_transfer.networks.heap import keep_freed_memory
 
 # (label, KERAS_BACKEND, finetune.deterministic_ops, jit_compile, extra environment)
 CONFIGURATIONS = [
     ("TensorFlow, op determinism (the default)", "tensorflow", True, False, {}),
-    ("TensorFlow, op determinism, glibc's default heap", "tensorflow", True, False,
-     {ENVIRONMENT_SWITCH: GLIBC_DEFAULT_TOP_PAD}),
+    ("TensorFlow, op determinism, glibc's default heap", "tensorflow", True, False, GLIBC_DEFAULT_HEAP),
     ("TensorFlow, no op determinism", "tensorflow", False, False, {}),
     ("TensorFlow, XLA (needs op determinism off)", "tensorflow", False, True, {}),
     ("TensorFlow, op determinism, no oneDNN", "tensorflow", True, False, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
@@ -102,8 +100,7 @@ def one_fold(model_name: str, deterministic_ops: bool, jit_compile, epochs: int)
 def configuration_environment(backend: str, env: dict[str, str]) -> dict[str, str]:
     """The environment of one configuration's process: this one's, its backend and its extra variables.  The heap
     setting is the configuration's alone: a ``MALLOC_TOP_PAD_`` of the caller's would reach every row."""
-    inherited = {key: value for key, value in os.environ.items() if key != ENVIRONMENT_SWITCH}
-    return {**inherited, "KERAS_BACKEND": backend, **env, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return child_environment({"KERAS_BACKEND": backend, **env, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
 def in_fresh_process(backend: str, env: dict, *args) -> dict:

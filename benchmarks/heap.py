@@ -17,21 +17,20 @@ byte: the claim is "faster, computing the same".  Writes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 from benchmarks.backends import MODELS, scratch_project
-from benchmarks.processes import timed_process
+from benchmarks.processes import GLIBC_DEFAULT_HEAP, child_environment, timed_process
 from benchmarks.results import RESULTS_DIR, markdown_table, write_results
 from ultrasound_transfer.networks.heap import ENVIRONMENT_SWITCH
 
 # What it runs in other processes, whose code it times too (benchmarks.results.timed_files).
 RUNS = ("stages.finetune",)
-GLIBC_DEFAULT_TOP_PAD = "131072"
-SETTINGS = {"kept": {}, "glibc default": {ENVIRONMENT_SWITCH: GLIBC_DEFAULT_TOP_PAD}}
+SETTINGS = {"kept": {}, "glibc default": GLIBC_DEFAULT_HEAP}
 
 
 def stage_outputs(project: Path, model: str) -> dict[str, str]:
@@ -42,14 +41,12 @@ def stage_outputs(project: Path, model: str) -> dict[str, str]:
 
 
 def timed_finetune(project: Path, model: str, environment: dict[str, str]) -> dict:
-    """One ``finetune`` process: wall seconds, user and system CPU seconds, minor page faults, peak resident MB
-    and its outputs' digests."""
-    env = {key: value for key, value in os.environ.items() if key != ENVIRONMENT_SWITCH} | environment
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    """One ``finetune`` process: its :class:`~benchmarks.processes.ProcessUsage` (wall and CPU seconds, page
+    faults, peak resident MB) and its outputs' digests."""
+    env = child_environment(environment) | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     usage = timed_process([sys.executable, "-m", "stages.finetune", "phantom", model], cwd=project, env=env,
                           what=f"finetune of {model}")
-    return {"s": usage.seconds, "user_s": usage.user_s, "system_s": usage.system_s, "page_faults": usage.page_faults,
-            "peak_mb": usage.peak_mb, "outputs": stage_outputs(project, model)}
+    return dataclasses.asdict(usage) | {"outputs": stage_outputs(project, model)}
 
 
 def differing_outputs(first: dict[str, str], other: dict[str, str]) -> list[str]:
@@ -61,15 +58,15 @@ def network_row(model: str, runs: dict[str, list[dict]]) -> list[str]:
     """Per setting the fastest run's figures; the ratio kept / default; whether every run's outputs agree with the
     first kept run's, and if not, which runs and how many files differ (each run's
     ``differing_from_kept_run_1``)."""
-    kept, default = (min(runs[name], key=lambda run: run["s"]) for name in SETTINGS)
+    kept, default = (min(runs[name], key=lambda run: run["seconds"]) for name in SETTINGS)
     differing = [f"{name} run {number}: {len(run['differing_from_kept_run_1'])} files" for name in SETTINGS
                  for number, run in enumerate(runs[name], start=1) if run["differing_from_kept_run_1"]]
 
     def pair(key: str, pattern: str) -> str:
         return f"{pattern.format(default[key])} / {pattern.format(kept[key])}"
 
-    return [model, pair("s", "{:.1f}"), f"{kept['s'] / default['s']:.2f}×", pair("system_s", "{:.1f}"),
-            pair("page_faults", "{:,}"), pair("peak_mb", "{:,.0f}"),
+    return [model, pair("seconds", "{:.1f}"), f"{kept['seconds'] / default['seconds']:.2f}×",
+            pair("system_s", "{:.1f}"), pair("page_faults", "{:,}"), pair("peak_mb", "{:,.0f}"),
             "yes" if not differing else f"**no**, against kept run 1: {'; '.join(differing)}"]
 
 
@@ -93,14 +90,15 @@ def main(argv: list[str] | None = None) -> None:
                     first = runs[model]["kept"][0]["outputs"] if runs[model]["kept"] else run["outputs"]
                     run["differing_from_kept_run_1"] = differing_outputs(first, run["outputs"])
                     runs[model][name].append(run)
-                    print(f"round {round_number}: {model}, {name}: {run['s']:.1f} s, "
+                    print(f"round {round_number}: {model}, {name}: {run['seconds']:.1f} s, "
                           f"{run['page_faults']:,} page faults; differs from kept run 1 in "
                           f"{run['differing_from_kept_run_1'] or 'nothing'}", flush=True)
     headers = ["network", "s (default / kept)", "kept / default", "system CPU s", "page faults",
                "peak MB", "outputs the same"]
     table = markdown_table([network_row(model, runs[model]) for model in args.models], headers)
+    default_pad = GLIBC_DEFAULT_HEAP[ENVIRONMENT_SWITCH]
     note = (f"`python -m stages.finetune phantom MODEL` on the demo's inputs, each run a fresh process: glibc's "
-            f"default top pad (`{ENVIRONMENT_SWITCH}={GLIBC_DEFAULT_TOP_PAD}`) against freed memory kept (the "
+            f"default top pad (`{ENVIRONMENT_SWITCH}={default_pad}`) against freed memory kept (the "
             f"stage's setting), in turn over {args.rounds} round(s), the order alternating; per setting the "
             "fastest run, with that process's system CPU time, minor page faults and peak resident memory. "
             "\"Outputs the same\": every file the stage wrote, in every run of both settings, byte for byte.")

@@ -7,6 +7,10 @@ waited for.  The child's standard error goes to a temporary file, not a pipe:
 a pipe nobody reads while the benchmark waits would stop a child that writes
 more than the pipe holds (64 KiB; TensorFlow's start-up alone writes a few
 KiB), and the wait would never end.
+
+A child's heap setting is the child's own (:func:`child_environment`): a
+``MALLOC_TOP_PAD_`` in the caller's environment would otherwise reach every
+child and decide what a benchmark compares.
 """
 
 from __future__ import annotations
@@ -18,6 +22,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ultrasound_transfer.networks.heap import ENVIRONMENT_SWITCH
+
+# A child given this runs with glibc's default heap: its own default top pad, 128 KiB (mallopt(3), M_TOP_PAD),
+# which the stages then leave as set (ultrasound_transfer.networks.heap).
+GLIBC_DEFAULT_HEAP = {ENVIRONMENT_SWITCH: str(128 * 1024)}
 # The end of the child's standard error that a failure reports.
 ERROR_TAIL_CHARS = 3000
 
@@ -32,6 +41,12 @@ class ProcessUsage:
     system_s: float
     page_faults: int
     peak_mb: float
+
+
+def child_environment(setting: dict[str, str]) -> dict[str, str]:
+    """This process's environment for a child, without the caller's ``MALLOC_TOP_PAD_``, then ``setting``'s
+    variables (:data:`GLIBC_DEFAULT_HEAP` among them, or not: the stage's own setting)."""
+    return {key: value for key, value in os.environ.items() if key != ENVIRONMENT_SWITCH} | setting
 
 
 def timed_process(command: list[str], *, cwd: Path, env: dict[str, str], what: str) -> ProcessUsage:

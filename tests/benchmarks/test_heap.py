@@ -5,7 +5,7 @@ from benchmarks.heap import RUNS, SETTINGS, differing_outputs, network_row, stag
 
 def a_run(seconds: float, outputs: dict[str, str], faults: int = 1000, first: dict[str, str] | None = None) -> dict:
     """A run as the benchmark records it, compared with the first kept run's outputs (``first``; itself if None)."""
-    return {"s": seconds, "user_s": seconds, "system_s": seconds / 10, "page_faults": faults, "peak_mb": 1500.0,
+    return {"seconds": seconds, "user_s": seconds, "system_s": seconds / 10, "page_faults": faults, "peak_mb": 1500.0,
             "outputs": outputs, "differing_from_kept_run_1": differing_outputs(first or outputs, outputs)}
 
 
