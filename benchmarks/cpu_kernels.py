@@ -62,10 +62,11 @@ def one_fold(model_name: str, deterministic_ops: bool, jit_compile, epochs: int)
     import numpy as np
 
     from benchmarks.finetune_speed import phantom_images
-    from ultrasound_transfer.networks.backbones import build_classifier
+    from ultrasound_transfer.networks.backbones import POOLED_LAYER, build_classifier
+    from ultrasound_transfer.networks.feature_extraction import LayerReader, standardize_head_input
     from ultrasound_transfer.networks.fitting import compile_classifier, fit_fold
     from ultrasound_transfer.networks.runtime import seed_everything
-    from ultrasound_transfer.networks.training_paths import choose_training_path, standardize_head_input
+    from ultrasound_transfer.networks.training_paths import choose_training_path
     from ultrasound_transfer.parameters import load_settings
 
     cfg = load_settings(REPO / "params.yaml").finetune
@@ -86,10 +87,10 @@ def one_fold(model_name: str, deterministic_ops: bool, jit_compile, epochs: int)
     with choose_training_path(model, images, model_name=model_name, batch_size=cfg.batch_size) as path:
         compile_classifier(path.model, optimizer=cfg.optimizer, learning_rate=cfg.learning_rate,
                            jit_compile=jit_compile, backbone_lr_factor=cfg.backbone_lr_factor)
-        standardize_head_input(path, model, np.arange(80))
+        standardize_head_input(model, LayerReader.through(path, model, [POOLED_LAYER]), np.arange(80))
         fit_fold(path.model, path.batches(np.arange(80), labels, seed=1), path.batches(np.arange(80, 100), labels),
                  epochs=epochs, patience=epochs, class_weight=None, progress=Timer())
-        probs = np.asarray(path.model.predict(path.batches(np.arange(100, 128)), verbose=0), dtype=np.float32)
+        [probs] = path.predict(np.arange(100, 128))
     digest = hashlib.sha256(probs.tobytes())
     for weight in model.weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())

@@ -73,6 +73,7 @@ from ultrasound_transfer.common import (
 from ultrasound_transfer.data.grouping import inner_validation_split
 from ultrasound_transfer.networks.backbones import FEATURE_LAYERS, build_classifier, check_image_size, check_model_name
 from ultrasound_transfer.networks.checkpoints import FoldCheckpoints, run_fingerprint
+from ultrasound_transfer.networks.feature_extraction import LayerReader, standardize_head_input
 from ultrasound_transfer.networks.fitting import EpochLog, FoldReset, class_weights, compile_classifier, fit_fold
 from ultrasound_transfer.networks.fold_weights import frozen_fingerprint, save_fold_weights
 from ultrasound_transfer.networks.heap import keep_freed_memory
@@ -82,12 +83,7 @@ from ultrasound_transfer.networks.runtime import (
     seed_everything,
     set_precision,
 )
-from ultrasound_transfer.networks.training_paths import (
-    TrainingPath,
-    choose_training_path,
-    layer_outputs,
-    standardize_head_input,
-)
+from ultrasound_transfer.networks.training_paths import TrainingPath, choose_training_path
 from ultrasound_transfer.outputs import features as features_output
 from ultrasound_transfer.outputs import fold_networks, prepared, training_record
 from ultrasound_transfer.outputs import folds as folds_output
@@ -110,10 +106,17 @@ from ultrasound_transfer.source_files import REPO_ROOT, imported_source_files
 CODE_FILES = [REPO_ROOT / path for path in imported_source_files("stages.finetune")]
 
 
-def fold_features(path: TrainingPath, network: keras.Model, n_images: int) -> dict[str, np.ndarray]:
-    """Every feature layer the SVM may read (``features.layer``), for all images, under the fold's trained weights."""
-    outputs = layer_outputs(path, network, list(FEATURE_LAYERS.values()), np.arange(n_images))
-    return dict(zip(FEATURE_LAYERS, outputs))
+def feature_reader(path: TrainingPath, network: keras.Model) -> LayerReader:
+    """The unit's one reader of every feature layer the SVM may read (``features.layer``), through ``path``: it
+    gives each fold's features of every image after training and, before, the pooled features of its fit images
+    that the head's standardization is fitted to (the pooled layer is one of them)."""
+    return LayerReader.through(path, network, list(FEATURE_LAYERS.values()))
+
+
+def fold_features(reader: LayerReader) -> dict[str, np.ndarray]:
+    """Every feature layer of ``reader`` (:func:`feature_reader`), for all images, under the fold's trained
+    weights."""
+    return dict(zip(FEATURE_LAYERS, reader()))
 
 
 def checkpoint_fingerprint(settings: Settings, dataset: str, model_name: str, *, weights_sha256: str) -> str:
@@ -203,6 +206,7 @@ def train_folds(
     is fitted to the fold's fit images, and training starts.
     """
     reset = FoldReset(path.model)
+    reader = feature_reader(path, network)
     data, folds, groups, seed = job.data, job.folds, job.groups, job.seed
     y = data.labels
     progress = Progress(cfg.epochs * len(folds), "epochs", upper_bound=True)
@@ -218,22 +222,22 @@ def train_folds(
         fit, val = train[fit], train[val]
         log("finetune", f"{prefix}: training on {len(fit)} images, validating on {len(val)} "
             f"({len(val) / len(train):.0%} of the training part, in whole groups), testing on {len(test)}")
-        standardize_head_input(path, network, fit)
+        standardize_head_input(network, reader, fit)
         history = fit_fold(
             path.model, path.batches(fit, y, seed=seed + k), path.batches(val, y) if len(val) else None,
             epochs=cfg.epochs, patience=cfg.patience, class_weight=class_weights(y[fit], cfg.class_weight),
             progress=EpochLog("finetune", prefix, cfg.epochs, progress),
         )
-        probs = path.model.predict(path.batches(test), verbose=0)
+        [probs] = path.predict(test)
         ids = data.manifest["id"].to_numpy()
         predicted = [predictions_table(ids[test], k, part="test", labels=y[test], probabilities=probs,
                                        class_names=data.class_names)]
         if len(val):     # the operating point of evaluate is chosen on these
             predicted.append(predictions_table(ids[val], k, part="validation", labels=y[val],
-                                               probabilities=path.model.predict(path.batches(val), verbose=0),
+                                               probabilities=path.predict(val)[0],
                                                class_names=data.class_names))
         extraction = Stopwatch()
-        features = fold_features(path, network, len(y))
+        features = fold_features(reader)
         log("finetune", f"{prefix}: features of {len(y)} images ({extraction})")
         checkpoints.save(k, save_weights, {
             "predictions": pd.concat(predicted, ignore_index=True),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ultrasound_transfer.networks.training_paths import FoldBatches
+from ultrasound_transfer.networks.training_paths import FoldBatches, whole_batches
 from ultrasound_transfer.settings import AugmentationSettings
 
 pytestmark = pytest.mark.keras_backend
@@ -62,3 +62,25 @@ def test_every_tf_data_feed_of_a_path_shares_one_copy_of_the_cache():
     assert cache[0] is path.inputs[0] and np.shares_memory(path.inputs[0], np.asarray(tensors[0]))
     first_batch = next(iter(feeds[1]))[0].numpy()
     np.testing.assert_array_equal(first_batch, path.inputs[0][8:12])
+
+
+def test_whole_batches_pad_with_the_last_row_and_leave_whole_ones_alone():
+    assert whole_batches(np.array([4, 7, 9]), 4).tolist() == [4, 7, 9, 9]
+    assert whole_batches(np.arange(8), 4).tolist() == list(range(8))
+    assert whole_batches(np.array([], dtype=int), 4).size == 0
+
+
+def test_predicted_rows_are_each_rows_own_in_order_padded_or_not():
+    # Padded to whole batches where predictions are compiled (JAX), as they are elsewhere: each row its own output.
+    keras = pytest.importorskip("keras")
+    from ultrasound_transfer.networks.training_paths import predict_rows
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, [keras.layers.Dense(2, activation="softmax")(inputs), keras.layers.Dense(1)(inputs)])
+    x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    rows = np.array([17, 3, 5, 11, 0, 8, 2])                       # 7 rows: a batch of 4 and one padded to 4
+    probabilities, values = predict_rows(model, [x], rows, batch_size=4, prepare=np.asarray)
+    want_probabilities, want_values = model.predict(x[rows], batch_size=len(rows), verbose=0)
+    assert probabilities.shape == (7, 2) and values.shape == (7, 1) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities, want_probabilities, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(values, want_values, rtol=1e-6, atol=1e-6)

@@ -222,7 +222,7 @@ def attach_head(backbone: keras.Model, n_classes: int, head: HeadSettings) -> ke
 
     ``head.norm = "standardize"`` puts a :class:`Standardization` between the
     pooled vector and the head, fitted to the training images of the fold
-    (:func:`ultrasound_transfer.networks.training_paths.standardize_head_input`): the
+    (:func:`ultrasound_transfer.networks.feature_extraction.standardize_head_input`): the
     pooled output of a deep network can be far off unit scale and nearly
     constant across images (a randomly initialised VGG's), which a dense head
     trained for a few hundred steps cannot undo.  It uses no batch

@@ -4,8 +4,10 @@ Batches come from :class:`FoldBatches`, which draws its own seeded order
 each epoch.  Both training paths (the full network on images, and the
 trainable tail on cached frozen-prefix outputs, :func:`choose_training_path`)
 read through it, so with the same seed they see the same images in the same
-order, on any Keras backend.  The head's input standardization is fitted
-through the same path (:func:`standardize_head_input`).
+order, on any Keras backend.  Predictions through a path come in batches
+of one shape (:func:`predict_rows`); the layers read for the head's
+standardization and the SVM's features go through the same path
+(:class:`~ultrasound_transfer.networks.feature_extraction.LayerReader`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import keras
 import numpy as np
 
 from ultrasound_transfer.networks.augmentation import augment_batch
-from ultrasound_transfer.networks.backbones import HEAD_NORM_LAYER, POOLED_LAYER, to_network_input
-from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, model_upto, split_at_frozen_prefix
+from ultrasound_transfer.networks.backbones import to_network_input
+from ultrasound_transfer.networks.frozen_prefix import PrefixCache, has_frozen_part, split_at_frozen_prefix
 from ultrasound_transfer.settings import AugmentationSettings, PrefixCacheSettings
 
 # The most that FoldBatches.as_tf_dataset holds in memory, prepared; beyond it its pipeline reads batch by batch.
@@ -173,6 +175,35 @@ def as_float32(array: np.ndarray) -> np.ndarray:
     return np.asarray(array, dtype=np.float32)
 
 
+def whole_batches(rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """``rows`` padded to a whole number of batches of ``batch_size`` with repeats of the last row."""
+    rows = np.asarray(rows)
+    return np.concatenate([rows, np.repeat(rows[-1:], -len(rows) % batch_size)]) if len(rows) else rows
+
+
+def predict_rows(model: keras.Model, inputs: list[np.ndarray], rows: np.ndarray, *, batch_size: int,
+                 prepare: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+    """``model``'s outputs for ``rows`` of ``inputs`` (one float32 array per output, rows in order).
+
+    Where ``model``'s predictions are compiled (``model.jit_compile``: on JAX;
+    XLA on TensorFlow, ``torch.compile`` on PyTorch, when asked for), a step
+    is compiled for every input shape, so the rows go in whole batches
+    (:func:`whole_batches`) and the padding's outputs are dropped: one
+    compilation per model, not one for every new size of a last batch (on
+    JAX the demo's ResNet50 unit compiled 24 prediction steps over its five
+    folds, 2 once the reads came in whole batches through one reader per
+    unit).  Elsewhere the rows go as they are: there is nothing to
+    recompile, and a row can round differently alone than in a full batch
+    (oneDNN's kernels for a batch of one moved a row of ResNet50's pooled
+    features by 1e-5, which moved what the folds trained on).
+    """
+    rows = np.asarray(rows)
+    batched = whole_batches(rows, batch_size) if model.jit_compile else rows
+    outputs = model.predict(FoldBatches(inputs, batched, batch_size, prepare=prepare), verbose=0)
+    return [np.asarray(output[:len(rows)], dtype=np.float32)
+            for output in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+
+
 @dataclass
 class TrainingPath:
     """What the folds train (the network, or its tail) and the arrays that feed it."""
@@ -191,6 +222,11 @@ class TrainingPath:
         return FoldBatches(self.inputs, rows, self.batch_size, labels=labels, seed=seed, prepare=self.prepare,
                            augmentation=self.augmentation if seed is not None else None,
                            prepared_tensors=self.prepared_tensors)
+
+    def predict(self, rows: np.ndarray, model: keras.Model | None = None) -> list[np.ndarray]:
+        """The outputs of ``model`` (by default the path's own) for ``rows`` (:func:`predict_rows`)."""
+        return predict_rows(self.model if model is None else model, self.inputs, rows, batch_size=self.batch_size,
+                            prepare=self.prepare)
 
     def prepared_tensors(self) -> list:
         """The inputs prepared and made TensorFlow tensors, once for all the path's ``tf.data`` feeds
@@ -248,47 +284,3 @@ def choose_training_path(
             yield TrainingPath(split.tail, cached.arrays, as_float32, batch_size, None, description)
         return
     yield TrainingPath(model, [images], to_input, batch_size, augmentation, {"path": "full network", "reason": reason})
-
-
-def layer_outputs(path: TrainingPath, network: keras.Model, names: list[str], rows: np.ndarray) -> list[np.ndarray]:
-    """The outputs of ``network``'s layers ``names`` for ``rows``, computed through the path's model in one pass.
-
-    On the cached path a cached tensor is read as it is; anything later runs
-    the tail up to those layers (once for all of them).
-    """
-    cached = path.description.get("cached_layers", [])
-    computed = [name for name in names if name not in cached]
-    fresh = []
-    if computed:
-        upto = model_upto(network, cached, computed)
-        outputs = upto.predict(path.batches(rows), verbose=0)
-        fresh = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-    fresh = iter([np.asarray(output, dtype=np.float32) for output in fresh])
-    return [np.asarray(path.inputs[cached.index(name)][rows], dtype=np.float32) if name in cached else next(fresh)
-            for name in names]
-
-
-def layer_output(path: TrainingPath, network: keras.Model, name: str, rows: np.ndarray) -> np.ndarray:
-    """The output of ``network``'s layer ``name`` for ``rows`` (:func:`layer_outputs` of one layer)."""
-    return layer_outputs(path, network, [name], rows)[0]
-
-
-def standardize_head_input(path: TrainingPath, network: keras.Model, rows: np.ndarray) -> bool:
-    """Fit the head's standardization (if the network has one) to the pooled features of ``rows``.
-
-    Each feature is centred on its mean over ``rows``; all are divided by one
-    common standard deviation (the root of the mean per-feature variance), so
-    the head sees unit scale without the features that barely vary (dead
-    units of a random network) being blown up.  ``rows`` are the images the
-    fold trains on, never its validation or test images; the values stay
-    fixed while the fold trains and are kept in its fold file.  Returns
-    whether there was a standardization to fit.
-    """
-    if HEAD_NORM_LAYER not in {layer.name for layer in network.layers}:
-        return False
-    pooled = layer_output(path, network, POOLED_LAYER, rows).astype(np.float64)
-    spread = math.sqrt(float(pooled.var(axis=0).mean())) or 1.0
-    norm = network.get_layer(HEAD_NORM_LAYER)
-    norm.mean.assign(pooled.mean(axis=0).astype(np.float32))
-    norm.scale.assign(np.full(pooled.shape[1], 1.0 / spread, dtype=np.float32))
-    return True
