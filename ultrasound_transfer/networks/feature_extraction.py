@@ -47,7 +47,8 @@ class LayerReader:
     turns their rows into what the model takes.  A layer of ``cut`` is read
     from its array; the others come from one model from ``cut`` to them,
     made here (:func:`~ultrasound_transfer.networks.frozen_prefix.model_upto`),
-    in whole batches of ``batch_size`` (:func:`~ultrasound_transfer.networks.training_paths.predict_rows`).
+    in batches of ``batch_size`` (:func:`~ultrasound_transfer.networks.training_paths.predict_rows`:
+    whole ones where the model's predictions are compiled).
     """
 
     def __init__(self, network: keras.Model, names: list[str], *, cut: list[str], inputs: list[np.ndarray],
