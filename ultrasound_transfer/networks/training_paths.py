@@ -189,10 +189,9 @@ def predict_rows(model: keras.Model, inputs: list[np.ndarray], rows: np.ndarray,
     XLA on TensorFlow, ``torch.compile`` on PyTorch, when asked for), a step
     is compiled for every input shape, so the rows go in whole batches
     (:func:`whole_batches`) and the padding's outputs are dropped: one
-    compilation per model, not one for every new size of a last batch (on
-    JAX the demo's ResNet50 unit compiled 24 prediction steps over its five
-    folds, 2 once the reads came in whole batches through one reader per
-    unit).  Elsewhere the rows go as they are: there is nothing to
+    compilation per model, not one for every new size of a last batch
+    (docs/speed.md, *One compilation per model a unit predicts with*, counts
+    them in the demo).  Elsewhere the rows go as they are: there is nothing to
     recompile, and a row can round differently alone than in a full batch
     (oneDNN's kernels for a batch of one moved a row of ResNet50's pooled
     features by 1e-5, which moved what the folds trained on).
