@@ -44,9 +44,10 @@ def test_one_reader_through_the_training_path_serves_every_fold_under_its_weight
         made = reader.model
         for _fold in range(2):
             imitate_training(model)
-            # In the reader's batches of 4; perturbed weights take these activations to about 1e10, so a small
+            # In the reader's batches; perturbed weights take these activations to about 1e10, so a small
             # element's float32 rounding is judged against its layer's scale (eager PyTorch moved one by 4e-4).
-            expected = whole.predict(to_network_input(images[rows], "ResNet50"), batch_size=4, verbose=0)
+            expected = whole.predict(to_network_input(images[rows], "ResNet50"), batch_size=reader.batch_size,
+                                     verbose=0)
             for got, want in zip(reader(rows), expected, strict=True):
                 np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
         assert reader.model is made                 # made once, read under each fold's weights
