@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from scipy.stats import norm
@@ -9,6 +11,7 @@ from ultrasound_transfer.evaluation.intervals import (
     bootstrap_figures,
     group_resamples,
     headline_with_intervals,
+    mean_where_defined,
 )
 
 
@@ -73,3 +76,14 @@ def test_resamples_draw_whole_groups():
         drawn = groups[rows]
         for name, size in (("a", 2), ("c", 3)):
             assert np.sum(drawn == name) % size == 0
+
+
+def test_a_figure_is_averaged_over_the_parts_that_define_it_and_is_nan_where_none_does():
+    # A repeat (or split) lacking a class has no sensitivity: the mean is over the others, silently.
+    parts = [{"roc_auc": 0.6, "sensitivity": np.array([0.2, np.nan, 1.0])},
+             {"roc_auc": np.nan, "sensitivity": np.array([0.4, np.nan, 0.0])}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean = mean_where_defined(parts)
+    assert mean["roc_auc"] == 0.6
+    np.testing.assert_allclose(mean["sensitivity"], [0.3, np.nan, 0.5], equal_nan=True)

@@ -38,8 +38,6 @@ reported.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from ultrasound_transfer.evaluation.calibration import brier_score, expected_calibration_error
@@ -49,11 +47,17 @@ from ultrasound_transfer.evaluation.intervals import (
     PooledPredictions,
     binary_auc,
     group_resamples,
+    mean_where_defined,
     percentile_interval,
     resample_weights,
 )
 from ultrasound_transfer.evaluation.scoring import threshold_metrics
-from ultrasound_transfer.evaluation.weighted_figures import ratio, threshold_figures, weighted_auc, weighted_ece
+from ultrasound_transfer.evaluation.weighted_figures import (
+    threshold_figures,
+    weighted_auc,
+    weighted_brier,
+    weighted_ece,
+)
 
 # The figures whose internal-to-external gap is reported.
 GAP_FIGURES = ("roc_auc", "sensitivity", "specificity", "balanced_accuracy", "brier", "ece")
@@ -91,23 +95,15 @@ def gap_figures(pooled: PooledPredictions, rows: np.ndarray, calibration_bins: i
 def counted_gap_figures(weights: np.ndarray, pooled: PooledPredictions, rows: np.ndarray, calibration_bins: int
                         ) -> dict[str, np.ndarray]:
     """:func:`gap_figures` of ``rows`` in every resample at once: ``weights`` is (resamples, all of ``pooled``'s
-    rows), each resample's count of each row; NaN where a resample draws none of ``rows``."""
-    drawn = np.asarray(weights[:, rows], dtype=float)
+    rows) of floats, each resample's count of each row; NaN where a resample draws none of ``rows``."""
+    drawn = weights[:, rows]
     malignant, probability = pooled.labels[rows] == 1, pooled.probabilities[rows, 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         at_threshold = threshold_figures(drawn, malignant, probability >= pooled.thresholds[rows])
         ece = weighted_ece(drawn, malignant, probability, calibration_bins)
     return {"roc_auc": weighted_auc(drawn, malignant, probability), "sensitivity": at_threshold["sensitivity"],
             "specificity": at_threshold["specificity"], "balanced_accuracy": at_threshold["balanced_accuracy"],
-            "brier": ratio(drawn @ (probability - malignant) ** 2, drawn.sum(axis=1)), "ece": ece}
-
-
-def mean_over_splits(per_split: list[dict]) -> dict:
-    """Each figure's mean over the splits where it is defined (NaN where it is in none)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return {f: np.nanmean(np.stack([np.asarray(x[f], dtype=float) for x in per_split]), axis=0)
-                for f in GAP_FIGURES}
+            "brier": weighted_brier(drawn, malignant, probability), "ece": ece}
 
 
 def split_means(internal: PooledPredictions, split_rows: list[np.ndarray], external: list[PooledPredictions],
@@ -115,8 +111,8 @@ def split_means(internal: PooledPredictions, split_rows: list[np.ndarray], exter
     """The means over the splits of :func:`gap_figures`: internal (each split's ``split_rows``) and external
     (each split's reading of ``target_rows``)."""
     with np.errstate(all="ignore"):         # a split lacking a class: its rates are NaN, left out of the mean
-        return (mean_over_splits([gap_figures(internal, rows, calibration_bins) for rows in split_rows]),
-                mean_over_splits([gap_figures(split, target_rows, calibration_bins) for split in external]))
+        return (mean_where_defined([gap_figures(internal, rows, calibration_bins) for rows in split_rows]),
+                mean_where_defined([gap_figures(split, target_rows, calibration_bins) for split in external]))
 
 
 def split_by_split_gap(internal: PooledPredictions, internal_splits: np.ndarray, external: list[PooledPredictions], *,
@@ -135,15 +131,16 @@ def split_by_split_gap(internal: PooledPredictions, internal_splits: np.ndarray,
     split_rows = [np.flatnonzero(internal_splits == k) for k in np.unique(internal_splits)]
     every_target_image = np.arange(len(external[0].labels))
     inside, outside = split_means(internal, split_rows, external, every_target_image, calibration_bins)
-    internal_weights = resample_weights(internal.groups, resamples=resamples, seed=seed)
-    external_weights = resample_weights(external[0].groups, resamples=resamples, seed=seed + 1)
+    # As floats once, not once per split: the figures' weighted sums are taken in floats.
+    internal_weights = resample_weights(internal.groups, resamples=resamples, seed=seed).astype(float)
+    external_weights = resample_weights(external[0].groups, resamples=resamples, seed=seed + 1).astype(float)
     differences: dict[str, list[np.ndarray]] = {f: [] for f in GAP_FIGURES}
     for start in range(0, resamples, RESAMPLES_AT_ONCE):
         block = slice(start, start + RESAMPLES_AT_ONCE)
-        drawn_inside = mean_over_splits([counted_gap_figures(internal_weights[block], internal, rows,
-                                                             calibration_bins) for rows in split_rows])
-        drawn_outside = mean_over_splits([counted_gap_figures(external_weights[block], split, every_target_image,
-                                                              calibration_bins) for split in external])
+        drawn_inside = mean_where_defined([counted_gap_figures(internal_weights[block], internal, rows,
+                                                               calibration_bins) for rows in split_rows])
+        drawn_outside = mean_where_defined([counted_gap_figures(external_weights[block], split, every_target_image,
+                                                                calibration_bins) for split in external])
         for figure in GAP_FIGURES:
             differences[figure].append(drawn_outside[figure] - drawn_inside[figure])
     result = {}

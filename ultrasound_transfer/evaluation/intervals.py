@@ -106,8 +106,17 @@ def averaged_over_repeats(pooled: PooledPredictions, rows: np.ndarray, calibrati
     if len(repeats) == 1:
         return headline_of(pooled, rows, calibration_bins)
     per_repeat = [headline_of(pooled, rows[pooled.repeats[rows] == r], calibration_bins) for r in repeats]
-    return {name: float(np.nanmean([p[name] for p in per_repeat])) if np.isfinite([p[name] for p in per_repeat]).any()
-            else np.nan for name in per_repeat[0]}
+    return {name: float(mean) for name, mean in mean_where_defined(per_repeat).items()}
+
+
+def mean_where_defined(per_part: list[dict]) -> dict[str, np.ndarray]:
+    """Each figure of ``per_part`` (the figures of each repeat or split, every part naming the same ones, each a
+    number or an array of one per resample) averaged over the parts where it is defined, NaN where it is in
+    none: a repeat or split whose rows lack a class leaves out the rates it cannot have."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)         # numpy's "mean of empty slice": NaN, as meant
+        return {name: np.nanmean(np.stack([np.asarray(part[name], dtype=float) for part in per_part]), axis=0)
+                for name in per_part[0]}
 
 
 def drawn_groups(groups: np.ndarray, *, resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -168,12 +177,7 @@ def weighted_over_repeats(pooled: PooledPredictions, weights: np.ndarray, calibr
             per_repeat.append(weighted_headline(weights[:, rows], pooled.labels[rows],
                                                 pooled.probabilities[rows, 1], pooled.thresholds[rows],
                                                 calibration_bins))
-    if len(per_repeat) == 1:
-        return per_repeat[0]
-    with warnings.catch_warnings():         # a figure undefined in every repeat of a resample stays NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return {name: np.nanmean(np.stack([figures[name] for figures in per_repeat]), axis=0)
-                for name in per_repeat[0]}
+    return per_repeat[0] if len(per_repeat) == 1 else mean_where_defined(per_repeat)
 
 
 def keyed_figures(per_classifier: dict[str, dict]) -> dict:

@@ -180,6 +180,13 @@ def weighted_calibration_intercept_slope(weights: np.ndarray, malignant: np.ndar
     return intercept, slope
 
 
+def weighted_brier(weights: np.ndarray, malignant: np.ndarray, probability: np.ndarray) -> np.ndarray:
+    """The Brier score (the mean squared difference of probability and outcome; Brier, Monthly Weather Review
+    78, 1950) per row of ``weights``: :func:`~ultrasound_transfer.evaluation.calibration.brier_score` of each
+    resample; NaN for a row that draws no image."""
+    return ratio(weights @ (probability - malignant) ** 2, weights.sum(axis=1))
+
+
 def weighted_headline(weights: np.ndarray, labels: np.ndarray, malignant_probability: np.ndarray,
                       thresholds: np.ndarray, calibration_bins: int) -> dict[str, np.ndarray]:
     """Every two-class headline figure of ``headline_of``, per row of ``weights`` (resamples x images)."""
@@ -188,7 +195,7 @@ def weighted_headline(weights: np.ndarray, labels: np.ndarray, malignant_probabi
     weights = np.asarray(weights, dtype=float)
     result = threshold_figures(weights, malignant, probability >= thresholds)
     result["roc_auc"] = weighted_auc(weights, malignant, probability)
-    result["brier"] = weights @ (probability - malignant) ** 2 / weights.sum(axis=1)
+    result["brier"] = weighted_brier(weights, malignant, probability)
     result["ece"] = weighted_ece(weights, malignant, probability, calibration_bins)
     result["calibration_error_debiased"] = weighted_debiased_calibration_error(
         weights, malignant, probability, calibration_bins)
