@@ -96,6 +96,8 @@ def counted_gap_figures(weights: np.ndarray, pooled: PooledPredictions, rows: np
                         ) -> dict[str, np.ndarray]:
     """:func:`gap_figures` of ``rows`` in every resample at once: ``weights`` is (resamples, all of ``pooled``'s
     rows) of floats, each resample's count of each row; NaN where a resample draws none of ``rows``."""
+    # A copy, also where rows are every row: a view sits elsewhere in memory, and BLAS then sums in another order,
+    # moving the figures' last bits (docs/reproducibility.md).
     drawn = weights[:, rows]
     malignant, probability = pooled.labels[rows] == 1, pooled.probabilities[rows, 1]
     with np.errstate(divide="ignore", invalid="ignore"):
