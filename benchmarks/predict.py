@@ -7,8 +7,8 @@ in one process:
 
 * **predict**: what the command does after loading, files to table: decode,
   gray, square, the ensemble network, the rows (images/s);
-* **ensemble forward**: the ensemble network alone on the same squares: the
-  frozen prefix once, each split's tail;
+* **ensemble forward**: the ensemble network alone on the same squares, in
+  the command's batches: the frozen prefix once, each split's tail;
 * **K plain networks**: each split's fine-tuned network through plain Keras
   ``predict``, one after the other, as an ensemble without the shared prefix
   would run;
@@ -18,7 +18,14 @@ in one process:
 Loading (building K networks from the trained study) and tracing the ensemble's
 graph for the batch shapes are fixed costs per command, reported apart.  The
 three timed parts run in turn ``--rounds`` times (3), each keeping its
-fastest round.
+fastest round; the plain networks keep each network's fastest round, as the
+ensemble does (on this shared machine a call of a few seconds runs at one of
+two speeds, about a fifth apart, and the fastest of three sums of K calls
+still held slow calls: VGG19's ratio read 5.7x against an arithmetic limit
+of 4.2x).  The process keeps freed memory for the next step, as the command's
+entry point does (:mod:`ultrasound_transfer.networks.heap`).  On TensorFlow
+the results record how often a network was traced inside the timed calls
+(none is expected).
 Writes ``benchmarks/results/predict.json`` and ``.md``.
 """
 
@@ -28,6 +35,7 @@ import argparse
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +47,22 @@ def timed(call) -> tuple[float, object]:
     start = time.perf_counter()
     result = call()
     return time.perf_counter() - start, result
+
+
+def tracing_count(models: list) -> int | None:
+    """How often TensorFlow traced ``models``' predict steps in all; None on a backend without tracing counts."""
+    counts = [getattr(getattr(model, "predict_function", None), "experimental_get_tracing_count", None)
+              for model in models]
+    return sum(count() for count in counts) if all(counts) else None
+
+
+def tracing_sentence(traced: list[int | None]) -> str:
+    """What the tracing counts of the timed calls say, per network (None: a backend that does not count)."""
+    if None in traced:
+        return "This backend does not count its traces: the timed calls may include tracing."
+    if not any(traced):
+        return "No network was traced inside a timed call (TensorFlow's tracing counts)."
+    return f"Networks were traced inside the timed calls ({sum(traced)} times): these times include tracing."
 
 
 def scan_folder(dataset: str, count: int, folder: Path) -> list[Path]:
@@ -86,28 +110,39 @@ def measure(dataset: str, model_name: str, files: list[Path], rounds: int = 3) -
 
     _, (table, squares) = timed(predict_files)
     inputs = to_network_input(squares.astype(np.uint8), model_name)
+    # Each split's network traced for the same two shapes, as the ensemble was.  TensorFlow may warn of
+    # "retracing" here: its detector counts the K networks' predict steps, one Python function, as one; each
+    # traces its own shapes once, and the counts kept below show whether any traces again while timed.
     for fold in trained.folds:
-        fold.predict(inputs[:PREDICT_BATCH + len(files) % PREDICT_BATCH], batch_size=PREDICT_BATCH,
-                     verbose=0)     # traced, as the ensemble was
-    # The three in turn, ``rounds`` times, each keeping its fastest: a slow spell touches all alike.
-    runs: dict[str, list[float]] = {"whole": [], "forward": [], "plain": []}
+        fold.predict(inputs[:PREDICT_BATCH + len(files) % PREDICT_BATCH], batch_size=PREDICT_BATCH, verbose=0)
+    networks = [trained.network, *trained.folds]
+    traced_before = tracing_count(networks)
+    # The three in turn, ``rounds`` times, each keeping its fastest: a slow spell touches all alike.  The plain
+    # networks keep each network's fastest round (module docstring).
+    runs: dict[str, list[float]] = {"whole": [], "forward": []}
+    plain_calls: list[list[float]] = [[] for _ in trained.folds]
     for _ in range(rounds):
         runs["whole"].append(timed(predict_files)[0])
-        runs["forward"].append(timed(lambda: ensemble_probabilities(trained, squares))[0])
-        runs["plain"].append(timed(lambda: [fold.predict(inputs, batch_size=PREDICT_BATCH, verbose=0)
-                                            for fold in trained.folds])[0])
-    whole, forward, plain = (min(runs[key]) for key in ("whole", "forward", "plain"))
+        runs["forward"].append(timed(lambda: [ensemble_probabilities(trained, squares[start:start + PREDICT_BATCH])
+                                              for start in range(0, len(squares), PREDICT_BATCH)])[0])
+        for fold, calls in zip(trained.folds, plain_calls):
+            calls.append(timed(partial(fold.predict, inputs, batch_size=PREDICT_BATCH, verbose=0))[0])
+    traced_after = tracing_count(networks)
+    whole, forward = min(runs["whole"]), min(runs["forward"])
+    plain = sum(min(calls) for calls in plain_calls)
     macs = split_macs(trained.folds[0])
     k = len(trained.folds)
     return {"model": model_name, "images": len(files), "splits": k, "loading_s": loading, "tracing_s": tracing,
             "predict_s": whole,
             "ensemble_forward_s": forward, "plain_networks_s": plain, "rows": len(table),
+            "traced_while_timed": None if traced_before is None else traced_after - traced_before,
             "ensemble_macs_per_image": macs.prefix + k * macs.tail,
             "plain_macs_per_image": k * (macs.prefix + macs.tail)}
 
 
 def main() -> None:
     from ultrasound_transfer.choices import MODELS
+    from ultrasound_transfer.networks.heap import keep_freed_memory
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="phantom")
@@ -116,6 +151,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="each measurement in turn, the fastest kept")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where predict.json and .md go")
     args = parser.parse_args()
+    keep_freed_memory()     # as the command's entry point does
     with tempfile.TemporaryDirectory(prefix="predict-benchmark-") as folder:
         files = scan_folder(args.dataset, args.images, Path(folder))
         figures = [measure(args.dataset, name, files, args.rounds) for name in args.models]
@@ -132,9 +168,11 @@ def main() -> None:
             f"{figures[0]['splits']} splits. *predict / forward*: the whole command after loading (decoding, "
             "squaring, rows) over the network alone; *plain networks / ensemble*: the splits' networks run one "
             "by one through plain Keras over the ensemble, which runs the frozen prefix once; its arithmetic "
-            "limit is the ratio of their multiply-adds.")
-    write_results("predict", {"dataset": args.dataset, "figures": figures}, {"predict": table}, note=note,
-                  directory=args.results_dir)
+            "limit is the ratio of their multiply-adds; each plain network's fastest round is kept, as the "
+            "ensemble's is. The process keeps freed memory for the next step, as the command does.")
+    write_results("predict", {"dataset": args.dataset, "figures": figures},
+                  {"predict": table, "tracing": tracing_sentence([f["traced_while_timed"] for f in figures])},
+                  note=note, directory=args.results_dir)
 
 
 if __name__ == "__main__":
