@@ -10,8 +10,8 @@ in one process:
 * **ensemble forward**: the ensemble network alone on the same squares, in
   the command's batches: the frozen prefix once, each split's tail;
 * **K plain networks**: each split's fine-tuned network through plain Keras
-  ``predict``, one after the other, as an ensemble without the shared prefix
-  would run;
+  in the same batches (``predict_on_batch``, the call the command makes),
+  one after the other, as an ensemble without the shared prefix would run;
 * the **arithmetic**: multiply-adds per image of the ensemble (prefix + K
   tails) against K whole networks, the gain sharing the prefix can give.
 
@@ -19,13 +19,17 @@ Loading (building K networks from the trained study) and tracing the ensemble's
 graph for the batch shapes are fixed costs per command, reported apart.  The
 three timed parts run in turn ``--rounds`` times (3), each keeping its
 fastest round; the plain networks keep each network's fastest round, as the
-ensemble does (on this shared machine a call of a few seconds runs at one of
-two speeds, about a fifth apart, and the fastest of three sums of K calls
-still held slow calls: VGG19's ratio read 5.7x against an arithmetic limit
-of 4.2x).  The process keeps freed memory for the next step, as the command's
-entry point does (:mod:`ultrasound_transfer.networks.heap`).  On TensorFlow
-the results record how often a network was traced inside the timed calls
-(none is expected).
+ensemble does.  Both run the same call on the same batches, so that their
+ratio is the network's and not the call's: Keras's ``predict`` feeds through
+``tf.data``, whose threads share this machine's two cores; in the same
+process ResNet50's network took 5.9-6.0 s a round for 1,000 frames that
+way, at times 10.4 s, against 5.6-5.7 s through ``predict_on_batch``, and an
+earlier version of this benchmark, the plain networks through ``predict``,
+read VGG19 at 5.2-5.7x against an arithmetic limit of 4.2x.  The process
+keeps freed memory for the next step, as the command's entry point does
+(:mod:`ultrasound_transfer.networks.heap`).  On TensorFlow the results
+record how often a network was traced inside the timed calls (none is
+expected).
 Writes ``benchmarks/results/predict.json`` and ``.md``.
 """
 
@@ -54,6 +58,11 @@ def tracing_count(models: list) -> int | None:
     counts = [getattr(getattr(model, "predict_function", None), "experimental_get_tracing_count", None)
               for model in models]
     return sum(count() for count in counts) if all(counts) else None
+
+
+def batch_by_batch(call, array: np.ndarray, batch: int) -> list:
+    """``call`` on ``array`` a batch of ``batch`` rows at a time, as the command streams its frames."""
+    return [call(array[start:start + batch]) for start in range(0, len(array), batch)]
 
 
 def tracing_sentence(traced: list[int | None]) -> str:
@@ -96,8 +105,9 @@ def measure(dataset: str, model_name: str, files: list[Path], rounds: int = 3) -
     size = trained.image_size
     # Trace both batch shapes the timed calls use (full batches and the last, shorter one), apart: tracing is a
     # fixed cost of a command, like loading, not a cost per image.
+    shapes = sorted({PREDICT_BATCH, len(files) % PREDICT_BATCH or PREDICT_BATCH})
     tracing, _ = timed(lambda: [ensemble_probabilities(trained, np.zeros((n, size, size), np.float32))
-                                for n in {PREDICT_BATCH, len(files) % PREDICT_BATCH or PREDICT_BATCH}])
+                                for n in shapes])
 
     def predict_files():
         """What the command does after loading: frames streamed through, a batch at a time, into rows."""
@@ -114,7 +124,8 @@ def measure(dataset: str, model_name: str, files: list[Path], rounds: int = 3) -
     # "retracing" here: its detector counts the K networks' predict steps, one Python function, as one; each
     # traces its own shapes once, and the counts kept below show whether any traces again while timed.
     for fold in trained.folds:
-        fold.predict(inputs[:PREDICT_BATCH + len(files) % PREDICT_BATCH], batch_size=PREDICT_BATCH, verbose=0)
+        for n in shapes:
+            fold.predict_on_batch(inputs[:n])
     networks = [trained.network, *trained.folds]
     traced_before = tracing_count(networks)
     # The three in turn, ``rounds`` times, each keeping its fastest: a slow spell touches all alike.  The plain
@@ -123,10 +134,10 @@ def measure(dataset: str, model_name: str, files: list[Path], rounds: int = 3) -
     plain_calls: list[list[float]] = [[] for _ in trained.folds]
     for _ in range(rounds):
         runs["whole"].append(timed(predict_files)[0])
-        runs["forward"].append(timed(lambda: [ensemble_probabilities(trained, squares[start:start + PREDICT_BATCH])
-                                              for start in range(0, len(squares), PREDICT_BATCH)])[0])
+        runs["forward"].append(timed(partial(batch_by_batch, partial(ensemble_probabilities, trained), squares,
+                                             PREDICT_BATCH))[0])
         for fold, calls in zip(trained.folds, plain_calls):
-            calls.append(timed(partial(fold.predict, inputs, batch_size=PREDICT_BATCH, verbose=0))[0])
+            calls.append(timed(partial(batch_by_batch, fold.predict_on_batch, inputs, PREDICT_BATCH))[0])
     traced_after = tracing_count(networks)
     whole, forward = min(runs["whole"]), min(runs["forward"])
     plain = sum(min(calls) for calls in plain_calls)
@@ -167,9 +178,10 @@ def main() -> None:
     note = (f"{args.images} PNG frames of `{args.dataset}` at the study's `image_size`, the ensemble of "
             f"{figures[0]['splits']} splits. *predict / forward*: the whole command after loading (decoding, "
             "squaring, rows) over the network alone; *plain networks / ensemble*: the splits' networks run one "
-            "by one through plain Keras over the ensemble, which runs the frozen prefix once; its arithmetic "
-            "limit is the ratio of their multiply-adds; each plain network's fastest round is kept, as the "
-            "ensemble's is. The process keeps freed memory for the next step, as the command does.")
+            "by one through plain Keras, in the same batches and calls, over the ensemble, which runs the frozen "
+            "prefix once; its arithmetic limit is the ratio of their multiply-adds; each plain network's fastest "
+            "round is kept, as the ensemble's is. The process keeps freed memory for the next step, as the "
+            "command does.")
     write_results("predict", {"dataset": args.dataset, "figures": figures},
                   {"predict": table, "tracing": tracing_sentence([f["traced_while_timed"] for f in figures])},
                   note=note, directory=args.results_dir)
