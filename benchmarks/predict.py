@@ -20,12 +20,8 @@ graph for the batch shapes are fixed costs per command, reported apart.  The
 three timed parts run in turn ``--rounds`` times (3), each keeping its
 fastest round; the plain networks keep each network's fastest round, as the
 ensemble does.  Both run the same call on the same batches, so that their
-ratio is the network's and not the call's: Keras's ``predict`` feeds through
-``tf.data``, whose threads share this machine's two cores; in the same
-process ResNet50's network took 5.9-6.0 s a round for 1,000 frames that
-way, at times 10.4 s, against 5.6-5.7 s through ``predict_on_batch``, and an
-earlier version of this benchmark, the plain networks through ``predict``,
-read VGG19 at 5.2-5.7x against an arithmetic limit of 4.2x.  The process
+ratio is the networks' and not the calls' (why: docs/using-the-model.md,
+"Speed and memory").  The process
 keeps freed memory for the next step, as the command's entry point does
 (:mod:`ultrasound_transfer.networks.heap`).  On TensorFlow the results
 record how often a network was traced inside the timed calls (none is
