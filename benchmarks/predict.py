@@ -56,11 +56,6 @@ def tracing_count(models: list) -> int | None:
     return sum(count() for count in counts) if all(counts) else None
 
 
-def batch_by_batch(call, array: np.ndarray, batch: int) -> list:
-    """``call`` on ``array`` a batch of ``batch`` rows at a time, as the command streams its frames."""
-    return [call(array[start:start + batch]) for start in range(0, len(array), batch)]
-
-
 def tracing_sentence(traced: list[int | None]) -> str:
     """What the tracing counts of the timed calls say, per network (None: a backend that does not count)."""
     if None in traced:
@@ -88,6 +83,7 @@ def scan_folder(dataset: str, count: int, folder: Path) -> list[Path]:
 def measure(dataset: str, model_name: str, files: list[Path], rounds: int = 3) -> dict:
     from ultrasound_transfer.deployment.predict import (
         PREDICT_BATCH,
+        array_batches,
         ensemble_probabilities,
         frame_rows,
         in_batches,
@@ -122,6 +118,11 @@ def measure(dataset: str, model_name: str, files: list[Path], rounds: int = 3) -
     for fold in trained.folds:
         for n in shapes:
             fold.predict_on_batch(inputs[:n])
+
+    def plain_network(fold) -> list:
+        """One split's whole network on the squares, in the command's batches and call."""
+        return [fold.predict_on_batch(batch) for batch in array_batches(inputs, PREDICT_BATCH)]
+
     networks = [trained.network, *trained.folds]
     traced_before = tracing_count(networks)
     # The three in turn, ``rounds`` times, each keeping its fastest: a slow spell touches all alike.  The plain
@@ -130,10 +131,9 @@ def measure(dataset: str, model_name: str, files: list[Path], rounds: int = 3) -
     plain_calls: list[list[float]] = [[] for _ in trained.folds]
     for _ in range(rounds):
         runs["whole"].append(timed(predict_files)[0])
-        runs["forward"].append(timed(partial(batch_by_batch, partial(ensemble_probabilities, trained), squares,
-                                             PREDICT_BATCH))[0])
+        runs["forward"].append(timed(partial(ensemble_probabilities, trained, squares))[0])   # a batch at a time
         for fold, calls in zip(trained.folds, plain_calls):
-            calls.append(timed(partial(batch_by_batch, fold.predict_on_batch, inputs, PREDICT_BATCH))[0])
+            calls.append(timed(partial(plain_network, fold))[0])
     traced_after = tracing_count(networks)
     whole, forward = min(runs["whole"]), min(runs["forward"])
     plain = sum(min(calls) for calls in plain_calls)

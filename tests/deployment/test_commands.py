@@ -85,6 +85,32 @@ def test_the_ensemble_is_the_study_each_split_as_evaluate_read_it(study, model, 
     assert (out["novelty"][:, 0] > trained.novelty_threshold).mean() < 0.1
 
 
+def test_more_frames_than_a_batch_go_through_the_graphs_a_stream_of_batches_traced(study, monkeypatch):
+    """A Python caller's array of many frames gets predict's outputs, through the batch call the command makes:
+    on TensorFlow nothing is traced beyond the two batch shapes (Keras predict would trace its tf.data path)."""
+    import keras
+
+    from ultrasound_transfer.deployment.predict import PREDICT_BATCH, ensemble_probabilities
+    from ultrasound_transfer.deployment.trained import load_trained_network
+
+    monkeypatch.chdir(study)
+    trained = load_trained_network("phantom", MODELS[0])
+    images = np.load(study / "data/prepared/phantom/images.npy").astype(np.float32)
+    frames = np.resize(images, (2 * PREDICT_BATCH + 5, *images.shape[1:]))
+    for n in (PREDICT_BATCH, 5):           # the shapes a stream of 2 * PREDICT_BATCH + 5 frames traces
+        ensemble_probabilities(trained, frames[:n])
+    counting = keras.backend.backend() == "tensorflow"
+    traced = trained.network.predict_function.experimental_get_tracing_count() if counting else None
+    outputs = ensemble_probabilities(trained, frames)
+    if counting:
+        assert trained.network.predict_function.experimental_get_tracing_count() == traced
+    expected = trained.network.predict(frames, batch_size=PREDICT_BATCH, verbose=0)
+    assert set(outputs) == set(expected)
+    for name, values in expected.items():
+        assert outputs[name].shape == values.shape and outputs[name].dtype == np.float64
+        np.testing.assert_allclose(outputs[name], values, rtol=0, atol=1e-6)
+
+
 def test_predict_reads_png_and_dicom_alike_and_gives_each_bad_file_its_row(study, scans):
     result = ultrasound_transfer(study, "predict", "--dataset", "phantom", "--model", "VGG16", "--out",
                                  "scans.csv", str(scans))

@@ -94,15 +94,24 @@ def in_batches(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+def array_batches(array: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """``array``'s rows in consecutive slices of at most ``size`` (views, not copies; the last may be shorter)."""
+    for start in range(0, len(array), size):
+        yield array[start:start + size]
+
+
 def ensemble_probabilities(trained: TrainedNetwork, squares: np.ndarray) -> dict[str, np.ndarray]:
-    """Each output of the ensemble network (``dense``, ``svm``, ``*_splits``, ``novelty``) for ``squares``."""
+    """Each output of the ensemble network (``dense``, ``svm``, ``*_splits``, ``novelty``) for ``squares``,
+    sent through it :data:`PREDICT_BATCH` at a time."""
     if not len(squares):
         return {}
-    # One batch as it streams: predict_on_batch runs the compiled step without predict's per-call set-up (a
-    # data adapter and callbacks, 80 ms a call on TensorFlow, 1.3 s over 1000 frames in batches of 64).
-    outputs = (trained.network.predict_on_batch(squares) if len(squares) <= PREDICT_BATCH else
-               trained.network.predict(squares, batch_size=PREDICT_BATCH, verbose=0))
-    return {name: np.asarray(values, dtype=np.float64) for name, values in outputs.items()}
+    # Every call is the one a stream of frames makes, a batch at a time through predict_on_batch: it runs the
+    # compiled step without predict's per-call set-up (a data adapter and callbacks, 80 ms a call on TensorFlow,
+    # 1.3 s over 1000 frames in batches of 64), and a caller with more frames than a batch reuses the graphs
+    # the batches traced, where Keras predict would trace its own (a tf.data feed, whose threads share the cores).
+    batches = [trained.network.predict_on_batch(batch) for batch in array_batches(squares, PREDICT_BATCH)]
+    return {name: np.concatenate([np.asarray(outputs[name], dtype=np.float64) for outputs in batches])
+            for name in batches[0]}
 
 
 def frame_warning(frame: SquaredFrame, novelty: float, threshold: float) -> str:
