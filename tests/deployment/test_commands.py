@@ -88,8 +88,7 @@ def test_the_ensemble_is_the_study_each_split_as_evaluate_read_it(study, model, 
 def test_more_frames_than_a_batch_go_through_the_graphs_a_stream_of_batches_traced(study, monkeypatch):
     """A Python caller's array of many frames gets predict's outputs, through the batch call the command makes:
     on TensorFlow nothing is traced beyond the two batch shapes (Keras predict would trace its tf.data path)."""
-    import keras
-
+    from benchmarks.predict import tracing_count
     from ultrasound_transfer.deployment.predict import PREDICT_BATCH, ensemble_probabilities
     from ultrasound_transfer.deployment.trained import load_trained_network
 
@@ -99,11 +98,9 @@ def test_more_frames_than_a_batch_go_through_the_graphs_a_stream_of_batches_trac
     frames = np.resize(images, (2 * PREDICT_BATCH + 5, *images.shape[1:]))
     for n in (PREDICT_BATCH, 5):           # the shapes a stream of 2 * PREDICT_BATCH + 5 frames traces
         ensemble_probabilities(trained, frames[:n])
-    counting = keras.backend.backend() == "tensorflow"
-    traced = trained.network.predict_function.experimental_get_tracing_count() if counting else None
+    traced = tracing_count([trained.network])      # None off TensorFlow, which alone counts its traces
     outputs = ensemble_probabilities(trained, frames)
-    if counting:
-        assert trained.network.predict_function.experimental_get_tracing_count() == traced
+    assert tracing_count([trained.network]) == traced
     expected = trained.network.predict(frames, batch_size=PREDICT_BATCH, verbose=0)
     assert set(outputs) == set(expected)
     for name, values in expected.items():

@@ -37,6 +37,7 @@ import pandas as pd
 from ultrasound_transfer.common import PipelineError, atomic_dir, log
 from ultrasound_transfer.deployment.predict import (
     SquaredFrame,
+    array_batches,
     ensemble_probabilities,
     frame_warning,
     in_batches,
@@ -112,9 +113,8 @@ def grad_cam(fold: keras.Model, inputs: np.ndarray, layer: str, batch_size: int 
     upper = keras.Model(fold.get_layer(layer).output, fold.get_layer(HIDDEN_LAYER).output)
     kernel, bias = (keras.ops.convert_to_numpy(v).astype(np.float32) for v in fold.get_layer(OUTPUT_LAYER).weights)
     found = []
-    for start in range(0, len(inputs), batch_size):    # a cine loop of hundreds of frames, a batch at a time
-        maps = np.asarray(keras.ops.convert_to_numpy(lower([inputs[start:start + batch_size]], training=False)),
-                          dtype=np.float32)
+    for batch in array_batches(inputs, batch_size):    # a cine loop of hundreds of frames, a batch at a time
+        maps = np.asarray(keras.ops.convert_to_numpy(lower([batch], training=False)), dtype=np.float32)
         alpha = score_gradients(upper, maps, kernel, bias).mean(axis=(1, 2), keepdims=True)
         found.append(np.maximum((alpha * maps).sum(axis=-1), 0.0))
     return np.concatenate(found)
